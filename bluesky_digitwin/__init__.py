@@ -1,0 +1,34 @@
+"""bluesky-digitwin: a live neural-network digital twin for bluesky scanning measurements.
+
+The core works without a RunEngine::
+
+    from bluesky_digitwin import DigitalTwin, make_grid
+
+    twin = DigitalTwin.fit("scans.csv", features=["T", "H"], target="M", n_trials=30)
+    simulated = twin.predict(make_grid(T=np.linspace(10, 60, 501), H=[1e4, 2e4]))
+
+TensorFlow is imported only when a twin is trained or loaded.
+"""
+
+from bluesky_digitwin.data import (
+    DataWarning,
+    DigitwinInputError,
+    load_table,
+    make_grid,
+    prepare_training_data,
+)
+from bluesky_digitwin.surrogate.search import SearchSpace
+from bluesky_digitwin.surrogate.training import TrainConfig
+from bluesky_digitwin.twin import DigitalTwin, OutsideRangeWarning
+
+__all__ = [
+    "DataWarning",
+    "DigitalTwin",
+    "DigitwinInputError",
+    "OutsideRangeWarning",
+    "SearchSpace",
+    "TrainConfig",
+    "load_table",
+    "make_grid",
+    "prepare_training_data",
+]

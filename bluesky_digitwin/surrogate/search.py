@@ -1,0 +1,610 @@
+"""The hyperparameter search: Optuna TPE with asynchronous successive halving (ASHA).
+
+Like Optuna itself, the pieces are separate and replaceable: the search space
+(:class:`SearchSpace`), the sampler, the pruner and the storage. By default the workers are
+processes on this machine that share a journal file; any Optuna RDB URL works too, and then the
+workers may as well run elsewhere. Each finished trial stores its network as an Optuna artifact
+(a ``.keras`` file, no pickle), so the twin is built from the best trials wherever they ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
+
+from bluesky_digitwin.data import DigitwinInputError, TrainingData
+from bluesky_digitwin.surrogate.network import Scaling
+from bluesky_digitwin.surrogate.training import TrainConfig
+
+__all__ = [
+    "Progress",
+    "SearchResult",
+    "SearchSpace",
+    "SplitData",
+    "default_batch_sizes",
+    "open_storage",
+    "redact_url",
+    "run_search",
+]
+
+logger = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MODEL_ARTIFACT = "model_artifact_id"
+
+
+def default_batch_sizes(n_points: int) -> tuple[int, ...]:
+    """The paper's batch-size choices by data size."""
+    if n_points < 256:
+        return (16, 32, 64)
+    if n_points < 1024:
+        return (64, 128, 256)
+    if n_points < 4096:
+        return (128, 256, 512)
+    return (256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Where the search looks. Defaults are the paper's space plus an optional L2 penalty.
+
+    Attributes
+    ----------
+    n_layers, n_units
+        Inclusive integer ranges of hidden layers and of nodes per layer.
+    learning_rate
+        Range of Adam's initial learning rate, searched on a log scale.
+    batch_sizes
+        Choices of batch size; ``None`` picks them by data size (:func:`default_batch_sizes`).
+    l2
+        Log range of the L2 penalty, offered as a choice beside "none"; ``None`` never
+        regularises.
+    dropout
+        Range of the dropout rate, offered as a choice beside "none"; ``None`` (default) never
+        uses dropout.
+    """
+
+    n_layers: tuple[int, int] = (2, 10)
+    n_units: tuple[int, int] = (50, 200)
+    learning_rate: tuple[float, float] = (5e-4, 5e-3)
+    batch_sizes: tuple[int, ...] | None = None
+    l2: tuple[float, float] | None = (1e-7, 1e-3)
+    dropout: tuple[float, float] | None = None
+
+    def suggest(self, trial: optuna.Trial, n_points: int) -> dict[str, Any]:
+        """Ask ``trial`` for one set of hyperparameters."""
+        params: dict[str, Any] = {
+            "n_layers": trial.suggest_int("n_layers", *self.n_layers),
+            "n_units": trial.suggest_int("n_units", *self.n_units),
+            "learning_rate": trial.suggest_float("learning_rate", *self.learning_rate, log=True),
+            "batch_size": trial.suggest_categorical(
+                "batch_size", list(self.batch_sizes or default_batch_sizes(n_points))
+            ),
+            "l2": 0.0,
+            "dropout": 0.0,
+        }
+        choices = ["none"]
+        if self.l2 is not None:
+            choices.append("l2")
+        if self.dropout is not None:
+            choices.append("dropout")
+        if len(choices) > 1:
+            regularization = trial.suggest_categorical("regularization", choices)
+            if regularization == "l2":
+                params["l2"] = trial.suggest_float("l2", *self.l2, log=True)
+            elif regularization == "dropout":
+                params["dropout"] = trial.suggest_float("dropout", *self.dropout)
+        return params
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """Scaled arrays for the search: training and held-out validation points."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    scaling: Scaling
+
+    @classmethod
+    def split(cls, data: TrainingData, validation_fraction: float, seed: int) -> SplitData:
+        if not 0 < validation_fraction < 1:
+            raise DigitwinInputError(
+                f"validation_fraction must be between 0 and 1, got {validation_fraction}"
+            )
+        n = data.n_points
+        n_val = max(1, round(n * validation_fraction))
+        order = np.random.default_rng(seed).permutation(n)
+        val, tr = order[:n_val], order[n_val:]
+        # Scale with all the points: the final twin sees them all, and its scaling must match.
+        scaling = Scaling.from_data(data.x, data.y)
+        return cls(
+            x_train=scaling.scale_x(data.x[tr]),
+            y_train=scaling.scale_y(data.y[tr]),
+            x_val=scaling.scale_x(data.x[val]),
+            y_val=scaling.scale_y(data.y[val]),
+            scaling=scaling,
+        )
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("x_train", "y_train", "x_val", "y_val"):
+            np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path, scaling: Scaling) -> SplitData:
+        arrays = {
+            name: np.load(directory / f"{name}.npy", allow_pickle=False)
+            for name in ("x_train", "y_train", "x_val", "y_val")
+        }
+        return cls(**arrays, scaling=scaling)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running search, given to the ``progress`` callback."""
+
+    finished: int
+    total: int
+    pruned: int
+    best_value: float | None
+    elapsed: float
+
+
+@dataclass
+class SearchResult:
+    """What a search produced: the study and where its trial models are stored."""
+
+    study: optuna.Study
+    artifact_store: Any
+    scaling: Scaling
+    storage_description: str
+    wall_time: float
+    best_trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL, for logs and saved metadata."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def open_storage(storage: str | os.PathLike | optuna.storages.BaseStorage) -> Any:
+    """Open a storage: a database URL (``postgresql://...``, ``sqlite:///...``), a journal file
+    path, or a ready Optuna storage object."""
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    text = os.fspath(storage)
+    if "://" in text:
+        return optuna.storages.RDBStorage(text)
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _default_artifact_dir(storage: str | os.PathLike | Any) -> Path:
+    if isinstance(storage, (str, os.PathLike)) and "://" not in os.fspath(storage):
+        return Path(os.fspath(storage) + ".artifacts")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "bluesky-digitwin" / "artifacts"
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    """Everything a worker process needs, as plain values (sent to a spawned process)."""
+
+    storage: str
+    study_name: str
+    data_dir: str
+    scaling: dict
+    artifact_dir: str
+    space: SearchSpace
+    train_config: TrainConfig
+    n_trials: int
+    seed: int | None
+    worker_index: int
+    threads: int
+    sampler: Any = None
+    pruner: Any = None
+
+
+def _objective_factory(
+    split: SplitData,
+    space: SearchSpace,
+    train_config: TrainConfig,
+    artifact_store: Any,
+    seed: int | None,
+) -> Callable[[optuna.Trial], float]:
+    # Imported here: the module must import without TensorFlow for light tools (e.g. the CLI's
+    # argument errors) and for the coordinator's progress thread.
+    from bluesky_digitwin.surrogate.network import build_mlp
+    from bluesky_digitwin.surrogate.training import train
+
+    n_points = len(split.y_train) + len(split.y_val)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial, n_points)
+        trial_seed = (seed or 0) * 100_003 + trial.number
+        model = build_mlp(
+            split.x_train.shape[1],
+            params["n_layers"],
+            params["n_units"],
+            l2=params["l2"],
+            dropout=params["dropout"],
+            seed=trial_seed,
+        )
+
+        def should_stop(epochs: int, best_loss: float) -> bool:
+            trial.report(best_loss, epochs)
+            return trial.should_prune()
+
+        result = train(
+            model,
+            split.x_train,
+            split.y_train,
+            split.x_val,
+            split.y_val,
+            batch_size=params["batch_size"],
+            learning_rate=params["learning_rate"],
+            config=train_config,
+            seed=trial_seed,
+            should_stop=should_stop,
+        )
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("stopped_by", result.stopped_by)
+        trial.set_user_attr("seed", trial_seed)
+        trial.set_user_attr("worker_pid", os.getpid())
+        if result.stopped_by == "pruned":
+            raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
+        if not math.isfinite(result.best_loss):
+            raise optuna.TrialPruned("training diverged")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"trial-{trial.number}.keras")
+            model.save(path)
+            artifact_id = optuna.artifacts.upload_artifact(
+                artifact_store=artifact_store, file_path=path, study_or_trial=trial
+            )
+        trial.set_user_attr(MODEL_ARTIFACT, artifact_id)
+        return result.best_loss
+
+    return objective
+
+
+def _optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+) -> None:
+    """Run trials until the study holds ``n_trials`` finished ones (shared by all workers)."""
+    if _count_finished(study) >= n_trials:
+        return
+    study.optimize(
+        objective,
+        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
+        # A trial that raises is recorded as failed; the search goes on with the others.
+        catch=(Exception,),
+        gc_after_trial=False,
+    )
+
+
+def _count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _make_sampler(seed: int | None, worker_index: int) -> optuna.samplers.BaseSampler:
+    worker_seed = None if seed is None else seed + worker_index
+    return optuna.samplers.TPESampler(seed=worker_seed, n_startup_trials=10)
+
+
+def _make_pruner(train_config: TrainConfig) -> optuna.pruners.BasePruner:
+    # Rungs at 20, 60, 180 epochs: a poor trial costs 20 epochs, a mediocre one 60.
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(train_config.chunk_epochs, 20), reduction_factor=3
+    )
+
+
+def _worker_main(spec: _WorkerSpec) -> None:
+    """Entry point of a spawned worker process."""
+    # Set before TensorFlow starts in this fresh process (see bluesky_digitwin._tf).
+    os.environ["DIGITWIN_TF_THREADS"] = str(spec.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(spec.storage)
+    study = optuna.load_study(
+        study_name=spec.study_name,
+        storage=storage,
+        sampler=spec.sampler or _make_sampler(spec.seed, spec.worker_index),
+        pruner=spec.pruner or _make_pruner(spec.train_config),
+    )
+    split = SplitData.load(Path(spec.data_dir), Scaling.from_dict(spec.scaling))
+    store = FileSystemArtifactStore(spec.artifact_dir)
+    objective = _objective_factory(split, spec.space, spec.train_config, store, spec.seed)
+    _optimize(study, objective, spec.n_trials)
+
+
+def run_search(
+    data: TrainingData,
+    *,
+    n_trials: int = 30,
+    n_workers: int | None = None,
+    seed: int | None = None,
+    storage: str | os.PathLike | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    space: SearchSpace | None = None,
+    train_config: TrainConfig | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    artifact_store: Any = None,
+    warm_start: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    validation_fraction: float = 0.2,
+    progress: Callable[[Progress], None] | None = None,
+    work_dir: str | os.PathLike | None = None,
+) -> SearchResult:
+    """Search hyperparameters of the surrogate on ``data``.
+
+    Parameters
+    ----------
+    data
+        Validated training data (:func:`~bluesky_digitwin.data.prepare_training_data`).
+    n_trials
+        The number of finished (complete or pruned) trials the study should hold. A study that
+        already holds some (same storage and study name) continues from there.
+    n_workers
+        Parallel workers. One runs in this process; the others are spawned processes on this
+        machine sharing the storage. ``None`` uses one per available core.
+    seed
+        Makes the split, the sampler and the networks' initialisation repeatable (exactly so with
+        one worker; with several, the order in which trials finish depends on timing).
+    storage
+        A journal file path, a database URL, or an Optuna storage object. ``None`` uses a new
+        journal file in a temporary directory.
+    study_name
+        The study to create or continue; ``None`` makes a new name.
+    space, train_config, sampler, pruner
+        Replace the defaults: the paper's space, 500 epochs with early stopping, TPE, and ASHA.
+    artifact_store
+        Where trial models go (an Optuna artifact store). Defaults to a directory beside a
+        journal file, or the user cache for a database.
+    warm_start
+        Hyperparameters (one dict or several) to try first, e.g. a previous twin's best.
+    validation_fraction
+        Share of points held out to choose models on.
+    progress
+        Called about twice a second with a :class:`Progress`.
+    work_dir
+        Where worker inputs are written; a temporary directory by default.
+    """
+    space = space or SearchSpace()
+    train_config = train_config or TrainConfig()
+    if n_trials < 1:
+        raise DigitwinInputError(f"n_trials must be at least 1, got {n_trials}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_workers = max(1, min(n_workers or cores or 1, n_trials))
+    if n_workers > 1 and isinstance(storage, optuna.storages.BaseStorage):
+        raise DigitwinInputError(
+            "several workers need a storage they can all open: give a journal file path "
+            "or a database URL instead of a storage object, or use n_workers=1"
+        )
+
+    start = time.perf_counter()
+    cleanup: list[Path] = []
+    tmp_root = Path(tempfile.mkdtemp(prefix="digitwin-search-", dir=work_dir))
+    cleanup.append(tmp_root)
+    if storage is None:
+        storage = tmp_root / "journal.log"
+        artifact_dir = tmp_root / "artifacts"
+    else:
+        artifact_dir = _default_artifact_dir(storage)
+    storage_obj = open_storage(storage)
+    storage_text = (
+        redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "object"
+    )
+    store = artifact_store or FileSystemArtifactStore(str(_mkdir(artifact_dir)))
+
+    study = optuna.create_study(
+        storage=storage_obj,
+        study_name=study_name,
+        direction="minimize",
+        sampler=sampler or _make_sampler(seed, 0),
+        pruner=pruner or _make_pruner(train_config),
+        load_if_exists=True,
+    )
+    split_seed = _claim_study(study, data, seed, validation_fraction)
+    split = SplitData.split(data, validation_fraction, split_seed)
+    for params in _as_list(warm_start):
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+
+    stop_progress = threading.Event()
+    watcher = None
+    if progress is not None:
+        watcher = threading.Thread(
+            target=_watch,
+            args=(storage_obj, study.study_name, n_trials, start, progress, stop_progress),
+            daemon=True,
+            name="digitwin-search-progress",
+        )
+        watcher.start()
+    try:
+        processes = []
+        if n_workers > 1:
+            data_dir = tmp_root / "data"
+            split.save(data_dir)
+            if not isinstance(artifact_store, (type(None), FileSystemArtifactStore)):
+                raise DigitwinInputError(
+                    "several local workers share trial models through a directory; "
+                    "use n_workers=1 with a custom artifact store"
+                )
+            threads = max(1, (cores or 1) // n_workers)
+            ctx = multiprocessing.get_context("spawn")
+            for index in range(1, n_workers):
+                spec = _WorkerSpec(
+                    storage=os.fspath(storage),
+                    study_name=study.study_name,
+                    data_dir=str(data_dir),
+                    scaling=split.scaling.to_dict(),
+                    artifact_dir=str(artifact_dir),
+                    space=space,
+                    train_config=train_config,
+                    n_trials=n_trials,
+                    seed=seed,
+                    worker_index=index,
+                    threads=threads,
+                    sampler=sampler,
+                    pruner=pruner,
+                )
+                proc = ctx.Process(target=_worker_main, args=(spec,), daemon=True)
+                proc.start()
+                processes.append(proc)
+            if "tensorflow" not in sys.modules:
+                # This process trains too: share the cores with the workers.
+                os.environ.setdefault("DIGITWIN_TF_THREADS", str(threads))
+        objective = _objective_factory(split, space, train_config, store, seed)
+        try:
+            _optimize(study, objective, n_trials)
+        finally:
+            for proc in processes:
+                proc.join()
+        failed_workers = [p.exitcode for p in processes if p.exitcode != 0]
+        if failed_workers:
+            logger.warning("%d search worker(s) exited with an error", len(failed_workers))
+    finally:
+        stop_progress.set()
+        if watcher is not None:
+            watcher.join()
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in complete if MODEL_ARTIFACT in t.user_attrs]
+    if not complete:
+        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        raise RuntimeError(
+            f"no trial of study {study.study_name!r} completed ({len(states)} trials: "
+            f"{', '.join(sorted(set(states)))}); see the log for the failures"
+        )
+    best = sorted(complete, key=lambda t: t.value)
+    if storage_text.endswith("journal.log") and tmp_root in Path(storage_text).parents:
+        storage_text = "temporary journal"
+    result = SearchResult(
+        study=study,
+        artifact_store=store,
+        scaling=split.scaling,
+        storage_description=storage_text,
+        wall_time=time.perf_counter() - start,
+        best_trials=best,
+    )
+    result._cleanup = cleanup  # type: ignore[attr-defined]
+    result._split = split  # type: ignore[attr-defined]
+    return result
+
+
+def cleanup_search(result: SearchResult) -> None:
+    """Remove the temporary files of a search (its worker inputs and a temporary journal)."""
+    for path in getattr(result, "_cleanup", []):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _as_list(warm_start: Any) -> list[Mapping[str, Any]]:
+    if warm_start is None:
+        return []
+    if isinstance(warm_start, Mapping):
+        return [warm_start]
+    return list(warm_start)
+
+
+def _claim_study(
+    study: optuna.Study, data: TrainingData, seed: int | None, validation_fraction: float
+) -> int:
+    """Record what a study learns from; refuse to continue a study made for other data.
+
+    Returns the seed of the validation split, the same for every run of one study.
+    """
+    attrs = study.user_attrs
+    digest = data.sha256()
+    if "data_sha256" in attrs:
+        if attrs["data_sha256"] != digest:
+            raise DigitwinInputError(
+                f"study {study.study_name!r} already holds trials for other data "
+                f"(features {attrs.get('features')}, target {attrs.get('target')!r}); "
+                "give a new study name, or the same data to continue it"
+            )
+        return int(attrs["split_seed"])
+    split_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
+    study.set_user_attr("data_sha256", digest)
+    study.set_user_attr("features", list(data.features))
+    study.set_user_attr("target", data.target)
+    study.set_user_attr("n_points", data.n_points)
+    study.set_user_attr("split_seed", split_seed)
+    study.set_user_attr("validation_fraction", validation_fraction)
+    return split_seed
+
+
+def _watch(
+    storage: Any,
+    study_name: str,
+    total: int,
+    start: float,
+    report: Callable[[Progress], None],
+    stop: threading.Event,
+) -> None:
+    """Poll the storage (so trials of every worker count) and report progress."""
+    last = None
+    while True:
+        stopping = stop.wait(0.5)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            trials = study.get_trials(deepcopy=False, states=FINISHED)
+        except Exception:  # a transient storage error must not end the search
+            logger.debug("progress poll failed", exc_info=True)
+            continue
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        snapshot = Progress(
+            finished=len(trials),
+            total=total,
+            pruned=sum(t.state == TrialState.PRUNED for t in trials),
+            best_value=min(values) if values else None,
+            elapsed=time.perf_counter() - start,
+        )
+        key = (snapshot.finished, snapshot.best_value)
+        if stopping or key != last:
+            last = key
+            try:
+                report(snapshot)
+            except Exception:  # a broken progress display must not end the search
+                logger.debug("progress callback failed", exc_info=True)
+        if stopping:
+            return
+
+
+def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """Full hyperparameters of a finished trial (including the implied l2=0, dropout=0)."""
+    params = dict(trial.params)
+    params.setdefault("l2", 0.0)
+    params.setdefault("dropout", 0.0)
+    params.setdefault("regularization", "none")
+    return params

@@ -1,0 +1,509 @@
+"""The DigitalTwin: an ensemble of the best networks of a search, with its provenance.
+
+A twin simulates the measurement anywhere inside the range it learned. Its uncertainty is the
+spread of the ensemble (several good networks of different shapes, as the paper suggests
+averaging). It is an interpolator only: a prediction outside the learned range is flagged.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bluesky_digitwin.data import (
+    DigitwinInputError,
+    TableLike,
+    TrainingData,
+    points_to_arrays,
+    prepare_training_data,
+)
+from bluesky_digitwin.surrogate.network import Scaling
+from bluesky_digitwin.surrogate.search import (
+    Progress,
+    SearchResult,
+    SearchSpace,
+    cleanup_search,
+    run_search,
+    trial_params,
+)
+from bluesky_digitwin.surrogate.training import TrainConfig
+
+__all__ = ["DigitalTwin", "OutsideRangeWarning"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "bluesky-digitwin/twin"
+FORMAT_VERSION = 1
+METADATA_FILE = "twin.json"
+
+
+class OutsideRangeWarning(UserWarning):
+    """A prediction was asked for outside the range the twin learned: it extrapolates there."""
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("bluesky-digitwin", "tensorflow", "keras", "optuna", "numpy", "xarray"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+class DigitalTwin:
+    """A trained digital twin of a scanning measurement.
+
+    Make one with :meth:`fit` (or :meth:`load`); ask it with :meth:`predict`.
+
+    Attributes
+    ----------
+    features : tuple of str
+        The coordinates it takes, e.g. ``("T", "H")``.
+    target : str
+        The quantity it simulates, e.g. ``"M"``.
+    units : dict
+        Units of the features and the target ("" when unknown).
+    ranges : dict
+        The learned (min, max) of each feature.
+    metadata : dict
+        Everything recorded about how the twin was made (JSON-serialisable).
+    """
+
+    def __init__(self, members: Sequence[Any], metadata: dict[str, Any]):
+        if not members:
+            raise ValueError("a twin needs at least one network")
+        self._members = list(members)
+        self.metadata = metadata
+
+    # -- making one ---------------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        data: TableLike,
+        features: Sequence[str],
+        target: str,
+        *,
+        n_trials: int = 30,
+        n_workers: int | None = None,
+        ensemble_size: int = 5,
+        seed: int | None = None,
+        storage: Any = None,
+        study_name: str | None = None,
+        space: SearchSpace | None = None,
+        train_config: TrainConfig | None = None,
+        sampler: Any = None,
+        pruner: Any = None,
+        warm_start: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        validation_fraction: float = 0.2,
+        refit_epochs: int = 30,
+        units: Mapping[str, str] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> DigitalTwin:
+        """Learn ``target`` as a function of ``features`` and return the twin.
+
+        Parameters
+        ----------
+        data
+            An xarray Dataset (1-D along ``point`` or a grid), a pandas DataFrame, or the path
+            of a CSV (header row) or netCDF file.
+        features, target
+            Column names of the coordinates and of the measured quantity.
+        n_trials
+            Finished trials of the hyperparameter search (the paper used about 30).
+        n_workers
+            Parallel search workers on this machine (default: one per core).
+        ensemble_size
+            The best this-many trials form the twin; their spread is its uncertainty.
+        seed
+            Makes the search repeatable on one machine (exactly so with one worker).
+        storage, study_name
+            Optuna storage (journal file path or database URL) and study to create or
+            continue; by default a temporary journal.
+        space, train_config, sampler, pruner
+            Replace the search space, the training recipe, TPE or ASHA.
+        warm_start
+            Hyperparameters to try first, e.g. ``previous_twin.hyperparameters``.
+        validation_fraction
+            Share of points held out to choose the networks on.
+        refit_epochs
+            After the search, each chosen network trains this many more epochs on *all* the
+            points (held-out ones included) at its final learning rate. 0 skips it.
+        units
+            Units by name, for columns whose data carries no ``units`` attribute.
+        progress
+            Called with a :class:`~bluesky_digitwin.surrogate.search.Progress` while searching.
+        provenance
+            Extra JSON-serialisable facts to record, e.g. the run uids the data came from.
+        """
+        if ensemble_size < 1:
+            raise DigitwinInputError(f"ensemble_size must be at least 1, got {ensemble_size}")
+        with warnings.catch_warnings():
+            # Re-issue data warnings from the user's call site, not from inside the package.
+            warnings.simplefilter("always")
+            prepared = prepare_training_data(data, features, target)
+        if units:
+            prepared.units.update({k: str(v) for k, v in units.items() if k in prepared.units})
+        train_config = train_config or TrainConfig()
+        result = run_search(
+            prepared,
+            n_trials=n_trials,
+            n_workers=n_workers,
+            seed=seed,
+            storage=storage,
+            study_name=study_name,
+            space=space,
+            train_config=train_config,
+            sampler=sampler,
+            pruner=pruner,
+            warm_start=warm_start,
+            validation_fraction=validation_fraction,
+            progress=progress,
+        )
+        if len(result.best_trials) < ensemble_size:
+            warnings.warn(
+                f"only {len(result.best_trials)} trial(s) completed (the others were pruned or "
+                f"failed), so the twin has {len(result.best_trials)} network(s) instead of "
+                f"{ensemble_size}; run more trials for a fuller ensemble and its uncertainty",
+                UserWarning,
+                stacklevel=2,
+            )
+        try:
+            trials = result.study.get_trials(deepcopy=False)
+            members, member_meta = _build_members(
+                result, prepared, ensemble_size, refit_epochs, train_config
+            )
+        finally:
+            cleanup_search(result)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "id": uuid.uuid4().hex,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "features": list(prepared.features),
+            "target": prepared.target,
+            "units": dict(prepared.units),
+            "ranges": {k: list(v) for k, v in prepared.ranges.items()},
+            "scaling": result.scaling.to_dict(),
+            "members": member_meta,
+            "search": {
+                "study_name": result.study.study_name,
+                "storage": result.storage_description,
+                "n_trials": len(trials),
+                "n_complete": sum(t.state.name == "COMPLETE" for t in trials),
+                "n_pruned": sum(t.state.name == "PRUNED" for t in trials),
+                "n_failed": sum(t.state.name == "FAIL" for t in trials),
+                "wall_time_s": round(result.wall_time, 3),
+                "seed": seed,
+                "validation_fraction": validation_fraction,
+                "refit_epochs": refit_epochs,
+                "space": asdict(space or SearchSpace()),
+                "train_config": asdict(train_config),
+            },
+            "data": {
+                "sha256": prepared.sha256(),
+                "n_points": prepared.n_points,
+                "source": os.fspath(data) if isinstance(data, (str, os.PathLike)) else None,
+            },
+            "provenance": dict(provenance or {}),
+            "versions": _versions(),
+        }
+        return cls(members, meta)
+
+    # -- what it is ---------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.metadata["id"]
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(self.metadata["features"])
+
+    @property
+    def target(self) -> str:
+        return self.metadata["target"]
+
+    @property
+    def units(self) -> dict[str, str]:
+        return dict(self.metadata["units"])
+
+    @property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {k: (float(v[0]), float(v[1])) for k, v in self.metadata["ranges"].items()}
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The best trial's hyperparameters (usable as ``warm_start`` of a new fit)."""
+        return dict(self.metadata["members"][0]["params"])
+
+    @property
+    def validation_rmse(self) -> float:
+        """RMSE of the best network on the held-out points, in the target's units."""
+        return float(self.metadata["members"][0]["validation_rmse"])
+
+    @property
+    def ensemble_size(self) -> int:
+        return len(self._members)
+
+    def __repr__(self) -> str:
+        ranges = ", ".join(
+            f"{k} {lo:g}..{hi:g}{' ' + self.units.get(k, '') if self.units.get(k) else ''}"
+            for k, (lo, hi) in self.ranges.items()
+        )
+        return (
+            f"<DigitalTwin {self.target}({', '.join(self.features)}) over {ranges}; "
+            f"{self.ensemble_size} networks, validation RMSE {self.validation_rmse:.4g} "
+            f"{self.units.get(self.target, '')}>".replace(" >", ">")
+        )
+
+    # -- using it -----------------------------------------------------------------------------
+
+    def predict(
+        self, points: Mapping[str, Any] | xr.Dataset | pd.DataFrame, *, warn: bool = True
+    ) -> xr.Dataset:
+        """Simulate the measurement at ``points``.
+
+        Parameters
+        ----------
+        points
+            The coordinates: a dict of equal-length arrays, a pandas DataFrame, or an xarray
+            Dataset (e.g. :func:`~bluesky_digitwin.data.make_grid`, which gives a grid).
+        warn
+            Warn (:class:`OutsideRangeWarning`) when a point lies outside the learned range.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``<target>`` (ensemble mean), ``<target>_std`` (ensemble spread) and
+            ``outside_range`` (bool), with the feature coordinates; units in ``attrs``.
+        """
+        x, coords, dims = points_to_arrays(points, self.features)
+        shape = tuple(next(c.sizes[d] for c in coords.values() if d in c.sizes) for d in dims)
+        outputs = np.stack([self._run_member(m, x) for m in self._members])
+        mean = outputs.mean(axis=0)
+        std = outputs.std(axis=0, ddof=1) if len(self._members) > 1 else np.zeros_like(mean)
+        outside = np.zeros(len(x), dtype=bool)
+        for i, name in enumerate(self.features):
+            lo, hi = self.ranges[name]
+            outside |= (x[:, i] < lo) | (x[:, i] > hi)
+        if warn and outside.any():
+            span = "; ".join(f"{k} {lo:g} to {hi:g}" for k, (lo, hi) in self.ranges.items())
+            warnings.warn(
+                f"{int(outside.sum())} of {len(x)} points lie outside the learned range "
+                f"({span}); the twin only interpolates, so it extrapolates there",
+                OutsideRangeWarning,
+                stacklevel=2,
+            )
+        target_units = self.units.get(self.target, "")
+        ds = xr.Dataset(
+            {
+                self.target: (dims, mean.reshape(shape), {"units": target_units}),
+                f"{self.target}_std": (
+                    dims,
+                    std.reshape(shape),
+                    {"units": target_units, "long_name": "ensemble standard deviation"},
+                ),
+                "outside_range": (dims, outside.reshape(shape)),
+            },
+            coords={
+                name: arr.assign_attrs(units=self.units.get(name, ""))
+                for name, arr in coords.items()
+            },
+            attrs={"twin_id": self.id, "data_origin": "simulated"},
+        )
+        return ds
+
+    @staticmethod
+    def _run_member(model: Any, x: np.ndarray) -> np.ndarray:
+        out = np.empty(len(x), dtype=np.float64)
+        # Chunks bound the memory of a large grid; each call is one graph execution.
+        chunk = 65536
+        for start in range(0, len(x), chunk):
+            xb = x[start : start + chunk].astype(np.float32)
+            out[start : start + chunk] = np.asarray(model(xb, training=False)).reshape(-1)
+        return out
+
+    # -- storing it ---------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the twin to ``directory``: ``.keras`` files and ``twin.json``, atomically.
+
+        The files are written to a temporary sibling directory which then replaces
+        ``directory`` by a rename, so a crash never leaves a half-written twin behind under
+        that name. An existing directory is replaced only if it is empty or a saved twin.
+        """
+        target = Path(directory)
+        if target.exists() and not _is_replaceable(target):
+            raise DigitwinInputError(
+                f"{target} exists and is not a saved twin; choose a new or empty directory"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            meta = json.loads(json.dumps(self.metadata))
+            for i, (model, member) in enumerate(zip(self._members, meta["members"], strict=True)):
+                name = f"member_{i}.keras"
+                model.save(staging / name)
+                member["file"] = name
+                member["sha256"] = _sha256(staging / name)
+            _write_json(staging / METADATA_FILE, meta)
+            _fsync_dir(staging)
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+                os.replace(target, old / "twin")
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.metadata = meta
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> DigitalTwin:
+        """Load a twin saved by :meth:`save` (Keras ``safe_mode``; checksums verified)."""
+        from bluesky_digitwin._tf import keras
+
+        path = Path(directory)
+        meta_path = path / METADATA_FILE
+        if not meta_path.is_file():
+            raise DigitwinInputError(f"{path} holds no saved twin (no {METADATA_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DigitwinInputError(f"{meta_path} is not valid JSON: {exc}") from None
+        if meta.get("format") != FORMAT:
+            raise DigitwinInputError(f"{meta_path} is not a bluesky-digitwin twin")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise DigitwinInputError(
+                f"{path} was saved by a newer bluesky-digitwin (format "
+                f"{meta['format_version']}); upgrade the package to load it"
+            )
+        members = []
+        for member in meta["members"]:
+            file = path / member["file"]
+            if not file.is_file() or _sha256(file) != member["sha256"]:
+                raise DigitwinInputError(
+                    f"{file} is missing or does not match its checksum; the twin is incomplete"
+                )
+            members.append(keras.saving.load_model(file, compile=False, safe_mode=True))
+        return cls(members, meta)
+
+
+def _build_members(
+    result: SearchResult,
+    data: TrainingData,
+    ensemble_size: int,
+    refit_epochs: int,
+    train_config: TrainConfig,
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Turn the best trials into the twin's networks, refitted on all points."""
+    from optuna.artifacts import download_artifact
+
+    from bluesky_digitwin._tf import keras
+    from bluesky_digitwin.surrogate.network import wrap_with_scaling
+    from bluesky_digitwin.surrogate.search import MODEL_ARTIFACT
+    from bluesky_digitwin.surrogate.training import train
+
+    scaling: Scaling = result.scaling
+    x_all = scaling.scale_x(data.x)
+    y_all = scaling.scale_y(data.y)
+    split = result._split  # type: ignore[attr-defined]
+    val_var = float(np.var(split.y_val)) or 1.0
+    members, meta = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rank, trial in enumerate(result.best_trials[:ensemble_size]):
+            path = os.path.join(tmp, f"trial-{trial.number}.keras")
+            download_artifact(
+                artifact_store=result.artifact_store,
+                file_path=path,
+                artifact_id=trial.user_attrs[MODEL_ARTIFACT],
+            )
+            core = keras.saving.load_model(path, compile=False, safe_mode=True)
+            params = trial_params(trial)
+            if refit_epochs > 0:
+                # The held-out points join in: a short, gentle continuation at the final
+                # learning rate, keeping the weights with the lowest loss over all points.
+                train(
+                    core,
+                    x_all,
+                    y_all,
+                    batch_size=int(params["batch_size"]),
+                    learning_rate=float(params["learning_rate"]) / train_config.lr_drop_factor,
+                    config=TrainConfig(
+                        max_epochs=refit_epochs,
+                        patience=refit_epochs,
+                        lr_drop_epoch=refit_epochs,
+                        chunk_epochs=train_config.chunk_epochs,
+                    ),
+                    seed=int(trial.user_attrs.get("seed", trial.number)) + 1,
+                )
+            members.append(wrap_with_scaling(core, scaling, name=f"member_{rank}"))
+            mse = float(trial.value)
+            meta.append(
+                {
+                    "trial": trial.number,
+                    "params": params,
+                    "validation_mse_scaled": mse,
+                    "validation_rmse": float(np.sqrt(mse) * scaling.y_std),
+                    "validation_r2": float(1 - mse / val_var),
+                    "best_epoch": int(trial.user_attrs.get("best_epoch", -1)),
+                    "epochs_run": int(trial.user_attrs.get("epochs_run", -1)),
+                }
+            )
+    return members, meta
+
+
+def _is_replaceable(path: Path) -> bool:
+    return path.is_dir() and (not any(path.iterdir()) or (path / METADATA_FILE).is_file())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,126 @@
+"""The Optuna search: repeatable, resumable, warm-startable, parallel on a shared journal."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
+from bluesky_digitwin.surrogate.search import (
+    SearchSpace,
+    cleanup_search,
+    default_batch_sizes,
+    redact_url,
+    run_search,
+)
+from bluesky_digitwin.surrogate.training import TrainConfig
+from tests.conftest import smooth_table
+
+TINY = {
+    "space": SearchSpace(n_layers=(1, 2), n_units=(4, 16)),
+    "train_config": TrainConfig(max_epochs=10, chunk_epochs=5),
+}
+
+
+@pytest.fixture
+def data():
+    return prepare_training_data(smooth_table(), ["x", "h"], "y")
+
+
+def _params(study):
+    return [t.params for t in study.get_trials(deepcopy=False)]
+
+
+def test_paper_batch_sizes_by_data_size():
+    assert default_batch_sizes(100) == (16, 32, 64)
+    assert default_batch_sizes(808) == (64, 128, 256)
+    assert default_batch_sizes(2737) == (128, 256, 512)
+    assert default_batch_sizes(29977) == (256, 512, 1024)
+
+
+def test_same_seed_repeats_the_search(data):
+    runs = [run_search(data, n_trials=3, n_workers=1, seed=7, **TINY) for _ in range(2)]
+    try:
+        assert _params(runs[0].study) == _params(runs[1].study)
+        values = [[t.value for t in r.study.get_trials()] for r in runs]
+        assert values[0] == pytest.approx(values[1], rel=1e-4)
+        # The best trials carry their models as artifacts, best first.
+        best = runs[0].best_trials
+        assert [t.value for t in best] == sorted(t.value for t in best)
+        assert all("model_artifact_id" in t.user_attrs for t in best)
+    finally:
+        for r in runs:
+            cleanup_search(r)
+
+
+def test_rerun_on_the_same_storage_continues_the_study(data, tmp_path):
+    journal = tmp_path / "journal.log"
+    first = run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **TINY)
+    before = _params(first.study)
+    again = run_search(data, n_trials=4, n_workers=1, storage=journal, study_name="s", **TINY)
+    trials = again.study.get_trials()
+    assert len(trials) == 4
+    assert _params(again.study)[:2] == before  # finished trials kept, not repeated
+    # Asking for no more than the study already holds runs nothing new.
+    third = run_search(data, n_trials=4, n_workers=1, storage=journal, study_name="s", **TINY)
+    assert len(third.study.get_trials()) == 4
+
+
+def test_a_study_refuses_other_data(data, tmp_path):
+    journal = tmp_path / "journal.log"
+    run_search(data, n_trials=1, n_workers=1, storage=journal, study_name="s", **TINY)
+    other = prepare_training_data(smooth_table(seed=1), ["x", "h"], "y")
+    with pytest.raises(DigitwinInputError, match="already holds trials for other data"):
+        run_search(other, n_trials=2, n_workers=1, storage=journal, study_name="s", **TINY)
+
+
+def test_warm_start_tries_the_given_hyperparameters_first(data):
+    warm = {
+        "n_layers": 2,
+        "n_units": 9,
+        "learning_rate": 1e-3,
+        "batch_size": 32,
+        "regularization": "none",
+    }
+    result = run_search(data, n_trials=2, n_workers=1, warm_start=warm, seed=0, **TINY)
+    try:
+        assert result.study.trials[0].params == warm
+    finally:
+        cleanup_search(result)
+
+
+def test_custom_sampler_and_pruner_are_used(data):
+    result = run_search(
+        data,
+        n_trials=2,
+        n_workers=1,
+        sampler=optuna.samplers.RandomSampler(seed=1),
+        pruner=optuna.pruners.NopPruner(),
+        **TINY,
+    )
+    try:
+        assert isinstance(result.study.sampler, optuna.samplers.RandomSampler)
+        assert all(t.state.name == "COMPLETE" for t in result.study.trials)
+    finally:
+        cleanup_search(result)
+
+
+def test_two_worker_processes_share_a_journal(data, tmp_path):
+    journal = tmp_path / "journal.log"
+    result = run_search(
+        data, n_trials=6, n_workers=2, storage=journal, study_name="par", seed=1, **TINY
+    )
+    trials = result.study.get_trials()
+    assert len([t for t in trials if t.state.is_finished()]) >= 6
+    assert len({t.user_attrs.get("worker_pid") for t in trials}) == 2
+    assert (tmp_path / "journal.log.artifacts").is_dir()
+
+
+def test_several_workers_need_a_shareable_storage(data):
+    with pytest.raises(DigitwinInputError, match="storage they can all open"):
+        run_search(data, n_trials=2, n_workers=2, storage=optuna.storages.InMemoryStorage())
+
+
+def test_database_passwords_are_redacted():
+    assert redact_url("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert redact_url("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"

@@ -1,0 +1,125 @@
+"""The compiled training loop: learns, stops early, drops the learning rate by epochs, prunes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bluesky_digitwin.surrogate.network import Scaling, build_mlp, wrap_with_scaling
+from bluesky_digitwin.surrogate.training import TrainConfig, train
+
+
+def _data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, 2))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def test_learns_and_restores_the_best_weights():
+    x, y = _data()
+    model = build_mlp(2, 2, 32, seed=1)
+    result = train(
+        model,
+        x[:100],
+        y[:100],
+        x[100:],
+        y[100:],
+        batch_size=16,
+        learning_rate=3e-3,
+        config=TrainConfig(max_epochs=60, patience=100),
+        seed=1,
+    )
+    assert result.epochs_run == 60
+    assert result.stopped_by == "max_epochs"
+    assert len(result.history) == 60
+    # The restored weights are those of the best epoch: their loss is the best one recorded.
+    val = float(np.mean((np.asarray(model(x[100:])).ravel() - y[100:]) ** 2))
+    assert val == pytest.approx(min(result.history), rel=1e-4)
+    assert result.best_loss == pytest.approx(min(result.history), rel=1e-6)
+    assert result.history[result.best_epoch] == pytest.approx(result.best_loss)
+    assert result.best_loss < 0.1 * float(np.var(y[100:]))
+
+
+def test_learning_rate_drops_after_n_epochs_not_steps():
+    x, y = _data()
+    result = train(
+        build_mlp(2, 2, 8, seed=0),
+        x,
+        y,
+        batch_size=8,
+        learning_rate=1e-3,
+        config=TrainConfig(max_epochs=7, lr_drop_epoch=3, lr_drop_factor=5, chunk_epochs=2),
+    )
+    # 15 optimizer steps an epoch: a step-counting schedule would drop during epoch 0.
+    assert result.learning_rates == pytest.approx([1e-3] * 3 + [2e-4] * 4)
+
+
+def test_early_stopping_and_pruning_stop_the_loop():
+    x, y = _data()
+    stopped = train(
+        build_mlp(2, 2, 8, seed=0),
+        x[:100],
+        y[:100],
+        x[100:],
+        y[100:],
+        batch_size=100,
+        learning_rate=1e-9,  # nothing improves after the first epoch
+        config=TrainConfig(max_epochs=200, patience=5, chunk_epochs=5),
+    )
+    assert stopped.stopped_by == "early_stopping"
+    assert stopped.epochs_run <= 10
+
+    calls = []
+
+    def prune_at_10(epochs, best):
+        calls.append((epochs, best))
+        return epochs >= 10
+
+    pruned = train(
+        build_mlp(2, 2, 8, seed=0),
+        x[:100],
+        y[:100],
+        x[100:],
+        y[100:],
+        config=TrainConfig(max_epochs=200, chunk_epochs=5),
+        should_stop=prune_at_10,
+    )
+    assert pruned.stopped_by == "pruned"
+    assert [c[0] for c in calls] == [5, 10]
+    assert all(np.isfinite(c[1]) for c in calls)
+
+
+def test_same_seed_same_result():
+    x, y = _data()
+    runs = [
+        train(build_mlp(2, 2, 16, seed=3), x, y, config=TrainConfig(max_epochs=5), seed=3)
+        for _ in range(2)
+    ]
+    assert runs[0].history == runs[1].history
+
+
+def test_scaling_travels_with_the_wrapped_model():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.uniform(10, 60, 50), rng.uniform(100, 5e4, 50)])  # K and Oe
+    y = 1e-3 * x[:, 0] + 1e-7 * x[:, 1]  # emu-sized
+    scaling = Scaling.from_data(x, y)
+    core = build_mlp(2, 2, 4, seed=0)
+    wrapped = wrap_with_scaling(core, scaling)
+    raw = np.asarray(wrapped(x.astype(np.float32))).ravel()
+    scaled = np.asarray(core(scaling.scale_x(x))).ravel() * scaling.y_std + scaling.y_mean
+    np.testing.assert_allclose(raw, scaled, rtol=1e-4, atol=1e-9)
+    assert Scaling.from_dict(scaling.to_dict()) == scaling
+
+
+def test_regularised_and_dropout_networks_train():
+    x, y = _data()
+    model = build_mlp(2, 2, 16, l2=1e-4, dropout=0.1, seed=0)
+    assert model.losses  # the L2 penalty is there
+    result = train(model, x, y, config=TrainConfig(max_epochs=5))
+    assert np.isfinite(result.best_loss)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="max_epochs"):
+        TrainConfig(max_epochs=0)

@@ -1,0 +1,132 @@
+"""Reading and checking training tables: every bad input ends in a clear error or warning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from bluesky_digitwin.data import (
+    DataWarning,
+    DigitwinInputError,
+    load_table,
+    make_grid,
+    points_to_arrays,
+    prepare_training_data,
+)
+
+
+def test_dataframe_dataset_and_csv_give_the_same_arrays(table, csv_path):
+    from_frame = prepare_training_data(table, ["x", "h"], "y")
+    from_csv = prepare_training_data(csv_path, ["x", "h"], "y")
+    from_dataset = prepare_training_data(xr.Dataset.from_dataframe(table), ["x", "h"], "y")
+    np.testing.assert_allclose(from_frame.x, from_csv.x)
+    np.testing.assert_allclose(from_frame.y, from_dataset.y)
+    assert from_frame.sha256() == from_csv.sha256()
+    assert from_frame.ranges["h"] == (0.0, 2.0)
+
+
+def test_netcdf_and_gridded_dataset(tmp_path, table):
+    grid = xr.Dataset(
+        {"M": (("T", "H"), np.arange(12.0).reshape(4, 3))},
+        coords={"T": [1.0, 2.0, 3.0, 4.0], "H": [0.0, 1.0, 2.0]},
+    )
+    grid["T"].attrs["units"] = "K"
+    path = tmp_path / "grid.nc"
+    grid.to_netcdf(path)
+    data = prepare_training_data(load_table(path), ["T", "H"], "M", min_points=5)
+    assert data.n_points == 12
+    assert data.units["T"] == "K"
+
+
+def test_nan_rows_are_dropped_with_a_count(table):
+    table.loc[[3, 7], "y"] = np.nan
+    table.loc[11, "x"] = np.inf
+    with pytest.warns(DataWarning, match="dropped 3 of 125 rows"):
+        data = prepare_training_data(table, ["x", "h"], "y")
+    assert data.n_points == 122
+
+
+def test_all_nan_target_is_an_error(table):
+    table["y"] = np.nan
+    with pytest.raises(DigitwinInputError, match="no finite value"):
+        prepare_training_data(table, ["x", "h"], "y")
+
+
+def test_unknown_columns_list_the_ones_that_exist(table):
+    with pytest.raises(DigitwinInputError, match=r"unknown column\(s\) 'T'.*the data has: x, h, y"):
+        prepare_training_data(table, ["T", "h"], "y")
+
+
+def test_too_few_points(table):
+    with pytest.raises(DigitwinInputError, match="only 4 usable points"):
+        prepare_training_data(table.head(4), ["x", "h"], "y")
+
+
+def test_constant_target(table):
+    table["y"] = 1.5
+    with pytest.raises(DigitwinInputError, match="constant"):
+        prepare_training_data(table, ["x", "h"], "y")
+
+
+def test_feature_with_one_value(table):
+    table["h"] = 0.5
+    with pytest.raises(DigitwinInputError, match="'h' has one value only"):
+        prepare_training_data(table, ["x", "h"], "y")
+
+
+def test_non_numeric_column(table):
+    table["h"] = table["h"].astype(object)
+    table.loc[5, "h"] = "high"
+    with pytest.raises(DigitwinInputError, match=r"'h' is not numeric.*'high'"):
+        prepare_training_data(table, ["x", "h"], "y")
+
+
+def test_missing_markers_in_text_columns_count_as_nan(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{i * i}\n" for i in range(12)) + "12,NA\n13,\n")
+    with pytest.warns(DataWarning, match="dropped 2"):
+        data = prepare_training_data(path, ["x"], "y")
+    assert data.n_points == 12
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "is empty"), ("x,y\n", "no data rows"), ("\n\n", "no columns")],
+)
+def test_empty_files(tmp_path, content, message):
+    path = tmp_path / "empty.csv"
+    path.write_text(content)
+    with pytest.raises(DigitwinInputError, match=message):
+        load_table(path)
+
+
+def test_missing_file_and_bad_types(tmp_path):
+    with pytest.raises(DigitwinInputError, match="file not found"):
+        load_table(tmp_path / "nope.csv")
+    with pytest.raises(DigitwinInputError, match="cannot learn from a list"):
+        prepare_training_data([1, 2, 3], ["x"], "y")
+
+
+def test_target_cannot_be_a_feature(table):
+    with pytest.raises(DigitwinInputError, match="both a feature and the target"):
+        prepare_training_data(table, ["x", "y"], "y")
+
+
+def test_make_grid_and_points():
+    x, _, dims = points_to_arrays(make_grid(T=[1, 2, 3], H=[5, 6]), ["T", "H"])
+    assert dims == ("T", "H")
+    assert x.shape == (6, 2)
+    np.testing.assert_array_equal(x[:2], [[1, 5], [1, 6]])
+
+    x, _, dims = points_to_arrays(pd.DataFrame({"H": [5, 6], "T": [1, 2]}), ["T", "H"])
+    assert dims == ("point",)
+    np.testing.assert_array_equal(x, [[1, 5], [2, 6]])
+
+    with pytest.raises(DigitwinInputError, match="lack 'H'"):
+        points_to_arrays({"T": [1, 2]}, ["T", "H"])
+    with pytest.raises(DigitwinInputError, match="do not line up"):
+        points_to_arrays({"T": [1, 2], "H": [1, 2, 3]}, ["T", "H"])
+    with pytest.raises(DigitwinInputError, match="non-empty"):
+        make_grid(T=[])

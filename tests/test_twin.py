@@ -1,0 +1,151 @@
+"""The DigitalTwin: fit, predict with uncertainty, flag extrapolation, save and load safely."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import xarray as xr
+
+from bluesky_digitwin import DigitalTwin, DigitwinInputError, OutsideRangeWarning, make_grid
+from bluesky_digitwin.surrogate.search import SearchSpace
+from bluesky_digitwin.surrogate.training import TrainConfig
+from tests.conftest import smooth_table
+
+FAST = {
+    "pruner": optuna.pruners.NopPruner(),  # every trial completes: a full ensemble
+    "space": SearchSpace(n_layers=(2, 3), n_units=(16, 32), l2=None),
+    "train_config": TrainConfig(max_epochs=60, chunk_epochs=10),
+    "n_workers": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def twin() -> DigitalTwin:
+    data = xr.Dataset.from_dataframe(smooth_table())
+    data["x"].attrs["units"] = "mm"
+    return DigitalTwin.fit(
+        data,
+        ["x", "h"],
+        "y",
+        n_trials=4,
+        ensemble_size=3,
+        seed=0,
+        units={"y": "V"},
+        provenance={"run_uids": ["abc"]},
+        **FAST,
+    )
+
+
+def test_fit_records_what_it_learned(twin):
+    meta = twin.metadata
+    assert twin.features == ("x", "h")
+    assert twin.units == {"x": "mm", "h": "", "y": "V"}
+    assert twin.ranges["h"] == (0.0, 2.0)
+    assert twin.ensemble_size == 3
+    assert meta["search"]["n_trials"] >= 4
+    assert meta["provenance"] == {"run_uids": ["abc"]}
+    assert len(meta["data"]["sha256"]) == 64
+    assert {"tensorflow", "keras", "optuna"} <= set(meta["versions"])
+    scores = [m["validation_mse_scaled"] for m in meta["members"]]
+    assert scores == sorted(scores)
+    assert set(twin.hyperparameters) >= {"n_layers", "n_units", "learning_rate", "batch_size"}
+    assert "DigitalTwin y(x, h)" in repr(twin)
+
+
+def test_predict_on_a_grid_gives_labelled_mean_and_spread(twin):
+    grid = make_grid(x=np.linspace(0.1, 0.9, 9), h=[0.0, 1.0, 2.0])
+    pred = twin.predict(grid)
+    assert pred["y"].dims == ("x", "h")
+    assert pred["y"].shape == (9, 3)
+    np.testing.assert_array_equal(pred["x"].values, grid["x"].values)
+    assert pred["y"].attrs["units"] == "V"
+    assert pred["x"].attrs["units"] == "mm"
+    assert pred.attrs["data_origin"] == "simulated"
+    assert pred.attrs["twin_id"] == twin.id
+    assert (pred["y_std"] >= 0).all() and (pred["y_std"] > 0).any()
+    assert not pred["outside_range"].any()
+    # It learned the function, roughly (a tiny search): within the target's spread.
+    xx, hh = np.meshgrid(grid["x"].values, grid["h"].values, indexing="ij")
+    truth = np.tanh(4 * (xx - 0.3 - 0.2 * hh)) + 0.5 * hh
+    assert float(np.sqrt(np.mean((pred["y"].values - truth) ** 2))) < 0.25
+
+
+def test_predict_takes_dicts_and_frames(twin):
+    from_dict = twin.predict({"x": [0.2, 0.4], "h": [1.0, 1.0]})
+    from_frame = twin.predict(pd.DataFrame({"h": [1.0, 1.0], "x": [0.2, 0.4]}))
+    assert from_dict["y"].dims == ("point",)
+    np.testing.assert_allclose(from_dict["y"], from_frame["y"])
+    with pytest.raises(DigitwinInputError, match="lack 'h'"):
+        twin.predict({"x": [0.2]})
+
+
+def test_outside_the_learned_range_is_flagged_and_warned(twin):
+    with pytest.warns(OutsideRangeWarning, match="1 of 2 points lie outside"):
+        pred = twin.predict({"x": [0.5, 0.5], "h": [1.0, 3.0]})
+    assert pred["outside_range"].values.tolist() == [False, True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        twin.predict({"x": [0.5], "h": [3.0]}, warn=False)
+
+
+def test_save_and_load_round_trip(twin, tmp_path):
+    path = twin.save(tmp_path / "twin")
+    assert sorted(p.name for p in path.iterdir()) == [
+        "member_0.keras",
+        "member_1.keras",
+        "member_2.keras",
+        "twin.json",
+    ]
+    loaded = DigitalTwin.load(path)
+    grid = make_grid(x=[0.25, 0.5], h=[0.5])
+    xr.testing.assert_allclose(loaded.predict(grid), twin.predict(grid))
+    assert loaded.metadata["members"][0]["params"] == twin.metadata["members"][0]["params"]
+    # Saving again over a saved twin replaces it whole; no staging directories are left.
+    twin.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["twin"]
+
+
+def test_a_damaged_twin_does_not_load(twin, tmp_path):
+    path = twin.save(tmp_path / "twin")
+    with open(path / "member_1.keras", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(DigitwinInputError, match="checksum"):
+        DigitalTwin.load(path)
+    (path / "twin.json").write_text("{not json")
+    with pytest.raises(DigitwinInputError, match="not valid JSON"):
+        DigitalTwin.load(path)
+    with pytest.raises(DigitwinInputError, match="no saved twin"):
+        DigitalTwin.load(tmp_path)
+
+
+def test_save_refuses_to_replace_other_directories(twin, tmp_path):
+    (tmp_path / "notes.txt").write_text("precious")
+    with pytest.raises(DigitwinInputError, match="not a saved twin"):
+        twin.save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def test_twin_json_has_no_pickle_and_is_plain_json(twin, tmp_path):
+    path = twin.save(tmp_path / "twin")
+    meta = json.loads((path / "twin.json").read_text())
+    assert meta["format"] == "bluesky-digitwin/twin"
+    assert all(m["file"].endswith(".keras") for m in meta["members"])
+
+
+def test_too_few_complete_trials_warn_and_shrink_the_ensemble():
+    with pytest.warns(UserWarning, match="only 1 trial"):
+        small = DigitalTwin.fit(
+            smooth_table(), ["x", "h"], "y", n_trials=1, ensemble_size=2, **FAST
+        )
+    assert small.ensemble_size == 1
+    assert (small.predict({"x": [0.5], "h": [1.0]})["y_std"] == 0).all()
+
+
+def test_bad_ensemble_size():
+    with pytest.raises(DigitwinInputError, match="ensemble_size"):
+        DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble_size=0)
