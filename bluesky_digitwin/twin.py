@@ -30,9 +30,9 @@ from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
     TrainingData,
-    points_to_arrays,
     prepare_training_data,
 )
+from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import (
     Progress,
@@ -51,10 +51,6 @@ logger = logging.getLogger(__name__)
 FORMAT = "bluesky-digitwin/twin"
 FORMAT_VERSION = 1
 METADATA_FILE = "twin.json"
-
-
-class OutsideRangeWarning(UserWarning):
-    """A prediction was asked for outside the range the twin learned: it extrapolates there."""
 
 
 def _versions() -> dict[str, str]:
@@ -296,41 +292,23 @@ class DigitalTwin:
             ``<target>`` (ensemble mean), ``<target>_std`` (ensemble spread) and
             ``outside_range`` (bool), with the feature coordinates; units in ``attrs``.
         """
-        x, coords, dims = points_to_arrays(points, self.features)
-        shape = tuple(next(c.sizes[d] for c in coords.values() if d in c.sizes) for d in dims)
-        outputs = np.stack([self._run_member(m, x) for m in self._members])
-        mean = outputs.mean(axis=0)
-        std = outputs.std(axis=0, ddof=1) if len(self._members) > 1 else np.zeros_like(mean)
-        outside = np.zeros(len(x), dtype=bool)
-        for i, name in enumerate(self.features):
-            lo, hi = self.ranges[name]
-            outside |= (x[:, i] < lo) | (x[:, i] > hi)
-        if warn and outside.any():
-            span = "; ".join(f"{k} {lo:g} to {hi:g}" for k, (lo, hi) in self.ranges.items())
-            warnings.warn(
-                f"{int(outside.sum())} of {len(x)} points lie outside the learned range "
-                f"({span}); the twin only interpolates, so it extrapolates there",
-                OutsideRangeWarning,
-                stacklevel=2,
-            )
-        target_units = self.units.get(self.target, "")
-        ds = xr.Dataset(
-            {
-                self.target: (dims, mean.reshape(shape), {"units": target_units}),
-                f"{self.target}_std": (
-                    dims,
-                    std.reshape(shape),
-                    {"units": target_units, "long_name": "ensemble standard deviation"},
-                ),
-                "outside_range": (dims, outside.reshape(shape)),
-            },
-            coords={
-                name: arr.assign_attrs(units=self.units.get(name, ""))
-                for name, arr in coords.items()
-            },
-            attrs={"twin_id": self.id, "data_origin": "simulated"},
+
+        def ensemble(x: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            outputs = np.stack([self._run_member(m, x) for m in self._members])
+            if len(self._members) == 1:
+                return outputs[0], np.zeros(len(x))
+            return outputs.mean(axis=0), outputs.std(axis=0, ddof=1)
+
+        return prediction_dataset(
+            points,
+            self.features,
+            self.target,
+            self.units,
+            self.ranges,
+            ensemble,
+            warn=warn,
+            attrs={"twin_id": self.id},
         )
-        return ds
 
     @staticmethod
     def _run_member(model: Any, x: np.ndarray) -> np.ndarray:

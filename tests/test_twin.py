@@ -65,6 +65,7 @@ def test_predict_on_a_grid_gives_labelled_mean_and_spread(twin):
     np.testing.assert_array_equal(pred["x"].values, grid["x"].values)
     assert pred["y"].attrs["units"] == "V"
     assert pred["x"].attrs["units"] == "mm"
+    assert "units" not in pred["h"].attrs  # unknown units are left out, not ""
     assert pred.attrs["data_origin"] == "simulated"
     assert pred.attrs["twin_id"] == twin.id
     assert (pred["y_std"] >= 0).all() and (pred["y_std"] > 0).any()

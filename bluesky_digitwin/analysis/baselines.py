@@ -23,7 +23,7 @@ sweeps along the slow axis. :class:`RBFBaseline` treats the points as scattered 
 Outside the learned range
 -------------------------
 A query outside the (min, max) range of any feature is flagged ``outside_range`` and warned about
-with :class:`~bluesky_digitwin.twin.OutsideRangeWarning`, exactly as the twin does. The linear
+with :class:`~bluesky_digitwin.prediction.OutsideRangeWarning`, exactly as the twin does. The linear
 and spline baselines return NaN there (they do not extrapolate); the RBF baseline, like the twin,
 returns its extrapolation. Inside the range, at the ragged edges of a scan a sweep may not reach
 the query's fast-axis value: a linear sweep then holds its end value, a spline sweep extends its
@@ -38,7 +38,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 from scipy.interpolate import CubicSpline, RBFInterpolator
 
@@ -46,10 +45,9 @@ from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
     TrainingData,
-    points_to_arrays,
     prepare_training_data,
 )
-from bluesky_digitwin.twin import OutsideRangeWarning
+from bluesky_digitwin.prediction import Points, prediction_dataset
 
 __all__ = [
     "RBF_KERNELS",
@@ -60,7 +58,6 @@ __all__ = [
     "rbf_kfold_rmse",
 ]
 
-Points = Mapping[str, Any] | xr.Dataset | pd.DataFrame
 
 #: Kernels of :class:`scipy.interpolate.RBFInterpolator` that the RBF search chooses from.
 RBF_KERNELS = (
@@ -91,87 +88,6 @@ _S = TypeVar("_S", bound="_SweepInterpolator")
 _NO_UNCERTAINTY = "none: a classical interpolator has no uncertainty (zeros)"
 
 
-# -- the prediction Dataset, shared with the twin's layout -------------------------------------
-
-
-def prediction_dataset(
-    points: Points,
-    features: Sequence[str],
-    target: str,
-    units: Mapping[str, str],
-    ranges: Mapping[str, tuple[float, float]],
-    evaluate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    *,
-    warn: bool = True,
-    attrs: Mapping[str, Any] | None = None,
-    std_long_name: str = "ensemble standard deviation",
-    what: str = "the twin",
-    stacklevel: int = 2,
-) -> xr.Dataset:
-    """Evaluate a model at ``points`` and lay the result out as :meth:`DigitalTwin.predict` does.
-
-    This is the twin's prediction layout factored out, so that every model (twin or baseline)
-    returns the same variables, dimensions, coordinates and units.
-
-    Parameters
-    ----------
-    points
-        A dict of equal-length arrays, a pandas DataFrame or an xarray Dataset (e.g. from
-        :func:`~bluesky_digitwin.data.make_grid`).
-    features, target, units, ranges
-        The model's feature names, target name, units by name and learned (min, max) ranges.
-    evaluate
-        ``evaluate(x, outside) -> (values, std)``: ``x`` has shape (n, n_features) in the order
-        of ``features``, ``outside`` flags the rows outside ``ranges``; both results shape (n,).
-    warn
-        Warn (:class:`~bluesky_digitwin.twin.OutsideRangeWarning`) when a point lies outside.
-    attrs
-        Attributes of the Dataset; ``data_origin="simulated"`` is always set.
-    std_long_name
-        ``long_name`` of ``<target>_std``: what the spread means for this model.
-    what
-        How the warning names the model, e.g. "the twin" or "the linear baseline".
-    stacklevel
-        As for :func:`warnings.warn`, counted from the caller of this function (2: the caller of
-        the ``predict`` method that calls it).
-
-    Returns
-    -------
-    xarray.Dataset
-        ``<target>``, ``<target>_std`` and ``outside_range`` (bool) over the dimensions of the
-        broadcast coordinates, with the feature coordinates; units in ``attrs``.
-    """
-    x, coords, dims = points_to_arrays(points, features)
-    shape = tuple(next(c.sizes[d] for c in coords.values() if d in c.sizes) for d in dims)
-    outside = np.zeros(len(x), dtype=bool)
-    for i, name in enumerate(features):
-        lo, hi = ranges[name]
-        outside |= (x[:, i] < lo) | (x[:, i] > hi)
-    values, std = evaluate(x, outside)
-    if warn and outside.any():
-        span = "; ".join(f"{k} {lo:g} to {hi:g}" for k, (lo, hi) in ranges.items())
-        warnings.warn(
-            f"{int(outside.sum())} of {len(x)} points lie outside the learned range "
-            f"({span}); {what} only interpolates, so it extrapolates there",
-            OutsideRangeWarning,
-            stacklevel=stacklevel + 1,
-        )
-    target_units = units.get(target, "")
-    return xr.Dataset(
-        {
-            target: (dims, np.asarray(values).reshape(shape), {"units": target_units}),
-            f"{target}_std": (
-                dims,
-                np.asarray(std).reshape(shape),
-                {"units": target_units, "long_name": std_long_name},
-            ),
-            "outside_range": (dims, outside.reshape(shape)),
-        },
-        coords={name: arr.assign_attrs(units=units.get(name, "")) for name, arr in coords.items()},
-        attrs={**dict(attrs or {}), "data_origin": "simulated"},
-    )
-
-
 # -- what all baselines share ------------------------------------------------------------------
 
 
@@ -197,7 +113,7 @@ class _Baseline:
             The coordinates: a dict of equal-length arrays, a pandas DataFrame, or an xarray
             Dataset (e.g. :func:`~bluesky_digitwin.data.make_grid`, which gives a grid).
         warn
-            Warn (:class:`~bluesky_digitwin.twin.OutsideRangeWarning`) when a point lies
+            Warn (:class:`~bluesky_digitwin.prediction.OutsideRangeWarning`) when a point lies
             outside the learned range.
 
         Returns

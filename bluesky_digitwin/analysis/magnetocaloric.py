@@ -98,7 +98,8 @@ class EntropyPeak(NamedTuple):
 
 def _attr_units(obj: xr.DataArray) -> str | None:
     units = obj.attrs.get("units")
-    return None if units is None else str(units)
+    # An empty string is how many files say "no units recorded".
+    return None if units is None or not str(units).strip() else str(units)
 
 
 def _check_distinct(values: np.ndarray, name: str, where: str = "") -> None:

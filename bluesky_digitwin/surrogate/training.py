@@ -12,7 +12,9 @@ epochs, early stopping that restores the best weights, and the learning rate div
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -193,9 +195,11 @@ def train(
         else:
             optimizer.learning_rate = float(learning_rate) / config.lr_drop_factor
         learning_rates.extend([float(optimizer.learning_rate.numpy())] * n_epochs)
-        chunk_losses = compiled(
-            tf.constant(epochs_done, tf.int64), tf.constant(n_epochs, tf.int32)
-        ).numpy()
+        # The first call traces and instantiates the graph: do that without Grappler.
+        with _grappler_disabled(tf) if epochs_done == 0 else contextlib.nullcontext():
+            chunk_losses = compiled(
+                tf.constant(epochs_done, tf.int64), tf.constant(n_epochs, tf.int32)
+            ).numpy()
         history.extend(float(v) for v in chunk_losses)
         epochs_done += n_epochs
         if not np.isfinite(chunk_losses).all():
@@ -220,3 +224,25 @@ def train(
         history=history,
         learning_rates=learning_rates,
     )
+
+
+_grappler_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _grappler_disabled(tf):
+    """Instantiate graphs without TensorFlow's Grappler optimizer passes.
+
+    Each search trial compiles a new graph, and Grappler's passes cost about 0.5 s a graph
+    while making these small loops no faster (benchmarks/RESULTS.md). The option is global in
+    TensorFlow, so it is switched off only around the instantiating call and restored after.
+    """
+    with _grappler_lock:
+        before = tf.config.optimizer.get_experimental_options()
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        try:
+            yield
+        finally:
+            tf.config.optimizer.set_experimental_options(
+                {"disable_meta_optimizer": bool(before.get("disable_meta_optimizer", False))}
+            )

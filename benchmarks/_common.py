@@ -1,0 +1,46 @@
+"""Shared helpers of the benchmarks: where the paper's data is, and how results are printed."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+#: The paper's published datasets (no licence: read in place, never copied into the repo).
+SHARED_DATA = Path(
+    os.environ.get(
+        "DIGITWIN_SHARED_DATA",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "mat_interp",
+    )
+)
+
+#: Sample mass of the ErCo2 measurement (SOURCE.md), in grams.
+ERCO2_MASS_G = 0.61e-3
+
+
+def require_shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        sys.exit(f"benchmark needs {path}; set DIGITWIN_SHARED_DATA to the mat_interp folder")
+    return path
+
+
+def erco2_coarse() -> pd.DataFrame:
+    """ErCo2 coarse M(T) at 8 fields: columns T (K), H (Oe), M (emu)."""
+    frame = pd.read_csv(require_shared("traindata_Section3_1.csv"))
+    return frame.set_axis(["T", "H", "M"], axis=1)
+
+
+def erco2_fine() -> pd.DataFrame:
+    """ErCo2 fine-step validation measurement: columns T (K), H (Oe), M (emu)."""
+    frame = pd.read_csv(require_shared("experimental/fine_step.csv"))
+    return frame.rename(columns={"t": "T", "h": "H", "m": "M"})[["T", "H", "M"]]
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {cores} cores, Python {platform.python_version()}"
