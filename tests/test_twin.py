@@ -147,6 +147,21 @@ def test_too_few_complete_trials_warn_and_shrink_the_ensemble():
     assert (small.predict({"x": [0.5], "h": [1.0]})["y_std"] == 0).all()
 
 
+def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
+    with pytest.warns(UserWarning, match="within 1x the best"):
+        twin = DigitalTwin.fit(
+            smooth_table(),
+            ["x", "h"],
+            "y",
+            n_trials=3,
+            ensemble_size=3,
+            ensemble_tolerance=1.0,
+            seed=0,
+            **FAST,
+        )
+    assert twin.ensemble_size == 1  # only the best is within 1x of itself
+
+
 def test_bad_ensemble_size():
     with pytest.raises(DigitwinInputError, match="ensemble_size"):
         DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble_size=0)

@@ -41,6 +41,7 @@ __all__ = [
     "open_storage",
     "redact_url",
     "run_search",
+    "scan_lines",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,29 @@ class SearchSpace:
         return params
 
 
+def scan_lines(x: np.ndarray, max_lines: int = 64) -> tuple[np.ndarray, int] | None:
+    """Find the scan lines of a 2-feature table: the slow axis and each point's line.
+
+    Values of the slow axis that agree to 1e-4 of its range are one line (readbacks jitter).
+    Returns ``(line index of every point, number of lines)`` ordered along the slow axis, or
+    None when no feature has between 3 and ``max_lines`` lines of at least 3 points each.
+    """
+    if x.ndim != 2 or x.shape[1] < 2:
+        return None
+    best = None
+    for column in range(x.shape[1]):
+        values = x[:, column]
+        span = np.ptp(values)
+        if span == 0:
+            continue
+        keys = np.round((values - values.min()) / span * 1e4).astype(np.int64)
+        unique, line_of_point, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        if 3 <= len(unique) <= max_lines and counts.min() >= 3:
+            if best is None or len(unique) < best[1]:
+                best = (line_of_point, len(unique))
+    return best
+
+
 @dataclass(frozen=True)
 class SplitData:
     """Scaled arrays for the search: training and held-out validation points."""
@@ -124,15 +148,43 @@ class SplitData:
     scaling: Scaling
 
     @classmethod
-    def split(cls, data: TrainingData, validation_fraction: float, seed: int) -> SplitData:
+    def split(
+        cls, data: TrainingData, validation_fraction: float, seed: int, holdout: str = "points"
+    ) -> SplitData:
+        """Hold out points to choose models on.
+
+        ``holdout="lines"`` holds out whole scan lines (e.g. every point of the M(T) sweep at
+        one field), chosen among the interior lines of the slow axis: what the twin is for is
+        interpolating *between* lines, and random points of measured lines do not test that.
+        ``"points"`` holds out random points; ``"auto"`` uses lines when the data are scan
+        lines (:func:`scan_lines`) with at least one interior line, else points.
+        """
         if not 0 < validation_fraction < 1:
             raise DigitwinInputError(
                 f"validation_fraction must be between 0 and 1, got {validation_fraction}"
             )
-        n = data.n_points
-        n_val = max(1, round(n * validation_fraction))
-        order = np.random.default_rng(seed).permutation(n)
-        val, tr = order[:n_val], order[n_val:]
+        if holdout not in ("auto", "points", "lines"):
+            raise DigitwinInputError(
+                f"holdout must be 'auto', 'points' or 'lines', got {holdout!r}"
+            )
+        rng = np.random.default_rng(seed)
+        lines = scan_lines(data.x) if holdout != "points" else None
+        if lines is not None:
+            line_of_point, n_lines = lines
+            interior = np.arange(1, n_lines - 1)
+            n_val_lines = min(len(interior), max(1, round(n_lines * validation_fraction)))
+            held = rng.choice(interior, size=n_val_lines, replace=False)
+            is_val = np.isin(line_of_point, held)
+            val, tr = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+        elif holdout == "lines":
+            raise DigitwinInputError(
+                "holdout='lines' needs scan lines (a feature with a few values, each with "
+                "several points, and at least 3 of them); use holdout='points'"
+            )
+        else:
+            n_val = max(1, round(data.n_points * validation_fraction))
+            order = rng.permutation(data.n_points)
+            val, tr = order[:n_val], order[n_val:]
         # Scale with all the points: the final twin sees them all, and its scaling must match.
         scaling = Scaling.from_data(data.x, data.y)
         return cls(
@@ -360,6 +412,7 @@ def run_search(
     artifact_store: Any = None,
     warm_start: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     validation_fraction: float = 0.2,
+    holdout: str = "points",
     progress: Callable[[Progress], None] | None = None,
     work_dir: str | os.PathLike | None = None,
 ) -> SearchResult:
@@ -391,7 +444,10 @@ def run_search(
     warm_start
         Hyperparameters (one dict or several) to try first, e.g. a previous twin's best.
     validation_fraction
-        Share of points held out to choose models on.
+        Share of points (or of scan lines) held out to choose models on.
+    holdout
+        ``"points"`` (default), ``"lines"`` or ``"auto"`` (lines for scan data): see
+        :meth:`SplitData.split`.
     progress
         Called about twice a second with a :class:`Progress`.
     work_dir
@@ -433,7 +489,7 @@ def run_search(
         load_if_exists=True,
     )
     split_seed = _claim_study(study, data, seed, validation_fraction)
-    split = SplitData.split(data, validation_fraction, split_seed)
+    split = SplitData.split(data, validation_fraction, split_seed, holdout)
     for params in _as_list(warm_start):
         study.enqueue_trial(dict(params), skip_if_exists=True)
 

@@ -47,7 +47,7 @@ class TrainConfig:
     """
 
     max_epochs: int = 500
-    patience: int = 50
+    patience: int = 30
     lr_drop_epoch: int = 100
     lr_drop_factor: float = 5.0
     chunk_epochs: int = 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import pytest
 
@@ -124,3 +125,31 @@ def test_several_workers_need_a_shareable_storage(data):
 def test_database_passwords_are_redacted():
     assert redact_url("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
     assert redact_url("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"
+
+
+def test_scan_lines_are_found_despite_readback_jitter():
+    from bluesky_digitwin.surrogate.search import scan_lines
+
+    table = smooth_table(slow=(0.0, 0.5, 1.0, 1.5, 2.0))
+    x = table[["x", "h"]].to_numpy().copy()
+    x[:, 1] += np.random.default_rng(0).normal(0, 1e-6, len(x))  # jittering field readback
+    line_of_point, n_lines = scan_lines(x)
+    assert n_lines == 5
+    assert len(set(line_of_point[table["h"].to_numpy() == 1.0])) == 1
+    # Scattered points are not scan lines.
+    assert scan_lines(np.random.default_rng(1).uniform(size=(200, 2))) is None
+
+
+def test_line_holdout_keeps_whole_interior_lines_out(data):
+    from bluesky_digitwin.surrogate.search import SplitData
+
+    split = SplitData.split(data, 0.2, seed=3, holdout="lines")
+    h_val = split.x_val[:, 1] * split.scaling.x_std[1] + split.scaling.x_mean[1]
+    h_train = split.x_train[:, 1] * split.scaling.x_std[1] + split.scaling.x_mean[1]
+    held = set(np.round(h_val, 6))
+    assert len(held) == 1  # 20% of 5 lines
+    assert held <= {0.5, 1.0, 1.5}  # an interior line: choosing on interpolation
+    assert not held & set(np.round(h_train, 6))
+    assert len(split.y_val) + len(split.y_train) == data.n_points
+    with pytest.raises(DigitwinInputError, match="holdout must be"):
+        SplitData.split(data, 0.2, seed=3, holdout="fields")
