@@ -7,6 +7,14 @@ Contract (design.md; keep it stable)::
     digitwin predict DIR GRID --out PRED.csv
     digitwin demo [--json]
 
+Analysis (added; see ``digitwin suggest-step --help`` and ``digitwin compare --help``)::
+
+    digitwin suggest-step DIR --axis H [--candidates 0.05 0.1 ...] [--candidate-units T]
+                 [--quantity map|magnetocaloric] [--mass 0.61 --mass-units mg] [--tol 0.02] [--json]
+    digitwin compare DATA --features A B --target Y [--twin DIR | --trials N] [--seed S]
+                 [--reference FINE.csv [--reference-columns t h m]]
+                 [--quantity magnetocaloric --mass 0.61 --mass-units mg --at 3 5] [--json]
+
 Usage errors exit with code 2 and one line that names the problem; warnings are one line each.
 """
 
@@ -228,6 +236,349 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- suggest-step ------------------------------------------------------------------------------
+
+
+def _cmd_suggest_step(args: argparse.Namespace) -> int:
+    from bluesky_digitwin.analysis.steps import TimeModel, suggest_step
+    from bluesky_digitwin.analysis.units import FIELD_UNITS, normalize_unit
+    from bluesky_digitwin.twin import DigitalTwin
+
+    twin = DigitalTwin.load(args.twin)
+    axis_units = args.axis_units or twin.units.get(args.axis) or None
+    candidate_units = args.candidate_units
+    if candidate_units is None and axis_units and normalize_unit(axis_units) in FIELD_UNITS:
+        # A field is stepped in tesla (μ0H) on the command line, whatever it was recorded in.
+        candidate_units = "T"
+    time_model = TimeModel(
+        seconds_per_point=args.seconds_per_point,
+        seconds_per_step_change=args.seconds_per_change,
+        sweep_rate=args.sweep_rate,
+        points_per_line=args.points_per_line,
+    )
+    defaults = {"tol": args.tol, "sweep_points": args.sweep_points}
+    result = suggest_step(
+        twin,
+        args.axis,
+        args.candidates,
+        quantity=args.quantity,
+        candidate_units=candidate_units,
+        axis_units=args.axis_units,
+        reference_step=args.reference_step,
+        mass=args.mass,
+        mass_units=args.mass_units,
+        target_units=args.target_units,
+        field_change=args.field_change,
+        time_model=time_model,
+        **{k: v for k, v in defaults.items() if v is not None},
+    )
+    _say(args, str(result))
+    if args.json:
+        print(json.dumps(result.to_dict(), allow_nan=False), flush=True)
+    return 0
+
+
+# -- compare -----------------------------------------------------------------------------------
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bluesky_digitwin.analysis.baselines import (
+        LinearInterpolator,
+        RBFBaseline,
+        SplineInterpolator,
+    )
+    from bluesky_digitwin.data import load_table, prepare_training_data
+    from bluesky_digitwin.twin import DigitalTwin
+
+    features, target = list(args.features), args.target
+    # Check everything cheap before training anything, so mistakes fail in a second.
+    prepared = prepare_training_data(args.data, features, target)
+    if args.quantity == "magnetocaloric":
+        mce = _mce_options(args, features, prepared.units)
+    else:
+        given = [o for o, v in (("--at", args.at), ("--mass", args.mass)) if v is not None]
+        if given:
+            raise DigitwinInputError(
+                f"{' and '.join(given)} apply to --quantity magnetocaloric; add it or drop them"
+            )
+        mce = None
+    reference = _load_reference(args, features, target, load_table) if args.reference else None
+
+    if args.twin:
+        twin = DigitalTwin.load(args.twin)
+        if list(twin.features) != features or twin.target != target:
+            raise DigitwinInputError(
+                f"the twin in {args.twin} learned {twin.target}({', '.join(twin.features)}), "
+                f"not {target}({', '.join(features)}); give matching --features and --target"
+            )
+        _say(args, f"loaded the twin from {args.twin}")
+    else:
+        _say(args, f"learning {target}({', '.join(features)}) from {args.data}")
+        progress = ProgressLine("search", quiet=args.quiet or args.json)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # shown by the check above
+            twin = DigitalTwin.fit(
+                args.data,
+                features,
+                target,
+                n_trials=args.trials,
+                n_workers=args.workers,
+                seed=args.seed,
+                progress=progress,
+            )
+        progress.done()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models: list[tuple[str, Any, str]] = [
+            ("twin", twin, f"validation RMSE {twin.validation_rmse:.4g}"),
+            ("linear", LinearInterpolator.fit(args.data, features, target), "exact at the data"),
+            ("spline", SplineInterpolator.fit(args.data, features, target), "exact at the data"),
+        ]
+        rbf = RBFBaseline.fit(args.data, features, target, n_trials=args.rbf_trials, seed=args.seed)
+    models.append(("rbf", rbf, f"{rbf.params['kernel']}, CV RMSE {rbf.cv_rmse:.4g}"))
+
+    rows = []
+    for name, model, fit in models:
+        row: dict[str, Any] = {"model": name, "fit": fit}
+        if reference is not None:
+            points = {f: reference[f].values for f in features}
+            predicted = model.predict(points, warn=False)
+            diff = predicted[target].values - reference[target].values
+            usable = np.isfinite(diff)
+            row["target_rmse"] = (
+                float(np.sqrt(np.mean(diff[usable] ** 2))) if usable.any() else None
+            )
+            row["n_outside"] = int(predicted["outside_range"].sum())
+        if mce is not None:
+            row["entropy_change"] = _compare_entropy(model, reference, features, target, mce)
+        rows.append(row)
+    summary: dict[str, Any] = {
+        "data": str(args.data),
+        "reference": str(args.reference) if args.reference else None,
+        "features": features,
+        "target": target,
+        "models": rows,
+    }
+    if mce is not None and reference is not None:
+        summary["reference_entropy_change"] = _reference_entropy(reference, features, target, mce)
+    _say(args, _compare_table(summary, mce))
+    if args.json:
+        print(json.dumps(_json_safe(summary), allow_nan=False), flush=True)
+    return 0
+
+
+def _load_reference(args: argparse.Namespace, features: list[str], target: str, load_table):
+    """The fine reference as a Dataset along ``point`` with the data's column names."""
+    import numpy as np
+    import xarray as xr
+
+    ds = load_table(args.reference)
+    names = [*features, target]
+    columns = args.reference_columns or names
+    if len(columns) != len(names):
+        raise DigitwinInputError(
+            f"--reference-columns needs {len(names)} names, for {', '.join(names)} in that "
+            f"order (features, then target); got {len(columns)}"
+        )
+    missing = [c for c in columns if c not in ds.variables]
+    if missing:
+        raise DigitwinInputError(
+            f"the reference {args.reference} has no column(s) {', '.join(map(repr, missing))}; "
+            f"it has: {', '.join(map(str, ds.variables))} (map them with --reference-columns)"
+        )
+    out = xr.Dataset(
+        {
+            name: ("point", ds[c].values.astype(float))
+            for name, c in zip(names, columns, strict=True)
+        }
+    )
+    keep = np.isfinite(np.column_stack([out[n].values for n in names])).all(axis=1)
+    return out.isel(point=np.flatnonzero(keep))
+
+
+def _mce_options(
+    args: argparse.Namespace, features: list[str], units: dict[str, str]
+) -> dict[str, Any]:
+    if len(features) != 2:
+        raise DigitwinInputError("--quantity magnetocaloric needs two features: temperature, field")
+    field = args.field or features[-1]
+    if field not in features:
+        raise DigitwinInputError(
+            f"--field {field!r} is not one of the features ({', '.join(features)})"
+        )
+    field_units = args.field_units or units.get(field) or None
+    if not field_units:
+        raise DigitwinInputError(
+            f"--quantity magnetocaloric needs the units of the field column {field!r}: "
+            "--field-units Oe (or T)"
+        )
+    target_units = (
+        args.target_units or units.get(args.target) or ("emu" if args.mass is not None else None)
+    )
+    if target_units is None:
+        raise DigitwinInputError(
+            "--quantity magnetocaloric needs the sample mass: --mass 0.61 --mass-units mg "
+            "(or --target-units emu/g if the target is already per mass)"
+        )
+    return {
+        "field": field,
+        "temperature": next(f for f in features if f != field),
+        "at": list(args.at or [5.0]),
+        "options": {
+            "mass": args.mass,
+            "mass_units": args.mass_units,
+            "field_units": field_units,
+            "magnetization_units": target_units,
+            "absolute": True,
+        },
+    }
+
+
+def _entropy(points, features: list[str], target: str, mce: dict[str, Any]):
+    from bluesky_digitwin.analysis.magnetocaloric import entropy_change
+
+    try:
+        return entropy_change(
+            points,
+            temperature=mce["temperature"],
+            field=mce["field"],
+            magnetization=target,
+            **mce["options"],
+        )
+    except ValueError as exc:
+        raise DigitwinInputError(f"|ΔS_M|: {exc}") from None
+
+
+def _at_field(dsm, field: str, change: float) -> int:
+    """Index of the upper field whose μ0ΔH is ``change`` (T), within half a field step."""
+    import numpy as np
+
+    delta = np.asarray(dsm[f"delta_{field}"].values, dtype=float)
+    # The first field is H0 itself (no field change), never a match.
+    i = 1 + int(np.argmin(np.abs(delta[1:] - change)))
+    half_step = 0.5 * float(np.median(np.diff(delta))) if delta.size > 1 else 0.0
+    if abs(delta[i] - change) > half_step + 1e-9:
+        raise DigitwinInputError(
+            f"no field change of {change:g} T in the grid; available μ0ΔH: "
+            f"{', '.join(f'{d:.3g}' for d in delta[1:])} T"
+        )
+    return i
+
+
+def _grid_points(model: Any, features: list[str], mce: dict[str, Any]):
+    """A dense grid over the learned range: 201 temperatures, 0.1 T field steps."""
+    import numpy as np
+
+    from bluesky_digitwin.analysis.steps import _axis_grid
+    from bluesky_digitwin.analysis.units import field_to_tesla
+    from bluesky_digitwin.data import make_grid
+
+    lo_t, hi_t = model.ranges[mce["temperature"]]
+    lo_h, hi_h = model.ranges[mce["field"]]
+    per_tesla = 1.0 / float(field_to_tesla(1.0, mce["options"]["field_units"]))
+    grid = make_grid(
+        **{
+            mce["field"]: _axis_grid(lo_h, hi_h, 0.1 * per_tesla),
+            mce["temperature"]: np.linspace(lo_t, hi_t, 201),
+        }
+    )
+    return grid
+
+
+def _compare_entropy(model, reference, features, target, mce) -> dict[str, Any]:
+    """Per field change: peak |ΔS_M| from the model and, with a reference, the RMSE against it."""
+    import numpy as np
+    import xarray as xr
+
+    if reference is not None:
+        points = xr.Dataset({f: reference[f] for f in features})
+    else:
+        points = _grid_points(model, features, mce)
+    predicted = model.predict(points, warn=False)[target]
+    if reference is not None:
+        data = xr.Dataset({**{f: reference[f] for f in features}, target: predicted})
+        ref_dsm = _entropy(reference, features, target, mce)
+    else:
+        data, ref_dsm = predicted, None
+    dsm = _entropy(data, features, target, mce)
+    field, temperature = mce["field"], mce["temperature"]
+    out = {}
+    for change in mce["at"]:
+        row = dsm.isel({field: _at_field(dsm, field, change)})
+        entry = {"peak": float(np.nanmax(row.values))}
+        if ref_dsm is not None:
+            ref_row = ref_dsm.isel({field: _at_field(ref_dsm, field, change)})
+            on_ref = row.interp({temperature: ref_row[temperature].values}).values
+            diff = on_ref - ref_row.values
+            usable = np.isfinite(diff)
+            entry["rmse"] = float(np.sqrt(np.mean(diff[usable] ** 2))) if usable.any() else None
+        out[f"{change:g}"] = entry
+    return out
+
+
+def _reference_entropy(reference, features, target, mce) -> dict[str, Any]:
+    import numpy as np
+
+    dsm = _entropy(reference, features, target, mce)
+    field = mce["field"]
+    return {
+        f"{c:g}": {"peak": float(np.nanmax(dsm.isel({field: _at_field(dsm, field, c)}).values))}
+        for c in mce["at"]
+    }
+
+
+def _compare_table(summary: dict[str, Any], mce: dict[str, Any] | None) -> str:
+    header = ["model", "fit"]
+    has_ref = summary["reference"] is not None
+    if has_ref:
+        header.append(f"{summary['target']} RMSE")
+    changes = [f"{c:g}" for c in mce["at"]] if mce else []
+    for c in changes:
+        if has_ref:
+            header.append(f"|ΔS_M| RMSE @{c} T")
+        header.append(f"peak |ΔS_M| @{c} T")
+    table = []
+    for row in summary["models"]:
+        cells = [row["model"], row["fit"]]
+        if has_ref:
+            cells.append(_num(row.get("target_rmse")))
+        for c in changes:
+            entry = row["entropy_change"][c]
+            if has_ref:
+                cells.append(_num(entry.get("rmse")))
+            cells.append(_num(entry["peak"]))
+        table.append(cells)
+    if mce and has_ref:
+        cells = ["reference", "measured", ""]
+        for c in changes:
+            cells += ["", _num(summary["reference_entropy_change"][c]["peak"])]
+        table.append(cells)
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    if mce:
+        lines.append("|ΔS_M| in J/(kg K); μ0ΔH from the lowest field")
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _json_safe(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
@@ -293,7 +644,199 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fast", action="store_true", help="a quick run with tiny searches")
     demo.add_argument("--out", default=None, help="also save the twin to this directory")
     demo.set_defaults(func=_cmd_demo)
+
+    _add_suggest_step(sub, common)
+    _add_compare(sub, common)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_suggest_step(sub: Any, common: argparse.ArgumentParser) -> None:
+    step = sub.add_parser(
+        "suggest-step",
+        parents=[common],
+        help="simulate candidate steps with a twin and suggest the coarsest that converges",
+        description=(
+            "Simulate the measurement at each candidate step of AXIS with a saved twin, compute "
+            "the quantity, compare it with a finer reference step and suggest the coarsest "
+            "step whose error (RMSE relative to the reference's peak) stays below --tol."
+        ),
+    )
+    step.add_argument("twin", metavar="DIR", help="a twin saved by 'digitwin fit'")
+    step.add_argument("--axis", required=True, help="the stepped feature, e.g. H")
+    step.add_argument(
+        "--candidates",
+        nargs="+",
+        type=_positive_float,
+        default=None,
+        help="candidate steps, in --candidate-units (default for a field: "
+        "0.05 0.1 0.15 0.2 0.3 0.5 0.75 1 T; for another axis: the same fractions of 5)",
+    )
+    step.add_argument(
+        "--candidate-units",
+        default=None,
+        help="units of --candidates and --reference-step (default: T for a field axis "
+        "recorded in Oe, kOe, mT or A/m; else the axis' own units)",
+    )
+    step.add_argument(
+        "--axis-units",
+        default=None,
+        help="units of the axis when the twin recorded none, e.g. Oe",
+    )
+    step.add_argument(
+        "--quantity",
+        choices=("map", "magnetocaloric"),
+        default="map",
+        help="what must converge: the map itself, linearly interpolated (default), or "
+        "|ΔS_M|(T) at the top field",
+    )
+    step.add_argument(
+        "--tol",
+        type=_positive_float,
+        default=None,
+        help="largest relative RMSE accepted (default 0.025, i.e. 2.5%%)",
+    )
+    step.add_argument(
+        "--reference-step",
+        type=_positive_float,
+        default=None,
+        help="the fine step to compare with (default: the finest candidate / 4)",
+    )
+    step.add_argument(
+        "--sweep-points",
+        type=_positive_int,
+        default=None,
+        help="points of the simulated sweep over the other feature (201)",
+    )
+    step.add_argument(
+        "--mass",
+        type=_positive_float,
+        default=None,
+        help="sample mass, for --quantity magnetocaloric with a moment (relative errors do not "
+        "depend on it: any positive mass gives the same suggestion)",
+    )
+    step.add_argument(
+        "--mass-units", default="g", choices=("g", "mg", "kg"), help="units of --mass (g)"
+    )
+    step.add_argument(
+        "--target-units",
+        default=None,
+        help="units of the target when the twin recorded none (with --mass: emu)",
+    )
+    step.add_argument(
+        "--field-change",
+        type=_positive_float,
+        default=None,
+        help="μ0ΔH in T up to which |ΔS_M| is compared (default: the whole learned range)",
+    )
+    step.add_argument(
+        "--seconds-per-point",
+        type=_nonnegative_float,
+        default=45.0,
+        help="time model: seconds per measured point (45, a settled MPMS point)",
+    )
+    step.add_argument(
+        "--seconds-per-change",
+        type=_nonnegative_float,
+        default=2400.0,
+        help="time model: seconds per change of the stepped axis, incl. return to the sweep "
+        "start (2400)",
+    )
+    step.add_argument(
+        "--sweep-rate",
+        type=_positive_float,
+        default=None,
+        help="time model: continuous sweep rate, sweep units per second (e.g. K/s)",
+    )
+    step.add_argument(
+        "--points-per-line",
+        type=_positive_int,
+        default=None,
+        help="time model: points measured per line (default: --sweep-points)",
+    )
+    step.add_argument("--json", action="store_true", help="end with a one-line JSON result")
+    step.set_defaults(func=_cmd_suggest_step)
+
+
+def _add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
+    compare = sub.add_parser(
+        "compare",
+        parents=[common],
+        help="compare the twin with linear, spline and RBF interpolation",
+        description=(
+            "Fit (or load) a twin and the linear, cubic-spline and RBF baselines on DATA and "
+            "tabulate them; with --reference (a fine-step measurement), the RMSE of the target "
+            "and, with --quantity magnetocaloric, of |ΔS_M| at the field changes --at."
+        ),
+    )
+    compare.add_argument("data", help="CSV (header row) or netCDF file of the coarse points")
+    compare.add_argument("--features", nargs="+", required=True, help="input columns, e.g. T H")
+    compare.add_argument("--target", required=True, help="measured column, e.g. M")
+    compare.add_argument("--twin", default=None, help="reuse a twin saved by 'digitwin fit'")
+    compare.add_argument("--trials", type=_positive_int, default=30, help="search trials (30)")
+    compare.add_argument(
+        "--workers", type=_positive_int, default=None, help="parallel workers (one per core)"
+    )
+    compare.add_argument("--seed", type=int, default=None, help="make the fits repeatable")
+    compare.add_argument(
+        "--rbf-trials", type=_positive_int, default=30, help="RBF tuning trials (30)"
+    )
+    compare.add_argument(
+        "--reference", default=None, help="CSV of a fine-step measurement to compare with"
+    )
+    compare.add_argument(
+        "--reference-columns",
+        nargs="+",
+        default=None,
+        help="the reference's columns for the features, then the target (e.g. t h m)",
+    )
+    compare.add_argument(
+        "--quantity",
+        choices=("magnetocaloric",),
+        default=None,
+        help="also compare |ΔS_M| (needs --mass and --field-units)",
+    )
+    compare.add_argument(
+        "--field", default=None, help="the field feature (default: the last feature)"
+    )
+    compare.add_argument("--field-units", default=None, help="units of the field column, e.g. Oe")
+    compare.add_argument("--mass", type=_positive_float, default=None, help="sample mass")
+    compare.add_argument(
+        "--mass-units", default="g", choices=("g", "mg", "kg"), help="units of --mass (g)"
+    )
+    compare.add_argument(
+        "--target-units", default=None, help="units of the target (with --mass: emu)"
+    )
+    compare.add_argument(
+        "--at",
+        "--field-change",
+        dest="at",
+        nargs="+",
+        type=_positive_float,
+        default=None,
+        help="field changes μ0ΔH in T at which to compare |ΔS_M| (5)",
+    )
+    compare.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    compare.set_defaults(func=_cmd_compare)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

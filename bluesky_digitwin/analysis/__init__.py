@@ -23,3 +23,11 @@ __all__ = [
     "peak_entropy_change",
     "rbf_kfold_rmse",
 ]
+from .steps import (
+    StepSuggestion,
+    TimeModel,
+    format_duration,
+    suggest_step,
+)
+
+__all__ += ["StepSuggestion", "TimeModel", "format_duration", "suggest_step"]

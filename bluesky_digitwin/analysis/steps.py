@@ -1,0 +1,901 @@
+"""Which step to measure at: simulate the measurement at candidate steps and pick the coarsest
+that still gives the derived quantity.
+
+The workflow of Terashima et al., Digital Discovery 2 (2023) 339 (doi:10.1039/D2DD00124A),
+Fig. 1: measure coarse, learn a twin, simulate the measurement at several candidate steps of one
+axis (e.g. the field H between M(T) sweeps), compute the quantity of interest from each, and pick
+the coarsest step at which it has converged (ErCo2: 0.2 T; Fe3Ga4: 0.1 T). A time model turns
+each step into the time the real measurement would take.
+
+How a candidate is judged
+-------------------------
+For a stepped ``axis`` (a feature of the twin) the other features form the sweep (``over``, by
+default a fine grid over their learned ranges). A candidate step ``s`` gives the lines
+``lo, lo + s, lo + 2 s, ...`` from the bottom of the learned range ``lo``, plus the top ``hi``
+when the steps do not land on it (the last step is then shorter): a real measurement covers the
+whole range, and the magnetocaloric integral must end at the same top field for every step.
+The twin simulates every line; the quantity computed from that simulation is compared with the
+quantity at a ``reference_step`` finer than every candidate (default: a quarter of the finest).
+
+- ``error``: RMSE of the candidate's quantity against the reference's, divided by the reference's
+  largest absolute value (``relative=True``, the default), so ``tol`` is a fraction (0.02 = 2 %)
+  and units and the sample mass cancel. ``max_error``: the largest absolute difference, scaled
+  the same way.
+- ``spread``: the standard deviation, over the twin's networks, of the error each network gives
+  on its own (its candidate against its own reference). It says how far the error estimate
+  depends on which good network is asked; NaN for a single network. The spread of the quantity
+  itself at the reference step is :attr:`StepSuggestion.reference_spread`.
+- The suggestion is the coarsest candidate whose error *and the errors of all finer candidates*
+  are below ``tol``: the quantity has converged from there on. A coarse step that happens to
+  score well (its lines happen to straddle a transition nicely) while a finer one does not, is
+  not taken for convergence.
+
+Quantities
+----------
+- ``"magnetocaloric"``: |ΔS_M|(T) at the top field, by the Maxwell relation
+  (:func:`~bluesky_digitwin.analysis.magnetocaloric.entropy_change`, ``absolute=True``),
+  integrated from the bottom of the learned field range (or up to ``field_change`` above it).
+  The axis is the field, the one other feature the temperature. A moment (emu) needs the sample
+  ``mass``; when the twin records no units for the target, a given mass means the target is a
+  moment in emu. With relative errors the mass cancels, so for the suggestion any positive mass
+  will do (only the absolute numbers of the curves need the right one).
+- ``"map"``: the twin's map itself, e.g. ARPES intensity over two angles. The candidate's lines
+  are interpolated linearly along the axis onto the reference lines and compared with the twin's
+  fine map there: how well a measurement at that step, linearly interpolated, reproduces it.
+- any callable ``quantity(ds) -> DataArray | ndarray | float`` on the simulated Dataset (the
+  target over the dims ``(axis, *sweep)``, coordinates with units). A result that keeps the axis
+  as a dimension is interpolated linearly onto the reference's coordinates before comparing.
+
+The default tolerance
+---------------------
+2.5 % relative RMSE. It was set on the paper's data (twins of 30 trials, seed 0, 201-point T
+sweeps, candidates 0.05-1 T). ErCo2 (coarse fields to 5 T): errors 0.3 % at 0.1 T, 1.4 % at
+0.2 T, 2.7 % at 0.3 T, 5.9 % at 0.5 T, so 0.2 T is suggested (the paper: 0.2 T). Fe3Ga4 (to 2 T):
+0.9 % at 0.05 T, 2.5 % at 0.1 T, 6.3 % at 0.15 T, so 0.1 T or 0.05 T (the paper: 0.1 T). Any
+tolerance between about 1 % and 6 % keeps both within 0.1-0.3 T and 0.05-0.15 T; 2.5 % lies in
+the middle of that window on a log scale, so that a differently trained twin (its member-to-member
+spread of the errors is up to a third of them) still lands there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from numpy.typing import ArrayLike
+
+from bluesky_digitwin.data import DigitwinInputError, make_grid
+
+from .magnetocaloric import entropy_change
+from .units import ENTROPY_UNITS, FIELD_UNITS, MOMENT_UNITS, normalize_unit
+
+__all__ = [
+    "DEFAULT_FIELD_CANDIDATES_T",
+    "DEFAULT_SWEEP_POINTS",
+    "DEFAULT_TOL",
+    "QUANTITIES",
+    "StepSuggestion",
+    "TimeModel",
+    "format_duration",
+    "suggest_step",
+]
+
+#: Default tolerance: 2.5 % RMSE relative to the reference quantity's largest absolute value.
+DEFAULT_TOL = 0.025
+#: Default candidate steps of a field axis, in tesla (μ0H).
+DEFAULT_FIELD_CANDIDATES_T = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+#: Default candidates of any other axis, as fractions of its learned span: the field defaults
+#: relative to the paper's 5 T range.
+DEFAULT_SPAN_FRACTIONS = tuple(s / 5.0 for s in DEFAULT_FIELD_CANDIDATES_T)
+#: Points of the default sweep grid over each other feature's learned range.
+DEFAULT_SWEEP_POINTS = 201
+#: The default reference step is the finest candidate divided by this.
+REFERENCE_DIVISOR = 4
+#: More lines than this at the reference step means the steps are in the wrong units.
+MAX_LINES = 5000
+#: The built-in quantities.
+QUANTITIES = ("magnetocaloric", "map")
+
+Quantity = Callable[[xr.Dataset], Any]
+
+
+# -- the time model ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeModel:
+    """How long a measurement takes: lines (sweeps) of points, and changes of the stepped axis.
+
+    ``time = n_lines * line_time + (n_lines - 1) * seconds_per_step_change``, where
+    ``line_time = points_per_line * seconds_per_point``, or, for a continuous sweep
+    (``sweep_rate`` given), ``sweep span / sweep_rate``, the points being taken on the fly.
+
+    The defaults are those of a settled-temperature M(T) run on a SQUID magnetometer (MPMS), as
+    timed in the authors' raw MPMS export of an M(T) run of the paper's reference code (10-60 K,
+    8 fields): 101 points in about 78 min per field (45 s per point), and at least 40 min between
+    sweeps to change the field and cool back to the start. Set ``points_per_line`` to the points
+    the real sweep will take, which need not be those of the simulated sweep grid.
+
+    Attributes
+    ----------
+    seconds_per_point
+        Time per measured point in a stepped (settled) sweep, s.
+    seconds_per_step_change
+        Time between two lines: changing the stepped axis and returning to the sweep's start, s.
+    sweep_rate
+        Rate of a continuous sweep in the sweep axis' units per second (e.g. K/s); ``None`` for a
+        settled, point-by-point sweep.
+    points_per_line
+        Points measured per line; ``None``: as many as the sweep grid simulated.
+    """
+
+    seconds_per_point: float = 45.0
+    seconds_per_step_change: float = 2400.0
+    sweep_rate: float | None = None
+    points_per_line: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("seconds_per_point", "seconds_per_step_change"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise DigitwinInputError(f"{name} must be a number >= 0, got {value!r}")
+        if self.sweep_rate is not None and not (
+            math.isfinite(self.sweep_rate) and self.sweep_rate > 0
+        ):
+            raise DigitwinInputError(f"sweep_rate must be a number > 0, got {self.sweep_rate!r}")
+        if self.points_per_line is not None and not (
+            isinstance(self.points_per_line, (int, np.integer)) and self.points_per_line >= 1
+        ):
+            raise DigitwinInputError(
+                f"points_per_line must be a whole number >= 1, got {self.points_per_line!r}"
+            )
+
+    def line_seconds(self, n_points: int, sweep_span: float | None = None) -> float:
+        """Time of one line of ``n_points`` (overridden by ``points_per_line``), s."""
+        if self.sweep_rate is not None:
+            if sweep_span is None:
+                raise DigitwinInputError(
+                    "a sweep_rate needs exactly one sweep axis to know the span swept"
+                )
+            return float(sweep_span) / self.sweep_rate
+        points = self.points_per_line if self.points_per_line is not None else n_points
+        return points * self.seconds_per_point
+
+    def seconds(self, n_lines: int, n_points: int, sweep_span: float | None = None) -> float:
+        """Estimated time of ``n_lines`` lines of ``n_points`` points each, s."""
+        changes = max(int(n_lines) - 1, 0)
+        return n_lines * self.line_seconds(n_points, sweep_span) + (
+            changes * self.seconds_per_step_change
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``"40 s"``, ``"25 min"``, ``"3 h 20 min"``, ``"2.1 days"``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "n/a"
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if seconds < 48 * 3600:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+# -- the result ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class StepSuggestion:
+    """The outcome of :func:`suggest_step`: a table of candidates and the step chosen.
+
+    Attributes
+    ----------
+    axis
+        The stepped feature, e.g. ``"H"``.
+    units
+        Units of ``step``, ``reference_step`` and the table's ``step`` column ("" if unknown).
+    step
+        The suggested step, or ``None`` when no candidate meets ``tol`` (see :attr:`message`).
+    tol
+        The tolerance the errors were held to.
+    quantity
+        Name of the quantity: ``"magnetocaloric"``, ``"map"`` or the callable's name.
+    table
+        One row per candidate, ascending: ``step``, ``n_lines`` (lines to measure), ``error``,
+        ``max_error``, ``spread`` and ``time_s`` (estimated measurement time, s).
+    reference_step
+        The fine step the candidates were compared with.
+    curves
+        The quantity per step (ensemble mean), dims ``("step", ...)``: the reference first
+        (coordinate ``role`` = ``"reference"``), then every candidate, aligned onto the
+        reference's coordinates; for plots.
+    relative
+        Whether errors are relative to the reference quantity's largest absolute value.
+    error_units
+        Units of ``error`` and ``max_error`` ("" when relative).
+    reference_spread
+        RMS over the reference quantity of its standard deviation across the twin's networks,
+        scaled as the errors are: how well the twin knows the quantity itself, whatever the
+        step (NaN for one network). It does not enter the choice, which compares each network
+        with itself; a large value says the coarse data leave the quantity uncertain.
+    description
+        What the quantity is, for people.
+    time_model
+        The :class:`TimeModel` behind ``time_s``.
+    """
+
+    axis: str
+    units: str
+    step: float | None
+    tol: float
+    quantity: str
+    table: pd.DataFrame
+    reference_step: float
+    curves: xr.DataArray
+    relative: bool = True
+    error_units: str = ""
+    reference_spread: float = float("nan")
+    description: str = ""
+    time_model: TimeModel = field(default_factory=TimeModel)
+
+    def _row(self, step: float) -> pd.Series:
+        return self.table.loc[np.isclose(self.table["step"], step)].iloc[0]
+
+    def _fmt_error(self, value: float) -> str:
+        if not math.isfinite(value):
+            return "n/a"
+        if self.relative:
+            return f"{100 * value:.2f}%"
+        return f"{value:.3g}"
+
+    @property
+    def message(self) -> str:
+        """One sentence: the step chosen and its cost, or why none was."""
+        unit = f" {self.units}" if self.units else ""
+        tol = self._fmt_error(self.tol)
+        if self.step is None:
+            finest = self.table.iloc[0]
+            return (
+                f"no candidate step of {self.axis} meets tol {tol}: the finest, "
+                f"{finest['step']:g}{unit}, has error {self._fmt_error(finest['error'])}; "
+                "try finer candidates or a larger tol"
+            )
+        row = self._row(self.step)
+        return (
+            f"suggested step of {self.axis}: {self.step:g}{unit} "
+            f"(error {self._fmt_error(row['error'])} below tol {tol}, {int(row['n_lines'])} lines,"
+            f" about {format_duration(row['time_s'])})"
+        )
+
+    def as_json_step(self) -> dict[str, Any]:
+        """``{"axis", "value", "units"}`` of the suggested step (value ``None`` if none)."""
+        return {"axis": self.axis, "value": self.step, "units": self.units}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the curves, JSON-serialisable (NaN becomes ``None``)."""
+        rows = [
+            {
+                "step": _json_float(row.step),
+                "n_lines": int(row.n_lines),
+                "error": _json_float(row.error),
+                "max_error": _json_float(row.max_error),
+                "spread": _json_float(row.spread),
+                "time_s": _json_float(row.time_s),
+                "time": format_duration(row.time_s),
+            }
+            for row in self.table.itertuples(index=False)
+        ]
+        return {
+            "axis": self.axis,
+            "units": self.units,
+            "step": _json_float(self.step),
+            "tol": self.tol,
+            "relative": self.relative,
+            "error_units": self.error_units,
+            "quantity": self.quantity,
+            "description": self.description,
+            "reference_step": self.reference_step,
+            "reference_spread": _json_float(self.reference_spread),
+            "time_model": asdict(self.time_model),
+            "table": rows,
+            "suggested_step": self.as_json_step(),
+            "message": self.message,
+        }
+
+    def __str__(self) -> str:
+        unit = f" [{self.units}]" if self.units else ""
+        err = "error" if self.relative else f"error [{self.error_units}]"
+        header = ["step" + unit, "lines", err, "max error", "spread", "time"]
+        rows = [
+            [
+                f"{r.step:g}",
+                f"{int(r.n_lines)}",
+                self._fmt_error(r.error),
+                self._fmt_error(r.max_error),
+                self._fmt_error(r.spread),
+                format_duration(r.time_s),
+            ]
+            for r in self.table.itertuples(index=False)
+        ]
+        widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=True)]
+        lines = [
+            f"step of {self.axis} for {self.description or self.quantity}",
+            f"compared with a reference step of {self.reference_step:g}"
+            f"{' ' + self.units if self.units else ''}; tol {self._fmt_error(self.tol)}"
+            + (
+                f"; the twin's own spread of the quantity: {self._fmt_error(self.reference_spread)}"
+                if math.isfinite(self.reference_spread)
+                else ""
+            ),
+            "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)),
+        ]
+        for r, row in zip(self.table.itertuples(index=False), rows, strict=True):
+            mark = "  <-" if self.step is not None and np.isclose(r.step, self.step) else ""
+            lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + mark)
+        lines.append(self.message)
+        return "\n".join(lines)
+
+
+def _json_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# -- the search ----------------------------------------------------------------------------------
+
+
+def suggest_step(
+    twin: Any,
+    axis: str,
+    candidates: Sequence[float] | ArrayLike | None = None,
+    *,
+    quantity: str | Quantity = "map",
+    over: Mapping[str, ArrayLike] | ArrayLike | None = None,
+    tol: float = DEFAULT_TOL,
+    candidate_units: str | None = None,
+    axis_units: str | None = None,
+    reference_step: float | None = None,
+    relative: bool = True,
+    sweep_points: int = DEFAULT_SWEEP_POINTS,
+    mass: float | None = None,
+    mass_units: str = "g",
+    target_units: str | None = None,
+    field_change: float | None = None,
+    time_model: TimeModel | None = None,
+) -> StepSuggestion:
+    """Simulate the measurement at each candidate step of ``axis`` and suggest the coarsest
+    at which ``quantity`` has converged.
+
+    Parameters
+    ----------
+    twin
+        A :class:`~bluesky_digitwin.twin.DigitalTwin` (or any model with ``features``,
+        ``target``, ``units``, ``ranges`` and ``predict``; its spread is then NaN unless it has
+        ``predict_members``).
+    axis
+        The stepped feature, e.g. ``"H"``.
+    candidates
+        Candidate steps, in ``candidate_units``; any order (they are sorted), no repeats, each
+        at most the span of the axis. Default: for a field axis 0.05, 0.1, 0.15, 0.2, 0.3, 0.5,
+        0.75 and 1 T (those within the span); for another axis 1, 2, 3, 4, 6, 10, 15 and 20 % of
+        its learned span (the field steps relative to the paper's 5 T).
+    quantity
+        ``"map"`` (default), ``"magnetocaloric"`` or a callable on the simulated Dataset; see
+        the module's documentation.
+    over
+        The sweep: values of the other feature (array; duplicates are dropped and the values
+        sorted), or a mapping feature -> values. Default: ``sweep_points`` values evenly over
+        each other feature's learned range.
+    tol
+        Largest acceptable error (a fraction when ``relative``), > 0.
+    candidate_units
+        Units of ``candidates`` and ``reference_step``, e.g. ``"T"`` for a field axis recorded
+        in Oe (field units convert into each other). Default: the axis' own units.
+    axis_units
+        Units of the axis when the twin recorded none (or to override them).
+    reference_step
+        The fine step to compare with, below every candidate. Default: the finest / 4.
+    relative
+        Divide errors by the reference quantity's largest absolute value.
+    sweep_points
+        Points of the default sweep grid.
+    mass, mass_units
+        Sample mass for ``"magnetocaloric"`` when the target is a moment (emu, A m²).
+    target_units
+        Units of the target when the twin recorded none (or to override them), e.g. ``"emu"``.
+    field_change
+        For ``"magnetocaloric"``: μ0ΔH in T from the bottom of the learned field range to the
+        field the |ΔS_M| is compared at; default the whole learned range.
+    time_model
+        How long a line and a change of the axis take; default :class:`TimeModel`'s.
+
+    Returns
+    -------
+    StepSuggestion
+        The table, the suggested step (or ``None``), the curves; ``print`` it for people,
+        ``to_dict()`` for JSON.
+
+    Raises
+    ------
+    DigitwinInputError
+        An unknown axis or quantity; repeated, non-positive or too large candidates; a
+        reference step not finer than all candidates; ``tol <= 0``; a missing mass or unknown
+        units for ``"magnetocaloric"``; a quantity function that raises.
+    """
+    features = tuple(twin.features)
+    target = str(twin.target)
+    if axis not in features:
+        raise DigitwinInputError(
+            f"unknown axis {axis!r}; the twin's features are: {', '.join(features)}"
+        )
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise DigitwinInputError(f"tol must be a number > 0, got {tol!r}")
+    time_model = time_model or TimeModel()
+    sweep_names = [f for f in features if f != axis]
+    twin_units = {k: v for k, v in dict(twin.units).items() if v}
+    a_units = axis_units or twin_units.get(axis)
+    lo, hi = (float(v) for v in twin.ranges[axis])
+
+    defaulted = candidates is None
+    candidates, c_units = _default_candidates(candidates, candidate_units, a_units, hi - lo)
+    to_axis = _conversion(c_units, a_units, axis)
+    steps = _check_candidates(candidates)
+
+    if field_change is not None and quantity != "magnetocaloric":
+        raise DigitwinInputError("field_change applies to the magnetocaloric quantity only")
+    over_grid = _sweep_grid(twin, sweep_names, over, sweep_points)
+    name, description, evaluate, error_units, hi = _resolve_quantity(
+        quantity,
+        twin=twin,
+        axis=axis,
+        sweep_names=sweep_names,
+        axis_units=a_units,
+        target_units=target_units or twin_units.get(target),
+        mass=mass,
+        mass_units=mass_units,
+        field_change=field_change,
+        span=(lo, hi),
+        sweep_units={s: twin_units.get(s) for s in sweep_names},
+    )
+    unit = f" {c_units}" if c_units else ""
+    span = (hi - lo) / to_axis
+    if defaulted and (steps <= span * (1 + 1e-9)).any():
+        steps = steps[steps <= span * (1 + 1e-9)]  # a short range simply has fewer defaults
+    too_big = steps[steps > span * (1 + 1e-9)]
+    if too_big.size:
+        raise DigitwinInputError(
+            f"candidate step {too_big[0]:g}{unit} is larger than the learned range of {axis}, "
+            f"{lo:g} to {hi:g}{' ' + a_units if a_units else ''} (span {span:g}{unit}); "
+            "give steps within it"
+        )
+    if reference_step is None:
+        reference_step = float(steps[0]) / REFERENCE_DIVISOR
+    elif not (math.isfinite(reference_step) and 0 < reference_step < steps[0]):
+        raise DigitwinInputError(
+            f"reference_step must be > 0 and finer than every candidate (the finest is "
+            f"{steps[0]:g}{unit}), got {reference_step!r}"
+        )
+    n_reference = math.floor(span / reference_step) + 2
+    if n_reference > MAX_LINES:
+        raise DigitwinInputError(
+            f"the reference step {reference_step:g}{unit} would simulate {n_reference} lines "
+            f"over {axis} {lo:g} to {hi:g}{' ' + a_units if a_units else ''}: are the candidates "
+            "in the axis' units? (give candidate_units, e.g. 'T', or coarser steps)"
+        )
+
+    def run(step: float) -> tuple[np.ndarray, xr.DataArray, list[xr.DataArray]]:
+        grid = _axis_grid(lo, hi, step * to_axis)
+        members = _simulate(twin, target, axis, grid, over_grid, a_units)
+        label = f"{step:g}{unit}"
+        mean = _call(evaluate, members.mean("member", keep_attrs=True), name, label)
+        per_member = (
+            [
+                _call(evaluate, members.isel(member=i), name, label)
+                for i in range(members.sizes["member"])
+            ]
+            if members.sizes["member"] > 1
+            else []
+        )
+        return grid, mean, per_member
+
+    _, ref_mean, ref_members = run(reference_step)
+    scale = _scale(ref_mean, relative)
+    member_scales = [_scale(r, relative) for r in ref_members]
+    ref_values = np.asarray(ref_mean.values, dtype=float)
+    reference_spread = float("nan")
+    if ref_members:
+        stacked = np.stack([np.asarray(r.values, dtype=float) for r in ref_members])
+        reference_spread = float(np.sqrt(np.nanmean(np.var(stacked, axis=0, ddof=1)))) / scale
+
+    n_points = int(np.prod([len(v) for v in over_grid.values()])) if over_grid else 1
+    sweep_span = float(np.ptp(next(iter(over_grid.values())))) if len(over_grid) == 1 else None
+    rows, curves = [], [ref_values]
+    for step in steps:
+        grid, cand_mean, cand_members = run(float(step))
+        label = f"{step:g}{unit}"
+        aligned = _align(cand_mean, ref_mean, name, label)
+        rmse, worst = _errors(aligned, ref_values)
+        member_errors = [
+            _errors(_align(c, r, name, label), np.asarray(r.values, dtype=float))[0] / s
+            for c, r, s in zip(cand_members, ref_members, member_scales, strict=True)
+        ]
+        spread = float(np.std(member_errors, ddof=1)) if len(member_errors) > 1 else np.nan
+        rows.append(
+            {
+                "step": float(step),
+                "n_lines": len(grid),
+                "error": rmse / scale,
+                "max_error": worst / scale,
+                "spread": spread,
+                "time_s": time_model.seconds(len(grid), n_points, sweep_span),
+            }
+        )
+        curves.append(aligned)
+    table = pd.DataFrame(
+        rows, columns=["step", "n_lines", "error", "max_error", "spread", "time_s"]
+    )
+    return StepSuggestion(
+        axis=axis,
+        units=c_units or "",
+        step=_choose(table, tol),
+        tol=float(tol),
+        quantity=name,
+        table=table,
+        reference_step=float(reference_step),
+        curves=_curves(curves, ref_mean, [reference_step, *steps], c_units, description),
+        relative=relative,
+        error_units="" if relative else error_units,
+        reference_spread=reference_spread,
+        description=description,
+        time_model=time_model,
+    )
+
+
+def _choose(table: pd.DataFrame, tol: float) -> float | None:
+    """The coarsest step below which every candidate's error is under ``tol``."""
+    chosen = None
+    for row in table.itertuples(index=False):  # ascending steps
+        if not (math.isfinite(row.error) and row.error < tol):
+            break
+        chosen = float(row.step)
+    return chosen
+
+
+# -- candidates, units and grids -----------------------------------------------------------------
+
+
+def _is_field(units: str | None) -> bool:
+    return units is not None and normalize_unit(units) in FIELD_UNITS
+
+
+def _default_candidates(
+    candidates: Any, candidate_units: str | None, axis_units: str | None, span: float
+) -> tuple[Any, str | None]:
+    """The candidates and the units they are in (the axis' own by default)."""
+    if candidates is not None:
+        return candidates, candidate_units or axis_units
+    if _is_field(axis_units):
+        units = candidate_units or "T"
+        if not _is_field(units):
+            raise DigitwinInputError(
+                f"candidate_units {units!r} is not a field unit, but the axis is a field in "
+                f"{axis_units}"
+            )
+        per_tesla = FIELD_UNITS[normalize_unit(units)]
+        return [s * per_tesla for s in DEFAULT_FIELD_CANDIDATES_T], units
+    if candidate_units is not None and candidate_units != axis_units:
+        raise DigitwinInputError(
+            "without candidates, the default candidates are fractions of the axis' span in its "
+            f"own units; candidate_units {candidate_units!r} cannot be used: give candidates"
+        )
+    return [f * span for f in DEFAULT_SPAN_FRACTIONS], axis_units
+
+
+def _conversion(candidate_units: str | None, axis_units: str | None, axis: str) -> float:
+    """How many axis units one candidate unit is."""
+    if candidate_units is None or (
+        axis_units is not None and normalize_unit(candidate_units) == normalize_unit(axis_units)
+    ):
+        return 1.0
+    if axis_units is None:
+        raise DigitwinInputError(
+            f"the twin records no units for {axis!r}, so steps in {candidate_units!r} cannot be "
+            f"converted: give axis_units (CLI: --axis-units), e.g. 'Oe'"
+        )
+    if _is_field(candidate_units) and _is_field(axis_units):
+        return (
+            FIELD_UNITS[normalize_unit(axis_units)] / FIELD_UNITS[normalize_unit(candidate_units)]
+        )
+    raise DigitwinInputError(
+        f"cannot convert steps in {candidate_units!r} to the units of {axis!r}, {axis_units!r}; "
+        "give the candidates in the axis' units"
+    )
+
+
+def _check_candidates(candidates: Any) -> np.ndarray:
+    try:
+        steps = np.atleast_1d(np.asarray(candidates, dtype=float))
+    except (TypeError, ValueError):
+        raise DigitwinInputError(f"candidates must be numbers, got {candidates!r}") from None
+    if steps.ndim != 1 or steps.size == 0:
+        raise DigitwinInputError("give at least one candidate step")
+    bad = steps[~(np.isfinite(steps) & (steps > 0))]
+    if bad.size:
+        raise DigitwinInputError(f"candidate steps must be positive numbers, got {bad[0]:g}")
+    steps = np.sort(steps)  # any order is fine; the table is ascending
+    repeated = steps[1:][np.isclose(steps[1:], steps[:-1], rtol=1e-9, atol=0)]
+    if repeated.size:
+        raise DigitwinInputError(
+            f"candidate step {repeated[0]:g} is given more than once; give each step once"
+        )
+    return steps
+
+
+def _axis_grid(lo: float, hi: float, step: float) -> np.ndarray:
+    """``lo, lo + step, ...`` up to ``hi``, ending exactly at ``hi`` (a shorter last step if
+    the steps do not land on it; one within 0.1 % of a step counts as landing)."""
+    n = math.floor((hi - lo) / step + 1e-3)
+    grid = lo + step * np.arange(n + 1)
+    if hi - grid[-1] <= 1e-3 * step:
+        grid[-1] = hi
+    else:
+        grid = np.append(grid, hi)
+    return grid
+
+
+def _sweep_grid(
+    twin: Any, sweep_names: list[str], over: Any, sweep_points: int
+) -> dict[str, np.ndarray]:
+    if not (isinstance(sweep_points, (int, np.integer)) and sweep_points >= 2):
+        raise DigitwinInputError(f"sweep_points must be a whole number >= 2, got {sweep_points!r}")
+    given: dict[str, Any]
+    if over is None:
+        given = {}
+    elif isinstance(over, Mapping):
+        given = dict(over)
+        unknown = [k for k in given if k not in sweep_names]
+        if unknown:
+            raise DigitwinInputError(
+                f"over names {', '.join(map(repr, unknown))}, which is not a sweep feature; "
+                f"the sweep features are: {', '.join(sweep_names) or '(none)'}"
+            )
+    elif len(sweep_names) == 1:
+        given = {sweep_names[0]: over}
+    else:
+        raise DigitwinInputError(
+            f"the twin sweeps {len(sweep_names)} features ({', '.join(sweep_names)}); "
+            "give over as a mapping feature -> values"
+        )
+    grid = {}
+    for name in sweep_names:
+        if name in given:
+            try:
+                values = np.unique(np.asarray(given[name], dtype=float).ravel())
+            except (TypeError, ValueError):
+                raise DigitwinInputError(f"over[{name!r}] must be numbers") from None
+            if values.size == 0 or not np.isfinite(values).all():
+                raise DigitwinInputError(f"over[{name!r}] must be finite numbers, at least one")
+        else:
+            lo, hi = twin.ranges[name]
+            values = np.linspace(lo, hi, int(sweep_points))
+        grid[name] = values
+    return grid
+
+
+# -- simulating and comparing --------------------------------------------------------------------
+
+
+def _simulate(
+    twin: Any,
+    target: str,
+    axis: str,
+    grid: np.ndarray,
+    over: Mapping[str, np.ndarray],
+    axis_units: str | None,
+) -> xr.DataArray:
+    """The target on the (axis, *sweep) grid, per network: dims ("member", axis, *sweep)."""
+    points = make_grid(**{axis: grid}, **over)
+    if hasattr(twin, "predict_members"):
+        members = twin.predict_members(points)
+    else:
+        members = twin.predict(points)[target].expand_dims(member=[0])
+    members = members.transpose("member", axis, *over)
+    if axis_units and not members[axis].attrs.get("units"):
+        members[axis].attrs["units"] = axis_units
+    return members
+
+
+def _call(evaluate: Quantity, simulated: xr.DataArray, name: str, label: str) -> xr.DataArray:
+    """Run the quantity on one simulation; a failure names the quantity and the step."""
+    if "member" in simulated.coords:
+        simulated = simulated.drop_vars("member")
+    ds = xr.Dataset({simulated.name: simulated}, attrs={"data_origin": "simulated", "step": label})
+    try:
+        result = evaluate(ds)
+    except DigitwinInputError as exc:
+        raise DigitwinInputError(f"the {name} quantity at step {label}: {exc}") from None
+    except Exception as exc:
+        what = f"the {name} quantity" if name in QUANTITIES else "the quantity function"
+        raise DigitwinInputError(
+            f"{what} raised {type(exc).__name__} at step {label}: {exc}"
+        ) from exc
+    if isinstance(result, xr.DataArray):
+        return result.astype(float)
+    try:
+        return xr.DataArray(np.asarray(result, dtype=float))
+    except (TypeError, ValueError):
+        raise DigitwinInputError(
+            f"the quantity function returned a {type(result).__name__} at step {label}; "
+            "return numbers (an xarray DataArray, a numpy array or a float)"
+        ) from None
+
+
+def _align(candidate: xr.DataArray, reference: xr.DataArray, name: str, label: str) -> np.ndarray:
+    """The candidate's values on the reference's coordinates (linear interpolation)."""
+    if set(candidate.dims) != set(reference.dims):
+        raise DigitwinInputError(
+            f"the {name} quantity has dims {candidate.dims} at step {label} but "
+            f"{reference.dims} at the reference step; it must keep the same dims"
+        )
+    candidate = candidate.transpose(*reference.dims)
+    for dim in reference.dims:
+        has_coords = dim in reference.coords and dim in candidate.coords
+        if has_coords:
+            ref_coord = np.asarray(reference[dim].values, dtype=float)
+            cand_coord = np.asarray(candidate[dim].values, dtype=float)
+            if cand_coord.shape != ref_coord.shape or not np.allclose(
+                cand_coord, ref_coord, rtol=1e-12, atol=0
+            ):
+                candidate = candidate.interp({dim: ref_coord})
+        elif candidate.sizes[dim] != reference.sizes[dim]:
+            raise DigitwinInputError(
+                f"the {name} quantity has {candidate.sizes[dim]} values along {dim!r} at step "
+                f"{label} but {reference.sizes[dim]} at the reference step; return a DataArray "
+                "with coordinates so it can be interpolated"
+            )
+    return np.asarray(candidate.values, dtype=float)
+
+
+def _errors(values: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """RMSE and largest absolute difference over the points where both are finite."""
+    diff = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return float("nan"), float("nan")
+    return float(np.sqrt(np.mean(diff**2))), float(np.max(np.abs(diff)))
+
+
+def _scale(reference: xr.DataArray, relative: bool) -> float:
+    if not relative:
+        return 1.0
+    values = np.abs(np.asarray(reference.values, dtype=float))
+    values = values[np.isfinite(values)]
+    scale = float(values.max()) if values.size else 0.0
+    if not scale > 0:
+        raise DigitwinInputError(
+            "the quantity is zero (or not finite) everywhere at the reference step, so relative "
+            "errors are undefined; pass relative=False and an absolute tol"
+        )
+    return scale
+
+
+def _curves(
+    values: list[np.ndarray],
+    reference: xr.DataArray,
+    steps: Sequence[float],
+    units: str | None,
+    description: str,
+) -> xr.DataArray:
+    coords: dict[str, Any] = {
+        dim: reference[dim] for dim in reference.dims if dim in reference.coords
+    }
+    coords["step"] = ("step", np.asarray(steps, dtype=float), {"units": units or ""})
+    coords["role"] = ("step", ["reference"] + ["candidate"] * (len(steps) - 1))
+    return xr.DataArray(
+        np.stack(values),
+        dims=("step", *reference.dims),
+        coords=coords,
+        name=reference.name or "quantity",
+        attrs={**reference.attrs, "description": description, "data_origin": "simulated"},
+    )
+
+
+# -- the quantities ------------------------------------------------------------------------------
+
+
+def _resolve_quantity(
+    quantity: str | Quantity,
+    *,
+    twin: Any,
+    axis: str,
+    sweep_names: list[str],
+    axis_units: str | None,
+    target_units: str | None,
+    mass: float | None,
+    mass_units: str,
+    field_change: float | None,
+    span: tuple[float, float],
+    sweep_units: Mapping[str, str | None],
+) -> tuple[str, str, Quantity, str, float]:
+    """Name, description, function, units of its values, and the top of the stepped range."""
+    target = str(twin.target)
+    lo, hi = span
+    if callable(quantity):
+        name = getattr(quantity, "__name__", type(quantity).__name__)
+        return name, name, quantity, "", hi
+    if quantity == "map":
+        description = (
+            f"the {target}({', '.join([axis, *sweep_names])}) map, measured lines interpolated "
+            f"linearly along {axis}"
+        )
+        return "map", description, lambda ds: ds[target], target_units or "", hi
+    if quantity != "magnetocaloric":
+        raise DigitwinInputError(
+            f"unknown quantity {quantity!r}; choose 'magnetocaloric', 'map' or give a function "
+            "of the simulated xarray Dataset"
+        )
+    if len(sweep_names) != 1:
+        raise DigitwinInputError(
+            "the magnetocaloric quantity needs a twin of two features, temperature and field; "
+            f"this one has {', '.join([axis, *sweep_names])}"
+        )
+    temperature = sweep_names[0]
+    if not _is_field(axis_units):
+        raise DigitwinInputError(
+            f"the magnetocaloric quantity needs the field units of {axis!r} "
+            f"({'the twin records none' if axis_units is None else f'got {axis_units!r}'}): "
+            "pass axis_units='Oe' or 'T' (CLI: --axis-units)"
+        )
+    if target_units is None:
+        # The MPMS default: a moment in emu when a mass is given, else already per mass.
+        target_units = "emu" if mass is not None else None
+    if mass is None and (target_units is None or normalize_unit(target_units) in MOMENT_UNITS):
+        raise DigitwinInputError(
+            f"the magnetocaloric quantity needs the sample mass to turn the moment {target!r} "
+            "into a magnetisation: pass mass=... and mass_units=... (CLI: --mass 0.61 "
+            "--mass-units mg); if the target is already per mass, give its units with "
+            "target_units='emu/g' (CLI: --target-units)"
+        )
+    per_tesla = FIELD_UNITS[normalize_unit(axis_units)]
+    if field_change is not None:
+        top = lo + float(field_change) * per_tesla
+        if not (math.isfinite(top) and lo < top <= hi * (1 + 1e-9) + 1e-12):
+            raise DigitwinInputError(
+                f"field_change {field_change!r} T does not fit the learned range of {axis}, "
+                f"{lo:g} to {hi:g} {axis_units} (at most {(hi - lo) / per_tesla:g} T)"
+            )
+        hi = min(top, hi)
+    options = {
+        "temperature": temperature,
+        "field": axis,
+        "magnetization": target,
+        "mass": mass,
+        "mass_units": mass_units,
+        "magnetization_units": target_units,
+        "field_units": axis_units,
+        "temperature_units": sweep_units.get(temperature),
+        "absolute": True,
+    }
+
+    def magnetocaloric(ds: xr.Dataset) -> xr.DataArray:
+        try:
+            dsm = entropy_change(ds[target], **options)
+        except ValueError as exc:  # units, mass: a usage error
+            raise DigitwinInputError(str(exc)) from None
+        return dsm.isel({axis: -1}, drop=True)
+
+    description = (
+        f"|ΔS_M|({temperature}) at μ0ΔH = {(hi - lo) / per_tesla:.3g} T "
+        f"({lo:g} to {hi:g} {axis_units}), {ENTROPY_UNITS}"
+    )
+    return "magnetocaloric", description, magnetocaloric, ENTROPY_UNITS, hi
