@@ -30,3 +30,16 @@ __all__ = [
     "isofield_scans",
     "resistance_scans",
 ]
+
+# Simulated ophyd instruments measuring the materials above. They are imported on first use:
+# ophyd adds about a second to the import, which code that needs only the materials should not pay.
+_DEVICES = ("ArpesDetector", "Magnetometer", "ResistanceBridge", "SimAxis", "SimReading")
+__all__ += _DEVICES
+
+
+def __getattr__(name: str):
+    if name in _DEVICES:
+        from bluesky_digitwin.sim import devices
+
+        return getattr(devices, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

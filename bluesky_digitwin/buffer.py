@@ -1,0 +1,512 @@
+"""ScanBuffer: bluesky documents of one or many runs in, one xarray Dataset along ``point`` out.
+
+A :class:`ScanBuffer` is a bluesky callback (``RE.subscribe(buffer)``). It keeps, for every
+event of the chosen stream, the features, the target and where the point came from, and hands
+out consistent copies (:meth:`ScanBuffer.snapshot`) to whoever trains a twin, from any thread.
+
+It is built to sit in the RunEngine's document path: an event costs a few dictionary look-ups
+and list appends, a bad or unexpected document costs a :class:`~bluesky_digitwin.data.DataWarning`,
+never an exception (an exception in a callback would abort the scan).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import event_model
+import numpy as np
+import xarray as xr
+
+from bluesky_digitwin.data import DataWarning, DigitwinInputError
+
+__all__ = ["ScanBuffer"]
+
+#: Names of the bookkeeping coordinates; features and target cannot use them.
+BOOKKEEPING = ("run_uid", "time", "seq_num")
+
+#: The stream bluesky's SupplementalData writes its baseline readings to.
+BASELINE_STREAM = "baseline"
+
+#: Valid bluesky documents that carry nothing a ScanBuffer uses (external data is not read).
+_PASSED_OVER = frozenset({"resource", "datum", "datum_page", "stream_resource", "stream_datum"})
+
+#: Remember at most this many unknown descriptor uids (to warn once each), so that a stream of
+#: garbage cannot grow the buffer's memory without bound.
+_MAX_UNKNOWN = 10_000
+
+_MISSING = object()
+
+# What a descriptor's stream is to the buffer.
+_POINTS, _BASELINE, _OTHER = "points", "baseline", "other"
+
+
+@dataclass
+class _Run:
+    """What the buffer remembers of one run."""
+
+    uid: str
+    start: Mapping[str, Any]
+    origin: str
+    ignored: bool
+    closed: bool = False
+    #: Latest baseline reading of each wanted data key.
+    baseline: dict[str, Any] = field(default_factory=dict)
+    #: Reasons already warned about for this run (each is warned once).
+    warned: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Stream:
+    """One event descriptor: its run, its role, and its configuration values of wanted keys."""
+
+    run: _Run
+    role: str
+    configuration: dict[str, Any]
+
+
+class ScanBuffer:
+    """Collect the points of bluesky runs into an xarray Dataset along the dimension ``point``.
+
+    Subscribe it to a RunEngine (``RE.subscribe(buffer)``) or feed it documents by hand
+    (``buffer(name, doc)`` or ``buffer.ingest(name, doc)``). Each event of the chosen stream
+    becomes one point with the features, the target, and the bookkeeping coordinates
+    ``run_uid``, ``time`` (the event's time) and ``seq_num``.
+
+    Where a value comes from. The target is read from the event's data only. A feature is
+    looked up, in this order, in
+
+    1. the event's data;
+    2. the latest reading of its key in the run's ``"baseline"`` stream (bluesky's
+       ``SupplementalData(baseline=[...])``);
+    3. the event descriptor's ``configuration`` (the read_configuration() of the detectors);
+    4. the run's start document, ``start[key]`` (e.g. ``md={"H": 5000}`` given to the plan).
+
+    So a 2-D map can be assembled from many 1-D line scans: a temperature scan at a fixed field
+    has no field in its events, but the field can come from the baseline or the metadata. An
+    event whose value cannot be found, or is not a real number, is skipped; one
+    :class:`~bluesky_digitwin.data.DataWarning` per run and key says so, and :attr:`skipped`
+    counts them.
+
+    Units (``attrs["units"]`` of each variable) come from the ``units`` of the data keys of the
+    descriptors (the chosen stream's, the baseline's, or the configuration's); failing that,
+    from a ``units`` mapping in the start document, keyed by data key or by buffer name
+    (``md={"H": 5000, "units": {"H": "Oe"}}``). The first units seen for a variable are kept;
+    a run reporting others triggers a warning.
+
+    Runs whose start document says ``data_origin: "simulated"`` (results of a twin) are ignored
+    unless ``include_simulated`` is True, so that a twin never learns from its own output.
+
+    Bad documents (an event of an unknown descriptor, a descriptor before its start, a document
+    after its run's stop, a malformed document) are skipped with a warning; points already
+    buffered are never lost, except by :meth:`clear`.
+
+    Parameters
+    ----------
+    features
+        Names of the input variables (e.g. ``("T", "H")``).
+    target
+        Name of the measured variable (e.g. ``"M"``).
+    keys
+        Buffer name -> data key (e.g. ``{"T": "mag_temperature", "H": "mag_field",
+        "M": "mag_moment"}``); names left out are their own data key.
+    stream
+        Name of the event stream whose events are points (bluesky's default is ``"primary"``).
+    include_simulated
+        Also buffer runs marked ``data_origin: "simulated"``.
+
+    Examples
+    --------
+    >>> buffer = ScanBuffer(("T", "H"), "M", keys={"T": "mag_temperature", "M": "mag_moment"})
+    >>> RE.subscribe(buffer)
+    >>> RE(bps.mv(mag.field, 5000))
+    >>> RE(scan([mag.moment], mag.temperature, 10, 60, 51, md={"H": 5000}))
+    >>> buffer.snapshot()["M"].attrs["units"]
+    'emu'
+    """
+
+    def __init__(
+        self,
+        features: Iterable[str] | str = ("T", "H"),
+        target: str = "M",
+        *,
+        keys: Mapping[str, str] | None = None,
+        stream: str = "primary",
+        include_simulated: bool = False,
+    ) -> None:
+        features = (features,) if isinstance(features, str) else tuple(features)
+        self.features: tuple[str, ...] = tuple(str(f) for f in features)
+        self.target = str(target)
+        self.stream = str(stream)
+        self.include_simulated = bool(include_simulated)
+        names = (*self.features, self.target)
+        if not self.features:
+            raise DigitwinInputError("no features given; name at least one input, e.g. ('T',)")
+        if len(set(names)) != len(names):
+            raise DigitwinInputError(f"features and target repeat a name: {names}")
+        reserved = [n for n in names if n in BOOKKEEPING]
+        if reserved:
+            raise DigitwinInputError(
+                f"{', '.join(map(repr, reserved))} is reserved for bookkeeping; use another "
+                f"name and map it to the data key, e.g. keys={{'t': {reserved[0]!r}}}"
+            )
+        keys = dict(keys or {})
+        unknown = [k for k in keys if k not in names]
+        if unknown:
+            raise DigitwinInputError(
+                f"keys names {', '.join(map(repr, unknown))}, which is neither a feature nor "
+                f"the target (those are {', '.join(names)})"
+            )
+        if not all(isinstance(v, str) for v in keys.values()):
+            raise DigitwinInputError("keys must map buffer names to data keys (strings)")
+        self.keys: dict[str, str] = {name: keys.get(name, name) for name in names}
+        self._wanted = frozenset(self.keys.values())
+        self._columns_order = (*names, *BOOKKEEPING)
+
+        # Document state, touched only under _state_lock (one document at a time).
+        self._state_lock = threading.RLock()
+        self._runs: dict[str, _Run] = {}
+        self._streams: dict[str, _Stream] = {}
+        self._unknown_descriptors: set[str] = set()
+        self._skipped: dict[str, dict[str, int]] = {}
+        self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
+            "start": self._start,
+            "descriptor": self._descriptor,
+            "event": self._event,
+            "event_page": self._event_page,
+            "stop": self._stop,
+        }
+
+        # Points, touched under _data_lock, which is held only for appends and O(1) reads.
+        self._data_lock = threading.Lock()
+        self._columns: list[list[Any]] = [[] for _ in self._columns_order]
+        self._n = 0
+        self._version = 0
+        self._run_origins: dict[str, str] = {}  # runs with points, in order of their first point
+        # Units by buffer name: from data keys, and (second choice) from start documents.
+        self._units: dict[str, str] = {}
+        self._start_units: dict[str, str] = {}
+
+    # -- the public face -----------------------------------------------------------------------
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Take one document, like any bluesky callback (see :meth:`ingest`)."""
+        self.ingest(name, doc)
+
+    def ingest(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Take one document: ``start``, ``descriptor``, ``event``, ``event_page`` or ``stop``.
+
+        Other bluesky documents (resource, datum, ...) are passed over. Never raises for a bad
+        document: it is skipped with a :class:`~bluesky_digitwin.data.DataWarning`.
+        """
+        with self._state_lock:
+            try:
+                handler = self._handlers.get(name) if isinstance(name, str) else None
+                if handler is None:
+                    if name not in _PASSED_OVER:
+                        self._warn(f"ignored a document of unknown kind {name!r}")
+                elif not isinstance(doc, Mapping):
+                    self._warn(f"ignored a {name!r} document that is a {type(doc).__name__}")
+                else:
+                    handler(doc)
+            except Warning:
+                raise  # the caller turned warnings into errors: theirs to see, unchanged
+            except Exception as exc:
+                # The backstop: whatever a malformed document trips over, the RunEngine must
+                # not see an exception (it would abort the scan).
+                self._warn(f"ignored a malformed {name!r} document ({type(exc).__name__}: {exc})")
+
+    def snapshot(self) -> xr.Dataset:
+        """A consistent copy of the points so far, safe to call while documents arrive.
+
+        Returns
+        -------
+        xarray.Dataset
+            Along ``point``: one float64 variable per feature and the target (with
+            ``attrs["units"]`` when known and ``attrs["data_key"]``), and the coordinates
+            ``run_uid`` (str), ``time`` (float, s since the epoch) and ``seq_num`` (int).
+            ``attrs["data_origin"]`` is "measured", "simulated" or "mixed" (or "none" when
+            empty).
+        """
+        with self._data_lock:
+            # Columns only ever grow (clear() swaps in new lists), so their first n items
+            # cannot change after the lock is released: copying them can happen outside it.
+            n, columns, version = self._n, self._columns, self._version
+            origins = set(self._run_origins.values())
+            units = {**self._start_units, **self._units}
+        by_name = dict(zip(self._columns_order, columns, strict=True))
+        data_vars = {}
+        for name in (*self.features, self.target):
+            attrs = {"data_key": self.keys[name]}
+            if units.get(name):
+                attrs["units"] = units[name]
+            data_vars[name] = ("point", np.array(by_name[name][:n], dtype=np.float64), attrs)
+        coords = {
+            "run_uid": ("point", np.array(by_name["run_uid"][:n], dtype=str)),
+            "time": ("point", np.array(by_name["time"][:n], dtype=np.float64), {"units": "s"}),
+            "seq_num": ("point", np.array(by_name["seq_num"][:n], dtype=np.int64)),
+        }
+        origin = origins.pop() if len(origins) == 1 else ("mixed" if origins else "none")
+        attrs = {
+            "source": "bluesky documents via bluesky_digitwin.buffer.ScanBuffer",
+            "stream": self.stream,
+            "data_origin": origin,
+            "buffer_version": version,
+        }
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+    @property
+    def n_points(self) -> int:
+        """Number of points buffered."""
+        return self._n
+
+    @property
+    def run_uids(self) -> list[str]:
+        """Uids of the runs that have points, in the order of their first point."""
+        with self._data_lock:
+            return list(self._run_origins)
+
+    @property
+    def version(self) -> int:
+        """A counter that increases whenever points are added (or cleared); never decreases.
+
+        Compare it with the value seen at the last training to decide whether to retrain.
+        """
+        return self._version
+
+    @property
+    def skipped(self) -> dict[str, dict[str, int]]:
+        """Events skipped so far: run uid -> data key -> count."""
+        with self._state_lock:
+            return {run: dict(counts) for run, counts in self._skipped.items()}
+
+    def clear(self) -> None:
+        """Drop all points (and the skip counts). Runs in progress keep being buffered."""
+        with self._state_lock, self._data_lock:
+            self._columns = [[] for _ in self._columns_order]
+            self._n = 0
+            self._run_origins = {}
+            self._version += 1
+            self._skipped = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"ScanBuffer(features={self.features}, target={self.target!r}, "
+            f"stream={self.stream!r}, n_points={self.n_points}, runs={len(self._run_origins)})"
+        )
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def _start(self, doc: Mapping[str, Any]) -> None:
+        uid = doc["uid"]
+        if not isinstance(uid, str):
+            self._warn(f"ignored a start document whose uid is a {type(uid).__name__}")
+            return
+        if uid in self._runs:
+            self._warn(f"ignored a second start document for run {uid}")
+            return
+        origin = str(doc.get("data_origin", "measured"))
+        ignored = origin == "simulated" and not self.include_simulated
+        self._runs[uid] = _Run(uid=uid, start=doc, origin=origin, ignored=ignored)
+        units = doc.get("units")
+        if not ignored and isinstance(units, Mapping):
+            for name, key in self.keys.items():
+                value = units.get(key, units.get(name))
+                if isinstance(value, str) and value:
+                    with self._data_lock:
+                        self._start_units.setdefault(name, value)
+
+    def _descriptor(self, doc: Mapping[str, Any]) -> None:
+        uid, run_uid = doc["uid"], doc["run_start"]
+        if not isinstance(uid, str):
+            self._warn(f"ignored a descriptor whose uid is a {type(uid).__name__}")
+            return
+        run = self._runs.get(run_uid)
+        if run is None:
+            self._warn(
+                f"ignored descriptor {uid}: its run {run_uid} has no start document "
+                "(documents out of order, or the buffer was subscribed mid-run)"
+            )
+            return
+        if uid in self._streams:
+            self._warn(f"ignored a second descriptor {uid} of run {run_uid}")
+            return
+        name = doc.get("name", "primary")  # descriptors before event-model 1.0 had no name
+        role = _POINTS if name == self.stream else _BASELINE if name == BASELINE_STREAM else _OTHER
+        configuration: dict[str, Any] = {}
+        units: dict[str, str] = {}
+        for obj in (doc.get("configuration") or {}).values():
+            if not isinstance(obj, Mapping):
+                continue
+            configuration.update(
+                (k, v) for k, v in (obj.get("data") or {}).items() if k in self._wanted
+            )
+            units.update(_units_of(obj.get("data_keys"), self._wanted))
+        units.update(_units_of(doc.get("data_keys"), self._wanted))  # readings beat config
+        self._streams[uid] = _Stream(run=run, role=role, configuration=configuration)
+        if not run.ignored and role != _OTHER:
+            for name_, key in self.keys.items():
+                if key in units:
+                    self._set_units(name_, units[key], run)
+
+    def _event(self, doc: Mapping[str, Any]) -> None:
+        stream = self._stream_of(doc)
+        if stream is None:
+            return
+        if stream.role == _BASELINE:
+            self._update_baseline(stream.run, doc["data"])
+            return
+        row = self._row(stream, doc["data"], doc.get("time"), doc.get("seq_num"))
+        if row is not None:
+            self._append([row], stream.run)
+
+    def _event_page(self, doc: Mapping[str, Any]) -> None:
+        stream = self._stream_of(doc)
+        if stream is None:
+            return
+        rows = []
+        for event in event_model.unpack_event_page(doc):
+            if stream.role == _BASELINE:
+                self._update_baseline(stream.run, event["data"])
+                continue
+            row = self._row(stream, event["data"], event["time"], event["seq_num"])
+            if row is not None:
+                rows.append(row)
+        if rows:
+            self._append(rows, stream.run)
+
+    def _stop(self, doc: Mapping[str, Any]) -> None:
+        run_uid = doc["run_start"]
+        run = self._runs.get(run_uid)
+        if run is None:
+            self._warn(f"ignored a stop document for run {run_uid}, whose start was not seen")
+        elif run.closed:
+            self._warn(f"ignored a second stop document for run {run_uid}")
+        else:
+            run.closed = True
+
+    # -- the event path ------------------------------------------------------------------------
+
+    def _stream_of(self, doc: Mapping[str, Any]) -> _Stream | None:
+        """The stream of an event (page) whose points or baseline are wanted, else None."""
+        uid = doc["descriptor"]
+        stream = self._streams.get(uid)
+        if stream is None:
+            # Warn once per descriptor: a buffer subscribed mid-run would otherwise warn at
+            # every event of that run.
+            if uid not in self._unknown_descriptors:
+                if len(self._unknown_descriptors) < _MAX_UNKNOWN:
+                    self._unknown_descriptors.add(uid)
+                self._warn(
+                    f"skipping events of descriptor {uid}, which was not seen (documents out "
+                    "of order, or the buffer was subscribed mid-run)"
+                )
+            return None
+        run = stream.run
+        if run.ignored or stream.role == _OTHER:
+            return None
+        if run.closed:
+            self._warn_once(run, "closed", f"skipping events of run {run.uid} after its stop")
+            return None
+        return stream
+
+    def _update_baseline(self, run: _Run, data: Mapping[str, Any]) -> None:
+        run.baseline.update((k, v) for k, v in data.items() if k in self._wanted)
+
+    def _row(
+        self, stream: _Stream, data: Mapping[str, Any], time: Any, seq_num: Any
+    ) -> tuple[Any, ...] | None:
+        """The values of one point in column order, or None (with a warning) to skip it."""
+        run = stream.run
+        row: list[Any] = []
+        for name, key in self.keys.items():
+            value = data.get(key, _MISSING)
+            if value is _MISSING and name != self.target:
+                value = run.baseline.get(key, _MISSING)
+                if value is _MISSING:
+                    value = stream.configuration.get(key, _MISSING)
+                if value is _MISSING:
+                    value = run.start.get(key, _MISSING)
+            number = _MISSING if value is _MISSING else _as_number(value)
+            if number is None or number is _MISSING:
+                self._skip(run, name, key, found=value is not _MISSING)
+                return None
+            row.append(number)
+        time = _as_number(time)
+        seq_num = int(seq_num) if isinstance(seq_num, (int, np.integer)) else -1
+        row.extend((run.uid, np.nan if time is None else time, seq_num))
+        return tuple(row)
+
+    def _append(self, rows: list[tuple[Any, ...]], run: _Run) -> None:
+        with self._data_lock:
+            for column, values in zip(self._columns, zip(*rows, strict=True), strict=True):
+                column.extend(values)
+            self._n += len(rows)
+            self._run_origins.setdefault(run.uid, run.origin)
+            self._version += 1
+
+    # -- warnings ------------------------------------------------------------------------------
+
+    def _skip(self, run: _Run, name: str, key: str, *, found: bool) -> None:
+        counts = self._skipped.setdefault(run.uid, {})
+        counts[key] = counts.get(key, 0) + 1
+        if found:
+            reason = f"whose {key!r} (for {name!r}) is not a real number"
+        elif name == self.target:
+            reason = f"that lack {key!r} (the target {name!r}) in their data"
+        else:
+            reason = (
+                f"that lack {key!r} (for {name!r}) in their data, the baseline, the "
+                "descriptor's configuration and the start document"
+            )
+        self._warn_once(
+            run,
+            f"skip:{key}",
+            f"run {run.uid}: skipping events {reason}; ScanBuffer.skipped counts them",
+        )
+
+    def _set_units(self, name: str, units: str, run: _Run) -> None:
+        with self._data_lock:
+            known = self._units.setdefault(name, units)
+        if known != units:
+            self._warn_once(
+                run,
+                f"units:{name}",
+                f"run {run.uid} gives {name!r} in {units!r}, earlier runs in {known!r}; "
+                f"keeping {known!r} (the values are not converted)",
+            )
+
+    def _warn_once(self, run: _Run, reason: str, message: str) -> None:
+        if reason not in run.warned:
+            run.warned.add(reason)
+            self._warn(message)
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        warnings.warn(message, DataWarning, stacklevel=2)
+
+
+def _units_of(data_keys: Any, wanted: frozenset[str]) -> dict[str, str]:
+    """Units of the wanted keys in a descriptor's ``data_keys`` mapping (if it is one)."""
+    if not isinstance(data_keys, Mapping):
+        return {}
+    units = {}
+    for key in wanted & data_keys.keys():
+        entry = data_keys[key]
+        value = entry.get("units") if isinstance(entry, Mapping) else None
+        if isinstance(value, str) and value:
+            units[key] = value
+    return units
+
+
+def _as_number(value: Any) -> float | None:
+    """``value`` as a Python float if it is a real scalar (bool, int, float, numpy), else None."""
+    if isinstance(value, (float, int)):  # includes bool and numpy.float64
+        return float(value)
+    if isinstance(value, (np.generic, np.ndarray)) and value.ndim == 0:
+        if value.dtype.kind in "biuf":
+            return float(value)
+    return None
