@@ -1,0 +1,1 @@
+"""bluesky callbacks of the digital twin: installed as ``bluesky_digitwin.callbacks``."""

@@ -1,0 +1,1 @@
+"""Twin-guided bluesky plans: installed as ``bluesky_digitwin.plans``."""
