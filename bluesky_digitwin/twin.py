@@ -38,7 +38,6 @@ from bluesky_digitwin.surrogate.search import (
     Progress,
     SearchResult,
     SearchSpace,
-    cleanup_search,
     run_search,
     trial_params,
 )
@@ -206,7 +205,7 @@ class DigitalTwin:
                 result, chosen, prepared, refit_epochs, train_config
             )
         finally:
-            cleanup_search(result)
+            result.cleanup()
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -473,7 +472,7 @@ def _build_members(
     scaling: Scaling = result.scaling
     x_all = scaling.scale_x(data.x)
     y_all = scaling.scale_y(data.y)
-    split = result._split  # type: ignore[attr-defined]
+    split = result.split
     val_var = float(np.var(split.y_val)) or 1.0
     members, meta = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ workers may as well run elsewhere. Each finished trial stores its network as an 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -46,7 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Failed trials count as finished: a search whose every trial fails must end, not loop.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 MODEL_ARTIFACT = "model_artifact_id"
 
 
@@ -222,14 +224,27 @@ class Progress:
 
 @dataclass
 class SearchResult:
-    """What a search produced: the study and where its trial models are stored."""
+    """What a search produced: the study, where its trial models are, and the data split.
+
+    Call :meth:`cleanup` when done with the trial models: it removes the search's temporary
+    directory (worker inputs, and the journal and artifacts when no storage was given).
+    """
 
     study: optuna.Study
     artifact_store: Any
-    scaling: Scaling
+    split: SplitData
     storage_description: str
     wall_time: float
     best_trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    temp_dir: Path | None = None
+
+    @property
+    def scaling(self) -> Scaling:
+        return self.split.scaling
+
+    def cleanup(self) -> None:
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def redact_url(url: str) -> str:
@@ -423,8 +438,8 @@ def run_search(
     data
         Validated training data (:func:`~bluesky_digitwin.data.prepare_training_data`).
     n_trials
-        The number of finished (complete or pruned) trials the study should hold. A study that
-        already holds some (same storage and study name) continues from there.
+        The number of finished (complete, pruned or failed) trials the study should hold. A
+        study that already holds some (same storage and study name) continues from there.
     n_workers
         Parallel workers. One runs in this process; the others are spawned processes on this
         machine sharing the storage. ``None`` uses one per available core.
@@ -465,119 +480,115 @@ def run_search(
             "or a database URL instead of a storage object, or use n_workers=1"
         )
 
-    start = time.perf_counter()
-    cleanup: list[Path] = []
-    tmp_root = Path(tempfile.mkdtemp(prefix="digitwin-search-", dir=work_dir))
-    cleanup.append(tmp_root)
-    if storage is None:
-        storage = tmp_root / "journal.log"
-        artifact_dir = tmp_root / "artifacts"
-    else:
-        artifact_dir = _default_artifact_dir(storage)
-    storage_obj = open_storage(storage)
-    storage_text = (
-        redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "object"
-    )
-    store = artifact_store or FileSystemArtifactStore(str(_mkdir(artifact_dir)))
-
-    study = optuna.create_study(
-        storage=storage_obj,
-        study_name=study_name,
-        direction="minimize",
-        sampler=sampler or _make_sampler(seed, 0),
-        pruner=pruner or _make_pruner(train_config),
-        load_if_exists=True,
-    )
-    split_seed = _claim_study(study, data, seed, validation_fraction)
-    split = SplitData.split(data, validation_fraction, split_seed, holdout)
-    for params in _as_list(warm_start):
-        study.enqueue_trial(dict(params), skip_if_exists=True)
-
-    stop_progress = threading.Event()
-    watcher = None
-    if progress is not None:
-        watcher = threading.Thread(
-            target=_watch,
-            args=(storage_obj, study.study_name, n_trials, start, progress, stop_progress),
-            daemon=True,
-            name="digitwin-search-progress",
+    with contextlib.ExitStack() as on_failure:
+        start = time.perf_counter()
+        tmp_root = Path(tempfile.mkdtemp(prefix="digitwin-search-", dir=work_dir))
+        # On success the caller removes the temporary directory (SearchResult.cleanup) after it
+        # has read the trial models; on any failure it goes now.
+        on_failure.callback(shutil.rmtree, tmp_root, ignore_errors=True)
+        if storage is None:
+            storage = tmp_root / "journal.log"
+            artifact_dir = tmp_root / "artifacts"
+        else:
+            artifact_dir = _default_artifact_dir(storage)
+        storage_obj = open_storage(storage)
+        storage_text = (
+            redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "object"
         )
-        watcher.start()
-    try:
-        processes = []
-        if n_workers > 1:
-            data_dir = tmp_root / "data"
-            split.save(data_dir)
-            if not isinstance(artifact_store, (type(None), FileSystemArtifactStore)):
-                raise DigitwinInputError(
-                    "several local workers share trial models through a directory; "
-                    "use n_workers=1 with a custom artifact store"
-                )
-            threads = max(1, (cores or 1) // n_workers)
-            ctx = multiprocessing.get_context("spawn")
-            for index in range(1, n_workers):
-                spec = _WorkerSpec(
-                    storage=os.fspath(storage),
-                    study_name=study.study_name,
-                    data_dir=str(data_dir),
-                    scaling=split.scaling.to_dict(),
-                    artifact_dir=str(artifact_dir),
-                    space=space,
-                    train_config=train_config,
-                    n_trials=n_trials,
-                    seed=seed,
-                    worker_index=index,
-                    threads=threads,
-                    sampler=sampler,
-                    pruner=pruner,
-                )
-                proc = ctx.Process(target=_worker_main, args=(spec,), daemon=True)
-                proc.start()
-                processes.append(proc)
-            if "tensorflow" not in sys.modules:
-                # This process trains too: share the cores with the workers.
-                os.environ.setdefault("DIGITWIN_TF_THREADS", str(threads))
-        objective = _objective_factory(split, space, train_config, store, seed)
+        store = artifact_store or FileSystemArtifactStore(str(_mkdir(artifact_dir)))
+
+        study = optuna.create_study(
+            storage=storage_obj,
+            study_name=study_name,
+            direction="minimize",
+            sampler=sampler or _make_sampler(seed, 0),
+            pruner=pruner or _make_pruner(train_config),
+            load_if_exists=True,
+        )
+        split_seed = _claim_study(study, data, seed, validation_fraction)
+        split = SplitData.split(data, validation_fraction, split_seed, holdout)
+        for params in _as_list(warm_start):
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+
+        stop_progress = threading.Event()
+        watcher = None
+        if progress is not None:
+            watcher = threading.Thread(
+                target=_watch,
+                args=(storage_obj, study.study_name, n_trials, start, progress, stop_progress),
+                daemon=True,
+                name="digitwin-search-progress",
+            )
+            watcher.start()
         try:
-            _optimize(study, objective, n_trials)
+            processes = []
+            if n_workers > 1:
+                data_dir = tmp_root / "data"
+                split.save(data_dir)
+                if not isinstance(artifact_store, (type(None), FileSystemArtifactStore)):
+                    raise DigitwinInputError(
+                        "several local workers share trial models through a directory; "
+                        "use n_workers=1 with a custom artifact store"
+                    )
+                threads = max(1, (cores or 1) // n_workers)
+                ctx = multiprocessing.get_context("spawn")
+                for index in range(1, n_workers):
+                    spec = _WorkerSpec(
+                        storage=os.fspath(storage),
+                        study_name=study.study_name,
+                        data_dir=str(data_dir),
+                        scaling=split.scaling.to_dict(),
+                        artifact_dir=str(artifact_dir),
+                        space=space,
+                        train_config=train_config,
+                        n_trials=n_trials,
+                        seed=seed,
+                        worker_index=index,
+                        threads=threads,
+                        sampler=sampler,
+                        pruner=pruner,
+                    )
+                    proc = ctx.Process(target=_worker_main, args=(spec,), daemon=True)
+                    proc.start()
+                    processes.append(proc)
+                if "tensorflow" not in sys.modules:
+                    # This process trains too: share the cores with the workers.
+                    os.environ.setdefault("DIGITWIN_TF_THREADS", str(threads))
+            objective = _objective_factory(split, space, train_config, store, seed)
+            try:
+                _optimize(study, objective, n_trials)
+            finally:
+                for proc in processes:
+                    proc.join()
+            failed_workers = [p.exitcode for p in processes if p.exitcode != 0]
+            if failed_workers:
+                logger.warning("%d search worker(s) exited with an error", len(failed_workers))
         finally:
-            for proc in processes:
-                proc.join()
-        failed_workers = [p.exitcode for p in processes if p.exitcode != 0]
-        if failed_workers:
-            logger.warning("%d search worker(s) exited with an error", len(failed_workers))
-    finally:
-        stop_progress.set()
-        if watcher is not None:
-            watcher.join()
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    complete = [t for t in complete if MODEL_ARTIFACT in t.user_attrs]
-    if not complete:
-        states = [t.state.name for t in study.get_trials(deepcopy=False)]
-        raise RuntimeError(
-            f"no trial of study {study.study_name!r} completed ({len(states)} trials: "
-            f"{', '.join(sorted(set(states)))}); see the log for the failures"
+            stop_progress.set()
+            if watcher is not None:
+                watcher.join()
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete = [t for t in complete if MODEL_ARTIFACT in t.user_attrs]
+        if not complete:
+            states = [t.state.name for t in study.get_trials(deepcopy=False)]
+            raise RuntimeError(
+                f"no trial of study {study.study_name!r} completed ({len(states)} trials: "
+                f"{', '.join(sorted(set(states)))}); see the log for the failures"
+            )
+        best = sorted(complete, key=lambda t: t.value)
+        if storage_text.endswith("journal.log") and tmp_root in Path(storage_text).parents:
+            storage_text = "temporary journal"
+        result = SearchResult(
+            study=study,
+            artifact_store=store,
+            split=split,
+            storage_description=storage_text,
+            wall_time=time.perf_counter() - start,
+            best_trials=best,
+            temp_dir=tmp_root,
         )
-    best = sorted(complete, key=lambda t: t.value)
-    if storage_text.endswith("journal.log") and tmp_root in Path(storage_text).parents:
-        storage_text = "temporary journal"
-    result = SearchResult(
-        study=study,
-        artifact_store=store,
-        scaling=split.scaling,
-        storage_description=storage_text,
-        wall_time=time.perf_counter() - start,
-        best_trials=best,
-    )
-    result._cleanup = cleanup  # type: ignore[attr-defined]
-    result._split = split  # type: ignore[attr-defined]
-    return result
-
-
-def cleanup_search(result: SearchResult) -> None:
-    """Remove the temporary files of a search (its worker inputs and a temporary journal)."""
-    for path in getattr(result, "_cleanup", []):
-        shutil.rmtree(path, ignore_errors=True)
+        on_failure.pop_all()
+        return result
 
 
 def _mkdir(path: Path) -> Path:

@@ -9,7 +9,6 @@ import pytest
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.surrogate.search import (
     SearchSpace,
-    cleanup_search,
     default_batch_sizes,
     redact_url,
     run_search,
@@ -51,7 +50,7 @@ def test_same_seed_repeats_the_search(data):
         assert all("model_artifact_id" in t.user_attrs for t in best)
     finally:
         for r in runs:
-            cleanup_search(r)
+            r.cleanup()
 
 
 def test_rerun_on_the_same_storage_continues_the_study(data, tmp_path):
@@ -87,7 +86,7 @@ def test_warm_start_tries_the_given_hyperparameters_first(data):
     try:
         assert result.study.trials[0].params == warm
     finally:
-        cleanup_search(result)
+        result.cleanup()
 
 
 def test_custom_sampler_and_pruner_are_used(data):
@@ -103,7 +102,7 @@ def test_custom_sampler_and_pruner_are_used(data):
         assert isinstance(result.study.sampler, optuna.samplers.RandomSampler)
         assert all(t.state.name == "COMPLETE" for t in result.study.trials)
     finally:
-        cleanup_search(result)
+        result.cleanup()
 
 
 def test_two_worker_processes_share_a_journal(data, tmp_path):
@@ -153,3 +152,14 @@ def test_line_holdout_keeps_whole_interior_lines_out(data):
     assert len(split.y_val) + len(split.y_train) == data.n_points
     with pytest.raises(DigitwinInputError, match="holdout must be"):
         SplitData.split(data, 0.2, seed=3, holdout="fields")
+
+
+class _BrokenSpace(SearchSpace):
+    def suggest(self, trial, n_points):
+        raise RuntimeError("this space is broken on purpose")
+
+
+def test_a_search_where_every_trial_fails_says_so_and_leaves_nothing_behind(data, tmp_path):
+    with pytest.raises(RuntimeError, match=r"no trial of study .* completed \(2 trials: FAIL\)"):
+        run_search(data, n_trials=2, n_workers=1, space=_BrokenSpace(), work_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
