@@ -1,1 +1,40 @@
-"""Twin-guided bluesky plans: installed as ``bluesky_digitwin.plans``."""
+"""Twin-guided bluesky plans: installed as ``bluesky_digitwin.plans``.
+
+- :func:`simulate_scan`: a complete run of bluesky documents from a twin's predictions,
+  marked ``data_origin: "simulated"`` with the Tiled spec ``SimulatedRun`` and the twin's
+  provenance; no hardware.
+- :func:`twin_guided_scan`: coarse lines, a twin, the suggested step, the lines at that step.
+- :func:`adaptive_line_scan`: each next line where the twin knows least, until a budget or a
+  tolerance.
+- :func:`wait_for_twin`, :func:`call_in_thread`: plan stubs that wait without blocking the
+  RunEngine.
+
+Measured runs of these plans carry ``data_origin: "measured"``.
+"""
+
+from .guided import (
+    CRITERIA,
+    AdaptiveResult,
+    adaptive_line_scan,
+    score_lines,
+    suggested_lines,
+    twin_guided_scan,
+)
+from .simulate import TwinPrediction, simulate_scan, twin_provenance
+from .stubs import SIMULATED_SPEC, TwinSource, call_in_thread, wait_for_twin
+
+__all__ = [
+    "CRITERIA",
+    "SIMULATED_SPEC",
+    "AdaptiveResult",
+    "TwinPrediction",
+    "TwinSource",
+    "adaptive_line_scan",
+    "call_in_thread",
+    "score_lines",
+    "simulate_scan",
+    "suggested_lines",
+    "twin_guided_scan",
+    "twin_provenance",
+    "wait_for_twin",
+]
