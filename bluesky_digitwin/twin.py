@@ -99,7 +99,7 @@ class DigitalTwin:
         n_trials: int = 30,
         n_workers: int | None = None,
         ensemble_size: int = 5,
-        ensemble_tolerance: float = 10.0,
+        ensemble_tolerance: float | None = None,
         seed: int | None = None,
         storage: Any = None,
         study_name: str | None = None,
@@ -131,8 +131,9 @@ class DigitalTwin:
         ensemble_size
             The best this-many trials form the twin; their spread is its uncertainty.
         ensemble_tolerance
-            A trial joins the ensemble only if its validation MSE is at most this many times
-            the best one's: a network stuck on a plateau would otherwise drag the mean off.
+            If given, a trial joins the ensemble only if its validation MSE is at most this
+            many times the best one's. Off by default: on ErCo2, dropping the networks that
+            fit M less well made |ΔS_M| worse, not better (benchmarks/RESULTS.md).
         seed
             Makes the search repeatable on one machine (exactly so with one worker).
         storage, study_name
@@ -185,15 +186,17 @@ class DigitalTwin:
             progress=progress,
         )
         best_value = result.best_trials[0].value
-        chosen = [
-            t
-            for t in result.best_trials[:ensemble_size]
-            if t.value <= ensemble_tolerance * best_value
-        ]
+        limit = np.inf if ensemble_tolerance is None else ensemble_tolerance * best_value
+        chosen = [t for t in result.best_trials[:ensemble_size] if t.value <= limit]
         if len(chosen) < ensemble_size:
+            within = (
+                ""
+                if ensemble_tolerance is None
+                else f" within {ensemble_tolerance:g}x the best validation MSE"
+            )
             warnings.warn(
-                f"only {len(chosen)} trial(s) completed within {ensemble_tolerance:g}x the best "
-                f"validation MSE (the others were pruned, failed or much worse), so the twin has "
+                f"only {len(chosen)} trial(s) completed{within} (the others were pruned, "
+                "failed or much worse), so the twin has "
                 f"{len(chosen)} network(s) instead of {ensemble_size}; run more trials for a "
                 "fuller ensemble and its uncertainty",
                 UserWarning,
