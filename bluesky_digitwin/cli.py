@@ -4,6 +4,8 @@ Contract (design.md; keep it stable)::
 
     digitwin fit DATA --features A B --target Y [--trials N] [--workers K] [--seed S]
                  [--storage URL] [--study NAME] --out DIR
+    digitwin fit --tiled-uri URI --runs UID ... --features A B --target Y [...] --out DIR
+                 (added: learn from runs stored in Tiled; the API key from TILED_API_KEY)
     digitwin predict DIR GRID --out PRED.csv
     digitwin demo [--json]
 
@@ -122,14 +124,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise DigitwinInputError(
             f"--out {out} exists and is not a saved twin; choose a new directory"
         )
+    if _from_tiled(args):
+        data, source, provenance = _read_tiled_runs(args)
+    else:
+        data, source, provenance = args.data, args.data, None
     # Check the data before starting TensorFlow and the search, so mistakes fail in a second.
-    prepare_training_data(args.data, args.features, args.target)
-    _say(args, f"learning {args.target}({', '.join(args.features)}) from {args.data}")
+    prepare_training_data(data, args.features, args.target)
+    _say(args, f"learning {args.target}({', '.join(args.features)}) from {source}")
     progress = ProgressLine("search", quiet=args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data warnings were shown by the check above
         twin = DigitalTwin.fit(
-            args.data,
+            data,
             args.features,
             args.target,
             n_trials=args.trials,
@@ -139,6 +145,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             storage=args.storage,
             study_name=args.study,
             progress=progress,
+            provenance=provenance,
         )
     progress.done()
     twin.save(out)
@@ -162,6 +169,62 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         ),
     )
     return 0
+
+
+def _from_tiled(args: argparse.Namespace) -> bool:
+    """Whether ``fit`` learns from Tiled runs rather than DATA (checking the combination)."""
+    tiled = args.tiled_uri is not None or args.tiled_profile is not None
+    if not tiled and args.runs is None:
+        if args.data is None:
+            raise DigitwinInputError(
+                "give DATA (a CSV or netCDF file), or --tiled-uri URI --runs UID ... to learn "
+                "from runs stored in Tiled"
+            )
+        if args.api_key is not None or args.include_simulated or args.keys:
+            raise DigitwinInputError(
+                "--api-key, --keys and --include-simulated go with --tiled-uri and --runs"
+            )
+        return False
+    if args.data is not None:
+        raise DigitwinInputError("give either DATA or --tiled-uri/--runs, not both")
+    if args.tiled_uri is not None and args.tiled_profile is not None:
+        raise DigitwinInputError("give either --tiled-uri or --tiled-profile, not both")
+    if not tiled:
+        raise DigitwinInputError("--runs needs the server: --tiled-uri URI (or --tiled-profile)")
+    if args.runs is None:
+        raise DigitwinInputError("--tiled-uri needs the runs to learn from: --runs UID ...")
+    return True
+
+
+def _parse_keys(pairs: Sequence[str] | None) -> dict[str, str]:
+    keys = {}
+    for pair in pairs or []:
+        name, sep, key = pair.partition("=")
+        if not (sep and name and key):
+            raise DigitwinInputError(f"--keys takes NAME=DATA_KEY pairs, got {pair!r}")
+        keys[name] = key
+    return keys
+
+
+def _read_tiled_runs(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
+    """The points of the Tiled runs, where they came from, and the provenance to record."""
+    from bluesky_digitwin.tiled import TwinCatalog, read_runs, runs_provenance
+
+    keys = _parse_keys(args.keys)
+    catalog = TwinCatalog.connect(
+        args.tiled_uri, profile=args.tiled_profile, api_key=args.api_key, create=False
+    )
+    data = read_runs(
+        catalog,
+        args.runs,
+        features=args.features,
+        target=args.target,
+        keys=keys,
+        stream=args.stream,
+        include_simulated=args.include_simulated,
+    )
+    provenance = runs_provenance(data)
+    return data, f"{len(provenance['run_uids'])} run(s) at {catalog.uri}", provenance
 
 
 def _fmt(value: Any) -> str:
@@ -610,7 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser(
         "fit", parents=[common], help="learn a twin from a table of measured points"
     )
-    fit.add_argument("data", help="CSV (header row) or netCDF file of measured points")
+    fit.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="CSV (header row) or netCDF file of measured points (or use --tiled-uri and --runs)",
+    )
     fit.add_argument("--features", nargs="+", required=True, help="input columns, e.g. T H")
     fit.add_argument("--target", required=True, help="measured column, e.g. M")
     fit.add_argument("--trials", type=_positive_int, default=30, help="search trials (30)")
@@ -626,6 +694,31 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--study", default=None, help="study name to create or continue")
     fit.add_argument("--ensemble", type=_positive_int, default=5, help="networks in the twin (5)")
     fit.add_argument("--out", required=True, help="directory to save the twin in")
+    tiled = fit.add_argument_group(
+        "learning from runs stored in Tiled (instead of DATA)",
+        "The API key is read from the environment variable TILED_API_KEY or the Tiled profile.",
+    )
+    tiled.add_argument("--tiled-uri", default=None, help="the node holding 'measured' runs")
+    tiled.add_argument("--tiled-profile", default=None, help="a Tiled profile instead of a URI")
+    tiled.add_argument(
+        "--api-key",
+        default=None,
+        help="prefer TILED_API_KEY: a key on the command line is visible to other users",
+    )
+    tiled.add_argument("--runs", nargs="+", default=None, help="uids of the runs to learn from")
+    tiled.add_argument(
+        "--keys",
+        nargs="+",
+        default=None,
+        metavar="NAME=DATA_KEY",
+        help="data key of each feature and the target, e.g. T=mag_temperature (default: the name)",
+    )
+    tiled.add_argument("--stream", default="primary", help="stream of the points (primary)")
+    tiled.add_argument(
+        "--include-simulated",
+        action="store_true",
+        help="allow simulated runs among --runs (a twin learns from measured runs by default)",
+    )
     fit.set_defaults(func=_cmd_fit)
 
     predict = sub.add_parser(

@@ -246,6 +246,27 @@ class DigitalTwin:
         }
         return cls(members, meta)
 
+    @classmethod
+    def fit_runs(
+        cls,
+        source: Any,
+        uids: Sequence[str] | None = None,
+        *,
+        query: Any = None,
+        features: Sequence[str],
+        target: str,
+        **options: Any,
+    ) -> DigitalTwin:
+        """Learn from runs stored in Tiled (measured runs only, unless asked otherwise).
+
+        ``source`` is a :class:`~bluesky_digitwin.tiled.TwinCatalog`, a Tiled node holding
+        ``measured``, or a catalog of runs; give run ``uids`` or a Tiled ``query``. Other
+        options are those of :func:`bluesky_digitwin.tiled.fit_runs` and of :meth:`fit`.
+        """
+        from bluesky_digitwin.tiled import fit_runs
+
+        return fit_runs(source, uids, query=query, features=features, target=target, **options)
+
     # -- what it is ---------------------------------------------------------------------------
 
     @property

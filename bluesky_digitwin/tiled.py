@@ -1,0 +1,900 @@
+"""Tiled: the ``measured`` and ``simulated`` containers, their writers, reading runs back, and
+the embedded server.
+
+The layout is a contract (design.md): under the node given, two containers with the spec
+``CatalogOfBlueskyRuns`` 3.0, ``measured`` and ``simulated``. Runs are written into them by
+:class:`bluesky_tiled_plugins.TiledWriter`; measured runs carry ``start.data_origin ==
+"measured"``, simulated runs ``start.data_origin == "simulated"`` and the Tiled spec
+``SimulatedRun`` (TiledWriter turns the start document's ``tiled_specs`` into node specs), plus
+the provenance that ``simulate_scan`` puts in ``start.digital_twin``.
+
+Where the server is:
+
+- :meth:`TwinCatalog.embedded` starts a Tiled server inside this process (Tiled's
+  ``SimpleTiledServer``) on 127.0.0.1 with an API key, keeping catalog and data in a directory,
+  so the runs survive a restart;
+- :meth:`TwinCatalog.connect` reaches a facility server by URI or by Tiled profile; the API key
+  comes from the ``TILED_API_KEY`` environment variable or the profile (or an argument), never
+  from code.
+
+Writing::
+
+    catalog = TwinCatalog.embedded("twin-data")
+    catalog.subscribe(RE)  # one callback: each run goes to the container of its origin
+
+Learning from stored runs (simulated runs are left out unless asked for)::
+
+    twin = fit_runs(catalog, [uid1, uid2], features=["T", "H"], target="M",
+                    keys={"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"})
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import event_model
+import httpx
+import numpy as np
+import xarray as xr
+from tiled.client import from_profile, from_uri
+from tiled.client.utils import ClientError
+from tiled.profiles import ProfileNotFound
+from tiled.queries import Contains, Eq, In, SpecsQuery
+from tiled.structures.core import Spec
+
+from bluesky_digitwin.buffer import BASELINE_STREAM, ScanBuffer
+from bluesky_digitwin.data import DataWarning, DigitwinInputError
+
+if TYPE_CHECKING:
+    from bluesky_digitwin.twin import DigitalTwin
+
+__all__ = [
+    "API_KEY_ENV",
+    "MEASURED",
+    "SIMULATED",
+    "SIMULATED_SPEC",
+    "ContainerWriter",
+    "DataOriginError",
+    "OriginRouter",
+    "TiledConnectionError",
+    "TwinCatalog",
+    "data_origin_of",
+    "fit_runs",
+    "measured_runs_of_twin",
+    "read_runs",
+    "runs_provenance",
+    "simulated_runs_from_measured",
+    "simulated_runs_of_twin",
+]
+
+logger = logging.getLogger(__name__)
+
+MEASURED = "measured"
+SIMULATED = "simulated"
+ORIGINS = (MEASURED, SIMULATED)
+#: The Tiled spec on every simulated run.
+SIMULATED_SPEC = "SimulatedRun"
+#: The spec of the two containers; 3.x is the SQL-backed layout TiledWriter writes.
+CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
+#: Where Tiled's client (and this module) look for the API key.
+API_KEY_ENV = "TILED_API_KEY"
+
+#: Tiled 0.2's SimpleTiledServer writes its API key into settings that every server of the
+#: process shares (the last one started wins), so the embedded servers of one process must share
+#: one key: a random one per process by default. Keys of running embedded servers, by id.
+_PROCESS_KEY = secrets.token_hex(32)
+_RUNNING_KEYS: dict[int, str] = {}
+
+_DESCRIPTIONS = {
+    MEASURED: "bluesky runs measured on an instrument (start.data_origin == 'measured')",
+    SIMULATED: (
+        "bluesky runs simulated by a digital twin (start.data_origin == 'simulated', "
+        "spec SimulatedRun, provenance in start.digital_twin)"
+    ),
+}
+
+
+class DataOriginError(DigitwinInputError):
+    """A run was sent where its origin does not belong (measured vs. simulated)."""
+
+
+class TiledConnectionError(DigitwinInputError):
+    """The Tiled server cannot be reached, or refused the API key."""
+
+
+# -- origins -------------------------------------------------------------------------------------
+
+
+def _spec_names(specs: Any) -> set[str]:
+    """Names in a ``tiled_specs`` entry or a node's specs (strings, dicts or Spec objects)."""
+    if specs is None:
+        return set()
+    if isinstance(specs, (str, Mapping, Spec)):
+        specs = [specs]
+    names = set()
+    for spec in specs:
+        if isinstance(spec, str):
+            names.add(spec)
+        elif isinstance(spec, Mapping):
+            names.add(str(spec.get("name")))
+        else:
+            names.add(str(getattr(spec, "name", spec)))
+    return names
+
+
+def data_origin_of(start: Mapping[str, Any]) -> str:
+    """``"measured"`` or ``"simulated"``: where the run of this start document belongs.
+
+    A run is simulated when its ``data_origin`` says so, or, without ``data_origin``, when its
+    ``tiled_specs`` name ``SimulatedRun``; every other run is measured.
+
+    Raises
+    ------
+    DataOriginError
+        ``data_origin`` is neither value, or it says "measured" while the specs say simulated.
+    """
+    uid = start.get("uid", "(no uid)")
+    declared = start.get("data_origin")
+    simulated_spec = SIMULATED_SPEC in _spec_names(start.get("tiled_specs"))
+    if declared is None:
+        return SIMULATED if simulated_spec else MEASURED
+    if declared not in ORIGINS:
+        raise DataOriginError(
+            f"run {uid} has data_origin {declared!r}; it must be 'measured' or 'simulated'"
+        )
+    if declared == MEASURED and simulated_spec:
+        raise DataOriginError(
+            f"run {uid} says data_origin 'measured' but its tiled_specs name "
+            f"{SIMULATED_SPEC!r}; a run is either measured or simulated"
+        )
+    return declared
+
+
+def _is_simulated(run: Any) -> bool:
+    """Whether a stored run is anything but plainly measured (judged on metadata and specs)."""
+    start = run.metadata.get("start", {})
+    declared = start.get("data_origin", MEASURED)
+    return declared != MEASURED or SIMULATED_SPEC in _spec_names(run.specs)
+
+
+def _stamp(origin: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A TiledWriter start patch marking what is stored with ``origin`` (and its spec)."""
+
+    def patch(doc: dict[str, Any]) -> dict[str, Any]:
+        # TiledWriter hands its patches a copy: the RunEngine's document is untouched.
+        doc["data_origin"] = origin
+        if origin == SIMULATED and SIMULATED_SPEC not in _spec_names(doc.get("tiled_specs")):
+            doc["tiled_specs"] = [*(doc.get("tiled_specs") or []), SIMULATED_SPEC]
+        return doc
+
+    return patch
+
+
+# -- connecting ----------------------------------------------------------------------------------
+
+
+def _redact(text: str) -> str:
+    """``text`` with any ``api_key=...`` value masked."""
+    return re.sub(r"(api_key=)[^&\s'\"]+", r"\1***", text)
+
+
+def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
+    """A clear error for a failed request (the key itself is never part of it)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status == 401:
+        return TiledConnectionError(
+            f"the Tiled server at {where} refused the API key; set {API_KEY_ENV} (or the "
+            "profile's key) to a valid key for this server"
+        )
+    if status == 403:
+        return TiledConnectionError(
+            f"the Tiled server at {where} does not allow this with the API key given "
+            f"({_redact(str(exc))}); use a key with write access"
+        )
+    if isinstance(exc, RuntimeError) and "API key" in str(exc):
+        return TiledConnectionError(
+            f"the Tiled server at {where} needs an API key; set the environment variable "
+            f"{API_KEY_ENV} or use a Tiled profile that provides one"
+        )
+    if isinstance(exc, httpx.TransportError):
+        return TiledConnectionError(
+            f"cannot reach the Tiled server at {where} ({type(exc).__name__}: "
+            f"{_redact(str(exc))}); is it running, and is the URI right?"
+        )
+    return TiledConnectionError(f"Tiled at {where}: {type(exc).__name__}: {_redact(str(exc))}")
+
+
+def _open(uri: str | None, profile: str | None, api_key: str | None) -> Any:
+    """A Tiled client of the node at ``uri`` or of ``profile``; errors made clear."""
+    where = _redact(uri) if uri is not None else f"profile {profile!r}"
+    # Without an explicit key, Tiled's client takes one from the URI's query, the profile, or
+    # TILED_API_KEY, in that order; so nothing is passed then.
+    options = {} if api_key is None else {"api_key": api_key}
+    try:
+        if uri is not None:
+            return from_uri(uri, **options)
+        return from_profile(profile, **options)
+    except ProfileNotFound as exc:
+        raise TiledConnectionError(str(exc)) from None
+    except (ClientError, httpx.TransportError, RuntimeError) as exc:
+        raise _connection_error(exc, where) from None
+
+
+def _node_uri(node: Any) -> str:
+    """The URI of a client's node, without any API key: ``.../api/v1`` for a server's root."""
+    api = str(node.context.api_uri).rstrip("/")
+    parts = [part for part in getattr(node, "path_parts", None) or [] if part]
+    return f"{api}/metadata/{'/'.join(parts)}" if parts else api
+
+
+def _existing_catalog(node: Any, key: str) -> Any:
+    """The child ``key`` of ``node``, checked to be a catalog of bluesky runs (KeyError if none)."""
+    child = node[key]
+    versions = [s.version or "" for s in child.specs if s.name == CATALOG_SPEC.name]
+    if not any(v.startswith("3.") for v in versions):
+        raise DigitwinInputError(
+            f"{_node_uri(child)} exists but is not a {CATALOG_SPEC.name} 3.x container (its "
+            f"specs: {', '.join(str(s) for s in child.specs) or 'none'}); the layout needs "
+            f"'{key}' to be one: use another node, or move that container away"
+        )
+    return child
+
+
+def _ensure_catalog(node: Any, key: str) -> Any:
+    """The container ``key`` under ``node``, created the first time (with its spec)."""
+    try:
+        return _existing_catalog(node, key)
+    except KeyError:
+        pass
+    try:
+        return node.create_container(
+            key=key, specs=[CATALOG_SPEC], metadata={"description": _DESCRIPTIONS[key]}
+        )
+    except ClientError as exc:
+        if exc.response.status_code != httpx.codes.CONFLICT:
+            raise _connection_error(exc, _node_uri(node)) from None
+    # Someone else created it between our look-up and our creation: use theirs.
+    return _existing_catalog(node, key)
+
+
+class TwinCatalog:
+    """The ``measured`` and ``simulated`` containers under one Tiled node.
+
+    Make one with :meth:`connect` (a server by URI or profile, or a client node you have) or
+    :meth:`embedded` (a server started here). The containers are created the first time, with
+    the spec ``CatalogOfBlueskyRuns`` 3.0, and reused afterwards.
+
+    Attributes
+    ----------
+    node
+        The Tiled client of the node holding the two containers.
+    """
+
+    def __init__(self, node: Any, *, create: bool = True, server: Any = None) -> None:
+        self.node = node
+        self._server = server
+        self._containers: dict[str, Any] = {}
+        if create:
+            for origin in ORIGINS:
+                self._containers[origin] = _ensure_catalog(node, origin)
+
+    @classmethod
+    def connect(
+        cls,
+        uri: str | None = None,
+        *,
+        api_key: str | None = None,
+        profile: str | None = None,
+        node: Any = None,
+        create: bool = True,
+    ) -> TwinCatalog:
+        """Use the node at ``uri``, of Tiled ``profile``, or the client ``node`` given.
+
+        Parameters
+        ----------
+        uri
+            e.g. ``"https://tiled.facility.org/api/v1/metadata/beamline/digitwin"``.
+        api_key
+            Best left out: the key is then taken from ``TILED_API_KEY`` or the profile, so that
+            it never sits in code or in a command line.
+        profile
+            Name of a Tiled profile (``tiled profile list``).
+        node
+            A Tiled client node, already authenticated.
+        create
+            Create the containers when missing (needs write access); with False a missing
+            container is an error when it is used.
+
+        Raises
+        ------
+        TiledConnectionError
+            The server cannot be reached, or the API key is missing or wrong.
+        """
+        given = [
+            name
+            for name, value in (("uri", uri), ("profile", profile), ("node", node))
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise DigitwinInputError(
+                f"give exactly one of uri, profile or node (got {', '.join(given) or 'none'})"
+            )
+        if node is None:
+            node = _open(uri, profile, api_key)
+        elif api_key is not None:
+            raise DigitwinInputError("api_key goes with uri or profile; a node has its key")
+        try:
+            return cls(node, create=create)
+        except (ClientError, httpx.TransportError) as exc:
+            raise _connection_error(exc, _node_uri(node)) from None
+
+    @classmethod
+    def embedded(
+        cls, directory: str | os.PathLike, *, api_key: str | None = None, port: int = 0
+    ) -> TwinCatalog:
+        """Start a Tiled server in this process, on 127.0.0.1, storing everything in ``directory``.
+
+        The server runs until :meth:`close` (or the end of a ``with`` block). Started again on
+        the same directory, it serves the runs written before.
+
+        Parameters
+        ----------
+        directory
+            Where the catalog (SQLite), tables (DuckDB), arrays and logs are kept.
+        api_key
+            The key clients must give (letters and digits); by default a random one, the same
+            for all embedded servers of this process, available as :attr:`api_key` for other
+            clients of this session. (Tiled 0.2 lets the embedded servers of one process have
+            one key only: a different key while one runs is refused.)
+        port
+            TCP port; by default a free one chosen by the system.
+        """
+        from tiled.server import SimpleTiledServer
+
+        running = set(_RUNNING_KEYS.values())
+        if api_key is None:
+            api_key = next(iter(running), _PROCESS_KEY)
+        elif not re.fullmatch("[A-Za-z0-9]+", api_key):
+            raise DigitwinInputError("the embedded server's API key must be letters and digits")
+        elif running - {api_key}:
+            raise DigitwinInputError(
+                "another embedded Tiled server of this process uses another API key, and Tiled "
+                "0.2 gives all servers of a process the key of the last one started; close it "
+                "first, or leave api_key out to share its key"
+            )
+        # SimpleTiledServer listens on 127.0.0.1 only (uvicorn's default host).
+        server = SimpleTiledServer(os.fspath(directory), api_key=api_key, port=port)
+        try:
+            # The key goes in a header, not in the URI (which servers log).
+            node = from_uri(f"http://127.0.0.1:{server.port}/api/v1", api_key=api_key)
+            catalog = cls(node, server=server)
+        except BaseException:
+            server.close()
+            raise
+        _RUNNING_KEYS[id(catalog)] = api_key
+        return catalog
+
+    # -- what it is ----------------------------------------------------------------------------
+
+    @property
+    def measured(self) -> Any:
+        """The container of measured runs (a bluesky-tiled-plugins ``CatalogOfBlueskyRuns``)."""
+        return self.container(MEASURED)
+
+    @property
+    def simulated(self) -> Any:
+        """The container of simulated runs."""
+        return self.container(SIMULATED)
+
+    def container(self, origin: str) -> Any:
+        """The container of runs of ``origin`` ("measured" or "simulated")."""
+        if origin not in ORIGINS:
+            raise DigitwinInputError(f"origin must be 'measured' or 'simulated', not {origin!r}")
+        if origin not in self._containers:
+            try:
+                self._containers[origin] = _existing_catalog(self.node, origin)
+            except KeyError:
+                raise DigitwinInputError(
+                    f"there is no container {origin!r} under {self.uri}; write runs with "
+                    "TwinCatalog.connect(...) (which creates it) first"
+                ) from None
+        return self._containers[origin]
+
+    @property
+    def uri(self) -> str:
+        """The URI of the node (no API key in it)."""
+        return _node_uri(self.node)
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key in use, for other clients of this session. Never print or log it."""
+        return self.node.context.api_key
+
+    @property
+    def directory(self) -> str | None:
+        """The embedded server's directory (None for a server reached by URI)."""
+        return None if self._server is None else str(self._server.directory)
+
+    def __repr__(self) -> str:
+        kind = "embedded" if self._server is not None else "connected"
+        return f"<TwinCatalog {kind} {self.uri}>"
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _tiled_writer(
+        self, origin: str, backup_directory: str | None, batch_size: int | None
+    ) -> Callable[[str, Mapping[str, Any]], None]:
+        from bluesky_tiled_plugins import TiledWriter
+
+        options: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
+        return TiledWriter(
+            self.container(origin),
+            patches={"start": _stamp(origin)},
+            backup_directory=backup_directory,
+            **options,
+        )
+
+    def writer(
+        self,
+        origin: str,
+        *,
+        backup_directory: str | None = None,
+        batch_size: int | None = None,
+    ) -> ContainerWriter:
+        """A callback writing runs of ``origin`` only; others are refused at their start.
+
+        The refusal is a :class:`DataOriginError` raised from the callback, before anything is
+        written: subscribed to a RunEngine, it aborts the plan. To send each run where it
+        belongs, without ever raising, use :meth:`subscribe` (or :meth:`router`).
+
+        Parameters
+        ----------
+        origin
+            "measured" or "simulated".
+        backup_directory
+            TiledWriter keeps the documents of a run it failed to write here (JSON lines).
+        batch_size
+            Events gathered before a write (TiledWriter's default: until the run stops; 1
+            streams each event, e.g. for live viewing).
+        """
+        writer = self._tiled_writer(origin, backup_directory, batch_size)
+        return ContainerWriter(origin, writer, _node_uri(self.container(origin)))
+
+    def router(
+        self, *, backup_directory: str | None = None, batch_size: int | None = None
+    ) -> OriginRouter:
+        """One callback sending each run to the container of its origin (see :meth:`writer`)."""
+        writers = {
+            origin: self._tiled_writer(origin, backup_directory, batch_size) for origin in ORIGINS
+        }
+        return OriginRouter(writers)
+
+    def subscribe(
+        self, RE: Any, *, backup_directory: str | None = None, batch_size: int | None = None
+    ) -> int:
+        """Subscribe :meth:`router` to the RunEngine ``RE``; return the subscription token."""
+        return RE.subscribe(self.router(backup_directory=backup_directory, batch_size=batch_size))
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the embedded server (if this catalog started one); the data stay on disk."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            _RUNNING_KEYS.pop(id(self), None)
+
+    def __enter__(self) -> TwinCatalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ContainerWriter:
+    """A bluesky callback writing runs of one origin to its container, refusing the others.
+
+    A run of the other origin (or with a contradictory ``data_origin``) is refused at its start
+    document with a :class:`DataOriginError`, before TiledWriter sees it: nothing of it is
+    written, and its later documents are dropped.
+    """
+
+    def __init__(self, origin: str, writer: Callable[[str, Any], None], uri: str) -> None:
+        self.origin = origin
+        self.uri = uri
+        self._writer = writer
+        # event_model's RunRouter follows each run's documents; a factory that raises at the
+        # start leaves that run with no callbacks, so nothing of it reaches the writer.
+        self._router = event_model.RunRouter([self._factory])
+
+    def _factory(self, name: str, start: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+        origin = data_origin_of(start)
+        if origin != self.origin:
+            raise DataOriginError(
+                f"refused run {start.get('uid')}: it is {origin} (data_origin "
+                f"{start.get('data_origin')!r}, tiled_specs {start.get('tiled_specs')!r}) and "
+                f"does not belong in the {self.origin!r} container at {self.uri}; nothing of "
+                "it was written (TwinCatalog.subscribe routes each run to its container)"
+            )
+        return [self._writer], []
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        self._router(name, doc)
+
+    def __repr__(self) -> str:
+        return f"<ContainerWriter {self.origin!r} -> {self.uri}>"
+
+
+class _RunShield:
+    """Pass one run's documents to a writer; after a failure, log it and drop the rest."""
+
+    def __init__(self, writer: Callable[[str, Any], None], uid: str, failed: dict[str, str]):
+        self._writer = writer
+        self._uid = uid
+        self._failed = failed
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        if self._uid in self._failed:
+            return
+        try:
+            self._writer(name, doc)
+        except Exception as exc:
+            self._failed[self._uid] = f"{type(exc).__name__}: {_redact(str(exc))}"
+            logger.exception(
+                "writing run %s to Tiled failed at its %r document; the rest of the run is "
+                "not written (give backup_directory to keep its documents)",
+                self._uid,
+                name,
+            )
+
+
+class OriginRouter:
+    """One bluesky callback sending each run to the Tiled container of its origin.
+
+    Measured runs go to ``measured`` (stored with ``data_origin: "measured"``), simulated runs
+    to ``simulated`` (stored with ``data_origin: "simulated"`` and the spec ``SimulatedRun``).
+    Nothing here raises into the RunEngine: a run whose start document contradicts itself
+    (see :func:`data_origin_of`) is not written, with a logged error and a
+    :class:`~bluesky_digitwin.data.DataWarning`, and recorded in :attr:`refused`; a failed
+    write is logged and recorded in :attr:`failed`.
+
+    Attributes
+    ----------
+    refused : dict
+        Run uid -> why it was not written.
+    failed : dict
+        Run uid -> the error that stopped its writing.
+    """
+
+    def __init__(self, writers: Mapping[str, Callable[[str, Any], None]]) -> None:
+        self._writers = dict(writers)
+        self.refused: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        self._router = event_model.RunRouter([self._factory])
+
+    def _factory(self, name: str, start: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+        uid = str(start.get("uid"))
+        try:
+            origin = data_origin_of(start)
+        except DataOriginError as exc:
+            self.refused[uid] = str(exc)
+            logger.error("not written to Tiled: %s", exc)
+            warnings.warn(f"not written to Tiled: {exc}", DataWarning, stacklevel=2)
+            return [], []
+        if origin == SIMULATED and "digital_twin" not in start:
+            logger.warning("simulated run %s carries no digital_twin provenance", uid)
+        return [_RunShield(self._writers[origin], uid, self.failed)], []
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        try:
+            self._router(name, doc)
+        except Warning:
+            raise  # the caller turned warnings into errors: theirs to see
+        except Exception:
+            # E.g. a document of a run whose start was never seen (subscribed mid-run).
+            logger.exception("OriginRouter skipped a %r document", name)
+
+
+# -- searching -----------------------------------------------------------------------------------
+
+
+def _as_catalog(source: TwinCatalog | Any) -> TwinCatalog:
+    return source if isinstance(source, TwinCatalog) else TwinCatalog(source, create=False)
+
+
+def _twin_id(twin: Any) -> str:
+    if isinstance(twin, str):
+        return twin
+    if isinstance(twin, Mapping):
+        return str(twin["id"])
+    return str(twin.id)
+
+
+def simulated_runs_of_twin(catalog: TwinCatalog | Any, twin: Any) -> Any:
+    """All simulated runs made by one twin (a DigitalTwin, its metadata, or its id).
+
+    Returns
+    -------
+    A Tiled container (search result) of the runs: ``list(result)`` gives their uids.
+    """
+    simulated = _as_catalog(catalog).simulated
+    return simulated.search(SpecsQuery([SIMULATED_SPEC])).search(
+        Eq("start.digital_twin.id", _twin_id(twin))
+    )
+
+
+def simulated_runs_from_measured(catalog: TwinCatalog | Any, run_uid: str) -> Any:
+    """All simulated runs made by twins that learned from the measured run ``run_uid``."""
+    simulated = _as_catalog(catalog).simulated
+    return simulated.search(SpecsQuery([SIMULATED_SPEC])).search(
+        Contains("start.digital_twin.learned_from", run_uid)
+    )
+
+
+def measured_runs_of_twin(catalog: TwinCatalog | Any, twin: Any) -> Any:
+    """All measured runs a twin learned from.
+
+    They are the run uids in the twin's provenance (when a DigitalTwin or its metadata is
+    given) together with those named in ``digital_twin.learned_from`` by its simulated runs
+    (which is all there is to go on when only the twin's id is given).
+    """
+    catalog = _as_catalog(catalog)
+    uids: set[str] = set()
+    metadata = twin if isinstance(twin, Mapping) else getattr(twin, "metadata", None)
+    if isinstance(metadata, Mapping):
+        uids.update(metadata.get("provenance", {}).get("run_uids", []))
+    for run in simulated_runs_of_twin(catalog, twin).values():
+        uids.update(run.metadata["start"].get("digital_twin", {}).get("learned_from", []))
+    return catalog.measured.search(In("start.uid", sorted(uids)))
+
+
+# -- reading runs back ---------------------------------------------------------------------------
+
+
+def _sources(source: TwinCatalog | Any) -> tuple[list[tuple[str, Any]], str]:
+    """The containers to look for runs in, as (origin or "", container), and where they are."""
+    if isinstance(source, TwinCatalog):
+        catalog = source
+    elif CATALOG_SPEC.name in _spec_names(getattr(source, "specs", None)):
+        # A catalog of runs itself: its runs are told apart by their metadata and specs.
+        return [("", source)], _node_uri(source)
+    else:
+        catalog = TwinCatalog(source, create=False)
+    found = []
+    for origin in ORIGINS:
+        try:
+            found.append((origin, catalog.container(origin)))
+        except DigitwinInputError:
+            if origin == MEASURED:
+                raise
+    return found, catalog.uri
+
+
+def _lookup(uid: str, containers: Iterable[Any]) -> Any | None:
+    for container in containers:
+        try:
+            return container[uid]
+        except KeyError:
+            continue
+        except ValueError as exc:  # a partial uid too short, or matching several runs
+            raise DigitwinInputError(str(exc)) from None
+    return None
+
+
+def _select_runs(
+    sources: list[tuple[str, Any]],
+    where: str,
+    uids: Sequence[str] | None,
+    query: Any,
+    include_simulated: bool,
+) -> list[Any]:
+    if uids is not None:
+        # Look everywhere, so that a simulated uid is refused as such, not as "not found".
+        runs, missing = [], []
+        for uid in dict.fromkeys(uids):
+            run = _lookup(uid, [c for _, c in sources])
+            if run is None:
+                missing.append(uid)
+            else:
+                runs.append(run)
+        if missing:
+            raise DigitwinInputError(f"no run {', '.join(missing)} at {where}")
+        simulated = [run.metadata["start"]["uid"] for run in runs if _is_simulated(run)]
+        if simulated and not include_simulated:
+            raise DataOriginError(
+                f"run(s) {', '.join(simulated)} are simulated (data_origin 'simulated' or spec "
+                f"{SIMULATED_SPEC}); a twin learns from measured runs only, unless simulated "
+                "ones are included explicitly (include_simulated=True, --include-simulated)"
+            )
+        return runs
+    runs = [
+        run
+        for origin, container in sources
+        if include_simulated or origin != SIMULATED
+        for run in container.search(query).values()
+    ]
+    # A plain catalog of runs may mix origins: its simulated runs are left out too.
+    return runs if include_simulated else [run for run in runs if not _is_simulated(run)]
+
+
+def _run_documents(
+    run: Any, stream: str, wanted: set[str]
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The documents of ``run`` a ScanBuffer uses, read back through the run's client.
+
+    For the SQL-backed layout TiledWriter writes, the start document, the descriptors of the
+    points stream and of the baseline, and events carrying the wanted data keys, in time order
+    (so the latest baseline reading is the one a live buffer would have used). Runs of the
+    MongoDB layout export their documents themselves.
+    """
+    from bluesky_tiled_plugins.clients.bluesky_run import BlueskyRunV2Mongo
+
+    if isinstance(run, BlueskyRunV2Mongo):
+        yield from run.documents()
+        return
+    # The v3 interface of the run, whatever client class the catalog handed out: in
+    # bluesky-tiled-plugins 2.0.12 one use of ``catalog.v2`` makes every later run a v2 client.
+    run = run.v3
+    yield "start", dict(run.metadata["start"])
+    events: list[tuple[float, dict[str, Any]]] = []
+    # The baseline first: at equal times its reading precedes the points, as in a live run.
+    for name in dict.fromkeys((BASELINE_STREAM, stream)):
+        if name not in run:
+            continue
+        node = run[name]
+        descriptors = node.descriptors
+        for descriptor in descriptors:
+            yield "descriptor", descriptor
+        keys = sorted(wanted & set(descriptors[0].get("data_keys", {}))) if descriptors else []
+        if not keys:
+            continue
+        table = node.read(variables=[*keys, "time"])
+        times = np.asarray(table["time"].values, dtype=np.float64)
+        columns = {key: table[key].values for key in keys}
+        descriptor_uid = descriptors[0]["uid"]
+        for i, time in enumerate(times):
+            event = {
+                "uid": f"{descriptor_uid}/{i + 1}",
+                "descriptor": descriptor_uid,
+                "seq_num": i + 1,
+                "time": float(time),
+                "data": {key: values[i] for key, values in columns.items()},
+                "timestamps": {},
+            }
+            events.append((float(time), event))
+    events.sort(key=lambda item: item[0])  # stable: ties keep the baseline first
+    for _, event in events:
+        yield "event", event
+
+
+def read_runs(
+    source: TwinCatalog | Any,
+    uids: Sequence[str] | str | None = None,
+    *,
+    query: Any = None,
+    features: Sequence[str] | str,
+    target: str,
+    keys: Mapping[str, str] | None = None,
+    stream: str = "primary",
+    include_simulated: bool = False,
+) -> xr.Dataset:
+    """Read stored runs into the Dataset a twin learns from.
+
+    The runs are read through the bluesky-tiled-plugins clients and assembled by a
+    :class:`~bluesky_digitwin.buffer.ScanBuffer`, exactly as a live buffer would have done:
+    features are found in the events, the baseline, the descriptors' configuration or the start
+    document.
+
+    Parameters
+    ----------
+    source
+        A :class:`TwinCatalog`, a Tiled node holding ``measured`` (and ``simulated``), or a
+        Tiled catalog of bluesky runs.
+    uids
+        The runs (full or partial uids). Naming a simulated run is an error unless
+        ``include_simulated``.
+    query
+        Instead of ``uids``: a Tiled query (e.g. ``Key("sample") == "ErCo2"``, which searches
+        the start documents), run on ``measured`` (and on ``simulated`` if included).
+    features, target, keys, stream
+        As for :class:`~bluesky_digitwin.buffer.ScanBuffer`.
+    include_simulated
+        Also use simulated runs; by default a twin never learns from simulated data.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :meth:`ScanBuffer.snapshot`, with ``attrs["run_uids"]`` (the runs that gave points)
+        and ``attrs["tiled_uri"]``; :func:`runs_provenance` turns them into a twin's provenance.
+    """
+    if (uids is None) == (query is None):
+        raise DigitwinInputError("give the runs to read: uids or a query (one of them)")
+    if isinstance(uids, str):
+        uids = [uids]
+    buffer = ScanBuffer(
+        features, target, keys=keys, stream=stream, include_simulated=include_simulated
+    )
+    sources, where = _sources(source)
+    try:
+        runs = _select_runs(sources, where, uids, query, include_simulated)
+        if not runs:
+            raise DigitwinInputError(f"no run at {where} matches the query")
+        wanted = set(buffer.keys.values())
+        for run in runs:
+            for name, doc in _run_documents(run, stream, wanted):
+                buffer.ingest(name, doc)
+    except (ClientError, httpx.TransportError) as exc:
+        raise _connection_error(exc, where) from None
+    data = buffer.snapshot()
+    used = buffer.run_uids
+    empty = [run.metadata["start"]["uid"] for run in runs]
+    empty = [uid for uid in empty if uid not in used]
+    if empty:
+        warnings.warn(
+            f"run(s) {', '.join(empty)} gave no points with "
+            f"{', '.join(buffer.keys.values())} in stream {stream!r}",
+            DataWarning,
+            stacklevel=2,
+        )
+    data.attrs["run_uids"] = used
+    data.attrs["tiled_uri"] = where
+    return data
+
+
+def runs_provenance(data: xr.Dataset) -> dict[str, Any]:
+    """The provenance of a Dataset from :func:`read_runs`, for ``DigitalTwin.fit``."""
+    names = [n for n in data.data_vars if "data_key" in data[n].attrs]
+    return {
+        "run_uids": list(data.attrs["run_uids"]),
+        "tiled_uri": data.attrs["tiled_uri"],
+        "stream": data.attrs["stream"],
+        "data_keys": {str(n): data[n].attrs["data_key"] for n in names},
+        "data_origin": data.attrs["data_origin"],
+    }
+
+
+def fit_runs(
+    source: TwinCatalog | Any,
+    uids: Sequence[str] | str | None = None,
+    *,
+    query: Any = None,
+    features: Sequence[str] | str,
+    target: str,
+    keys: Mapping[str, str] | None = None,
+    stream: str = "primary",
+    include_simulated: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+    **fit_options: Any,
+) -> DigitalTwin:
+    """Learn a twin from runs stored in Tiled.
+
+    Reads the runs with :func:`read_runs` (same parameters; simulated runs are left out
+    unless ``include_simulated``) and calls :meth:`DigitalTwin.fit` with ``fit_options``
+    (``n_trials``, ``space``, ...). The twin's provenance records the run uids and the Tiled
+    URI (plus ``provenance`` given here).
+    """
+    from bluesky_digitwin.twin import DigitalTwin
+
+    data = read_runs(
+        source,
+        uids,
+        query=query,
+        features=features,
+        target=target,
+        keys=keys,
+        stream=stream,
+        include_simulated=include_simulated,
+    )
+    return DigitalTwin.fit(
+        data,
+        features,
+        target,
+        provenance={**runs_provenance(data), **(provenance or {})},
+        **fit_options,
+    )
