@@ -1,0 +1,1059 @@
+"""TwinCallback: keep a digital twin trained on what the RunEngine measures, in the background.
+
+The RunEngine calls its callbacks in its own thread, one document after the other, so a callback
+that takes time slows the scan, and a callback that raises aborts it. :class:`TwinCallback`
+therefore does as little as possible in the document path: it hands the document to its
+:class:`~bluesky_digitwin.buffer.ScanBuffer` and, when its :class:`RetrainPolicy` says so (a
+run stopped, N new points), sets a flag and returns. Everything else happens elsewhere:
+
+- a *monitor thread* debounces the requests, takes a snapshot of the buffer and starts,
+  cancels and collects trainings;
+- each training runs :meth:`DigitalTwin.fit <bluesky_digitwin.twin.DigitalTwin.fit>` in a
+  separate *process* (a fresh Python interpreter in its own process group, at a lower CPU
+  priority). A process cannot stall the RunEngine's Python thread, and it can be cancelled: the
+  monitor kills its whole process group, search workers included. The data go to it as a
+  netCDF file, the twin comes back as a directory saved by :meth:`DigitalTwin.save`.
+
+``cb.twin`` is the newest finished twin; it is replaced by a single attribute assignment, so a
+plan reading it gets either the old twin or the new one, never half of one.
+
+Why a fresh interpreter (``subprocess``) rather than ``multiprocessing``: the "spawn" start
+method re-imports the user's ``__main__`` module in the child, and a bluesky script without an
+``if __name__ == "__main__"`` guard would run its plans a second time there. A daemonic
+``multiprocessing`` child could not start the search's own worker processes either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import json
+import logging
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bluesky.callbacks.core import CallbackBase
+
+from bluesky_digitwin.buffer import ScanBuffer
+from bluesky_digitwin.data import MIN_POINTS, DigitwinInputError
+from bluesky_digitwin.twin import DigitalTwin
+
+__all__ = ["RetrainPolicy", "TwinCallback", "TwinStatus"]
+
+logger = logging.getLogger(__name__)
+
+#: States of :class:`TwinStatus`.
+STATES = ("idle", "waiting", "training", "ready", "error", "closed")
+
+#: How often the monitor looks at a running training (exit, progress), seconds.
+_POLL = 0.2
+#: Seconds a training process group gets to exit after SIGTERM before SIGKILL.
+_GRACE = 2.0
+#: Niceness added to training processes: the instrument's own process must win the CPU.
+_NICENESS = 10
+#: What a training process runs. ``-c`` rather than ``-m``: with no ``__main__`` module, the
+#: search's spawned workers do not re-import this module (and bluesky) for nothing.
+_BOOT = "from bluesky_digitwin.callbacks.twin import _worker_main; _worker_main()"
+#: Warnings of a training that are not relayed to the callback's log.
+_QUIET_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+#: Keyword arguments of DigitalTwin.fit that the callback sets itself.
+_OWNED_OPTIONS = frozenset({"data", "features", "target", "progress"})
+_FIT_OPTIONS = frozenset(inspect.signature(DigitalTwin.fit).parameters) - {"cls"}
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """When a :class:`TwinCallback` trains a new twin.
+
+    Attributes
+    ----------
+    on_stop
+        Ask for a training when a run stops (the default).
+    every_n_points
+        Also ask for one every this many new points (``None``: never), for long runs.
+    debounce
+        Seconds of quiet after the last request before training starts: a series of short runs
+        triggers one training, not one per run.
+    min_points
+        Do not train on fewer buffered points than this.
+    restart
+        When new data arrive while a training runs, cancel it and start over with all the data
+        (warm-started from the previous twin), rather than finishing it first. Restarting gives
+        a twin of the newest data sooner when runs are short compared with a training; it
+        throws away the cancelled training's work. ``False`` lets every training finish and
+        then trains again on what came in meanwhile.
+    max_restarts
+        At most this many cancellations in a row: then the running training is allowed to
+        finish, so that a steady stream of runs cannot keep the twin from ever being trained.
+    """
+
+    on_stop: bool = True
+    every_n_points: int | None = None
+    debounce: float = 1.0
+    min_points: int = 20
+    restart: bool = True
+    max_restarts: int = 2
+
+    def __post_init__(self) -> None:
+        if self.every_n_points is not None and int(self.every_n_points) < 1:
+            raise DigitwinInputError(
+                f"every_n_points must be at least 1 or None, got {self.every_n_points}"
+            )
+        if not (self.debounce >= 0 and self.debounce < float("inf")):
+            raise DigitwinInputError(f"debounce must be >= 0 seconds, got {self.debounce}")
+        if int(self.min_points) < MIN_POINTS:
+            raise DigitwinInputError(
+                f"min_points must be at least {MIN_POINTS} (a twin needs that many), "
+                f"got {self.min_points}"
+            )
+        if int(self.max_restarts) < 0:
+            raise DigitwinInputError(f"max_restarts must be >= 0, got {self.max_restarts}")
+
+
+@dataclass(frozen=True)
+class TwinStatus:
+    """What a :class:`TwinCallback` is doing (an immutable snapshot; ``str()`` reads well).
+
+    Attributes
+    ----------
+    state
+        ``"idle"`` (nothing asked yet), ``"waiting"`` (a training is asked for and debounced,
+        or there are too few points), ``"training"``, ``"ready"`` (a twin of the newest data
+        asked for), ``"error"`` (the last training failed) or ``"closed"``.
+    message
+        One line about the state.
+    n_points
+        Points buffered.
+    trainings
+        Trainings started so far (including failed and cancelled ones).
+    twin_id
+        Id of the current twin, or None.
+    last_error
+        The latest training error (kept after later successes), or None.
+    started
+        Epoch time at which the running (or latest) training started, or None.
+    twin_version
+        Buffer version the current twin was trained on (-1: no twin).
+    buffer_version
+        The buffer's version now.
+    failures, cancelled
+        Trainings that failed, and that were cancelled for newer data or by :meth:`close`.
+    pid
+        Process id (and process-group id) of the running training, or None.
+    trials_finished, trials_total
+        Progress of the running training's search, when known.
+    """
+
+    state: str
+    message: str
+    n_points: int = 0
+    trainings: int = 0
+    twin_id: str | None = None
+    last_error: str | None = None
+    started: float | None = None
+    twin_version: int = -1
+    buffer_version: int = 0
+    failures: int = 0
+    cancelled: int = 0
+    pid: int | None = None
+    trials_finished: int | None = None
+    trials_total: int | None = None
+
+    def __str__(self) -> str:
+        parts = [f"{self.state}: {self.message}"]
+        if self.state == "training" and self.started is not None:
+            running = f"running for {time.time() - self.started:.0f} s"
+            if self.trials_total:
+                running += f", {self.trials_finished or 0}/{self.trials_total} trials finished"
+            parts.append(running)
+        parts.append(f"{self.n_points} points buffered (version {self.buffer_version})")
+        if self.twin_id is not None:
+            parts.append(f"twin {self.twin_id[:8]} trained on version {self.twin_version}")
+        parts.append(
+            f"{self.trainings} training(s), {self.failures} failed, {self.cancelled} cancelled"
+        )
+        if self.last_error:
+            parts.append(f"last error: {self.last_error}")
+        return " | ".join(parts)
+
+
+class TwinCallback(CallbackBase):
+    """A bluesky callback that keeps a :class:`~bluesky_digitwin.twin.DigitalTwin` trained.
+
+    Subscribe it to a RunEngine (``RE.subscribe(cb)``). Every document goes to :attr:`buffer`
+    (a :class:`~bluesky_digitwin.buffer.ScanBuffer`); when the :class:`RetrainPolicy` asks for
+    it, a twin is trained in the background on everything buffered, and :attr:`twin` becomes
+    the new twin when it is ready. The next training starts from the previous twin's best
+    hyperparameters (``warm_start``), and records the run uids and buffer version it learned
+    from in ``twin.metadata["provenance"]``.
+
+    The document path never blocks and never raises (errors are logged with :mod:`logging`);
+    training errors are logged and kept in :attr:`status`. Runs that are paused and resumed
+    are buffered as the RunEngine emits them: a point measured again after the rewind to the
+    last checkpoint is kept twice (it is a second, real measurement, with a new event uid).
+
+    Parameters
+    ----------
+    features, target, keys, stream, include_simulated
+        As for :class:`~bluesky_digitwin.buffer.ScanBuffer` (names, data keys, the stream of
+        points, whether runs marked ``data_origin: "simulated"`` are learned from).
+    policy
+        When to train (:class:`RetrainPolicy`; default: after each run, debounced by 1 s, from
+        20 points on).
+    fit_options
+        Keyword arguments of :meth:`DigitalTwin.fit <bluesky_digitwin.twin.DigitalTwin.fit>`
+        (``n_trials``, ``n_workers``, ``seed``, ``space``, ``train_config``, ...); they travel
+        to the training process by pickle, as ``multiprocessing`` would send them. With a
+        ``storage``, each training makes a new study named ``<study_name>-<n>-<random>``. A
+        ``warm_start`` is used until there is a previous twin; a ``provenance`` is merged into
+        the callback's.
+    work_dir
+        Where trainings write their inputs and twins. By default a temporary directory, removed
+        by :meth:`close`, which keeps only the current twin; a directory given here keeps every
+        twin (``twin-0001``, ``twin-0002``, ...).
+    prewarm
+        Import TensorFlow in this process now, in a background thread (loading a twin needs
+        it; better before the scans than in the middle of one), and from the first training
+        on keep one training process started ahead of need (Python, TensorFlow and the
+        package imported: about 0.7 GB of memory), so that a training begins the moment it
+        is asked for instead of seconds later. ``False`` starts each training process when it
+        is needed and leaves TensorFlow to the loading of the first twin.
+
+    Examples
+    --------
+    >>> cb = TwinCallback(("T", "H"), "M", keys={"T": "mag_temperature", "H": "mag_field",
+    ...                   "M": "mag_moment"}, fit_options={"n_trials": 20})
+    >>> RE.subscribe(cb)
+    >>> for field in (1e4, 2e4, 3e4):
+    ...     RE(bps.mv(mag.field, field))
+    ...     RE(scan([mag], mag.temperature, 10, 60, 51))
+    >>> twin = cb.wait(timeout=600)  # the twin of all three scans
+    >>> print(cb.status)
+    """
+
+    def __init__(
+        self,
+        features: Iterable[str] | str = ("T", "H"),
+        target: str = "M",
+        *,
+        keys: Mapping[str, str] | None = None,
+        stream: str = "primary",
+        include_simulated: bool = False,
+        policy: RetrainPolicy | None = None,
+        fit_options: Mapping[str, Any] | None = None,
+        work_dir: str | os.PathLike | None = None,
+        prewarm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.buffer = ScanBuffer(
+            features, target, keys=keys, stream=stream, include_simulated=include_simulated
+        )
+        self.policy = policy if policy is not None else RetrainPolicy()
+        if not isinstance(self.policy, RetrainPolicy):
+            raise DigitwinInputError(f"policy must be a RetrainPolicy, got {policy!r}")
+        self._trainer = _Trainer(
+            self.buffer, self.policy, _check_fit_options(fit_options), work_dir, prewarm
+        )
+        self._every_n = self.policy.every_n_points
+        self._n_at_request = 0
+        # Runs the trainer's close() when the callback is garbage-collected or, at the latest,
+        # when the interpreter exits (weakref.finalize registers itself with atexit) without
+        # keeping the callback alive.
+        self._finalizer = weakref.finalize(self, self._trainer.close)
+
+    # -- the document path: append and return -------------------------------------------------
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+        """Take one document: buffer it, and tell the monitor when the policy asks to train."""
+        try:
+            self.buffer.ingest(name, doc)
+            if name == "stop":
+                self._n_at_request = self.buffer.n_points
+                if self.policy.on_stop:
+                    self._trainer.request("a run stopped")
+            elif self._every_n is not None and (name == "event" or name == "event_page"):
+                n = self.buffer.n_points
+                if n - self._n_at_request >= self._every_n or n < self._n_at_request:
+                    self._n_at_request = n
+                    self._trainer.request(f"{self._every_n} new points")
+        except Exception:
+            # Whatever goes wrong here (warnings turned into errors, a bug), the RunEngine must
+            # not see it: an exception in a callback aborts the scan.
+            logger.exception("TwinCallback ignored an error while taking a %r document", name)
+        return name, doc
+
+    # -- the twin -------------------------------------------------------------------------------
+
+    @property
+    def twin(self) -> DigitalTwin | None:
+        """The newest finished twin, or None."""
+        return self._trainer.current[0]
+
+    @property
+    def twin_version(self) -> int:
+        """The buffer version the current twin was trained on (-1 if there is none)."""
+        return self._trainer.current[1]
+
+    @property
+    def status(self) -> TwinStatus:
+        """What is happening now (:class:`TwinStatus`)."""
+        return self._trainer.status()
+
+    @property
+    def work_dir(self) -> Path:
+        """Where trainings write their inputs and twins."""
+        return self._trainer.work_dir
+
+    def wait(self, timeout: float | None = None) -> DigitalTwin:
+        """Block until a twin trained on at least the data buffered now is ready, and return it.
+
+        Asks for a training if none is under way or asked for. Do not call it from a callback:
+        the RunEngine's thread would wait.
+
+        Raises
+        ------
+        TimeoutError
+            No such twin within ``timeout`` seconds.
+        RuntimeError
+            The training failed (its error is in the message) and no newer one is pending,
+            there are fewer points than ``policy.min_points``, or the callback is closed.
+        """
+        return self._trainer.wait(timeout)
+
+    def retrain(self) -> None:
+        """Ask for a training on everything buffered (debounced like any request).
+
+        Trains even if the current twin already learned the same data (e.g. to retry after a
+        failure, or after subscribing late and feeding old documents).
+        """
+        self._trainer.request("retrain() was called", force=True)
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the background work: kill training processes, join the monitor thread.
+
+        Idempotent; also runs when the interpreter exits. The current twin stays usable.
+        """
+        self._finalizer.detach()
+        self._trainer.close(timeout)
+
+    def __enter__(self) -> TwinCallback:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        status = self.status
+        return (
+            f"<TwinCallback {self.buffer.target}({', '.join(self.buffer.features)}): "
+            f"{status.state}, {status.n_points} points, twin {status.twin_id or 'none'}>"
+        )
+
+
+def _check_fit_options(fit_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fail at construction, not in the background, for options that can never work."""
+    if fit_options is None:
+        return {}
+    if not isinstance(fit_options, Mapping):
+        raise DigitwinInputError(f"fit_options must be a dict, got {type(fit_options).__name__}")
+    options = dict(fit_options)
+    owned = sorted(_OWNED_OPTIONS & options.keys())
+    if owned:
+        raise DigitwinInputError(
+            f"fit_options cannot set {', '.join(owned)}: the callback sets them (progress is "
+            "in cb.status)"
+        )
+    unknown = sorted(options.keys() - _FIT_OPTIONS)
+    if unknown:
+        raise DigitwinInputError(
+            f"fit_options has {', '.join(map(repr, unknown))}, which DigitalTwin.fit does not "
+            f"take (it takes {', '.join(sorted(_FIT_OPTIONS - _OWNED_OPTIONS))})"
+        )
+    try:
+        pickle.dumps(options)
+    except Exception as exc:
+        raise DigitwinInputError(
+            f"fit_options must be picklable to reach the training process: {exc}"
+        ) from None
+    return options
+
+
+# -- the background: monitor thread and training processes -------------------------------------
+
+
+@dataclass(eq=False)
+class _Worker:
+    """A training process, with the directory it works in (also its TMPDIR)."""
+
+    number: int
+    directory: Path
+    process: subprocess.Popen
+
+
+@dataclass(eq=False)
+class _Job:
+    """A training in progress."""
+
+    number: int
+    worker: _Worker
+    version: int
+    n_points: int
+    run_uids: list[str]
+    twin_dir: Path
+    started: float  # epoch seconds
+    started_monotonic: float
+
+
+class _Trainer:
+    """The background half of a TwinCallback; holds no reference to the callback itself.
+
+    Requests come from any thread (:meth:`request`, cheap). Everything else — debouncing,
+    launching, cancelling, collecting trainings — happens in the monitor thread, which is the
+    only writer of the training state. It writes that state under ``_cond`` in short sections
+    (the slow parts, writing the data and loading a twin, run outside it) so that :meth:`wait`
+    always sees a consistent picture.
+    """
+
+    def __init__(
+        self,
+        buffer: ScanBuffer,
+        policy: RetrainPolicy,
+        fit_options: dict[str, Any],
+        work_dir: str | os.PathLike | None,
+        prewarm: bool,
+    ) -> None:
+        self.buffer = buffer
+        self.policy = policy
+        self.fit_options = fit_options
+        self.prewarm = bool(prewarm)
+        self._own_dir = work_dir is None
+        if work_dir is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="digitwin-callback-"))
+        else:
+            self.work_dir = Path(work_dir).resolve()
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+
+        # Requests, from any thread: the request counter only grows; the monitor remembers
+        # the last one it handled. A forced request (retrain()) trains even without new data.
+        self._request_lock = threading.Lock()
+        self._requests = 0
+        self._forced = 0  # number of the latest forced request
+        self._requested_at = 0.0
+        self._reason = ""
+        self._wake = threading.Event()
+
+        # Training state: written by the monitor thread under _cond.
+        self._cond = threading.Condition()
+        self._handled = 0
+        self._job: _Job | None = None
+        self._spare: _Worker | None = None
+        self.current: tuple[DigitalTwin | None, int, Path | None] = (None, -1, None)
+        self._attempted = -1  # buffer version of the latest training started
+        # Why no twin of the newest data asked for will come (a failure, too few points).
+        self._blocker: str | None = None
+        self._blocker_state = "waiting"
+        self._restarts_in_row = 0
+        self._trainings = self._failures = self._cancelled = 0
+        self._status = TwinStatus("idle", "no training asked for yet")
+
+        # Processes: registered and killed under _procs_lock, so none escapes close().
+        self._procs_lock = threading.Lock()
+        self._workers: set[_Worker] = set()
+        self._n_workers = 0
+        self._closing = threading.Event()
+        self._closed = False
+        self._tf_import: threading.Thread | None = None
+
+        self._thread = threading.Thread(target=self._run, name="digitwin-twin-monitor", daemon=True)
+        self._thread.start()
+        self._preimport_tensorflow()
+
+    # -- any thread -----------------------------------------------------------------------------
+
+    def request(self, reason: str, *, force: bool = False) -> None:
+        """Ask for a training (debounced). Cheap: called from the RunEngine's thread."""
+        with self._request_lock:
+            self._requests += 1
+            if force:
+                self._forced = self._requests
+            self._requested_at = time.monotonic()
+            self._reason = reason
+        self._wake.set()
+
+    def status(self) -> TwinStatus:
+        status = self._status
+        changes: dict[str, Any] = {
+            "n_points": self.buffer.n_points,
+            "buffer_version": self.buffer.version,
+        }
+        job = self._job
+        if job is not None:
+            progress = _read_json(job.worker.directory / "progress.json")
+            if progress:
+                changes["trials_finished"] = progress.get("finished")
+                changes["trials_total"] = progress.get("total")
+        return dataclasses.replace(status, **changes)
+
+    def wait(self, timeout: float | None) -> DigitalTwin:
+        target = self.buffer.version
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        with self._cond:
+            twin, version, _ = self.current
+            if twin is not None and version >= target:
+                return twin
+            job = self._job
+            if not self._pending() and not (job is not None and job.version >= target):
+                self.request("wait() was called")
+            while True:
+                twin, version, _ = self.current
+                if twin is not None and version >= target:
+                    return twin
+                if self._closing.is_set():
+                    raise RuntimeError("the TwinCallback is closed; no new twin will come")
+                if self._job is None and not self._pending():
+                    raise RuntimeError(
+                        "no twin of the data buffered: "
+                        f"{self._blocker or 'no training is running or asked for'}"
+                    )
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"no twin of buffer version {target} within {timeout:g} s; "
+                        f"status: {self.status()}"
+                    )
+                # The monitor notifies on every change; the periodic wake-up is a backstop.
+                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    def close(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        with self._procs_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._closing.set()
+            workers = list(self._workers)
+        self._wake.set()
+        _kill_groups(workers, grace=min(_GRACE, max(0.0, deadline - time.monotonic())))
+        with self._procs_lock:
+            self._workers.clear()
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            job, self._job, self._spare = self._job, None, None
+            if job is not None:
+                self._cancelled += 1
+                logger.info("TwinCallback: closed while training #%d ran", job.number)
+            self._publish("closed", "no more trainings", pid=None)
+            self._cond.notify_all()
+        if self._own_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        else:
+            for worker in workers:
+                shutil.rmtree(worker.directory, ignore_errors=True)
+
+    # -- the monitor thread ---------------------------------------------------------------------
+
+    def _pending(self) -> bool:
+        return self._requests != self._handled
+
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            try:
+                timeout = self._step()
+            except Exception as exc:
+                # A bug here must neither go unnoticed nor end the monitor (and with it every
+                # later training): log it, show it, and look again in a moment.
+                logger.exception("the TwinCallback monitor hit an error")
+                with self._cond:
+                    self._publish("error", "the monitor hit an error; see the log", error=exc)
+                    self._cond.notify_all()
+                timeout = 1.0
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _step(self) -> float | None:
+        """Do what is due; return how long to sleep (None: until woken)."""
+        job = self._job
+        if job is not None and job.worker.process.poll() is not None:
+            self._finish(job)
+            job = None
+        with self._request_lock:
+            requests, forced = self._requests, self._forced
+            requested_at, reason = self._requested_at, self._reason
+        if requests == self._handled:
+            return _POLL if job is not None else None
+        force = forced > self._handled
+        enough = self.buffer.n_points >= self.policy.min_points
+        if enough:
+            self._ensure_spare()
+        left = requested_at + self.policy.debounce - time.monotonic()
+        if left > 0:
+            if job is None:
+                with self._cond:
+                    self._publish("waiting", f"training in {left:.1f} s ({reason})")
+            return min(left, _POLL) if job is not None else left
+        version = self.buffer.version
+        if job is not None:
+            if version <= job.version:  # the running training already has all the data
+                self._mark_handled(requests)
+                return _POLL
+            if not (self.policy.restart and self._restarts_in_row < self.policy.max_restarts):
+                return _POLL  # the next training starts when this one ends
+            self._cancel(job, "new data arrived")
+            self._restarts_in_row += 1
+        if version == self._attempted and not force:
+            self._mark_handled(requests)  # nothing new since the latest training
+            return None
+        if not enough:
+            n = self.buffer.n_points
+            with self._cond:
+                self._handled = requests
+                self._block(
+                    "waiting",
+                    f"waiting for data: {n} points buffered, training starts from "
+                    f"{self.policy.min_points} (RetrainPolicy.min_points)",
+                )
+                self._publish(*self._settled())
+                self._cond.notify_all()
+            return None
+        self._launch(requests)
+        return _POLL
+
+    def _mark_handled(self, requests: int) -> None:
+        with self._cond:
+            self._handled = requests
+            if self._job is None:
+                self._publish(*self._settled())
+            self._cond.notify_all()
+
+    def _settled(self) -> tuple[str, str]:
+        """State and message when nothing runs or waits."""
+        if self._blocker is not None:
+            return self._blocker_state, self._blocker
+        twin, version, _ = self.current
+        if twin is not None:
+            return "ready", f"twin {twin.id[:8]} of buffer version {version} is ready"
+        return "idle", "no training asked for yet"
+
+    def _block(self, state: str, reason: str) -> None:
+        """Record (under _cond) why the data asked for will get no twin for now."""
+        self._blocker, self._blocker_state = reason, state
+
+    def _launch(self, requests: int) -> None:
+        worker = self._take_spare() or self._start_worker()
+        if worker is None:  # closing
+            return
+        number = self._trainings + 1
+        version = self.buffer.version
+        try:
+            job, message = self._prepare(worker, number)
+            version = job.version
+            # Pickle travels through the pipe only (as multiprocessing would send it).
+            pickle.dump(message, worker.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            worker.process.stdin.close()
+        except Exception as exc:
+            # E.g. the process died before taking the job, or the disk is full. Record it like
+            # a failed training, so that the same request is not retried in a loop.
+            logger.exception("TwinCallback: could not start training #%d", number)
+            self._discard(worker)
+            with self._cond:
+                self._handled = requests
+                self._attempted = version
+                self._trainings = number
+                self._failures += 1
+                self._block("error", f"training #{number} could not start: {exc}")
+                self._publish(*self._settled(), error=exc, pid=None)
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._job = job
+            self._handled = requests
+            self._attempted = version
+            self._trainings = number
+            self._blocker = None
+            self._publish(
+                "training",
+                f"training #{number} on {job.n_points} points of {len(job.run_uids)} run(s)",
+                started=job.started,
+                pid=worker.process.pid,
+            )
+            self._cond.notify_all()
+        logger.info(
+            "TwinCallback: training #%d on %d points (buffer version %d), process %d",
+            number,
+            job.n_points,
+            version,
+            worker.process.pid,
+        )
+        # A spare during the training too: if new data cancel this one, the next starts warm.
+        self._ensure_spare()
+
+    def _prepare(self, worker: _Worker, number: int) -> tuple[_Job, dict[str, Any]]:
+        """Write the data for ``worker`` and compose its job message."""
+        snapshot = self.buffer.snapshot()
+        version = int(snapshot.attrs["buffer_version"])
+        run_uids = list(dict.fromkeys(snapshot["run_uid"].values.tolist()))
+        data_path = worker.directory / "data.nc"
+        # netCDF, not pickle, for data at rest; the scipy engine needs no extra library.
+        snapshot.to_netcdf(data_path, engine="scipy")
+        twin_dir = self.work_dir / f"twin-{number:04d}"
+        options = dict(self.fit_options)
+        if "storage" in options:
+            # A study holds one data set: every training needs a study of its own.
+            base = options.get("study_name") or "twin-callback"
+            options["study_name"] = f"{base}-{number}-{uuid.uuid4().hex[:8]}"
+        previous = self.current[0]
+        warm_start = _warm_start(previous, options.pop("warm_start", None), options)
+        provenance = {
+            **dict(options.pop("provenance", None) or {}),
+            "run_uids": run_uids,
+            "buffer_version": version,
+            "warm_start_from": previous.id if previous is not None else None,
+            "trained_by": "bluesky_digitwin.callbacks.TwinCallback",
+        }
+        message = {
+            "data": str(data_path),
+            "features": list(self.buffer.features),
+            "target": self.buffer.target,
+            "options": options,
+            "warm_start": warm_start,
+            "provenance": provenance,
+            "twin_dir": str(twin_dir),
+            "result": str(worker.directory / "result.json"),
+            "progress": str(worker.directory / "progress.json"),
+        }
+        job = _Job(
+            number=number,
+            worker=worker,
+            version=version,
+            n_points=int(snapshot.sizes["point"]),
+            run_uids=run_uids,
+            twin_dir=twin_dir,
+            started=time.time(),
+            started_monotonic=time.monotonic(),
+        )
+        return job, message
+
+    def _finish(self, job: _Job) -> None:
+        """Collect a training whose process has exited: swap in its twin, or keep its error."""
+        worker = job.worker
+        code = worker.process.wait()
+        # A training that crashed may have left search workers behind in its group.
+        _signal_group(worker.process, signal.SIGKILL)
+        self._forget(worker)
+        result = _read_json(worker.directory / "result.json") or {}
+        twin, error = None, None
+        if result.get("ok"):
+            try:
+                twin = DigitalTwin.load(result["twin_dir"])
+            except Exception as exc:
+                error = f"the trained twin could not be loaded: {type(exc).__name__}: {exc}"
+        elif result:
+            error = str(result.get("error"))
+            logger.error(
+                "TwinCallback: training #%d failed:\n%s", job.number, result.get("traceback")
+            )
+        else:
+            error = f"the training process exited with code {code} and no result" + (
+                f"; its output ended with:\n{_tail(worker.directory / 'worker.log')}"
+            )
+        for message in result.get("warnings", []):
+            logger.warning("TwinCallback: training #%d: %s", job.number, message)
+        elapsed = time.monotonic() - job.started_monotonic
+        with self._cond:
+            self._job = None
+            self._restarts_in_row = 0
+            old_dir = self.current[2]
+            if twin is not None:
+                self.current = (twin, job.version, job.twin_dir)
+                self._blocker = None
+                self._publish(
+                    "ready",
+                    f"twin {twin.id[:8]} trained on {job.n_points} points in {elapsed:.1f} s "
+                    f"(validation RMSE {twin.validation_rmse:.4g})",
+                    twin_id=twin.id,
+                    twin_version=job.version,
+                    pid=None,
+                )
+            else:
+                self._failures += 1
+                self._block("error", f"training #{job.number} failed: {error}")
+                self._publish(*self._settled(), error=error, pid=None)
+            self._cond.notify_all()
+        if twin is not None:
+            logger.info("TwinCallback: %s", self._status.message)
+            if self._own_dir and old_dir is not None:
+                shutil.rmtree(old_dir, ignore_errors=True)  # only the current twin is kept
+        else:
+            logger.error("TwinCallback: training #%d failed: %s", job.number, error)
+        shutil.rmtree(worker.directory, ignore_errors=True)
+        if self.buffer.n_points >= self.policy.min_points:
+            self._ensure_spare()
+
+    def _cancel(self, job: _Job, reason: str) -> None:
+        _kill_groups([job.worker], grace=_GRACE)
+        self._forget(job.worker)
+        shutil.rmtree(job.worker.directory, ignore_errors=True)
+        shutil.rmtree(job.twin_dir, ignore_errors=True)
+        with self._cond:
+            self._job = None
+            self._cancelled += 1
+            self._publish("waiting", f"training #{job.number} cancelled: {reason}", pid=None)
+            self._cond.notify_all()
+        logger.info("TwinCallback: training #%d cancelled: %s", job.number, reason)
+
+    def _publish(self, state: str, message: str, *, error: Any = None, **changes: Any) -> None:
+        """Replace the status (under _cond): a new frozen object, so readers need no lock."""
+        if error is not None:
+            changes["last_error"] = (
+                f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+            )
+        self._status = dataclasses.replace(
+            self._status,
+            state=state,
+            message=message,
+            trainings=self._trainings,
+            failures=self._failures,
+            cancelled=self._cancelled,
+            **changes,
+        )
+
+    def _preimport_tensorflow(self) -> None:
+        # Loading the first twin imports TensorFlow: seconds of CPU in this process, part of
+        # them holding the GIL (loading its shared libraries), which stalls the RunEngine's
+        # thread too. With prewarm that happens now, when the callback is made, typically
+        # before any scan, rather than in the middle of one when the first twin arrives.
+        if self.prewarm and self._tf_import is None and "tensorflow" not in sys.modules:
+            self._tf_import = threading.Thread(
+                target=_import_tensorflow, name="digitwin-tf-import", daemon=True
+            )
+            self._tf_import.start()
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def _ensure_spare(self) -> None:
+        if not self.prewarm:
+            return
+        spare = self._spare
+        if spare is not None and spare.process.poll() is None:
+            return
+        if spare is not None:
+            self._discard(spare)
+        self._spare = self._start_worker()
+
+    def _take_spare(self) -> _Worker | None:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.process.poll() is not None:
+            self._discard(spare)  # it died waiting (e.g. TensorFlow failed to start)
+            return None
+        return spare
+
+    def _start_worker(self) -> _Worker | None:
+        with self._procs_lock:
+            if self._closing.is_set():
+                return None
+            self._n_workers += 1
+            directory = self.work_dir / f"worker-{self._n_workers:04d}"
+            directory.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ)
+            # The search's temporary files (journal, trial models) land in the worker's
+            # directory, which goes away with it even when the process is killed.
+            env["TMPDIR"] = str(directory)
+            # What multiprocessing's "spawn" does: the child finds what the parent finds.
+            env["PYTHONPATH"] = os.pathsep.join(_python_path())
+            env["DIGITWIN_PREWARM"] = "1" if self.prewarm else "0"
+            env["DIGITWIN_WORKER_DIR"] = str(directory)
+            with open(directory / "worker.log", "wb") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    close_fds=True,
+                    # Its own process group (and session): killpg reaches its search workers,
+                    # and a Ctrl-C meant for the RunEngine does not reach it.
+                    start_new_session=os.name == "posix",
+                )
+            worker = _Worker(number=self._n_workers, directory=directory, process=process)
+            self._workers.add(worker)
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        _kill_groups([worker], grace=0.0)
+        self._forget(worker)
+        shutil.rmtree(worker.directory, ignore_errors=True)
+
+    def _forget(self, worker: _Worker) -> None:
+        with self._procs_lock:
+            self._workers.discard(worker)
+
+
+def _kill_groups(workers: list[_Worker], grace: float) -> None:
+    """SIGTERM the process groups, give them ``grace`` seconds, then SIGKILL; reap leaders."""
+    live = [w for w in workers if w.process.poll() is None]
+    for worker in live:
+        _signal_group(worker.process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for worker in live:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        # Also when the leader has exited: its search workers may still be there.
+        _signal_group(worker.process, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(5.0)
+        if worker.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                worker.process.stdin.close()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    if os.name != "posix":  # pragma: no cover - no process groups: the leader only
+        with contextlib.suppress(OSError):
+            process.kill()
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _warm_start(
+    previous: DigitalTwin | None, given: Any, options: Mapping[str, Any]
+) -> list[dict[str, Any]] | Any:
+    """Hyperparameters to try first: the previous twin's networks', best first."""
+    if previous is None:
+        return given
+    n_trials = int(options.get("n_trials", 30))
+    params: list[dict[str, Any]] = []
+    for member in previous.metadata.get("members", []):
+        candidate = dict(member["params"])
+        if candidate not in params:
+            params.append(candidate)
+    # Leave room for new trials: at most a third of the search is spent on old shapes.
+    return params[: max(1, n_trials // 3)]
+
+
+def _python_path() -> list[str]:
+    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+
+
+def _import_tensorflow() -> None:
+    try:
+        import bluesky_digitwin._tf  # noqa: F401
+    except Exception:  # loading the twin will say what is wrong
+        logger.debug("importing TensorFlow ahead of the first twin failed", exc_info=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: readers see the old file or the new one."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(json.dumps(obj, default=str))
+    os.replace(staging, path)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+# -- the training process ----------------------------------------------------------------------
+
+
+def _worker_main() -> None:
+    """Entry point of a training process: start up, take one job from stdin, fit, save, exit."""
+    parent = os.getppid()
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(_NICENESS)
+    startup_error = None
+    if os.environ.get("DIGITWIN_PREWARM") == "1":
+        try:
+            # The slow part of starting (TensorFlow), done before the job arrives.
+            import bluesky_digitwin._tf  # noqa: F401
+        except BaseException:
+            startup_error = traceback.format_exc()
+    try:
+        job = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return  # the parent went away, or closed without a job for this process
+    result_path = Path(job["result"])
+    if startup_error is not None:
+        last = startup_error.strip().splitlines()[-1]
+        _write_json(result_path, {"ok": False, "error": last, "traceback": startup_error})
+        return
+    progress_path = Path(job["progress"])
+
+    def progress(p: Any) -> None:
+        _write_json(progress_path, dataclasses.asdict(p))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import xarray as xr
+
+            with xr.open_dataset(job["data"], engine="scipy") as opened:
+                data = opened.load()
+            twin = DigitalTwin.fit(
+                data,
+                job["features"],
+                job["target"],
+                **job["options"],
+                warm_start=job["warm_start"],
+                provenance=job["provenance"],
+                progress=progress,
+            )
+            twin.save(job["twin_dir"])
+            result = {"ok": True, "twin_dir": job["twin_dir"], "id": twin.id}
+        except BaseException as exc:
+            result = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+    # The user's business (e.g. a smaller ensemble than asked for), not the libraries' plans.
+    relayed = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]
+    result["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in relayed))
+    _write_json(result_path, result)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this process group when the parent dies without killing it (e.g. SIGKILL)."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            # Nobody is left to clean up after this training: its files go with it.
+            directory = os.environ.get("DIGITWIN_WORKER_DIR")
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)
+            # Only as the leader of its own group (as the callback starts it): never signal
+            # a group this process merely belongs to.
+            if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+            os._exit(1)
