@@ -44,9 +44,9 @@ import numpy as np
 from _common import machine
 from bluesky import RunEngine
 from bluesky.plans import scan
-from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
 
 from bluesky_digitwin import SearchSpace, TrainConfig
+from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
 from bluesky_digitwin.sim.devices import Magnetometer
 
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 #: Environment variable: TensorFlow thread-pool size, set by workers that share the cores.
@@ -27,6 +28,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @contextlib.contextmanager
 def _captured_stderr() -> Iterator[None]:
+    # The redirect is process-wide: from a background thread (a RunEngine session loading its
+    # first twin) it would swallow other threads' messages for seconds, so only the main
+    # thread hides TensorFlow's start-up lines.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # e.g. a notebook's stream: nothing to hide

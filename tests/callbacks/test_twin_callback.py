@@ -26,10 +26,10 @@ import pytest
 from bluesky import RunEngine
 from bluesky.plans import scan
 from bluesky.utils import RunEngineInterrupted
-from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback, TwinStatus
 from ophyd.sim import SynSignal
 
 from bluesky_digitwin import DataWarning, DigitwinInputError, SearchSpace, TrainConfig
+from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback, TwinStatus
 from bluesky_digitwin.sim.devices import Magnetometer
 
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}

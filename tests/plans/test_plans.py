@@ -20,6 +20,10 @@ import pytest
 import xarray as xr
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted, is_plan
+
+from bluesky_digitwin import DataWarning, DigitalTwin, SearchSpace, TrainConfig, make_grid
+from bluesky_digitwin.analysis.steps import StepSuggestion
+from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.plans import (
     AdaptiveResult,
     adaptive_line_scan,
@@ -27,10 +31,6 @@ from bluesky_digitwin.plans import (
     simulate_scan,
     twin_guided_scan,
 )
-
-from bluesky_digitwin import DataWarning, DigitalTwin, SearchSpace, TrainConfig, make_grid
-from bluesky_digitwin.analysis.steps import StepSuggestion
-from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.sim import Magnetometer
 
 FIT = {
