@@ -283,16 +283,22 @@ def _write_atomic_csv(frame: Any, path: Path, pd: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from bluesky_digitwin.demo import run_offline_demo
+    from bluesky_digitwin.demo import run_demo
 
-    summary = run_offline_demo(
+    if args.api_key and not args.tiled_uri:
+        raise DigitwinInputError(
+            "--api-key goes with --tiled-uri (the embedded server makes its own)"
+        )
+    summary = run_demo(
         n_trials=args.trials,
         n_workers=args.workers,
         seed=args.seed,
         fast=args.fast,
-        out=args.out,
+        tiled_dir=args.tiled_dir,
+        tiled_uri=args.tiled_uri,
+        api_key=args.api_key,
+        seconds_per_point=args.seconds_per_point,
         say=lambda text: _say(args, text),
-        progress=ProgressLine("search", quiet=args.quiet or args.json),
     )
     if args.json:
         print(json.dumps(summary), flush=True)
@@ -735,7 +741,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=_positive_int, default=None, help="parallel workers")
     demo.add_argument("--seed", type=int, default=0, help="seed of data and search (0)")
     demo.add_argument("--fast", action="store_true", help="a quick run with tiny searches")
-    demo.add_argument("--out", default=None, help="also save the twin to this directory")
+    demo.add_argument(
+        "--tiled-dir", default=None, help="embedded Tiled server's data (./digitwin-demo/tiled)"
+    )
+    demo.add_argument("--tiled-uri", default=None, help="write to this Tiled server instead")
+    demo.add_argument(
+        "--api-key", default=None, help="its API key (prefer the TILED_API_KEY variable)"
+    )
+    demo.add_argument(
+        "--seconds-per-point",
+        type=float,
+        default=0.0,
+        help="simulated measuring time per point (0)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     _add_suggest_step(sub, common)

@@ -119,7 +119,9 @@ def test_fit_refuses_to_overwrite_a_directory_that_is_not_a_twin(fitted, tmp_pat
     assert "not a saved twin" in capsys.readouterr().err
 
 
-def test_the_installed_command_runs_the_demo_with_json():
+def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
+    """The whole story: embedded Tiled, RunEngine, simulated magnetometer, TwinCallback,
+    twin_guided_scan and simulate_scan, in fast mode; the last stdout line is the contract."""
     done = subprocess.run(
         [
             sys.executable,
@@ -128,17 +130,27 @@ def test_the_installed_command_runs_the_demo_with_json():
             "demo",
             "--fast",
             "--json",
-            "--workers",
-            "1",
+            "--tiled-dir",
+            str(tmp_path / "tiled"),
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"tiled", "suggested_step", "twin", "entropy_change"} <= set(summary)
-    assert summary["twin"]["features"] == ["T", "H"]
+    tiled = summary["tiled"]
+    assert tiled["uri"].startswith("http://127.0.0.1:")
+    assert len(tiled["measured"]) >= 8  # the coarse lines, then the suggested ones
+    assert len(tiled["simulated"]) == 1
+    assert not set(tiled["measured"]) & set(tiled["simulated"])
+    step = summary["suggested_step"]
+    assert step["axis"] == "H" and step["units"] == "T"
+    assert step["value"] in (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+    assert set(summary["twin"]["learned_from"]) <= set(tiled["measured"])
     assert summary["entropy_change"]["peak_true"] > 10
     assert "Traceback" not in done.stderr
+    # The runs survive in the embedded server's directory.
+    assert (tmp_path / "tiled" / "catalog.db").is_file()
