@@ -28,10 +28,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @contextlib.contextmanager
 def _captured_stderr() -> Iterator[None]:
-    # The redirect is process-wide: from a background thread (a RunEngine session loading its
-    # first twin) it would swallow other threads' messages for seconds, so only the main
-    # thread hides TensorFlow's start-up lines.
-    if threading.current_thread() is not threading.main_thread():
+    # The redirect is process-wide: with other threads running (a RunEngine, a Tiled server's
+    # logging) it would swallow their messages for seconds, or hand them a file that is gone
+    # by the time they write. So TensorFlow's start-up lines are hidden only when this is the
+    # process's one thread.
+    if threading.active_count() > 1:
         yield
         return
     try:

@@ -102,15 +102,17 @@ def run_demo(
     """
     from bluesky import RunEngine
 
-    # TensorFlow starts here, in the main thread, where its start-up noise is kept off the
-    # terminal (the callback would otherwise import it in a background thread).
-    import bluesky_digitwin._tf  # noqa: F401
     from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
     from bluesky_digitwin.plans import simulate_scan, suggested_lines, twin_guided_scan
     from bluesky_digitwin.sim import Magnetometer
     from bluesky_digitwin.tiled import TwinCatalog
 
     start = time.perf_counter()
+    say("starting TensorFlow ...")
+    # In the main thread, before any server thread runs, where its start-up noise is kept off
+    # the terminal (the callback would otherwise import it in a background thread).
+    import bluesky_digitwin._tf  # noqa: F401
+
     # Every resource is closed whatever happens: the embedded server's thread, in particular,
     # would otherwise keep the process from exiting.
     with contextlib.ExitStack() as resources:
