@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+
+# Test the installed package, not the source tree: from a checkout's root, `python -m pytest`
+# puts the root on sys.path, where bluesky_digitwin lacks plans/ and callbacks/ (they install
+# into it from the top-level folders, design.md's layout).
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _ROOT]
+
+from digitwin_testing import SHARED_DATA, smooth_table  # noqa: E402
 
 # Quiet TensorFlow's C++ logging in every test process, including spawned search workers.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: The paper's published data, used only when present (it carries no licence: never copied).
-SHARED_DATA = Path(
-    os.environ.get(
-        "DIGITWIN_SHARED_DATA",
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "mat_interp",
-    )
-)
-
-
-def smooth_table(n_fast: int = 25, slow=(0.0, 0.5, 1.0, 1.5, 2.0), seed: int = 0) -> pd.DataFrame:
-    """Sweeps of a smooth function along ``x`` at a few values of ``h``, slightly ragged."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for h in slow:
-        x = np.sort(rng.uniform(0.0, 1.0, n_fast))
-        y = np.tanh(4 * (x - 0.3 - 0.2 * h)) + 0.5 * h
-        rows.append(pd.DataFrame({"x": x, "h": h, "y": y}))
-    return pd.concat(rows, ignore_index=True)
+__all__ = ["SHARED_DATA", "smooth_table"]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ FIT_FAST = ["--trials", "2", "--workers", "1", "--seed", "0", "--ensemble", "2"]
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A twin made by the command line, shared by the tests of this module."""
-    from tests.conftest import smooth_table
+    from digitwin_testing import smooth_table
 
     root = tmp_path_factory.mktemp("cli")
     data = root / "scans.csv"

@@ -161,7 +161,7 @@ def test_compare_with_a_reference_and_the_entropy_change(saved, capsys):
 
 
 def test_compare_fits_a_twin_without_reference(tmp_path, capsys):
-    from tests.conftest import smooth_table
+    from digitwin_testing import smooth_table
 
     data = tmp_path / "scans.csv"
     smooth_table().to_csv(data, index=False)

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import SHARED_DATA
+from digitwin_testing import SHARED_DATA
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: Each script and the figures it writes.

@@ -10,11 +10,11 @@ import optuna
 import pandas as pd
 import pytest
 import xarray as xr
+from digitwin_testing import smooth_table
 
 from bluesky_digitwin import DigitalTwin, DigitwinInputError, OutsideRangeWarning, make_grid
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
-from tests.conftest import smooth_table
 
 FAST = {
     "pruner": optuna.pruners.NopPruner(),  # every trial completes: a full ensemble

@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 import xarray as xr
+from digitwin_testing import SHARED_DATA
 
 from bluesky_digitwin.analysis import LinearInterpolator
 from bluesky_digitwin.analysis.steps import (
@@ -26,7 +27,6 @@ from bluesky_digitwin.sim import FirstOrderMagnet, coarse_magnetization
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 from bluesky_digitwin.twin import DigitalTwin
-from tests.conftest import SHARED_DATA
 
 MAGNET = FirstOrderMagnet()
 UNITS = {"T": "K", "H": "Oe", "M": "emu"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+from digitwin_testing import smooth_table
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.surrogate.search import (
@@ -14,7 +15,6 @@ from bluesky_digitwin.surrogate.search import (
     run_search,
 )
 from bluesky_digitwin.surrogate.training import TrainConfig
-from tests.conftest import smooth_table
 
 TINY = {
     "space": SearchSpace(n_layers=(1, 2), n_units=(4, 16)),
