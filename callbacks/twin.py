@@ -888,6 +888,10 @@ class _Trainer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
+                    # Not the parent's directory: `python -c` puts the working directory first
+                    # on sys.path, and a source checkout there would shadow the installed
+                    # package (whose plans/ and callbacks/ live elsewhere in a checkout).
+                    cwd=directory,
                     close_fds=True,
                     # Its own process group (and session): killpg reaches its search workers,
                     # and a Ctrl-C meant for the RunEngine does not reach it.
