@@ -279,7 +279,8 @@ def test_headless_without_pyplot(tmp_path):
         """
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "DISPLAY")}
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+    # cwd away from a source checkout, which `-c` would put first on sys.path.
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120, cwd=tmp_path)
     assert (tmp_path / "map.png").stat().st_size > 0
 
 

@@ -403,6 +403,8 @@ def test_interpreter_exits_cleanly_while_training(tmp_path):
             stderr=err,
             text=True,
             env=env,
+            # Away from a source checkout, which `-c` would put first on sys.path.
+            cwd=tmp_path,
         )
     try:
         report = json.loads(_read_line(script.stdout, TRAINING_TIMEOUT))
