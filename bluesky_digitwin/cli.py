@@ -152,6 +152,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     search = twin.metadata["search"]
     best = twin.metadata["members"][0]
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
+    target_units = f" {twin.units[twin.target]}" if twin.units.get(twin.target) else ""
     _say(
         args,
         "\n".join(
@@ -161,9 +162,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 f"{search['n_pruned']} pruned, {search['n_failed']} failed), "
                 f"study {search['study_name']!r}",
                 f"  best hyperparameters: {params}",
-                f"  validation: RMSE {best['validation_rmse']:.4g} "
-                f"{twin.units.get(twin.target, '')}, R^2 {best['validation_r2']:.5f} "
-                f"(ensemble of {twin.ensemble_size})".replace("  (", " ("),
+                f"  validation: RMSE {best['validation_rmse']:.4g}{target_units}, "
+                f"R^2 {best['validation_r2']:.5f} (ensemble of {twin.ensemble_size})",
                 f"  wall time: {search['wall_time_s']:.1f} s search",
             ]
         ),
