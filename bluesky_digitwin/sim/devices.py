@@ -132,8 +132,8 @@ class _Instrument(Device):
     """Two axes and one reading of a material model; subclasses declare the components.
 
     Subclasses set ``_axes`` (the attribute names of the two axes, in the order the material's
-    methods take them) and ``_reading`` (the attribute name of the detector signal), and
-    implement :meth:`_evaluate`.
+    methods take them) and ``_reading`` (the attribute name of the detector signal, which is
+    also the name of the material's noiseless method: ``moment``, ``resistance``, ...).
     """
 
     _axes: ClassVar[tuple[str, str]]
@@ -190,7 +190,9 @@ class _Instrument(Device):
         self, a: np.ndarray, b: np.ndarray, *, rng: np.random.Generator | None, noisy: bool
     ) -> np.ndarray:
         """The reading at axis positions ``a`` and ``b`` (1-D arrays), with or without noise."""
-        raise NotImplementedError
+        if noisy:
+            return self.material.measure(a, b, rng=rng)
+        return getattr(self.material, self._reading)(a, b)
 
 
 class Magnetometer(_Instrument):
@@ -247,13 +249,6 @@ class Magnetometer(_Instrument):
             material, seconds_per_point=seconds_per_point, seed=seed, name=name, **kwargs
         )
 
-    def _evaluate(
-        self, a: np.ndarray, b: np.ndarray, *, rng: np.random.Generator | None, noisy: bool
-    ) -> np.ndarray:
-        if noisy:
-            return self.material.measure(a, b, rng=rng)
-        return self.material.moment(a, b)
-
 
 class ResistanceBridge(_Instrument):
     """A resistance bridge in a cryostat with a magnet, measuring a superconducting film.
@@ -306,13 +301,6 @@ class ResistanceBridge(_Instrument):
         super().__init__(
             material, seconds_per_point=seconds_per_point, seed=seed, name=name, **kwargs
         )
-
-    def _evaluate(
-        self, a: np.ndarray, b: np.ndarray, *, rng: np.random.Generator | None, noisy: bool
-    ) -> np.ndarray:
-        if noisy:
-            return self.material.measure(a, b, rng=rng)
-        return self.material.resistance(a, b)
 
 
 class ArpesDetector(_Instrument):
@@ -368,10 +356,3 @@ class ArpesDetector(_Instrument):
         super().__init__(
             material, seconds_per_point=seconds_per_point, seed=seed, name=name, **kwargs
         )
-
-    def _evaluate(
-        self, a: np.ndarray, b: np.ndarray, *, rng: np.random.Generator | None, noisy: bool
-    ) -> np.ndarray:
-        if noisy:
-            return self.material.measure(a, b, rng=rng)
-        return self.material.intensity(a, b)
