@@ -337,7 +337,7 @@ class DigitalTwin:
         """
 
         def ensemble(x: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            outputs = np.stack([self._run_member(m, x) for m in self._members])
+            outputs = self._member_outputs(x)
             if len(self._members) == 1:
                 return outputs[0], np.zeros(len(x))
             return outputs.mean(axis=0), outputs.std(axis=0, ddof=1)
@@ -376,7 +376,7 @@ class DigitalTwin:
         runs: dict[str, np.ndarray] = {}
 
         def ensemble(x: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            runs["outputs"] = np.stack([self._run_member(m, x) for m in self._members])
+            runs["outputs"] = self._member_outputs(x)
             return runs["outputs"].mean(axis=0), np.zeros(len(x))
 
         mean = prediction_dataset(
@@ -397,6 +397,10 @@ class DigitalTwin:
             name=self.target,
             attrs={**mean.attrs, "data_origin": "simulated", "twin_id": self.id},
         )
+
+    def _member_outputs(self, x: np.ndarray) -> np.ndarray:
+        """Every network's prediction at ``x``, shape (networks, points)."""
+        return np.stack([self._run_member(m, x) for m in self._members])
 
     @staticmethod
     def _run_member(model: Any, x: np.ndarray) -> np.ndarray:
