@@ -208,6 +208,63 @@ def lines_figure(
     return fig
 
 
+def field_step_study(
+    twin: DigitalTwin,
+    coarse: xr.Dataset,
+    linear: Any,
+    args: argparse.Namespace,
+    say: Callable[..., None],
+    *,
+    mass: float,
+    mass_units: str,
+) -> tuple[Any, np.ndarray, np.ndarray, xr.DataArray, xr.DataArray]:
+    """Cases (a) and (b): the field step for |ΔS_M|, and linear interpolation to compare.
+
+    Simulates the measurement at each candidate field step with the twin (|ΔS_M| at the top
+    field from each), timed as sweeps of as many temperatures as the coarse scan took per
+    field, and interpolates the coarse data linearly at the reference step.
+
+    Returns
+    -------
+    suggestion, temperatures, fields at the reference step, the twin's |ΔS_M| at the top
+    field at that step, linear interpolation's.
+    """
+    from bluesky_digitwin.analysis import TimeModel, entropy_change, suggest_step
+    from bluesky_digitwin.data import make_grid
+
+    t_lo, t_hi = twin.ranges["T"]
+    temperatures = np.linspace(t_lo, t_hi, sweep_points(args))
+    per_line = round(coarse.sizes["point"] / np.unique(coarse["H"].values).size)
+    time_model = TimeModel(points_per_line=per_line)
+    say(
+        f"time estimate: {per_line} settled points per field at {time_model.seconds_per_point:g}"
+        f" s each, {time_model.seconds_per_step_change / 60:g} min between fields (an MPMS run)"
+    )
+    suggestion = suggest_step(
+        twin,
+        "H",
+        quantity="magnetocaloric",
+        over=temperatures,
+        time_model=time_model,
+        mass=mass,
+        mass_units=mass_units,
+    )
+    say()
+    say(str(suggestion))
+    say()
+
+    # The finest simulation (the reference step) against linear interpolation at the same step.
+    h_lo, h_hi = twin.ranges["H"]
+    # H is in Oe (1e4 Oe per tesla of μ0H), the steps in T.
+    n_fine = round((h_hi - h_lo) / (suggestion.reference_step * 1e4)) + 1
+    fine_fields = np.linspace(h_lo, h_hi, n_fine)
+    interpolated = linear.predict(make_grid(H=fine_fields, T=temperatures))["M"]
+    linear_dsm = entropy_change(interpolated, mass=mass, mass_units=mass_units, absolute=True).isel(
+        H=-1
+    )
+    return suggestion, temperatures, fine_fields, suggestion.curves.isel(step=0), linear_dsm
+
+
 def rmse(a: Any, b: Any) -> float:
     """RMS difference over the points where both are finite."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)

@@ -21,20 +21,18 @@ import xarray as xr
 from _common import (
     Summary,
     describe_scan,
+    field_step_study,
     fit_twin,
     lines_figure,
     parse_args,
     read_case,
     rmse,
-    sweep_points,
 )
 
 from bluesky_digitwin import make_grid
 from bluesky_digitwin.analysis import (
     LinearInterpolator,
-    TimeModel,
     entropy_change,
-    suggest_step,
 )
 from bluesky_digitwin.plot import plot_entropy_change, plot_map, plot_step_table
 from bluesky_digitwin.sim import MovingTransitionMagnet, coarse_moving_transition
@@ -83,37 +81,11 @@ def main() -> None:
     twin = fit_twin(coarse, ["T", "H"], "M", args, say)
     linear = LinearInterpolator.fit(coarse, ["T", "H"], "M")
 
-    t_lo, t_hi = twin.ranges["T"]
-    temperatures = np.linspace(t_lo, t_hi, sweep_points(args))
-    # Time each candidate as sweeps of as many temperatures as the coarse scan took per field.
-    per_line = round(coarse.sizes["point"] / np.unique(coarse["H"].values).size)
-    time_model = TimeModel(points_per_line=per_line)
-    say(
-        f"time estimate: {per_line} settled points per field at {time_model.seconds_per_point:g}"
-        f" s each, {time_model.seconds_per_step_change / 60:g} min between fields (an MPMS run)"
+    suggestion, temperatures, fine_fields, fine, linear_dsm = field_step_study(
+        twin, coarse, linear, args, say, mass=mass_mg, mass_units="mg"
     )
-    suggestion = suggest_step(
-        twin,
-        "H",
-        quantity="magnetocaloric",
-        over=temperatures,
-        time_model=time_model,
-        mass=mass_mg,
-        mass_units="mg",
-    )
-    say()
-    say(str(suggestion))
-    say()
-
-    fine = suggestion.curves.isel(step=0)
     h_lo, h_hi = twin.ranges["H"]
-    # H is in Oe (1e4 Oe per tesla of μ0H), the steps in T.
-    n_fine = round((h_hi - h_lo) / (suggestion.reference_step * 1e4)) + 1
-    fine_fields = np.linspace(h_lo, h_hi, n_fine)
     mce = {"mass": mass_mg, "mass_units": "mg", "absolute": True}
-    linear_dsm = entropy_change(
-        linear.predict(make_grid(H=fine_fields, T=temperatures))["M"], **mce
-    ).isel(H=-1)
     say(f"|ΔS_M| at μ0ΔH = {(h_hi - h_lo) * 1e-4:.2f} T, peak (J/(kg K)) at temperature:")
     say(f"  twin at {suggestion.reference_step:g} T steps:           {peak(fine)}")
     say(f"  linear interpolation, same steps: {peak(linear_dsm)}")
