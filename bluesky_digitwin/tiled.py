@@ -891,10 +891,24 @@ def fit_runs(
         stream=stream,
         include_simulated=include_simulated,
     )
+    features = [features] if isinstance(features, str) else list(features)
+    # Workers on other machines read the same runs again (surrogate.workers), so the study
+    # needs no copy of the data.
+    data_source = {
+        "kind": "tiled",
+        "uri": data.attrs["tiled_uri"],
+        "runs": list(data.attrs["run_uids"]),
+        "features": features,
+        "target": target,
+        "keys": dict(keys) if keys else None,
+        "stream": stream,
+        "include_simulated": include_simulated,
+    }
     return DigitalTwin.fit(
         data,
         features,
         target,
         provenance={**runs_provenance(data), **(provenance or {})},
+        data_source=data_source,
         **fit_options,
     )

@@ -35,6 +35,7 @@ from bluesky_digitwin.data import (
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import (
+    HEARTBEAT_INTERVAL,
     Progress,
     SearchResult,
     SearchSpace,
@@ -114,6 +115,8 @@ class DigitalTwin:
         units: Mapping[str, str] | None = None,
         progress: Callable[[Progress], None] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        data_source: Mapping[str, Any] | None = None,
+        heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     ) -> DigitalTwin:
         """Learn ``target`` as a function of ``features`` and return the twin.
 
@@ -127,7 +130,8 @@ class DigitalTwin:
         n_trials
             Finished trials of the hyperparameter search (the paper used about 30).
         n_workers
-            Parallel search workers on this machine (default: one per core).
+            Parallel search workers on this machine (default: one per core). ``0`` trains
+            nothing here and waits for workers elsewhere (``digitwin worker``) on ``storage``.
         ensemble_size
             The best this-many trials form the twin; their spread is its uncertainty.
         ensemble_tolerance
@@ -159,6 +163,10 @@ class DigitalTwin:
             Called with a :class:`~bluesky_digitwin.surrogate.search.Progress` while searching.
         provenance
             Extra JSON-serialisable facts to record, e.g. the run uids the data came from.
+        data_source, heartbeat_interval
+            For workers on other machines: where they read the data again (see
+            :func:`~bluesky_digitwin.surrogate.search.run_search`; by default the data are
+            stored in the study) and their heartbeat on a database storage.
         """
         if ensemble_size < 1:
             raise DigitwinInputError(f"ensemble_size must be at least 1, got {ensemble_size}")
@@ -184,6 +192,8 @@ class DigitalTwin:
             validation_fraction=validation_fraction,
             holdout=holdout,
             progress=progress,
+            data_source=data_source,
+            heartbeat_interval=heartbeat_interval,
         )
         best_value = result.best_trials[0].value
         limit = np.inf if ensemble_tolerance is None else ensemble_tolerance * best_value

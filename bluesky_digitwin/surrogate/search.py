@@ -2,9 +2,14 @@
 
 Like Optuna itself, the pieces are separate and replaceable: the search space
 (:class:`SearchSpace`), the sampler, the pruner and the storage. By default the workers are
-processes on this machine that share a journal file; any Optuna RDB URL works too, and then the
-workers may as well run elsewhere. Each finished trial stores its network as an Optuna artifact
-(a ``.keras`` file, no pickle), so the twin is built from the best trials wherever they ran.
+processes on this machine that share a journal file; any Optuna RDB URL works too, and then
+workers on other machines join with :func:`~bluesky_digitwin.surrogate.workers.run_worker`
+(``digitwin worker``): the study records everything they need (:data:`STUDY_RECORD`), including
+where its training data lives. Each finished trial stores its network as an Optuna artifact (a
+``.keras`` file, no pickle), so the twin is built from the best trials wherever they ran.
+
+Workers that die cost their trial only (:mod:`~bluesky_digitwin.surrogate.recovery`): database
+storages get Optuna's heartbeats, the journal a check of the worker processes.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +37,21 @@ from optuna.trial import TrialState
 
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
 from bluesky_digitwin.surrogate.network import Scaling
+from bluesky_digitwin.surrogate.recovery import (
+    FINISHED,
+    WORKER_ATTR,
+    StopWhenFinished,
+    count_finished,
+    exit_with_parent,
+    recover_orphaned_trials,
+    retry_trial,
+    worker_identity,
+)
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = [
+    "HEARTBEAT_INTERVAL",
+    "STUDY_RECORD",
     "Progress",
     "SearchResult",
     "SearchSpace",
@@ -47,9 +65,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Failed trials count as finished: a search whose every trial fails must end, not loop.
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 MODEL_ARTIFACT = "model_artifact_id"
+#: The study attribute that tells a worker joining from anywhere what to search and on what data.
+STUDY_RECORD = "digitwin"
+#: Seconds between a running trial's heartbeats on a database storage. A trial silent for twice
+#: this long is failed and queued again (by whichever worker starts a trial next).
+HEARTBEAT_INTERVAL = 10
 
 
 def default_batch_sizes(n_points: int) -> tuple[int, ...]:
@@ -257,19 +278,67 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
-def open_storage(storage: str | os.PathLike | optuna.storages.BaseStorage) -> Any:
+def open_storage(
+    storage: str | os.PathLike | optuna.storages.BaseStorage,
+    *,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+) -> Any:
     """Open a storage: a database URL (``postgresql://...``, ``sqlite:///...``), a journal file
-    path, or a ready Optuna storage object."""
+    path, or a ready Optuna storage object.
+
+    A database storage gets Optuna's heartbeats every ``heartbeat_interval`` seconds (``None``:
+    none): the trial of a worker that stops beating is failed after twice that time and queued
+    again with the same hyperparameters. Credentials belong in the environment (``PGPASSWORD``,
+    ``~/.pgpass``), not in the URL; a password in the URL is never logged (:func:`redact_url`).
+    """
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
     text = os.fspath(storage)
     if "://" in text:
-        return optuna.storages.RDBStorage(text)
+        if heartbeat_interval is not None and heartbeat_interval < 1:
+            raise DigitwinInputError(
+                f"the heartbeat interval must be a whole number of seconds >= 1, "
+                f"got {heartbeat_interval}"
+            )
+        with warnings.catch_warnings():
+            # Heartbeats have been "experimental" in Optuna since 2.9; they are what we need.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    text,
+                    heartbeat_interval=heartbeat_interval,
+                    heartbeat_stale_trial_callback=(
+                        retry_trial if heartbeat_interval is not None else None
+                    ),
+                )
+            except ImportError as exc:
+                raise DigitwinInputError(
+                    f"no database driver for {redact_url(text)}: {exc}. For PostgreSQL, "
+                    "pip install 'bluesky-digitwin[postgres]'"
+                ) from None
+            except Exception as exc:
+                # Say why in one line, and never with the password: SQLAlchemy's messages may
+                # quote the URL.
+                reason = _without_password(str(exc).strip().splitlines()[0], text)
+                raise DigitwinInputError(
+                    f"cannot open the storage {redact_url(text)}: {reason}. Check that the "
+                    "database server runs and that the user, database and password (from "
+                    "PGPASSWORD or ~/.pgpass, not the URL) are right"
+                ) from None
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _without_password(message: str, url: str) -> str:
+    redacted = redact_url(url)
+    message = message.replace(url, redacted)
+    if redacted != url:
+        password = url.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+        message = message.replace(password, "***")
+    return message
 
 
 def _default_artifact_dir(storage: str | os.PathLike | Any) -> Path:
@@ -296,6 +365,7 @@ class _WorkerSpec:
     threads: int
     sampler: Any = None
     pruner: Any = None
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL
 
 
 def _objective_factory(
@@ -313,6 +383,8 @@ def _objective_factory(
     n_points = len(split.y_train) + len(split.y_val)
 
     def objective(trial: optuna.Trial) -> float:
+        # Who runs this trial, so a rerun can tell a trial whose process died (journal storage).
+        trial.set_user_attr(WORKER_ATTR, worker_identity(trial.number))
         params = space.suggest(trial, n_points)
         trial_seed = (seed or 0) * 100_003 + trial.number
         model = build_mlp(
@@ -344,7 +416,6 @@ def _objective_factory(
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("stopped_by", result.stopped_by)
         trial.set_user_attr("seed", trial_seed)
-        trial.set_user_attr("worker_pid", os.getpid())
         if result.stopped_by == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
         if not math.isfinite(result.best_loss):
@@ -367,19 +438,35 @@ def _optimize(
     n_trials: int,
 ) -> None:
     """Run trials until the study holds ``n_trials`` finished ones (shared by all workers)."""
-    if _count_finished(study) >= n_trials:
+    recover_orphaned_trials(study)
+    if count_finished(study) >= n_trials:
         return
-    study.optimize(
-        objective,
-        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
-        # A trial that raises is recorded as failed; the search goes on with the others.
-        catch=(Exception,),
-        gc_after_trial=False,
-    )
+    with warnings.catch_warnings():
+        # Optuna calls its experimental fail_stale_trials when heartbeats are on.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(
+            objective,
+            callbacks=[StopWhenFinished(n_trials)],
+            # A trial that raises is recorded as failed; the search goes on with the others.
+            catch=(Exception,),
+            gc_after_trial=False,
+        )
 
 
-def _count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def _wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> None:
+    """Train nothing here: wait until other workers have finished ``n_trials`` trials.
+
+    Meanwhile fail and retry the trials of dead workers (heartbeats, and processes on this
+    machine), so a killed worker cannot leave the search waiting for ever.
+    """
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        recover_orphaned_trials(study)
+        if count_finished(study) >= n_trials:
+            return
+        time.sleep(poll)
 
 
 def _make_sampler(seed: int | None, worker_index: int) -> optuna.samplers.BaseSampler:
@@ -398,8 +485,9 @@ def _worker_main(spec: _WorkerSpec) -> None:
     """Entry point of a spawned worker process."""
     # Set before TensorFlow starts in this fresh process (see bluesky_digitwin._tf).
     os.environ["DIGITWIN_TF_THREADS"] = str(spec.threads)
+    exit_with_parent()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(spec.storage)
+    storage = open_storage(spec.storage, heartbeat_interval=spec.heartbeat_interval)
     study = optuna.load_study(
         study_name=spec.study_name,
         storage=storage,
@@ -430,6 +518,8 @@ def run_search(
     holdout: str = "points",
     progress: Callable[[Progress], None] | None = None,
     work_dir: str | os.PathLike | None = None,
+    data_source: Mapping[str, Any] | None = None,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
 ) -> SearchResult:
     """Search hyperparameters of the surrogate on ``data``.
 
@@ -439,10 +529,14 @@ def run_search(
         Validated training data (:func:`~bluesky_digitwin.data.prepare_training_data`).
     n_trials
         The number of finished (complete, pruned or failed) trials the study should hold. A
-        study that already holds some (same storage and study name) continues from there.
+        study that already holds some (same storage and study name) continues from there:
+        finished trials are kept, and trials whose worker died are run again.
     n_workers
-        Parallel workers. One runs in this process; the others are spawned processes on this
-        machine sharing the storage. ``None`` uses one per available core.
+        Parallel workers on this machine. One runs in this process; the others are spawned
+        processes sharing the storage. ``None`` uses one per available core. ``0`` trains
+        nothing here: the search waits for workers elsewhere
+        (:func:`~bluesky_digitwin.surrogate.workers.run_worker`, ``digitwin worker``) to finish
+        the trials, which needs a ``storage`` they can all reach.
     seed
         Makes the split, the sampler and the networks' initialisation repeatable (exactly so with
         one worker; with several, the order in which trials finish depends on timing).
@@ -455,7 +549,8 @@ def run_search(
         Replace the defaults: the paper's space, 500 epochs with early stopping, TPE, and ASHA.
     artifact_store
         Where trial models go (an Optuna artifact store). Defaults to a directory beside a
-        journal file, or the user cache for a database.
+        journal file, or the user cache for a database; workers on other machines need a store
+        they reach too (a shared directory, or any Optuna artifact store given to them).
     warm_start
         Hyperparameters (one dict or several) to try first, e.g. a previous twin's best.
     validation_fraction
@@ -467,13 +562,29 @@ def run_search(
         Called about twice a second with a :class:`Progress`.
     work_dir
         Where worker inputs are written; a temporary directory by default.
+    data_source
+        Where ``data`` can be read again, for workers on other machines: ``{"kind": "tiled",
+        "uri": ..., "runs": [...], ...}`` as :func:`bluesky_digitwin.tiled.fit_runs` gives. Without
+        it the data are stored in the study as an artifact.
+    heartbeat_interval
+        Seconds between heartbeats of running trials on a database storage (see
+        :func:`open_storage`).
     """
     space = space or SearchSpace()
     train_config = train_config or TrainConfig()
     if n_trials < 1:
         raise DigitwinInputError(f"n_trials must be at least 1, got {n_trials}")
+    if n_workers is not None and n_workers < 0:
+        raise DigitwinInputError(f"n_workers must be 0 or more, got {n_workers}")
+    if n_workers == 0 and storage is None:
+        raise DigitwinInputError(
+            "n_workers=0 waits for workers elsewhere, which need a storage they can all reach: "
+            "give storage (a database URL, or a journal file on a shared disk)"
+        )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n_workers = max(1, min(n_workers or cores or 1, n_trials))
+    if n_workers is None:
+        n_workers = cores or 1
+    n_workers = min(n_workers, n_trials)
     if n_workers > 1 and isinstance(storage, optuna.storages.BaseStorage):
         raise DigitwinInputError(
             "several workers need a storage they can all open: give a journal file path "
@@ -491,7 +602,7 @@ def run_search(
             artifact_dir = tmp_root / "artifacts"
         else:
             artifact_dir = _default_artifact_dir(storage)
-        storage_obj = open_storage(storage)
+        storage_obj = open_storage(storage, heartbeat_interval=heartbeat_interval)
         storage_text = (
             redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "object"
         )
@@ -507,6 +618,18 @@ def run_search(
         )
         split_seed = _claim_study(study, data, seed, validation_fraction)
         split = SplitData.split(data, validation_fraction, split_seed, holdout)
+        _record_study(
+            study,
+            split=split,
+            space=space,
+            train_config=train_config,
+            n_trials=n_trials,
+            seed=seed,
+            holdout=holdout,
+            store=store,
+            data_source=data_source,
+            custom=sampler is not None or pruner is not None,
+        )
         for params in _as_list(warm_start):
             study.enqueue_trial(dict(params), skip_if_exists=True)
 
@@ -547,6 +670,7 @@ def run_search(
                         threads=threads,
                         sampler=sampler,
                         pruner=pruner,
+                        heartbeat_interval=heartbeat_interval,
                     )
                     proc = ctx.Process(target=_worker_main, args=(spec,), daemon=True)
                     proc.start()
@@ -554,9 +678,17 @@ def run_search(
                 if "tensorflow" not in sys.modules:
                     # This process trains too: share the cores with the workers.
                     os.environ.setdefault("DIGITWIN_TF_THREADS", str(threads))
-            objective = _objective_factory(split, space, train_config, store, seed)
             try:
-                _optimize(study, objective, n_trials)
+                if n_workers == 0:
+                    logger.info(
+                        "waiting for workers: digitwin worker --storage %s --study %s",
+                        storage_text,
+                        study.study_name,
+                    )
+                    _wait_for_workers(study, n_trials)
+                else:
+                    objective = _objective_factory(split, space, train_config, store, seed)
+                    _optimize(study, objective, n_trials)
             finally:
                 for proc in processes:
                     proc.join()
@@ -631,6 +763,66 @@ def _claim_study(
     return split_seed
 
 
+def _record_study(
+    study: optuna.Study,
+    *,
+    split: SplitData,
+    space: SearchSpace,
+    train_config: TrainConfig,
+    n_trials: int,
+    seed: int | None,
+    holdout: str,
+    store: Any,
+    data_source: Mapping[str, Any] | None,
+    custom: bool,
+) -> None:
+    """Write into the study what a worker joining from anywhere needs (:data:`STUDY_RECORD`).
+
+    Written once per study (a study searches one space on one data set); only the number of
+    trials asked for is updated by each run. JSON only: storages keep attributes as JSON.
+    """
+    record = study.user_attrs.get(STUDY_RECORD)
+    if record is None:
+        if data_source is not None:
+            data = dict(data_source)
+        else:
+            data = {"kind": "artifact", "artifact_id": _upload_split(study, split, store)}
+        record = {
+            "format": 1,
+            "space": asdict(space),
+            "train_config": asdict(train_config),
+            "holdout": holdout,
+            "seed": seed,
+            "scaling": split.scaling.to_dict(),
+            "data": data,
+            "artifacts": describe_artifact_store(store),
+            # Sampler and pruner objects cannot be recorded: workers elsewhere use TPE and
+            # ASHA unless given the same objects (run_worker's sampler and pruner).
+            "custom_sampler_or_pruner": custom,
+        }
+    record["n_trials"] = n_trials
+    study.set_user_attr(STUDY_RECORD, record)
+
+
+def _upload_split(study: optuna.Study, split: SplitData, store: Any) -> str:
+    """Store the scaled training and validation arrays as an artifact of the study."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "training-data.npz")
+        np.savez(
+            path, x_train=split.x_train, y_train=split.y_train, x_val=split.x_val, y_val=split.y_val
+        )
+        return optuna.artifacts.upload_artifact(
+            artifact_store=store, file_path=path, study_or_trial=study
+        )
+
+
+def describe_artifact_store(store: Any) -> dict[str, Any]:
+    """JSON that tells a worker where trial models go: a directory path, or the store's kind."""
+    if isinstance(store, FileSystemArtifactStore):
+        return {"kind": "filesystem", "path": os.path.abspath(store._base_path)}
+    return {"kind": type(store).__name__}
+
+
 def _watch(
     storage: Any,
     study_name: str,
@@ -646,12 +838,13 @@ def _watch(
         try:
             study = optuna.load_study(study_name=study_name, storage=storage)
             trials = study.get_trials(deepcopy=False, states=FINISHED)
+            finished = count_finished(study)
         except Exception:  # a transient storage error must not end the search
             logger.debug("progress poll failed", exc_info=True)
             continue
         values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         snapshot = Progress(
-            finished=len(trials),
+            finished=finished,
             total=total,
             pruned=sum(t.state == TrialState.PRUNED for t in trials),
             best_value=min(values) if values else None,

@@ -112,7 +112,7 @@ def test_two_worker_processes_share_a_journal(data, tmp_path):
     )
     trials = result.study.get_trials()
     assert len([t for t in trials if t.state.is_finished()]) >= 6
-    assert len({t.user_attrs.get("worker_pid") for t in trials}) == 2
+    assert len({t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}) == 2
     assert (tmp_path / "journal.log.artifacts").is_dir()
 
 
