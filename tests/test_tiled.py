@@ -527,3 +527,56 @@ def test_fit_runs_learns_from_measured_runs_only(catalog, RE, mag, routed, tag):
     assert twin.metadata["data"]["n_points"] == 33
     assert twin.units == {"T": "K", "H": "Oe", "M": "emu"}
     assert set(measured_runs_of_twin(catalog, twin)) == set(uids)
+
+
+def test_a_worker_elsewhere_reads_the_runs_from_tiled(catalog, RE, mag, routed, tag, tmp_path):
+    """A study learned from stored runs names them; a worker process reads them itself."""
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+
+    from bluesky_digitwin.surrogate.search import STUDY_RECORD, open_storage
+
+    uids = [measure(RE, mag, h, {"tag": tag}, n=11) for h in (1000.0, 5000.0, 20000.0)]
+    journal = tmp_path / "search.journal"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fit_runs(
+            catalog,
+            uids,
+            features=FEATURES,
+            target=TARGET,
+            keys=MAG_KEYS,
+            n_trials=1,
+            n_workers=1,
+            ensemble_size=1,
+            storage=journal,
+            study_name="from-tiled",
+            train_config=TrainConfig(max_epochs=10),
+            space=SearchSpace(n_layers=(1, 2), n_units=(8, 16), l2=None),
+        )
+    study = optuna.load_study(study_name="from-tiled", storage=open_storage(journal))
+    source = study.user_attrs[STUDY_RECORD]["data"]
+    assert source["kind"] == "tiled"
+    assert (source["uri"], source["runs"], source["keys"]) == (catalog.uri, uids, MAG_KEYS)
+    # The worker gets the server's key from the environment, as any Tiled client would.
+    code = (
+        "import sys\n"
+        "from bluesky_digitwin.surrogate.workers import run_worker\n"
+        "print(run_worker(sys.argv[1], 'from-tiled', n_trials=3).trials_run)\n"
+    )
+    env = {**os.environ, "TILED_API_KEY": catalog.api_key, "DIGITWIN_TF_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(journal)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "2"
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
