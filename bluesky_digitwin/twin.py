@@ -32,6 +32,7 @@ from bluesky_digitwin.data import (
     TrainingData,
     prepare_training_data,
 )
+from bluesky_digitwin.names import check_name
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import (
@@ -483,7 +484,8 @@ class DigitalTwin:
             )
         members = []
         for member in meta["members"]:
-            file = path / member["file"]
+            # The file name comes from the JSON: it must name a file in this directory.
+            file = path / check_name(member.get("file"), "member file")
             if not file.is_file() or _sha256(file) != member["sha256"]:
                 raise DigitwinInputError(
                     f"{file} is missing or does not match its checksum; the twin is incomplete"

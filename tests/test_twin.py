@@ -124,6 +124,16 @@ def test_a_damaged_twin_does_not_load(twin, tmp_path):
         DigitalTwin.load(tmp_path)
 
 
+@pytest.mark.parametrize("file", ["../outside.keras", "/etc/passwd", "sub/member.keras", 7])
+def test_a_twin_json_cannot_point_outside_its_directory(twin, tmp_path, file):
+    path = twin.save(tmp_path / "twin")
+    meta = json.loads((path / "twin.json").read_text())
+    meta["members"][0]["file"] = file
+    (path / "twin.json").write_text(json.dumps(meta))
+    with pytest.raises(DigitwinInputError, match=r"member file .* is not allowed"):
+        DigitalTwin.load(path)
+
+
 def test_save_refuses_to_replace_other_directories(twin, tmp_path):
     (tmp_path / "notes.txt").write_text("precious")
     with pytest.raises(DigitwinInputError, match="not a saved twin"):

@@ -36,6 +36,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
+from bluesky_digitwin.names import check_name
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import (
     FINISHED,
@@ -572,6 +573,8 @@ def run_search(
     """
     space = space or SearchSpace()
     train_config = train_config or TrainConfig()
+    if study_name is not None:
+        check_name(study_name, "study name")
     if n_trials < 1:
         raise DigitwinInputError(f"n_trials must be at least 1, got {n_trials}")
     if n_workers is not None and n_workers < 0:

@@ -23,6 +23,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
+from bluesky_digitwin.names import check_name
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import WORKER_ATTR, count_finished
 from bluesky_digitwin.surrogate.search import (
@@ -80,6 +81,7 @@ def load_study_record(
         The study does not exist (the message lists those that do), or was not made by a
         bluesky-digitwin search.
     """
+    check_name(study_name, "study name")
     storage_obj = open_storage(storage, heartbeat_interval=heartbeat_interval)
     where = redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "storage"
     names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj)]
