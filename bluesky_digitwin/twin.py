@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bluesky_digitwin._files import fsync_dir
 from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
@@ -447,7 +448,7 @@ class DigitalTwin:
                 member["file"] = name
                 member["sha256"] = _sha256(staging / name)
             _write_json(staging / METADATA_FILE, meta)
-            _fsync_dir(staging)
+            fsync_dir(staging)
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
                 os.replace(target, old / "twin")
@@ -455,7 +456,7 @@ class DigitalTwin:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(staging, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -576,16 +577,3 @@ def _write_json(path: Path, obj: Any) -> None:
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -35,6 +35,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
+from bluesky_digitwin._files import atomic_path
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.surrogate.network import Scaling
@@ -222,7 +223,8 @@ class SplitData:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for name in ("x_train", "y_train", "x_val", "y_val"):
-            np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+            with atomic_path(directory / f"{name}.npy") as path, open(path, "wb") as f:
+                np.save(f, getattr(self, name), allow_pickle=False)
 
     @classmethod
     def load(cls, directory: Path, scaling: Scaling) -> SplitData:
