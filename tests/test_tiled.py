@@ -6,6 +6,7 @@ whole module; tests tell their runs apart by a unique ``tag`` in the start docum
 
 from __future__ import annotations
 
+import secrets
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -216,7 +217,7 @@ def test_runs_survive_a_restart(catalog, tmp_path, mag):
         # the module's server and this one share theirs.
         assert first.api_key == catalog.api_key
         with pytest.raises(DigitwinInputError, match="another API key"):
-            TwinCatalog.embedded(tmp_path / "third", api_key="different0key")
+            TwinCatalog.embedded(tmp_path / "third", api_key=secrets.token_hex(8))
         first.subscribe(RE)
         measured = measure(RE, mag, 5000.0, {"tag": "restart"})
         simulated = simulate(RE, mag, simulated_md("restart", learned_from=[measured]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 import optuna
 import pytest
@@ -11,6 +13,7 @@ from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.surrogate.search import (
     SearchSpace,
     default_batch_sizes,
+    open_storage,
     redact_url,
     run_search,
 )
@@ -122,8 +125,20 @@ def test_several_workers_need_a_shareable_storage(data):
 
 
 def test_database_passwords_are_redacted():
-    assert redact_url("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    password = secrets.token_hex(8)  # made up here: no credential lives in the repo
+    assert redact_url(f"postgresql://me:{password}@db:5432/x") == "postgresql://me:***@db:5432/x"
     assert redact_url("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"
+
+
+def test_an_unreachable_database_is_one_clear_line_without_the_password():
+    password = secrets.token_hex(8)
+    # Port 1 on loopback: nothing listens, the driver fails at once.
+    with pytest.raises(DigitwinInputError) as error:
+        open_storage(f"postgresql://me:{password}@127.0.0.1:1/digitwin")
+    message = str(error.value)
+    assert password not in message
+    assert "postgresql://me:***@127.0.0.1:1/digitwin" in message
+    assert "PGPASSWORD" in message and len(message.splitlines()) == 1
 
 
 def test_scan_lines_are_found_despite_readback_jitter():
