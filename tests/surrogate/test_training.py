@@ -123,3 +123,43 @@ def test_regularised_and_dropout_networks_train():
 def test_bad_config():
     with pytest.raises(ValueError, match="max_epochs"):
         TrainConfig(max_epochs=0)
+
+
+def test_large_data_count_epochs_in_passes_over_the_reference_size():
+    """400 points with reference_points=100: one real epoch counts as four."""
+    x, y = _data(n=400)
+    config = TrainConfig(
+        max_epochs=40, patience=1000, lr_drop_epoch=20, chunk_epochs=8, reference_points=100
+    )
+    assert config.in_real_epochs(100) == (1.0, config)
+    unit, real = config.in_real_epochs(400)
+    assert unit == 4.0
+    assert (real.max_epochs, real.lr_drop_epoch, real.chunk_epochs) == (10, 5, 2)
+    reported = []
+
+    def should_stop(epochs, best_loss):
+        reported.append(epochs)
+        return False
+
+    result = train(
+        build_mlp(2, 1, 8, seed=0),
+        x,
+        y,
+        batch_size=100,
+        learning_rate=1e-3,
+        config=config,
+        should_stop=should_stop,
+    )
+    assert result.epochs_run == 10  # real epochs
+    # Counted epochs, as a pruner's rungs are (a chunk ends at the drop, real epoch 5).
+    assert reported == [8, 16, 20, 28, 36, 40]
+    assert result.learning_rates == pytest.approx([1e-3] * 5 + [2e-4] * 5)
+    # Counting real epochs instead:
+    plain = train(
+        build_mlp(2, 1, 8, seed=0),
+        x,
+        y,
+        batch_size=100,
+        config=TrainConfig(max_epochs=12, chunk_epochs=4, reference_points=None),
+    )
+    assert plain.epochs_run == 12
