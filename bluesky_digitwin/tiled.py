@@ -859,6 +859,31 @@ def runs_provenance(data: xr.Dataset) -> dict[str, Any]:
     }
 
 
+def runs_data_source(
+    data: xr.Dataset,
+    features: Sequence[str] | str,
+    target: str,
+    keys: Mapping[str, str] | None = None,
+    stream: str = "primary",
+    include_simulated: bool = False,
+) -> dict[str, Any]:
+    """How to read the Dataset of :func:`read_runs` again: a search's ``data_source``.
+
+    Search workers on other machines read the same runs from Tiled
+    (:mod:`bluesky_digitwin.surrogate.workers`), so the study needs no copy of the data.
+    """
+    return {
+        "kind": "tiled",
+        "uri": data.attrs["tiled_uri"],
+        "runs": list(data.attrs["run_uids"]),
+        "features": [features] if isinstance(features, str) else list(features),
+        "target": target,
+        "keys": dict(keys) if keys else None,
+        "stream": stream,
+        "include_simulated": include_simulated,
+    }
+
+
 def fit_runs(
     source: TwinCatalog | Any,
     uids: Sequence[str] | str | None = None,
@@ -891,24 +916,11 @@ def fit_runs(
         stream=stream,
         include_simulated=include_simulated,
     )
-    features = [features] if isinstance(features, str) else list(features)
-    # Workers on other machines read the same runs again (surrogate.workers), so the study
-    # needs no copy of the data.
-    data_source = {
-        "kind": "tiled",
-        "uri": data.attrs["tiled_uri"],
-        "runs": list(data.attrs["run_uids"]),
-        "features": features,
-        "target": target,
-        "keys": dict(keys) if keys else None,
-        "stream": stream,
-        "include_simulated": include_simulated,
-    }
     return DigitalTwin.fit(
         data,
         features,
         target,
         provenance={**runs_provenance(data), **(provenance or {})},
-        data_source=data_source,
+        data_source=runs_data_source(data, features, target, keys, stream, include_simulated),
         **fit_options,
     )

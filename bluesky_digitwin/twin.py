@@ -119,6 +119,7 @@ class DigitalTwin:
         provenance: Mapping[str, Any] | None = None,
         data_source: Mapping[str, Any] | None = None,
         heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+        artifact_store: Any = None,
     ) -> DigitalTwin:
         """Learn ``target`` as a function of ``features`` and return the twin.
 
@@ -165,10 +166,12 @@ class DigitalTwin:
             Called with a :class:`~bluesky_digitwin.surrogate.search.Progress` while searching.
         provenance
             Extra JSON-serialisable facts to record, e.g. the run uids the data came from.
-        data_source, heartbeat_interval
+        data_source, heartbeat_interval, artifact_store
             For workers on other machines: where they read the data again (see
             :func:`~bluesky_digitwin.surrogate.search.run_search`; by default the data are
-            stored in the study) and their heartbeat on a database storage.
+            stored in the study), their heartbeat on a database storage, and where trial
+            models go (an Optuna artifact store; by default a directory beside a journal, or
+            the user cache for a database).
         """
         if ensemble_size < 1:
             raise DigitwinInputError(f"ensemble_size must be at least 1, got {ensemble_size}")
@@ -196,6 +199,7 @@ class DigitalTwin:
             progress=progress,
             data_source=data_source,
             heartbeat_interval=heartbeat_interval,
+            artifact_store=artifact_store,
         )
         best_value = result.best_trials[0].value
         limit = np.inf if ensemble_tolerance is None else ensemble_tolerance * best_value

@@ -82,6 +82,12 @@ def load_study_record(
         bluesky-digitwin search.
     """
     check_name(study_name, "study name")
+    if isinstance(storage, (str, os.PathLike)) and "://" not in os.fspath(storage):
+        if not os.path.isfile(storage):
+            # Opening would create an empty journal: a typo must not look like a new search.
+            raise DigitwinInputError(
+                f"no journal file at {os.fspath(storage)}; give the --storage the search uses"
+            )
     storage_obj = open_storage(storage, heartbeat_interval=heartbeat_interval)
     where = redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "storage"
     names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj)]
