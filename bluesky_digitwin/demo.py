@@ -8,6 +8,10 @@ simulation of that measurement to ``simulated``, apart from the measured runs.
 
 Because the material is simulated, its true |ΔS_M| is known, and the summary compares the
 twin's with it and with what the coarse fields alone give.
+
+The searches of the background trainings are recorded in a journal file beside the Tiled data
+(``digitwin-demo/search.journal``), so that ``digitwin dashboard`` shows their learning curves,
+pruned trials and hyperparameter importances afterwards.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ from bluesky_digitwin.sim import FirstOrderMagnet
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 
-__all__ = ["COARSE_FIELDS_OE", "run_demo"]
+__all__ = ["COARSE_FIELDS_OE", "DEMO_STORAGE", "run_demo"]
 
 #: The coarse fields of the paper's ErCo2 measurement (Oe).
 COARSE_FIELDS_OE = (100.0, 1000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0)
 #: Candidate field steps (T) the twin is asked about.
 CANDIDATE_STEPS_T = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
+#: Where the demo records its searches by default (relative to the working directory), and where
+#: ``digitwin dashboard`` looks without ``--storage``.
+DEMO_STORAGE = Path("digitwin-demo") / "search.journal"
 
 
 class _RunLog:
@@ -60,13 +67,24 @@ class _RunLog:
 
 
 def _watch_twin(cb: Any, say: Callable[[str], None], stop: threading.Event) -> None:
-    """Tell the user what the background training is doing, as it changes."""
+    """Tell the user what the background training is doing, as it changes: its state, and
+    while it searches, each finished trial."""
     last = None
+    last_trials = None
     while not stop.wait(0.5):
         status = cb.status
         key = (status.state, status.trainings, status.twin_id)
+        trials = (status.trainings, status.trials_finished)
         if key != last and status.state in ("training", "ready", "error"):
             say(f"  twin: {status}")
+            last_trials = trials
+        elif status.state == "training" and status.trials_total and trials != last_trials:
+            running = time.time() - status.started if status.started is not None else 0.0
+            say(
+                f"  twin: training #{status.trainings}: {status.trials_finished or 0}/"
+                f"{status.trials_total} trials finished, {running:.0f} s"
+            )
+            last_trials = trials
         last = key
 
 
@@ -80,6 +98,7 @@ def run_demo(
     tiled_uri: str | None = None,
     api_key: str | None = None,
     seconds_per_point: float = 0.0,
+    storage: str | os.PathLike | None = DEMO_STORAGE,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the demo and return its summary (JSON-serialisable).
@@ -99,6 +118,11 @@ def run_demo(
         Write to an existing Tiled server instead (API key: argument or ``TILED_API_KEY``).
     seconds_per_point
         Simulated measuring time per point, to feel like an instrument (0: as fast as possible).
+    storage
+        Where the trainings' searches are recorded, one study each (named
+        ``demo-<date>-<time>-<training>-<random>``): a journal file path (default
+        ``digitwin-demo/search.journal``, trial models beside it in ``<journal>.artifacts``) or
+        a database URL; ``None`` keeps them in temporary files only.
     """
     from bluesky import RunEngine
 
@@ -133,6 +157,11 @@ def run_demo(
         RE = RunEngine({}, call_returns_result=True)
         log = _RunLog(say)
         options = _fit_options(n_trials, n_workers, seed, fast)
+        if storage is not None:
+            storage = _absolute(storage)
+            options["storage"] = storage
+            # The callback makes one study per training from this base name.
+            options["study_name"] = time.strftime("demo-%Y%m%d-%H%M%S")
         # The coarse lines come every second or two: let new lines restart the training until
         # the last one, so that the twin the plan waits for is trained once on all of them.
         policy = RetrainPolicy(max_restarts=len(COARSE_FIELDS_OE))
@@ -196,6 +225,15 @@ def run_demo(
         f"Tiled: {len(measured)} measured runs in {catalog.uri}/measured, "
         f"{len(simulated)} simulated run(s) in {catalog.uri}/simulated"
     )
+    search = twin.metadata.get("search", {})
+    if storage is not None:
+        dashboard = "digitwin dashboard" + (
+            "" if storage == _absolute(DEMO_STORAGE) else f" --storage {search.get('storage')}"
+        )
+        say(
+            f"searches recorded in {search.get('storage')}; the twin's: "
+            f"{dashboard} --study {search.get('study_name')}"
+        )
     say(f"done in {elapsed:.0f} s")
     return {
         "tiled": {"uri": catalog.uri, "measured": measured, "simulated": simulated},
@@ -211,8 +249,18 @@ def run_demo(
             "learned_from": list(twin.metadata.get("provenance", {}).get("run_uids", [])),
         },
         "entropy_change": summary_dsm,
+        "search": {
+            "storage": search.get("storage") if storage is not None else None,
+            "study": search.get("study_name"),
+        },
         "wall_time_s": round(elapsed, 1),
     }
+
+
+def _absolute(storage: str | os.PathLike) -> str:
+    """A journal path made absolute (the trainings run in other directories); a URL as is."""
+    text = os.fspath(storage)
+    return text if "://" in text else str(Path(text).resolve())
 
 
 def _fit_options(

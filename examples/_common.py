@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from bluesky_digitwin import DigitalTwin, TrainConfig
+from bluesky_digitwin.cli import ProgressLine
 
 #: The paper's published data (no licence: read in place, never copied into the repository).
 SHARED_DATA = Path(
@@ -69,6 +71,12 @@ def parse_args(
     parser.add_argument("--seed", type=int, default=0, help="seed of the data noise and search")
     parser.add_argument(
         "--workers", type=int, default=None, help="search workers (default one per core; --fast 1)"
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors (the figures and summary.txt are written all the same)",
     )
     if extra is not None:
         extra(parser)
@@ -129,10 +137,16 @@ def fit_twin(
     args: argparse.Namespace,
     say: Summary,
 ) -> DigitalTwin:
-    """The twin, from the paper's search or, with ``--fast``, a tiny one on one worker."""
+    """The twin, from the paper's search or, with ``--fast``, a tiny one on one worker; the
+    search's progress on stderr, as ``digitwin fit`` shows it."""
     quiet_optuna()
     trials = args.trials or (FAST_TRIALS if args.fast else TRIALS)
     start = time.perf_counter()
+    # TensorFlow first, while this is the only thread: its C++ start-up lines are then kept
+    # off the terminal (bluesky_digitwin._tf), which the search's progress thread would prevent.
+    import bluesky_digitwin._tf  # noqa: F401
+
+    progress = ProgressLine("search", quiet=args.quiet)
     twin = DigitalTwin.fit(
         data,
         features,
@@ -144,7 +158,9 @@ def fit_twin(
         train_config=TrainConfig(max_epochs=FAST_EPOCHS) if args.fast else TrainConfig(),
         refit_epochs=10 if args.fast else 30,
         provenance={"source": data.attrs.get("source"), "example": Path(args.out).name},
+        progress=progress,
     )
+    progress.done()
     search = twin.metadata["search"]
     unit = twin.units.get(target, "")
     say(
@@ -240,6 +256,7 @@ def field_step_study(
         f"time estimate: {per_line} settled points per field at {time_model.seconds_per_point:g}"
         f" s each, {time_model.seconds_per_step_change / 60:g} min between fields (an MPMS run)"
     )
+    say.status("simulating the measurement at each candidate field step ...")
     suggestion = suggest_step(
         twin,
         "H",
@@ -273,19 +290,26 @@ def rmse(a: Any, b: Any) -> float:
 
 
 class Summary:
-    """Lines printed as they come and written to ``summary.txt`` at the end."""
+    """Lines printed as they come (unless ``quiet``) and written to ``summary.txt`` at the end."""
 
-    def __init__(self, out: Path, title: str, *, fast: bool = False):
+    def __init__(self, out: Path, title: str, *, fast: bool = False, quiet: bool = False):
         self.out = Path(out)
         self.fast = fast
+        self.quiet = quiet
         self.lines: list[str] = []
         self.figures: list[str] = []
         self.start = time.perf_counter()
         self(title)
 
     def __call__(self, text: str = "") -> None:
-        print(text, flush=True)
+        if not self.quiet:
+            print(text, flush=True)
         self.lines.append(text)
+
+    def status(self, text: str) -> None:
+        """What the script is waiting for: on stderr, not part of the summary."""
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
 
     def save(self, fig: Any, name: str) -> Path:
         """Write ``fig`` as ``<out>/<name>.png``."""

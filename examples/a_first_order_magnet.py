@@ -50,7 +50,10 @@ def peak(curve: xr.DataArray) -> str:
 def main() -> None:
     args = parse_args(NAME, __doc__)
     say = Summary(
-        args.out, "case (a): |ΔS_M| of a first-order magnet (paper §3.1, ErCo2)", fast=args.fast
+        args.out,
+        "case (a): |ΔS_M| of a first-order magnet (paper §3.1, ErCo2)",
+        fast=args.fast,
+        quiet=args.quiet,
     )
     magnet = None
     if args.data:

@@ -60,6 +60,7 @@ def main() -> None:
         args.out,
         "case (b): |ΔS_M| when the transition moves with field (§3.2, Fe3Ga4)",
         fast=args.fast,
+        quiet=args.quiet,
     )
     magnet = None
     if args.data:

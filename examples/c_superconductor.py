@@ -88,7 +88,10 @@ def tc_line(prediction: xr.Dataset, low: np.ndarray, high: np.ndarray, level: fl
 def main() -> None:
     args = parse_args(NAME, __doc__)
     say = Summary(
-        args.out, "case (c): Tc(H) of a superconductor, noisy and ragged (§3.3)", fast=args.fast
+        args.out,
+        "case (c): Tc(H) of a superconductor, noisy and ragged (§3.3)",
+        fast=args.fast,
+        quiet=args.quiet,
     )
     film = None
     if args.data:

@@ -40,7 +40,12 @@ ARPES_TIME = TimeModel(seconds_per_point=0.03, seconds_per_step_change=2.0, poin
 
 def main() -> None:
     args = parse_args(NAME, __doc__)
-    say = Summary(args.out, "case (d): an ARPES-like map over two angles (§3.4)", fast=args.fast)
+    say = Summary(
+        args.out,
+        "case (d): an ARPES-like map over two angles (§3.4)",
+        fast=args.fast,
+        quiet=args.quiet,
+    )
     arpes = None
     if args.data:
         units = {**UNITS, "I": "arb. units"}
@@ -105,6 +110,7 @@ def main() -> None:
 
     # Which secondary-angle step would do? The twin's map at candidate steps, interpolated.
     theta_sweep = np.linspace(*twin.ranges["theta"], 2 * sweep_points(args) - 1)
+    say.status("simulating the map at each candidate secondary-angle step ...")
     suggestion = suggest_step(twin, "phi", quantity="map", over=theta_sweep, time_model=ARPES_TIME)
     say()
     say(str(suggestion))

@@ -15,9 +15,6 @@ instead. With ``DIGITWIN_UPDATE_SCREENSHOTS=1`` the screenshot also replaces
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,67 +24,17 @@ import bluesky.plan_stubs as bps
 import pytest
 from bluesky import RunEngine
 from bluesky.plans import scan
+from browser_testing import TIMEOUT, headless_chromium, keep_screenshot
 
 from bluesky_digitwin.sim import FirstOrderMagnet, Magnetometer
 from bluesky_digitwin.tiled import SIMULATED_SPEC, TwinCatalog
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-#: Where the documentation's screenshot lives (replaced only when asked to).
-DOCS_SCREENSHOT = (
-    Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "tiled-simulated.png"
-)
-#: Seconds to wait for the UI; the UI is quick, but CI machines can be loaded.
-TIMEOUT = 90
-#: Chromium on a closed network: no sandbox (root in containers), no GPU, no calls home.
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,1000",
-)
-
-
-def _missing() -> list[str]:
-    """What the browser check needs and this machine lacks."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.is_file()]
-    if importlib.util.find_spec("selenium") is None:
-        missing.append("the Python package selenium")
-    return missing
-
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    """A headless Chromium driven by Selenium; skipped (or failed, if required) when absent."""
-    missing = _missing()
-    if missing:
-        reason = (
-            f"the browser check needs {', '.join(missing)} (apt-get install chromium "
-            "chromium-driver, e.g. by .ci/install-browser; pip install selenium)"
-        )
-        if os.environ.get("DIGITWIN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"DIGITWIN_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(TIMEOUT)
-    try:
+    """Headless Chromium; skipped (or failed, if required) without it (browser_testing)."""
+    with headless_chromium(tmp_path) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _write_runs(catalog: TwinCatalog) -> tuple[str, str]:
@@ -169,6 +116,4 @@ def test_tiled_web_ui_shows_the_simulated_run_and_its_origin(browser, tmp_path):
         assert browser.save_screenshot(str(screenshot))
 
     assert screenshot.stat().st_size > 10_000
-    if os.environ.get("DIGITWIN_UPDATE_SCREENSHOTS") == "1":
-        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+    keep_screenshot(screenshot, "tiled-simulated.png")
