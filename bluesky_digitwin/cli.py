@@ -8,6 +8,8 @@ Contract (design.md; keep it stable)::
                  (added: learn from runs stored in Tiled; the API key from TILED_API_KEY)
     digitwin predict DIR GRID --out PRED.csv
     digitwin demo [--json]
+                 (added: [--fast] [--tiled-dir DIR | --tiled-uri URI]
+                 [--storage URL | --no-storage])
 
 Analysis (added; see ``digitwin suggest-step --help`` and ``digitwin compare --help``)::
 
@@ -17,7 +19,20 @@ Analysis (added; see ``digitwin suggest-step --help`` and ``digitwin compare --h
                  [--reference FINE.csv [--reference-columns t h m]]
                  [--quantity magnetocaloric --mass 0.61 --mass-units mg --at 3 5] [--json]
 
-Usage errors exit with code 2 and one line that names the problem; warnings are one line each.
+Searches (added; see ``digitwin worker --help`` and ``digitwin dashboard --help``)::
+
+    digitwin fit ... --storage postgresql://user@host/db --study NAME --workers 0
+                 [--artifacts DIR] [--heartbeat S]   (wait for workers elsewhere, then build)
+    digitwin worker --storage URL --study NAME [--trials N] [--artifacts DIR] [--heartbeat S]
+                 (join a search from any machine; the study says what and on what data)
+
+    digitwin dashboard [--storage URL] [--study NAME] [--artifacts DIR] [--host 127.0.0.1]
+                 [--port 8080] [--no-browser]   (optuna-dashboard: learning curves, pruning,
+                 importances, the trial models)
+
+Every command takes ``-q`` (print nothing but errors and the output asked for: JSON, the
+dashboard's address) and ``--debug``. Usage errors exit with code 2 and one line that names the
+problem; warnings are one line each.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +52,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bluesky_digitwin.data import DigitwinInputError
+from bluesky_digitwin.surrogate.search import HEARTBEAT_INTERVAL, redact_url
 
 __all__ = ["main"]
 
@@ -43,8 +60,13 @@ EXIT_USAGE = 2
 
 
 class ProgressLine:
-    """A one-line progress display on stderr: redrawn in place on a terminal, else one line per
-    change; silent when quiet."""
+    """A one-line progress display of a search on stderr: redrawn in place on a terminal, else
+    one line per change; silent when quiet.
+
+    Give it as the ``progress`` of :meth:`DigitalTwin.fit
+    <bluesky_digitwin.twin.DigitalTwin.fit>` (or of the search), and call :meth:`done` after.
+    The examples use it too.
+    """
 
     def __init__(self, label: str, quiet: bool = False, stream: TextIO | None = None):
         self.label = label
@@ -52,12 +74,17 @@ class ProgressLine:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._width = 0
+        self._last: tuple[Any, ...] | None = None
 
     def __call__(self, p: Any) -> None:
         if self.quiet:
             return
-        best = "-" if p.best_value is None else f"{p.best_value:.4g}"
         total = max(p.total, p.finished)  # parallel workers may finish a trial or two extra
+        state = (p.finished, total, p.pruned, p.best_value)
+        if not self.tty and state == self._last:
+            return  # the search reports once more when it ends: in a log, once is enough
+        self._last = state
+        best = "-" if p.best_value is None else f"{p.best_value:.4g}"
         minutes, seconds = divmod(int(p.elapsed), 60)
         bar_len = 20
         filled = int(bar_len * p.finished / max(total, 1))
@@ -78,20 +105,82 @@ class ProgressLine:
             self.stream.flush()
 
 
+class StatusLine:
+    """What a command is waiting for, on stderr.
+
+    On a terminal, one transient line: the next status replaces it, and it is erased before
+    anything else is printed, so the screen keeps only results and errors (an error stays one
+    line). In a pipe or a log it prints nothing, as git does: there, nobody watches the wait.
+    Silent when quiet.
+    """
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.enabled = not quiet and self.stream.isatty()
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        # Cut to the terminal's width: a wrapped line could not be erased.
+        self.stream.write("\r\033[K" + text[: self._width() - 1])
+        self.stream.flush()
+        self._shown = True
+
+    def _width(self) -> int:
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        return columns or shutil.get_terminal_size().columns  # 0: a terminal never sized
+
+    def clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._shown = False
+
+
+def _clear_status(args: argparse.Namespace) -> None:
+    status = getattr(args, "status_line", None)
+    if status is not None:
+        status.clear()
+
+
 def _say(args: argparse.Namespace, text: str) -> None:
-    """Human-readable output: stderr when stdout carries JSON, else stdout."""
+    """Human-readable output: stderr when stdout carries JSON, else stdout; none with -q."""
     if getattr(args, "quiet", False):
         return
+    _clear_status(args)
     stream = sys.stderr if getattr(args, "json", False) else sys.stdout
     print(text, file=stream, flush=True)
 
 
+def _status(args: argparse.Namespace, text: str) -> None:
+    """Show what the command waits for (:class:`StatusLine`: on a terminal only)."""
+    status = getattr(args, "status_line", None)
+    if status is not None:
+        status.show(text)
+
+
+def _result(args: argparse.Namespace, text: str) -> None:
+    """The human-readable result asked for: stdout, even with -q. With --json the JSON line is
+    the result, and this goes to stderr, as :func:`_say` does (none with -q)."""
+    if getattr(args, "json", False):
+        _say(args, text)
+    else:
+        _clear_status(args)
+        print(text, flush=True)
+
+
 @contextlib.contextmanager
-def _one_line_warnings() -> Iterator[None]:
+def _one_line_warnings(status: StatusLine | None = None) -> Iterator[None]:
     """Show warnings as ``digitwin: warning: ...`` lines instead of Python's two-line form."""
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
+        if status is not None:
+            status.clear()
         print(f"digitwin: warning: {message}", file=sys.stderr, flush=True)
 
     warnings.showwarning = show
@@ -99,6 +188,13 @@ def _one_line_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.showwarning = original
+
+
+def _start_tensorflow() -> None:
+    """Import TensorFlow now, before the search's progress thread starts: its C++ start-up
+    lines (CUDA probing) are kept off the terminal only while one thread runs (see
+    bluesky_digitwin._tf), and -q must leave nothing but errors."""
+    import bluesky_digitwin._tf  # noqa: F401
 
 
 def _quiet_libraries() -> None:
@@ -124,13 +220,23 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise DigitwinInputError(
             f"--out {out} exists and is not a saved twin; choose a new directory"
         )
+    _check_search_options(args)
     if _from_tiled(args):
-        data, source, provenance = _read_tiled_runs(args)
+        data, source, provenance, data_source = _read_tiled_runs(args)
     else:
-        data, source, provenance = args.data, args.data, None
+        data, source, provenance, data_source = args.data, args.data, None, None
     # Check the data before starting TensorFlow and the search, so mistakes fail in a second.
     prepare_training_data(data, args.features, args.target)
     _say(args, f"learning {args.target}({', '.join(args.features)}) from {source}")
+    if args.workers == 0:
+        _say(
+            args,
+            f"waiting for workers; on each machine run: digitwin worker --storage "
+            f"{redact_url(str(args.storage))} --study {args.study}",
+        )
+    _status(args, "starting TensorFlow ...")
+    _start_tensorflow()
+    _clear_status(args)
     progress = ProgressLine("search", quiet=args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data warnings were shown by the check above
@@ -146,6 +252,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             study_name=args.study,
             progress=progress,
             provenance=provenance,
+            data_source=data_source,
+            heartbeat_interval=args.heartbeat,
+            artifact_store=_artifact_store(args.artifacts),
         )
     progress.done()
     twin.save(out)
@@ -206,9 +315,35 @@ def _parse_keys(pairs: Sequence[str] | None) -> dict[str, str]:
     return keys
 
 
-def _read_tiled_runs(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
-    """The points of the Tiled runs, where they came from, and the provenance to record."""
-    from bluesky_digitwin.tiled import TwinCatalog, read_runs, runs_provenance
+def _check_search_options(args: argparse.Namespace) -> None:
+    """Refuse bad search options before any data is read or TensorFlow starts."""
+    from bluesky_digitwin.names import check_name
+
+    if args.study is not None:
+        check_name(args.study, "--study")
+    if args.workers == 0 and (args.storage is None or args.study is None):
+        raise DigitwinInputError(
+            "--workers 0 waits for workers elsewhere: give the --storage they share (a database "
+            "URL) and the --study NAME they join"
+        )
+
+
+def _artifact_store(directory: str | None) -> Any:
+    if directory is None:
+        return None
+    from optuna.artifacts import FileSystemArtifactStore
+
+    path = Path(directory).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def _read_tiled_runs(
+    args: argparse.Namespace,
+) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
+    """The points of the Tiled runs, where they came from, the provenance to record, and how
+    search workers elsewhere read them again."""
+    from bluesky_digitwin.tiled import TwinCatalog, read_runs, runs_data_source, runs_provenance
 
     keys = _parse_keys(args.keys)
     catalog = TwinCatalog.connect(
@@ -224,7 +359,10 @@ def _read_tiled_runs(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]
         include_simulated=args.include_simulated,
     )
     provenance = runs_provenance(data)
-    return data, f"{len(provenance['run_uids'])} run(s) at {catalog.uri}", provenance
+    source = runs_data_source(
+        data, args.features, args.target, keys, args.stream, args.include_simulated
+    )
+    return data, f"{len(provenance['run_uids'])} run(s) at {catalog.uri}", provenance, source
 
 
 def _fmt(value: Any) -> str:
@@ -237,13 +375,18 @@ def _fmt(value: Any) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import math
+
     import pandas as pd
 
     from bluesky_digitwin.data import load_table
     from bluesky_digitwin.twin import DigitalTwin
 
     grid = load_table(args.grid)
+    _status(args, f"loading the twin in {args.twin} ...")
     twin = DigitalTwin.load(args.twin)
+    n_points = math.prod(grid.sizes.values())
+    _status(args, f"simulating the measurement at {n_points} points ...")
     prediction = twin.predict(grid)
     target = twin.target
     frame = grid.to_dataframe().reset_index(drop=True)
@@ -283,7 +426,7 @@ def _write_atomic_csv(frame: Any, path: Path, pd: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from bluesky_digitwin.demo import run_demo
+    from bluesky_digitwin.demo import DEMO_STORAGE, run_demo
 
     if args.api_key and not args.tiled_uri:
         raise DigitwinInputError(
@@ -298,6 +441,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         tiled_uri=args.tiled_uri,
         api_key=args.api_key,
         seconds_per_point=args.seconds_per_point,
+        storage=None if args.no_storage else (args.storage or DEMO_STORAGE),
         say=lambda text: _say(args, text),
     )
     if args.json:
@@ -313,6 +457,7 @@ def _cmd_suggest_step(args: argparse.Namespace) -> int:
     from bluesky_digitwin.analysis.units import FIELD_UNITS, normalize_unit
     from bluesky_digitwin.twin import DigitalTwin
 
+    _status(args, f"loading the twin in {args.twin} ...")
     twin = DigitalTwin.load(args.twin)
     axis_units = args.axis_units or twin.units.get(args.axis) or None
     candidate_units = args.candidate_units
@@ -326,6 +471,7 @@ def _cmd_suggest_step(args: argparse.Namespace) -> int:
         points_per_line=args.points_per_line,
     )
     defaults = {"tol": args.tol, "sweep_points": args.sweep_points}
+    _status(args, f"simulating the measurement at each candidate step of {args.axis} ...")
     result = suggest_step(
         twin,
         args.axis,
@@ -341,7 +487,7 @@ def _cmd_suggest_step(args: argparse.Namespace) -> int:
         time_model=time_model,
         **{k: v for k, v in defaults.items() if v is not None},
     )
-    _say(args, str(result))
+    _result(args, str(result))
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False), flush=True)
     return 0
@@ -376,6 +522,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     reference = _load_reference(args, features, target, load_table) if args.reference else None
 
     if args.twin:
+        _status(args, f"loading the twin in {args.twin} ...")
         twin = DigitalTwin.load(args.twin)
         if list(twin.features) != features or twin.target != target:
             raise DigitwinInputError(
@@ -385,7 +532,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         _say(args, f"loaded the twin from {args.twin}")
     else:
         _say(args, f"learning {target}({', '.join(features)}) from {args.data}")
-        progress = ProgressLine("search", quiet=args.quiet or args.json)
+        _status(args, "starting TensorFlow ...")
+        _start_tensorflow()
+        _clear_status(args)
+        progress = ProgressLine("search", quiet=args.quiet)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # shown by the check above
             twin = DigitalTwin.fit(
@@ -398,6 +548,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         progress.done()
+    _status(
+        args,
+        "fitting the baselines: linear and cubic-spline interpolation, and RBF "
+        f"({args.rbf_trials} tuning trials) ...",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models: list[tuple[str, Any, str]] = [
@@ -432,7 +587,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     }
     if mce is not None and reference is not None:
         summary["reference_entropy_change"] = _reference_entropy(reference, features, target, mce)
-    _say(args, _compare_table(summary, mce))
+    _result(args, _compare_table(summary, mce))
     if args.json:
         print(json.dumps(_json_safe(summary), allow_nan=False), flush=True)
     return 0
@@ -648,12 +803,92 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+# -- worker ------------------------------------------------------------------------------------
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from bluesky_digitwin.names import check_name
+
+    check_name(args.study, "--study")
+    _start_tensorflow()
+    from bluesky_digitwin.surrogate.workers import run_worker
+
+    where = redact_url(str(args.storage))
+    _say(args, f"joining study {args.study!r} on {where}")
+    report = run_worker(
+        args.storage,
+        args.study,
+        n_trials=args.trials,
+        artifacts=args.artifacts,
+        heartbeat_interval=args.heartbeat,
+    )
+    _say(
+        args,
+        f"worker done: ran {report.trials_run} trials; study {report.study!r} holds "
+        f"{report.finished} of {report.n_trials} finished trials",
+    )
+    return 0
+
+
+# -- dashboard ---------------------------------------------------------------------------------
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from bluesky_digitwin.dashboard import serve_dashboard
+
+    storage = args.storage
+    if storage is None:
+        from bluesky_digitwin.demo import DEMO_STORAGE
+
+        if not DEMO_STORAGE.is_file():
+            raise DigitwinInputError(
+                f"no --storage given, and no demo searches here ({DEMO_STORAGE}); give the "
+                "--storage of a search (a journal file path or a database URL), or run "
+                "'digitwin demo' in this directory first"
+            )
+        storage = DEMO_STORAGE
+    serve_dashboard(
+        storage,
+        host=args.host,
+        port=args.port,
+        study=args.study,
+        artifact_store=args.artifacts,
+        open_browser=not args.no_browser,
+        say=lambda text: _say(args, text),
+        # The address is the output asked for: printed even with -q.
+        show_url=lambda url: print(url, flush=True),
+    )
+    return 0
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, as argparse does, but shorter
         self.exit(EXIT_USAGE, f"digitwin: error: {message} (see: {self.prog} --help)\n")
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--artifacts",
+        default=None,
+        metavar="DIR",
+        help="directory of the trial models, shared by all workers (default: beside a journal "
+        "file, or the user cache for a database; a worker uses the one its study records)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=_positive_int,
+        default=HEARTBEAT_INTERVAL,
+        metavar="S",
+        help=f"seconds between heartbeats of a running trial on a database ({HEARTBEAT_INTERVAL});"
+        " the trial of a worker silent for twice that is run again",
+    )
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -672,7 +907,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="A neural-network digital twin of scanning measurements.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors and the results asked for",
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -689,7 +929,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--target", required=True, help="measured column, e.g. M")
     fit.add_argument("--trials", type=_positive_int, default=30, help="search trials (30)")
     fit.add_argument(
-        "--workers", type=_positive_int, default=None, help="parallel workers (one per core)"
+        "--workers",
+        type=_non_negative_int,
+        default=None,
+        help="parallel workers on this machine (one per core); 0: train nothing here, wait for "
+        "'digitwin worker' processes elsewhere",
     )
     fit.add_argument("--seed", type=int, default=None, help="make the search repeatable")
     fit.add_argument(
@@ -698,6 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Optuna storage: a journal file path or a database URL (default: temporary)",
     )
     fit.add_argument("--study", default=None, help="study name to create or continue")
+    _add_worker_options(fit)
     fit.add_argument("--ensemble", type=_positive_int, default=5, help="networks in the twin (5)")
     fit.add_argument("--out", required=True, help="directory to save the twin in")
     tiled = fit.add_argument_group(
@@ -754,10 +999,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="simulated measuring time per point (0)",
     )
+    searches = demo.add_mutually_exclusive_group()
+    searches.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="record the searches in this journal file or database URL, for 'digitwin "
+        "dashboard' (default: digitwin-demo/search.journal)",
+    )
+    searches.add_argument(
+        "--no-storage",
+        action="store_true",
+        help="keep the searches in temporary files only",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     _add_suggest_step(sub, common)
     _add_compare(sub, common)
+    _add_dashboard(sub, common)
     return parser
 
 
@@ -779,6 +1038,91 @@ def _nonnegative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port from 0 (any free one) to 65535, got {value}"
+        )
+    return value
+
+
+def _add_dashboard(sub: Any, common: argparse.ArgumentParser) -> None:
+    from bluesky_digitwin.dashboard import DEFAULT_HOST, DEFAULT_PORT
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="join a search from any machine (the study says what and on what data)",
+        description="Run trials of a search started by 'digitwin fit --storage URL --study NAME' "
+        "until the study holds its number of finished trials. Give the database password in "
+        "PGPASSWORD or ~/.pgpass, not in the URL.",
+    )
+    worker.add_argument(
+        "--storage",
+        required=True,
+        help="the search's storage: a database URL, or a journal file on a shared disk",
+    )
+    worker.add_argument("--study", required=True, help="the study the search started")
+    worker.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=None,
+        help="finished trials to reach (default: the number the search asked for)",
+    )
+    _add_worker_options(worker)
+    worker.set_defaults(func=_cmd_worker)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        parents=[common],
+        help="show the searches in optuna-dashboard: learning curves, pruning, importances",
+        description=(
+            "Serve optuna-dashboard on a search's storage until Ctrl-C: every trial's learning "
+            "curve (the validation loss it reported while training), which trials were pruned "
+            "and when, the search's history and the hyperparameters' importances; the trial "
+            "models too, when they are found beside the journal (<journal>.artifacts). It has "
+            "no login and can delete studies: it listens on this machine only unless --host "
+            "says otherwise."
+        ),
+    )
+    dashboard.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="the search's journal file or database URL (default: the demo's, "
+        "digitwin-demo/search.journal)",
+    )
+    dashboard.add_argument(
+        "--study",
+        default=None,
+        metavar="NAME",
+        help="print the address of this study's page (and open it)",
+    )
+    dashboard.add_argument(
+        "--artifacts",
+        default=None,
+        metavar="DIR",
+        help="directory of the trial models (default: the one --study records, else beside a "
+        "journal file, or the user cache for a database)",
+    )
+    dashboard.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"interface to listen on ({DEFAULT_HOST}: this machine only)",
+    )
+    dashboard.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0: any free one)"
+    )
+    dashboard.add_argument(
+        "--no-browser", action="store_true", help="do not open the page in a web browser"
+    )
+    dashboard.set_defaults(func=_cmd_dashboard)
 
 
 def _add_suggest_step(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -954,10 +1298,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
+    args.status_line = StatusLine(quiet=args.quiet)
     start = time.perf_counter()
-    with _one_line_warnings():
+    with _one_line_warnings(args.status_line):
         try:
-            code = args.func(args)
+            try:
+                code = args.func(args)
+            finally:  # before any error: the screen keeps results and errors only
+                args.status_line.clear()
         except DigitwinInputError as exc:
             print(f"digitwin: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
+import socket
 import subprocess
 import sys
 
+import optuna
 import pandas as pd
 import pytest
 
-from bluesky_digitwin.cli import main
+from bluesky_digitwin.cli import ProgressLine, main
 
 FIT_FAST = ["--trials", "2", "--workers", "1", "--seed", "0", "--ensemble", "2"]
+STEP = ["--candidates", "0.25", "0.5", "--sweep-points", "21"]
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +160,235 @@ def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
     assert "Traceback" not in done.stderr
     # The runs survive in the embedded server's directory.
     assert (tmp_path / "tiled" / "catalog.db").is_file()
+    # The wait for the twin shows the search's progress (on stderr, as stdout carries JSON).
+    assert "trials finished" in done.stderr
+    # The searches are recorded where `digitwin dashboard` looks by default.
+    journal = tmp_path / "digitwin-demo" / "search.journal"
+    assert summary["search"]["storage"] == str(journal)
+    study = summary["search"]["study"]
+    assert f"digitwin dashboard --study {study}" in done.stderr
+    dashboard = subprocess.run(
+        [sys.executable, "-m", "bluesky_digitwin.cli", "dashboard", "--study", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert dashboard.returncode == 2
+    assert "no study 'nope' in journal digitwin-demo/search.journal;" in dashboard.stderr
+    assert repr(study) in dashboard.stderr
+
+
+# -- progress, and -q ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_fit_shows_the_search_progress_and_q_silences_everything(fitted, tmp_path, quiet):
+    """As a user runs it (a fresh process, TensorFlow starting in it): the search's progress
+    on stderr, the summary on stdout; with -q not a line, not even TensorFlow's own."""
+    data, _ = fitted
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    argv += ["--trials", "1", "--out", str(tmp_path / "twin")]
+    done = subprocess.run(
+        [sys.executable, "-m", "bluesky_digitwin.cli", *argv, *(["-q"] if quiet else [])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,  # away from the checkout: the installed package (tests/conftest.py)
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "twin" / "twin.json").is_file()
+    if quiet:
+        assert done.stdout == "" and done.stderr == ""
+    else:
+        progress = done.stderr.strip().splitlines()
+        assert progress[0].startswith("search [....................] trial 0/1")
+        assert progress[-1].startswith("search [####################] trial 1/1")
+        assert len(progress) == len(set(progress))  # one line per change, not per poll
+        assert "saved twin" in done.stdout
+
+
+def test_progress_line_writes_one_line_per_change_unless_quiet():
+    from bluesky_digitwin.surrogate.search import Progress
+
+    snapshots = [
+        Progress(finished=0, total=3, pruned=0, best_value=None, elapsed=0.4),
+        Progress(finished=0, total=3, pruned=0, best_value=None, elapsed=0.9),
+        Progress(finished=2, total=3, pruned=1, best_value=0.0123, elapsed=75.0),
+        Progress(finished=4, total=3, pruned=1, best_value=0.01, elapsed=80.0),
+    ]
+    stream = io.StringIO()
+    line = ProgressLine("search", stream=stream)
+    for snapshot in snapshots:
+        line(snapshot)
+    line.done()
+    assert stream.getvalue().splitlines() == [
+        "search [....................] trial 0/3 (0 pruned), best validation MSE -, 0:00 elapsed",
+        "search [#############.......] trial 2/3 (1 pruned), best validation MSE 0.0123, "
+        "1:15 elapsed",
+        # A worker may finish a trial more than asked: the bar is full, not overfull.
+        "search [####################] trial 4/4 (1 pruned), best validation MSE 0.01, "
+        "1:20 elapsed",
+    ]
+    quiet = io.StringIO()
+    for snapshot in snapshots:
+        ProgressLine("search", quiet=True, stream=quiet)(snapshot)
+    assert quiet.getvalue() == ""
+
+
+def test_suggest_step_q_leaves_the_table(fitted, capsys):
+    _, twin = fitted
+    argv = ["suggest-step", str(twin), "--axis", "h", *STEP]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "suggested step of h" in captured.out
+    assert captured.err == ""  # what it waits for shows on a terminal only
+    # The table is the result asked for: -q keeps it.
+    assert main([*argv, "-q"]) == 0
+    assert capsys.readouterr() == (captured.out, "")
+    # With --json the JSON line is the result; -q leaves nothing else.
+    assert main([*argv, "-q", "--json"]) == 0
+    quiet = capsys.readouterr()
+    assert json.loads(quiet.out)["suggested_step"]["axis"] == "h"
+    assert quiet.err == ""
+
+
+def test_compare_q_leaves_the_table(fitted, capsys):
+    data, twin = fitted
+    argv = ["compare", str(data), "--features", "x", "h", "--target", "y", "--twin", str(twin)]
+    argv += ["--rbf-trials", "2", "--seed", "0", "-q"]
+    assert main(argv) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == ""
+    table = quiet.out.splitlines()
+    assert table[0].split() == ["model", "fit"]
+    assert [row.split()[0] for row in table[1:]] == ["twin", "linear", "spline", "rbf"]
+
+
+def _on_a_terminal(argv: list[str], cwd) -> tuple[subprocess.CompletedProcess, str]:
+    """Run the command with stderr on a pseudo-terminal: its result, and what the terminal got."""
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bluesky_digitwin.cli", *argv],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=600,
+            check=False,
+            cwd=cwd,  # away from the checkout: the installed package (tests/conftest.py)
+            env={**os.environ, "COLUMNS": "300"},  # a new terminal has no size
+        )
+    finally:
+        os.close(terminal)
+    received = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the other end is closed and everything was read
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    return done, received.decode()
+
+
+def test_a_terminal_shows_what_the_command_waits_for_then_only_the_result(fitted, tmp_path):
+    _, twin = fitted
+    argv = ["suggest-step", str(twin), "--axis", "h", *STEP]
+    done, terminal = _on_a_terminal(argv, tmp_path)
+    assert done.returncode == 0, terminal
+    assert "suggested step of h" in done.stdout
+    erase = "\r\x1b[K"
+    assert terminal == (
+        f"{erase}loading the twin in {twin} ..."
+        f"{erase}simulating the measurement at each candidate step of h ..."
+        f"{erase}"  # erased before the result: the screen keeps the table only
+    )
+    # -q: not a character on the terminal; the table all the same.
+    quiet, terminal = _on_a_terminal([*argv, "-q"], tmp_path)
+    assert quiet.returncode == 0
+    assert terminal == ""
+    assert quiet.stdout == done.stdout
+
+
+# -- dashboard ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def journal(tmp_path):
+    """A journal file holding two (empty) studies, made by Optuna itself."""
+    from bluesky_digitwin.surrogate.search import open_storage
+
+    path = tmp_path / "search.journal"
+    storage = open_storage(path)
+    for name in ("first", "second"):
+        optuna.create_study(storage=storage, study_name=name)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--storage", "{journal}", "--study", "third"],
+            "no study 'third' in journal {journal}; it has: 'first', 'second'",
+        ),
+        (
+            ["--storage", "{tmp}/none.journal"],
+            "no journal file {tmp}/none.journal; give the --storage of a search",
+        ),
+        (
+            [],
+            "no --storage given, and no demo searches here (digitwin-demo/search.journal); give "
+            "the --storage of a search",
+        ),
+        (["--storage", "{tmp}"], "is a directory; give the journal file a search wrote"),
+        (
+            ["--storage", "{tmp}/not-a-journal.csv"],
+            "cannot read journal {tmp}/not-a-journal.csv as an Optuna journal file",
+        ),
+        (["--storage", "sqlite:///{tmp}/none.db"], "no SQLite database {tmp}/none.db"),
+        (["--storage", "{journal}", "--port", "65536"], "expected a port from 0"),
+        (
+            ["--storage", "{journal}", "--artifacts", "{tmp}/none"],
+            "--artifacts {tmp}/none is not a directory",
+        ),
+    ],
+)
+def test_dashboard_usage_errors_exit_2_with_one_line(
+    journal, tmp_path, monkeypatch, capsys, argv, message
+):
+    monkeypatch.chdir(tmp_path)  # no digitwin-demo/ here
+    (tmp_path / "not-a-journal.csv").write_text("x,y\n1,2\n")
+    argv = [a.format(journal=journal, tmp=tmp_path) for a in argv]
+    assert _exit_code(["dashboard", *argv, "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert message.format(journal=journal, tmp=tmp_path) in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_dashboard_on_a_port_in_use(journal, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["dashboard", "--storage", str(journal), "--port", str(port), "--no-browser"]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_dashboard_never_prints_a_database_password(capsys):
+    # Nothing listens on port 1: the connection fails, and the error names the URL.
+    url = "postgresql://user:s3cret@127.0.0.1:1/db"
+    assert _exit_code(["dashboard", "--storage", url, "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "s3cret" not in err
+    assert "postgresql://user:***@127.0.0.1:1/db" in err
