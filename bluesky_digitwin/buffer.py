@@ -11,13 +11,13 @@ never an exception (an exception in a callback would abort the scan).
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import event_model
 import numpy as np
 import xarray as xr
 
@@ -38,6 +38,13 @@ _PASSED_OVER = frozenset({"resource", "datum", "datum_page", "stream_resource", 
 #: garbage cannot grow the buffer's memory without bound.
 _MAX_UNKNOWN = 10_000
 
+#: Remember at most this many event uids of an open run (to skip an event delivered twice);
+#: forgotten at the run's stop, after which its events are skipped anyway.
+_MAX_EVENT_UIDS = 1_000_000
+
+#: seq_num is stored as int64; anything else is recorded as -1 ("unknown").
+_INT64 = np.iinfo(np.int64)
+
 _MISSING = object()
 
 # What a descriptor's stream is to the buffer.
@@ -57,6 +64,8 @@ class _Run:
     baseline: dict[str, Any] = field(default_factory=dict)
     #: Reasons already warned about for this run (each is warned once).
     warned: set[str] = field(default_factory=set)
+    #: Uids of the events taken while the run is open.
+    event_uids: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -87,9 +96,9 @@ class ScanBuffer:
 
     So a 2-D map can be assembled from many 1-D line scans: a temperature scan at a fixed field
     has no field in its events, but the field can come from the baseline or the metadata. An
-    event whose value cannot be found, or is not a real number, is skipped; one
-    :class:`~bluesky_digitwin.data.DataWarning` per run and key says so, and :attr:`skipped`
-    counts them.
+    event whose value cannot be found, or is not a finite real number (NaN, inf, text, an
+    array), is skipped; one :class:`~bluesky_digitwin.data.DataWarning` per run and key says
+    so, and :attr:`skipped` counts them.
 
     Units (``attrs["units"]`` of each variable) come from the ``units`` of the data keys of the
     descriptors (the chosen stream's, the baseline's, or the configuration's); failing that,
@@ -101,7 +110,8 @@ class ScanBuffer:
     unless ``include_simulated`` is True, so that a twin never learns from its own output.
 
     Bad documents (an event of an unknown descriptor, a descriptor before its start, a document
-    after its run's stop, a malformed document) are skipped with a warning; points already
+    after its run's stop, an event whose uid was already taken, an event page whose columns
+    differ in length, a malformed document) are skipped with a warning; points already
     buffered are never lost, except by :meth:`clear`.
 
     Parameters
@@ -171,6 +181,7 @@ class ScanBuffer:
         self._runs: dict[str, _Run] = {}
         self._streams: dict[str, _Stream] = {}
         self._unknown_descriptors: set[str] = set()
+        self._pending: list[str] | None = None  # warnings of the document being taken
         self._skipped: dict[str, dict[str, int]] = {}
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "start": self._start,
@@ -201,8 +212,14 @@ class ScanBuffer:
 
         Other bluesky documents (resource, datum, ...) are passed over. Never raises for a bad
         document: it is skipped with a :class:`~bluesky_digitwin.data.DataWarning`.
+
+        The warnings are issued after the document is taken, so that warnings turned into
+        errors (``warnings.simplefilter("error")``) reach the caller without costing the good
+        points of the document they are about.
         """
+        pending: list[str] = []
         with self._state_lock:
+            self._pending = pending
             try:
                 handler = self._handlers.get(name) if isinstance(name, str) else None
                 if handler is None:
@@ -218,6 +235,10 @@ class ScanBuffer:
                 # The backstop: whatever a malformed document trips over, the RunEngine must
                 # not see an exception (it would abort the scan).
                 self._warn(f"ignored a malformed {name!r} document ({type(exc).__name__}: {exc})")
+            finally:
+                self._pending = None
+        for message in pending:
+            warnings.warn(message, DataWarning, stacklevel=3)
 
     def snapshot(self) -> xr.Dataset:
         """A consistent copy of the points so far, safe to call while documents arrive.
@@ -359,6 +380,8 @@ class ScanBuffer:
         if stream.role == _BASELINE:
             self._update_baseline(stream.run, doc["data"])
             return
+        if self._seen(stream.run, doc.get("uid")):
+            return
         row = self._row(stream, doc["data"], doc.get("time"), doc.get("seq_num"))
         if row is not None:
             self._append([row], stream.run)
@@ -367,16 +390,44 @@ class ScanBuffer:
         stream = self._stream_of(doc)
         if stream is None:
             return
+        run, data = stream.run, doc["data"]
+        if not isinstance(data, Mapping):
+            raise TypeError(f"its data is a {type(data).__name__}, not a mapping")
+        # The page's columns, by name; uid, time and seq_num may be absent (as in _event).
+        columns = {name: doc.get(name) for name in ("uid", "time", "seq_num")}
+        columns = {name: column for name, column in columns.items() if column is not None}
+        columns.update((f"data[{key!r}]", column) for key, column in data.items())
+        lengths = {name: _length(column) for name, column in columns.items()}
+        if None in lengths.values() or len(set(lengths.values())) > 1:
+            # Rows cannot be told apart: taking some would pair values of different events.
+            found = ", ".join(
+                f"{name}: {n if n is not None else 'not a list'}" for name, n in lengths.items()
+            )
+            self._warn(
+                f"ignored an event page of run {run.uid} whose columns differ in length or are "
+                f"not lists ({found}); its events are skipped (a malformed document)"
+            )
+            return
+        wanted = [key for key in data if key in self._wanted]
+        uids, times, seq_nums = (doc.get(name) for name in ("uid", "time", "seq_num"))
         rows = []
-        for event in event_model.unpack_event_page(doc):
+        for i in range(next(iter(lengths.values()), 0)):
+            event_data = {key: data[key][i] for key in wanted}
             if stream.role == _BASELINE:
-                self._update_baseline(stream.run, event["data"])
+                self._update_baseline(run, event_data)
                 continue
-            row = self._row(stream, event["data"], event["time"], event["seq_num"])
+            if uids is not None and self._seen(run, uids[i]):
+                continue
+            row = self._row(
+                stream,
+                event_data,
+                None if times is None else times[i],
+                None if seq_nums is None else seq_nums[i],
+            )
             if row is not None:
                 rows.append(row)
         if rows:
-            self._append(rows, stream.run)
+            self._append(rows, run)
 
     def _stop(self, doc: Mapping[str, Any]) -> None:
         run_uid = doc["run_start"]
@@ -387,6 +438,7 @@ class ScanBuffer:
             self._warn(f"ignored a second stop document for run {run_uid}")
         else:
             run.closed = True
+            run.event_uids = set()  # its events are skipped from now on anyway
 
     # -- the event path ------------------------------------------------------------------------
 
@@ -413,6 +465,22 @@ class ScanBuffer:
             return None
         return stream
 
+    def _seen(self, run: _Run, uid: Any) -> bool:
+        """True (with a warning) if an event of this uid was taken before: skip it."""
+        if not isinstance(uid, str):
+            return False
+        if uid in run.event_uids:
+            self._warn_once(
+                run,
+                "duplicate",
+                f"run {run.uid}: skipping events whose uid was taken before (the same event "
+                "delivered twice; the first one is kept)",
+            )
+            return True
+        if len(run.event_uids) < _MAX_EVENT_UIDS:
+            run.event_uids.add(uid)
+        return False
+
     def _update_baseline(self, run: _Run, data: Mapping[str, Any]) -> None:
         run.baseline.update((k, v) for k, v in data.items() if k in self._wanted)
 
@@ -436,7 +504,8 @@ class ScanBuffer:
                 return None
             row.append(number)
         time = _as_number(time)
-        seq_num = int(seq_num) if isinstance(seq_num, (int, np.integer)) else -1
+        is_int = isinstance(seq_num, (int, np.integer))
+        seq_num = int(seq_num) if is_int and _INT64.min <= seq_num <= _INT64.max else -1
         row.extend((run.uid, np.nan if time is None else time, seq_num))
         return tuple(row)
 
@@ -454,7 +523,7 @@ class ScanBuffer:
         counts = self._skipped.setdefault(run.uid, {})
         counts[key] = counts.get(key, 0) + 1
         if found:
-            reason = f"whose {key!r} (for {name!r}) is not a real number"
+            reason = f"whose {key!r} (for {name!r}) is not a finite number (NaN, inf, text, ...)"
         elif name == self.target:
             reason = f"that lack {key!r} (the target {name!r}) in their data"
         else:
@@ -484,9 +553,12 @@ class ScanBuffer:
             run.warned.add(reason)
             self._warn(message)
 
-    @staticmethod
-    def _warn(message: str) -> None:
-        warnings.warn(message, DataWarning, stacklevel=2)
+    def _warn(self, message: str) -> None:
+        """Queue a warning for the end of :meth:`ingest` (or issue it, outside one)."""
+        if self._pending is not None:
+            self._pending.append(message)
+        else:
+            warnings.warn(message, DataWarning, stacklevel=2)
 
 
 def _units_of(data_keys: Any, wanted: frozenset[str]) -> dict[str, str]:
@@ -503,10 +575,25 @@ def _units_of(data_keys: Any, wanted: frozenset[str]) -> dict[str, str]:
 
 
 def _as_number(value: Any) -> float | None:
-    """``value`` as a Python float if it is a real scalar (bool, int, float, numpy), else None."""
-    if isinstance(value, (float, int)):  # includes bool and numpy.float64
-        return float(value)
-    if isinstance(value, (np.generic, np.ndarray)) and value.ndim == 0:
-        if value.dtype.kind in "biuf":
-            return float(value)
+    """``value`` as a finite Python float if it is a real scalar (bool, int, float, numpy).
+
+    None for anything else: NaN, inf, an int beyond float64, text, an array, None.
+    """
+    number = None
+    try:
+        if isinstance(value, (float, int)):  # includes bool and numpy.float64
+            number = float(value)
+        elif isinstance(value, (np.generic, np.ndarray)) and value.ndim == 0:
+            if value.dtype.kind in "biuf":
+                with np.errstate(over="ignore"):  # a longdouble beyond float64 becomes inf
+                    number = float(value)
+    except OverflowError:  # an int beyond float64
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _length(column: Any) -> int | None:
+    """The length of an event page's column (a list, tuple or 1-D array), else None."""
+    if isinstance(column, (list, tuple)) or (isinstance(column, np.ndarray) and column.ndim == 1):
+        return len(column)
     return None

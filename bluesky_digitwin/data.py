@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +58,17 @@ def load_table(path: str | os.PathLike) -> xr.Dataset:
         One 1-D variable per column, along the dimension ``point``.
     """
     path = Path(path)
-    if not path.exists():
-        raise DigitwinInputError(f"file not found: {path}")
-    if path.is_dir():
-        raise DigitwinInputError(f"{path} is a directory; give a CSV or netCDF file")
-    if path.stat().st_size == 0:
+    try:
+        if not path.exists():
+            raise DigitwinInputError(
+                f"file not found: {path}; check the path (relative paths start at {os.getcwd()})"
+            )
+        if path.is_dir():
+            raise DigitwinInputError(f"{path} is a directory; give a CSV or netCDF file")
+        size = path.stat().st_size
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
+        raise DigitwinInputError(f"cannot open {path}: {exc}; check the path") from None
+    if size == 0:
         raise DigitwinInputError(f"{path} is empty; expected a table with a header row")
     suffix = path.suffix.lower()
     if suffix in {".nc", ".netcdf", ".nc4", ".cdf"}:
@@ -70,16 +76,24 @@ def load_table(path: str | os.PathLike) -> xr.Dataset:
             with xr.open_dataset(path) as opened:
                 ds = opened.load()
         except Exception as exc:  # the engines raise many types; all mean "not readable"
-            raise DigitwinInputError(f"cannot read {path} as netCDF: {exc}") from None
+            raise DigitwinInputError(
+                f"cannot read {path} as netCDF ({_one_line(exc)}); give a netCDF file, or a "
+                "CSV file with a header row (named .csv)"
+            ) from None
         return _flatten_to_points(ds)
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DigitwinInputError(f"{path} has no columns; expected a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DigitwinInputError(f"cannot read {path} as CSV: {exc}") from None
+    except (ValueError, UnicodeDecodeError, OSError) as exc:  # ParserError is a ValueError
+        raise DigitwinInputError(
+            f"cannot read {path} as CSV ({_one_line(exc)}); give a comma-separated UTF-8 table "
+            "with a header row and as many fields in every row"
+        ) from None
     if frame.shape[0] == 0:
-        raise DigitwinInputError(f"{path} has a header but no data rows")
+        raise DigitwinInputError(
+            f"{path} has a header but no data rows; give at least one row of numbers under it"
+        )
     frame.columns = [str(c).strip() for c in frame.columns]
     return as_dataset(frame)
 
@@ -90,8 +104,10 @@ def as_dataset(data: TableLike) -> xr.Dataset:
         return _flatten_to_points(data)
     if isinstance(data, pd.DataFrame):
         frame = data.reset_index(drop=True)
-        ds = xr.Dataset({str(c): ("point", frame[c].to_numpy()) for c in frame.columns})
-        return ds
+        _check_unique([str(c) for c in frame.columns], "columns")
+        return xr.Dataset(
+            {str(c): ("point", frame.iloc[:, i].to_numpy()) for i, c in enumerate(frame.columns)}
+        )
     if isinstance(data, (str, os.PathLike)):
         return load_table(data)
     raise DigitwinInputError(
@@ -101,16 +117,29 @@ def as_dataset(data: TableLike) -> xr.Dataset:
 
 
 def _flatten_to_points(ds: xr.Dataset) -> xr.Dataset:
-    """Turn a gridded Dataset (e.g. M over dims T, H) into a table along ``point``."""
-    if set(ds.dims) <= {"point"}:
+    """Turn a gridded Dataset (e.g. M over dims T, H) into a table along ``point``.
+
+    A Dataset with a ``point`` dimension already is a table: its 1-D variables along ``point``
+    are the columns, and variables of other dimensions (e.g. an image per point) are not.
+    """
+    if "point" in ds.dims or not ds.dims:
         return ds
     names = list(ds.data_vars)
     if not names:
-        raise DigitwinInputError("the Dataset has no data variables")
-    broadcast = xr.broadcast(*[ds[n] for n in names])
-    stacked = xr.Dataset(dict(zip(names, broadcast, strict=True))).stack(
-        point=list(broadcast[0].dims)
-    )
+        raise DigitwinInputError(
+            "the Dataset has no data variables; give the target as one, e.g. "
+            "ds['M'] = (('T', 'H'), values) with T and H as coordinates"
+        )
+    try:
+        broadcast = xr.broadcast(*[ds[n] for n in names])
+        stacked = xr.Dataset(dict(zip(names, broadcast, strict=True))).stack(
+            point=list(broadcast[0].dims)
+        )
+    except ValueError as exc:  # xarray's word for a layout it cannot broadcast or stack
+        raise DigitwinInputError(
+            f"cannot lay the Dataset out as a table ({_one_line(exc)}); give 1-D variables "
+            "along 'point', or a grid: data variables over dimensions with coordinates"
+        ) from None
     table = stacked.reset_index("point")
     out = xr.Dataset()
     for name in [*table.coords, *table.data_vars]:
@@ -172,11 +201,22 @@ def prepare_training_data(
     Raises
     ------
     DigitwinInputError
-        Unknown or non-numeric columns, an all-NaN target, too few points, a constant target or a
-        feature with one value only.
+        Unknown, repeated or non-numeric columns (text, complex numbers, dates), no rows, an
+        all-NaN target, too few points, a constant target, a feature with one value only, or a
+        column whose spread float64 cannot compute with (beyond about 1e154, or below 2e-308).
     """
     if isinstance(features, str):
         features = [features]
+    if not isinstance(features, Iterable) or isinstance(features, bytes):
+        raise DigitwinInputError(
+            f"features must be a list of column names, got a {type(features).__name__}; "
+            "e.g. features=['T', 'H']"
+        )
+    if not isinstance(target, (str, int, float, np.generic)):
+        raise DigitwinInputError(
+            f"the target must be one column name, got a {type(target).__name__}; "
+            "e.g. target='M' (one twin learns one quantity)"
+        )
     features = [str(f) for f in features]
     target = str(target)
     if not features:
@@ -184,20 +224,28 @@ def prepare_training_data(
     if target in features:
         raise DigitwinInputError(f"{target!r} is both a feature and the target; pick one role")
     if len(set(features)) != len(features):
-        raise DigitwinInputError(f"features repeat a name: {features}")
+        raise DigitwinInputError(f"features repeat a name: {features}; name each feature once")
     ds = as_dataset(data)
     available = [str(n) for n in [*ds.data_vars, *ds.coords] if ds[n].dims == ("point",)]
     missing = [n for n in [*features, target] if n not in available]
     if missing:
+        # A variable that is there but not one value per point is a different mistake.
+        shaped = [f"{n!r} has dimensions {ds[n].dims}" for n in missing if n in ds.variables]
+        hint = f" ({'; '.join(shaped)}: a column is 1-D along 'point')" if shaped else ""
         raise DigitwinInputError(
-            f"unknown column(s) {', '.join(map(repr, missing))}; "
+            f"unknown column(s) {', '.join(map(repr, missing))}{hint}; "
             f"the data has: {', '.join(available) or '(none)'}"
         )
     columns = {name: _numeric(ds[name], name) for name in [*features, target]}
     x = np.column_stack([columns[f] for f in features])
     y = columns[target]
+    if len(y) == 0:
+        raise DigitwinInputError("the data has no rows; give a table with at least one point")
     if not np.isfinite(y).any():
-        raise DigitwinInputError(f"the target {target!r} has no finite value (all NaN or inf)")
+        raise DigitwinInputError(
+            f"the target {target!r} has no finite value (all NaN or inf); check that it names "
+            "the measured column and that the measurement worked"
+        )
     keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
     dropped = int((~keep).sum())
     if dropped:
@@ -214,7 +262,8 @@ def prepare_training_data(
         )
     if np.ptp(y) == 0:
         raise DigitwinInputError(
-            f"the target {target!r} is constant ({y[0]:g}); there is nothing to learn"
+            f"the target {target!r} is constant ({y[0]:g}); there is nothing to learn: check "
+            "that it names the measured quantity and that the detector responded"
         )
     for i, name in enumerate(features):
         if np.ptp(x[:, i]) == 0:
@@ -222,8 +271,43 @@ def prepare_training_data(
                 f"feature {name!r} has one value only ({x[0, i]:g}); "
                 "the twin cannot learn a dependence on it: drop it from the features"
             )
-    units = {name: str(ds[name].attrs.get("units", "")) for name in [*features, target]}
+    for name, values in [*zip(features, x.T, strict=True), (target, y)]:
+        _check_scale(values, name)
+    units = {name: _units(ds[name]) for name in [*features, target]}
     return TrainingData(x=x, y=y, features=tuple(features), target=target, units=units)
+
+
+def _check_unique(names: Sequence[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DigitwinInputError(
+            f"the {what} repeat the name(s) {', '.join(map(repr, repeated))}; give each "
+            "column a name of its own"
+        )
+
+
+def _check_scale(values: np.ndarray, name: str) -> None:
+    """Refuse a column whose spread float64 cannot compute, as training must (mean, std)."""
+    with np.errstate(all="ignore"):
+        centre, spread = float(values.mean()), float(values.std())
+    largest = float(np.abs(values).max())
+    if not (np.isfinite(centre) and np.isfinite(spread)):
+        raise DigitwinInputError(
+            f"column {name!r} is too large to compute with (values up to {largest:g}); "
+            "rescale it, e.g. to other units"
+        )
+    if spread < np.finfo(np.float64).tiny:
+        raise DigitwinInputError(
+            f"column {name!r} varies by only {spread:g}, below what float64 resolves; "
+            "rescale it, e.g. to other units"
+        )
+
+
+def _units(var: xr.DataArray) -> str:
+    units = var.attrs.get("units", "")
+    if isinstance(units, bytes):
+        units = units.decode(errors="replace")
+    return units if isinstance(units, str) else ""
 
 
 def _numeric(var: xr.DataArray, name: str) -> np.ndarray:
@@ -232,7 +316,19 @@ def _numeric(var: xr.DataArray, name: str) -> np.ndarray:
         return values.astype(np.float64)
     if values.dtype.kind == "c":
         raise DigitwinInputError(f"column {name!r} is complex; give its real part or magnitude")
-    converted = pd.to_numeric(pd.Series(values.ravel()), errors="coerce").to_numpy(np.float64)
+    if values.dtype.kind in "mM":
+        # As numbers these would be nanoseconds, and a missing one a huge negative number.
+        raise DigitwinInputError(
+            f"column {name!r} holds dates or durations; convert it to numbers, e.g. seconds"
+        )
+    try:
+        numbers = pd.to_numeric(pd.Series(values.ravel()), errors="coerce")
+    except (TypeError, ValueError, OverflowError):
+        # e.g. an int beyond float64 among other objects: convert one by one.
+        numbers = pd.Series([_to_float(v) for v in values.ravel()], dtype=np.float64)
+    if numbers.dtype.kind == "c":
+        raise DigitwinInputError(f"column {name!r} is complex; give its real part or magnitude")
+    converted = numbers.to_numpy(np.float64)
     bad = [
         v
         for v, c in zip(values.ravel(), converted, strict=True)
@@ -244,6 +340,25 @@ def _numeric(var: xr.DataArray, name: str) -> np.ndarray:
             f"column {name!r} is not numeric (e.g. {examples}); give numbers only"
         )
     return converted
+
+
+def _to_float(value: Any) -> float:
+    """One cell as a float; NaN if it is no number, inf if beyond float64."""
+    if isinstance(value, str):
+        try:
+            return float(pd.to_numeric(value.strip()))
+        except (TypeError, ValueError, OverflowError):
+            return np.nan
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float64
+            return np.inf if value > 0 else -np.inf
+    return np.nan
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _is_missing(value: Any) -> bool:
@@ -267,12 +382,21 @@ def make_grid(**axes: Sequence[float] | np.ndarray) -> xr.Dataset:
     ('T', 'H')
     """
     if not axes:
-        raise DigitwinInputError("make_grid needs at least one axis, e.g. make_grid(T=[...])")
+        raise DigitwinInputError(
+            "make_grid got no axis; give at least one, e.g. make_grid(T=[...])"
+        )
     coords = {}
     for name, values in axes.items():
-        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        try:
+            arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        except (TypeError, ValueError):  # text, or a ragged list of lists
+            arr = np.empty((0, 0))
         if arr.ndim != 1 or arr.size == 0:
-            raise DigitwinInputError(f"axis {name!r} must be a non-empty 1-D sequence of numbers")
+            raise DigitwinInputError(
+                f"axis {name!r} is not a non-empty 1-D sequence of numbers; give one, "
+                f"e.g. {name}=np.linspace(10, 60, 51)"
+            )
+        # NaN or inf are let through: the prediction there is NaN, with a DataWarning.
         coords[name] = arr
     return xr.Dataset(coords=coords)
 
@@ -289,7 +413,8 @@ def points_to_arrays(
     dims : the dimensions of the result (its shape is that of the broadcast coordinates)
     """
     if isinstance(points, pd.DataFrame):
-        points = {str(c): points[c].to_numpy() for c in points.columns}
+        _check_unique([str(c) for c in points.columns], "columns")
+        points = {str(c): points.iloc[:, i].to_numpy() for i, c in enumerate(points.columns)}
     if isinstance(points, xr.Dataset):
         names = {str(n) for n in [*points.coords, *points.data_vars]}
         source: Mapping[str, Any] = {n: points[n] for n in names}
@@ -309,28 +434,37 @@ def points_to_arrays(
     arrays = []
     for f in features:
         value = source[f]
+        arr = None
         if isinstance(value, xr.DataArray):
             arr = value.astype(np.float64) if value.dtype.kind in "biuf" else None
         else:
-            raw = np.asarray(value)
-            arr = (
-                xr.DataArray(raw.astype(np.float64), dims=("point",))
-                if (raw.ndim == 1 and raw.dtype.kind in "biuf")
-                else None
-            )
-            if raw.ndim == 0 and raw.dtype.kind in "biuf":
+            try:
+                raw = np.asarray(value)
+            except ValueError:  # a ragged list of lists
+                raw = np.asarray(None)
+            if raw.ndim == 1 and raw.dtype.kind in "biuf":
+                arr = xr.DataArray(raw.astype(np.float64), dims=("point",))
+            elif raw.ndim == 0 and raw.dtype.kind in "biuf":
                 arr = xr.DataArray(float(raw))
         if arr is None:
-            raise DigitwinInputError(f"coordinate {f!r} must be numbers in a 1-D array")
+            raise DigitwinInputError(
+                f"coordinate {f!r} is not numbers in a 1-D array; give numbers, e.g. a list "
+                "of floats or a Dataset from make_grid"
+            )
         arrays.append(arr)
     try:
-        broadcast = xr.broadcast(*arrays)
+        # Exact: coordinates whose index labels differ are a mistake, not something to align
+        # (an outer join would invent points and fill them with NaN).
+        broadcast = xr.broadcast(*xr.align(*arrays, join="exact"))
     except ValueError as exc:
-        raise DigitwinInputError(f"the coordinates do not line up: {exc}") from None
+        raise DigitwinInputError(
+            f"the coordinates do not line up ({_one_line(exc)}); give arrays of one length "
+            "(one point each) or a grid from make_grid"
+        ) from None
     dims = broadcast[0].dims
     x = np.column_stack([b.transpose(*dims).values.ravel() for b in broadcast])
     if x.shape[0] == 0:
-        raise DigitwinInputError("no coordinates to predict at")
+        raise DigitwinInputError("no coordinates to predict at; give at least one point")
     # Keep the coordinates as given (e.g. 1-D dimension coordinates of a grid); xarray lays
     # them out against the result's dimensions.
     coords = dict(zip(features, arrays, strict=True))

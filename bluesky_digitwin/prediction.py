@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin.data import points_to_arrays
+from bluesky_digitwin.data import DataWarning, points_to_arrays
 
 __all__ = ["OutsideRangeWarning", "Points", "prediction_dataset"]
 
@@ -55,6 +55,9 @@ def prediction_dataset(
     evaluate
         ``evaluate(x, outside) -> (values, std)``: ``x`` has shape (n, n_features) in the order
         of ``features``, ``outside`` flags the rows outside ``ranges``; both results shape (n,).
+        A point with a NaN or infinite coordinate comes as a row of NaN; its result is NaN
+        whatever ``evaluate`` returns, it is flagged outside, and a
+        :class:`~bluesky_digitwin.data.DataWarning` counts such points.
     warn
         Warn (:class:`OutsideRangeWarning`) when a point lies outside.
     attrs
@@ -75,15 +78,30 @@ def prediction_dataset(
     """
     x, coords, dims = points_to_arrays(points, features)
     shape = tuple(next(c.sizes[d] for c in coords.values() if d in c.sizes) for d in dims)
-    outside = np.zeros(len(x), dtype=bool)
+    # A point with a NaN or infinite coordinate has no prediction (NaN), and is outside the
+    # learned range: the model sees NaN there (and networks answer NaN), never inf.
+    unusable = ~np.isfinite(x).all(axis=1)
+    if unusable.any():
+        x = x.copy()
+        x[unusable] = np.nan
+        warnings.warn(
+            f"{int(unusable.sum())} of {len(x)} points have NaN or infinite coordinates; "
+            "their prediction is NaN (give finite coordinates to predict there)",
+            DataWarning,
+            stacklevel=stacklevel + 1,
+        )
+    outside = unusable.copy()
     for i, name in enumerate(features):
         lo, hi = ranges[name]
         outside |= (x[:, i] < lo) | (x[:, i] > hi)
     values, std = evaluate(x, outside)
-    if warn and outside.any():
+    values = np.where(unusable, np.nan, np.asarray(values, dtype=np.float64))
+    std = np.where(unusable, np.nan, np.asarray(std, dtype=np.float64))
+    extrapolated = outside & ~unusable
+    if warn and extrapolated.any():
         span = "; ".join(f"{k} {lo:g} to {hi:g}" for k, (lo, hi) in ranges.items())
         warnings.warn(
-            f"{int(outside.sum())} of {len(x)} points lie outside the learned range "
+            f"{int(extrapolated.sum())} of {len(x)} points lie outside the learned range "
             f"({span}); {what} only interpolates, so it extrapolates there",
             OutsideRangeWarning,
             stacklevel=stacklevel + 1,

@@ -283,6 +283,12 @@ class TwinCallback(CallbackBase):
         """Take one document: buffer it, and tell the monitor when the policy asks to train."""
         try:
             self.buffer.ingest(name, doc)
+        except Exception:
+            # Warnings turned into errors (the buffer has taken the document before it warns),
+            # or a bug: the RunEngine must not see it, an exception in a callback aborts the
+            # scan. Logged; the training policy below still hears of the document.
+            logger.exception("TwinCallback ignored an error while taking a %r document", name)
+        try:
             if name == "stop":
                 self._n_at_request = self.buffer.n_points
                 if self.policy.on_stop:
@@ -292,10 +298,8 @@ class TwinCallback(CallbackBase):
                 if n - self._n_at_request >= self._every_n or n < self._n_at_request:
                     self._n_at_request = n
                     self._trainer.request(f"{self._every_n} new points")
-        except Exception:
-            # Whatever goes wrong here (warnings turned into errors, a bug), the RunEngine must
-            # not see it: an exception in a callback aborts the scan.
-            logger.exception("TwinCallback ignored an error while taking a %r document", name)
+        except Exception:  # a bug: logged, never raised into the RunEngine
+            logger.exception("TwinCallback ignored an error after taking a %r document", name)
         return name, doc
 
     # -- the twin -------------------------------------------------------------------------------
