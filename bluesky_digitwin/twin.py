@@ -393,6 +393,8 @@ class DigitalTwin:
 
         def ensemble(x: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             runs["outputs"] = self._member_outputs(x)
+            # No network output at a point that is not a real number (as predict gives).
+            runs["outputs"][:, ~np.isfinite(x).all(axis=1)] = np.nan
             return runs["outputs"].mean(axis=0), np.zeros(len(x))
 
         mean = prediction_dataset(
@@ -424,7 +426,8 @@ class DigitalTwin:
         # Chunks bound the memory of a large grid; each call is one graph execution.
         chunk = 65536
         for start in range(0, len(x), chunk):
-            xb = x[start : start + chunk].astype(np.float32)
+            with np.errstate(over="ignore"):  # beyond float32: already flagged outside range
+                xb = x[start : start + chunk].astype(np.float32)
             out[start : start + chunk] = np.asarray(model(xb, training=False)).reshape(-1)
         return out
 
