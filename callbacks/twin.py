@@ -50,8 +50,10 @@ from typing import Any
 
 from bluesky.callbacks.core import CallbackBase
 
+from bluesky_digitwin._files import atomic_path
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.data import MIN_POINTS, DigitwinInputError
+from bluesky_digitwin.names import check_name
 from bluesky_digitwin.twin import DigitalTwin
 
 __all__ = ["RetrainPolicy", "TwinCallback", "TwinStatus"]
@@ -391,6 +393,9 @@ def _check_fit_options(fit_options: Mapping[str, Any] | None) -> dict[str, Any]:
             f"fit_options has {', '.join(map(repr, unknown))}, which DigitalTwin.fit does not "
             f"take (it takes {', '.join(sorted(_FIT_OPTIONS - _OWNED_OPTIONS))})"
         )
+    if options.get("study_name") is not None:
+        # It starts the name of every training's study (<name>-<n>-<random>).
+        check_name(options["study_name"], "fit_options study_name")
     try:
         pickle.dumps(options)
     except Exception as exc:
@@ -424,6 +429,7 @@ class _Job:
     twin_dir: Path
     started: float  # epoch seconds
     started_monotonic: float
+    study: tuple[str, str] | None = None  # (storage, study name) when searches are kept
 
 
 class _Trainer:
@@ -717,7 +723,8 @@ class _Trainer:
         run_uids = list(dict.fromkeys(snapshot["run_uid"].values.tolist()))
         data_path = worker.directory / "data.nc"
         # netCDF, not pickle, for data at rest; the scipy engine needs no extra library.
-        snapshot.to_netcdf(data_path, engine="scipy")
+        with atomic_path(data_path) as path:
+            snapshot.to_netcdf(path, engine="scipy")
         twin_dir = self.work_dir / f"twin-{number:04d}"
         options = dict(self.fit_options)
         if "storage" in options:
@@ -753,6 +760,11 @@ class _Trainer:
             twin_dir=twin_dir,
             started=time.time(),
             started_monotonic=time.monotonic(),
+            study=(
+                (os.fspath(options["storage"]), options["study_name"])
+                if isinstance(options.get("storage"), (str, os.PathLike))
+                else None
+            ),
         )
         return job, message
 
@@ -814,6 +826,8 @@ class _Trainer:
 
     def _cancel(self, job: _Job, reason: str) -> None:
         _kill_groups([job.worker], grace=_GRACE)
+        if job.study is not None:
+            _close_abandoned_study(*job.study)
         self._forget(job.worker)
         shutil.rmtree(job.worker.directory, ignore_errors=True)
         shutil.rmtree(job.twin_dir, ignore_errors=True)
@@ -932,6 +946,26 @@ def _kill_groups(workers: list[_Worker], grace: float) -> None:
         if worker.process.stdin is not None:
             with contextlib.suppress(OSError):
                 worker.process.stdin.close()
+
+
+def _close_abandoned_study(storage: str, study_name: str) -> None:
+    """Mark the trials a cancelled training left running as failed.
+
+    Nobody continues that study (each training has its own), so its killed trials would show
+    as running for ever in the dashboard; they are not retried.
+    """
+    try:
+        import optuna
+
+        from bluesky_digitwin.surrogate.search import open_storage
+
+        opened = open_storage(storage, heartbeat_interval=None)
+        study = optuna.load_study(study_name=study_name, storage=opened)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                opened.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    except Exception:  # the study may not exist yet; never let this stop the callback
+        logger.debug("TwinCallback: could not close study %r", study_name, exc_info=True)
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:

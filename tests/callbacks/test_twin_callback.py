@@ -132,6 +132,44 @@ def test_trains_across_runs_restarts_for_new_data_and_warm_starts(RE, mag, make_
     assert np.isfinite(prediction["M"].values).all()
 
 
+def test_a_cancelled_training_leaves_no_trial_running_in_its_study(
+    RE, mag, make_callback, tmp_path
+):
+    """Searches kept in a journal: a training cancelled mid-trial does not leave it 'running'."""
+    import optuna
+
+    from bluesky_digitwin.surrogate.search import open_storage
+
+    journal = tmp_path / "searches.journal"
+    slow = {**FAST, "train_config": TrainConfig(max_epochs=400, patience=400, chunk_epochs=5)}
+    options = {**slow, "storage": str(journal), "study_name": "live"}
+    cb = make_callback(policy=RetrainPolicy(debounce=0.2), fit_options=options)
+    RE.subscribe(cb)
+    for field in (1e4, 2e4, 3e4):
+        line_scan(RE, mag, field)
+
+    def trials(state):
+        if not journal.exists():
+            return []
+        storage = open_storage(journal)
+        return [
+            trial
+            for summary in optuna.get_all_study_summaries(storage)
+            for trial in optuna.load_study(study_name=summary.study_name, storage=storage)
+            .get_trials(deepcopy=False, states=(state,))
+        ]
+
+    deadline = time.monotonic() + TRAINING_TIMEOUT
+    while not trials(optuna.trial.TrialState.RUNNING):
+        assert time.monotonic() < deadline, cb.status
+        time.sleep(0.1)
+    line_scan(RE, mag, 4e4)  # new data: the running training is cancelled
+    cb.wait(timeout=TRAINING_TIMEOUT)
+    assert cb.status.cancelled >= 1
+    assert trials(optuna.trial.TrialState.RUNNING) == []
+    assert trials(optuna.trial.TrialState.FAIL)  # the cancelled one's, closed
+
+
 def test_wait_asks_for_a_training_and_says_why_none_comes(RE, mag, make_callback):
     cb = make_callback(policy=RetrainPolicy(on_stop=False), prewarm=False)
     RE.subscribe(cb)
@@ -318,6 +356,8 @@ def test_options_are_checked_when_the_callback_is_made():
         TwinCallback(fit_options={"n_trial": 3})
     with pytest.raises(DigitwinInputError, match="picklable"):
         TwinCallback(fit_options={"sampler": lambda: None})
+    with pytest.raises(DigitwinInputError, match=r"study_name '\.\./up' is not allowed"):
+        TwinCallback(fit_options={"study_name": "../up"})
 
 
 def test_close_is_idempotent_and_a_context_manager():
