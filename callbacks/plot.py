@@ -1,0 +1,1425 @@
+"""LiveTwinPlot: the measurement and its digital twin, drawn live beside each other.
+
+A bluesky callback in the manner of ``bluesky.callbacks.mpl_plotting.LivePlot`` and ``LiveGrid``:
+subscribe it to a RunEngine and it draws the measured points as they arrive, the newest twin's
+simulation of the same measurement with its uncertainty, and the step (or next line) the twin
+suggests once a plan has announced it.
+
+How it keeps out of the RunEngine's way:
+
+- Documents go to a :class:`~bluesky_digitwin.buffer.ScanBuffer` of its own (a few dictionary
+  look-ups and appends per event) and the callback returns. A figure on screen is brought up to
+  date at most once per ``min_interval`` seconds (default 0.25) and at each run's end, by
+  ``canvas.draw_idle()``; an update that takes long (many points) waits longer for the next, so
+  that updates take at most 2 % of the time.
+- The twin is asked only when it changes (or a line at a new slow-axis value needs its curve),
+  in a background thread; its result is drawn at the next update.
+- Nothing it does raises into the RunEngine: errors are logged (:mod:`logging`) and counted in
+  :attr:`LiveTwinPlot.errors`, and the plot keeps going.
+- With a Qt backend, the RunEngine's thread only buffers the documents; a canvas timer updates
+  the figure in the main thread, which owns it (the Qt "teleporter" of ``LivePlot`` brings the
+  first start document there if the plot was made in another thread). It also shows what
+  changes between documents, e.g. a twin swapped in while a plan waits for it. Redraws are
+  spaced so that rendering takes at most a tenth of the time (it holds the GIL the RunEngine's
+  thread needs), and the layout is computed again only when the margins may have changed.
+- Headless (Agg, inline), nobody sees the figure before it is saved: it is brought up to date
+  at each run's end (and by :meth:`LiveTwinPlot.refresh`), and nothing is rendered until
+  ``savefig``.
+
+Simulated data stays apart from measured data (Terashima et al., Digital Discovery 2 (2023) 339,
+§3.5): measured points are open markers, the twin's simulation is lines, a band and maps labelled
+"simulated by twin <id>"; runs marked ``data_origin: "simulated"`` are not drawn as measured.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+from bluesky.callbacks.mpl_plotting import QtAwareCallback
+
+from bluesky_digitwin.analysis.steps import StepSuggestion
+from bluesky_digitwin.buffer import ScanBuffer
+from bluesky_digitwin.data import DigitwinInputError, make_grid
+from bluesky_digitwin.plot import (
+    _MEASURED_STYLE,
+    _SIMULATED_STYLE,
+    _label,
+    _origin_label,
+    _require_matplotlib,
+    _root_figure,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["LiveTwinPlot"]
+
+logger = logging.getLogger(__name__)
+
+#: The documents the plot reads (others pass by untouched).
+_DOCUMENTS = frozenset({"start", "descriptor", "event", "event_page", "stop"})
+#: What the plot draws: measured lines with the twin's curves, or measured points beside maps.
+MODES = ("lines", "map")
+#: Colour of the suggestion (its marks and its message); a failed suggestion is red.
+_SUGGESTED_COLOUR = "tab:green"
+#: At most this many distinct errors are logged with a traceback; repeats go to debug.
+_MAX_LOGGED_ERRORS = 50
+#: Default seconds between two updates of a figure on screen: at most four redraws a second.
+_GUI_INTERVAL = 0.25
+#: Largest share of the time the plot's updates may take: after an update of d seconds, the
+#: next waits at least d / _MAX_SHARE (more than min_interval only for large data sets).
+_MAX_SHARE = 0.02
+#: Largest share of the time a GUI may spend rendering the figure (measured per redraw).
+_MAX_RENDER_SHARE = 0.1
+#: Longer between a redraw's request and its end is not a render (e.g. a hidden window).
+_MAX_RENDER_COST = 2.0
+#: Titles are cut to this many characters, so that a long status cannot push the axes away.
+_MAX_TITLE = 90
+
+
+@dataclass(frozen=True)
+class _Suggestion:
+    """What the plot shows of a plan's decision."""
+
+    axis: str
+    message: str
+    step: float | None = None  # a suggested step of the axis (twin_guided_scan)
+    units: str = ""
+    value: float | None = None  # one chosen line (adaptive_line_scan)
+    ok: bool = True
+
+
+def _key(value: float) -> float | None:
+    """A slow-axis value rounded to 4 significant digits: lines that close share a twin curve.
+
+    None for NaN or infinity (no twin curve: NaN would never equal itself as a dict key)."""
+    return float(f"{value:.4g}") if math.isfinite(value) else None
+
+
+def _cut(text: str, limit: int = _MAX_TITLE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _attrs(units: str | None, long_name: str | None) -> xr.DataArray:
+    """An empty DataArray carrying the attributes :func:`~bluesky_digitwin.plot._label` reads."""
+    attrs = {k: v for k, v in (("units", units), ("long_name", long_name)) if v}
+    return xr.DataArray(np.nan, attrs=attrs)
+
+
+class LiveTwinPlot(QtAwareCallback):
+    """Draw a scan live with its digital twin: measured points, the twin's simulation and its
+    uncertainty, and the step or line the twin suggests.
+
+    Two layouts (``mode``):
+
+    ``"lines"``
+        ``y`` against the scanned ``x``, one line per value of the slow axis (e.g. M(T) at each
+        field H), coloured by it with a colour bar. Measured points are open markers; the
+        newest twin's simulation of each measured line is a solid line of the same colour over
+        the twin's learned range of ``x``, inside a band of mean ± ``n_std`` standard
+        deviations of its networks (default ± 2σ: about 95 % if the networks' spread were
+        Gaussian; it is the ensemble's disagreement, a rough uncertainty, not a calibrated
+        one). Where the twin would extrapolate (outside its learned range) nothing simulated is
+        drawn. A suggested step is named above the plot and its lines are marked on the colour
+        bar.
+    ``"map"``
+        For 2-D maps measured line by line (e.g. ARPES intensity over two angles): the measured
+        points coloured by ``y`` on the (``x``, ``slow``) plane; beside them the twin's map
+        over its learned range (``imshow``, the same colour scale) with the measured lines
+        drawn over it; and (``show_std``) the map of its networks' standard deviation, where
+        it knows least. Suggested lines are dashed horizontal lines on every panel.
+
+    The twin comes from ``twin_source``, as for the plans of :mod:`bluesky_digitwin.plans`: a
+    :class:`~bluesky_digitwin.callbacks.TwinCallback` (or any object with a ``twin``
+    attribute; its ``status`` is shown while there is none), a
+    :class:`~bluesky_digitwin.twin.DigitalTwin`, or a function returning the twin (or None).
+    It is looked at on every update of the figure (keep such a function cheap); a new twin is
+    asked for its curves or map once, in a background thread.
+
+    The suggestion comes from the start documents of the plans' lines:
+    :func:`~bluesky_digitwin.plans.twin_guided_scan` records ``suggested_step`` and
+    ``guided_by`` on the lines it measures at the suggested step (the lines are placed as
+    :func:`~bluesky_digitwin.plans.suggested_lines` places them, over the twin's range), and
+    :func:`~bluesky_digitwin.plans.adaptive_line_scan` records each line's ``decision``. Call
+    :meth:`show_suggestion` with a plan's result (a
+    :class:`~bluesky_digitwin.analysis.StepSuggestion`) to show one that measured no line.
+
+    Parameters
+    ----------
+    y
+        The measured quantity, by its twin name (the twin's target), e.g. ``"M"``.
+    x
+        The scanned (fast) axis, by its twin name, e.g. ``"T"``.
+    slow
+        The stepped axis, e.g. ``"H"``; ``None`` for plain 1-D scans (``"lines"`` only). The
+        twin must have the features ``x`` and ``slow`` (or ``x`` alone).
+    twin_source
+        Where the newest twin comes from (see above); ``None`` draws measurements only.
+    mode
+        ``"lines"`` (default) or ``"map"``.
+    keys
+        Twin name -> data key of the events, as for :class:`~bluesky_digitwin.buffer.ScanBuffer`
+        (e.g. ``{"T": "mag_temperature", ...}``); by default the keys of ``twin_source.buffer``
+        when it has one, else the names themselves. Values missing from an event are looked up
+        as the buffer does (baseline, configuration, start document).
+    stream
+        The event stream of the points.
+    n_std
+        Half-width of the uncertainty band in standard deviations of the twin's networks.
+    resolution
+        Points along ``x`` of each simulated line; a map is ``resolution`` x ``resolution``.
+    min_interval
+        Seconds between two updates of the figure during a run, at least; each run's end
+        updates it too. Default: 0.25 (at most four redraws a second) on a GUI canvas, and no
+        updates during a run on a non-interactive one (Agg, inline). ``0`` updates at every
+        document, whatever it costs.
+    slow_tolerance
+        Points of one run whose slow-axis values differ by more than this form separate lines.
+        Default: one line per run, except in runs that move the slow axis themselves (its data
+        key among the start document's ``motors``), which are split where it steps by more than
+        1 % of the run's span of it.
+    labels
+        Long names by twin name for the axis labels, e.g. ``{"T": "temperature"}``
+        ("temperature T (K)"); units come from the events' data keys, else from the twin.
+    cmap
+        Colour map of the slow axis (``"lines"``; default viridis without its palest yellow)
+        or of ``y`` (``"map"``; default viridis).
+    show_std
+        In ``"map"`` mode, draw the map of the twin's uncertainty as a third panel.
+    ax
+        Draw into this axes (``"lines"``) or these 2 or 3 axes (``"map"``: measured, twin,
+        uncertainty) instead of a new pyplot figure.
+    figsize
+        Size of a new figure, inches.
+    use_teleporter
+        As for ``LivePlot``: the figure belongs to the Qt main thread, and is updated there
+        (by a timer; the teleporter brings it the first start document if the plot was made
+        elsewhere). By default when matplotlib's backend is a Qt one.
+
+    Attributes
+    ----------
+    figure, ax, axes
+        The figure, its main axes (the measured data) and all of them by role (``"data"``,
+        ``"colorbar"``; ``"map"`` mode: ``"data"``, ``"twin"``, ``"std"``), made with the plot
+        (a plot made outside the main thread with Qt: when the first run starts). Artists
+        carry a ``gid``: ``"measured"``, ``"twin"``, ``"twin-band"``, ``"twin-std"``,
+        ``"measured-lines"``, ``"suggested"``.
+    twin
+        The twin whose simulation is drawn (or being computed), or None.
+    suggestion
+        The plan decision shown, or None.
+    redraws
+        Updates of the figure so far (each one ``draw_idle`` on an interactive canvas).
+    predictions
+        Simulations asked of twins so far.
+    errors, last_error
+        Errors caught and logged so far, and the latest one (``"where: Type: message"``).
+
+    Notes
+    -----
+    As for ``LivePlot``, with a Qt backend in IPython make the plot (or call
+    ``bluesky.callbacks.mpl_plotting.initialize_qt_teleporter()``) from the main thread, and
+    ``plt.ion()``. Other GUI backends update the figure in the RunEngine's thread, as
+    ``LivePlot`` does. Call :meth:`refresh` from the thread that owns the figure (the main
+    thread with a GUI). In a script, ``plot.refresh(wait=30)`` before
+    ``plot.figure.savefig(...)`` draws the simulation of the newest twin, which headless is
+    asked for at a run's end and drawn at the next update.
+
+    Examples
+    --------
+    >>> cb = TwinCallback(("T", "H"), "M", keys={"T": "mag_temperature", "H": "mag_field",
+    ...                   "M": "mag_moment"})
+    >>> plot = LiveTwinPlot("M", "T", "H", twin_source=cb, labels={"T": "temperature"})
+    >>> RE.subscribe(cb)
+    >>> RE.subscribe(plot)
+    >>> RE(twin_guided_scan([mag], mag.temperature, 10, 60, 51, mag.field, [100, 2e4, 5e4],
+    ...                     twin_source=cb, slow_feature="H", suggest_kwargs={"mass": 0.6e-3,
+    ...                     "candidate_units": "T"}))
+    """
+
+    def __init__(
+        self,
+        y: str,
+        x: str,
+        slow: str | None = None,
+        *,
+        twin_source: Any = None,
+        mode: str = "lines",
+        keys: Mapping[str, str] | None = None,
+        stream: str = "primary",
+        n_std: float = 2.0,
+        resolution: int = 200,
+        min_interval: float | None = None,
+        slow_tolerance: float | None = None,
+        labels: Mapping[str, str] | None = None,
+        cmap: Any = None,
+        show_std: bool = True,
+        ax: Axes | Sequence[Axes] | None = None,
+        figsize: tuple[float, float] | None = None,
+        use_teleporter: bool | None = None,
+    ) -> None:
+        _require_matplotlib()
+        if use_teleporter is None:  # QtAwareCallback's rule, decided here to be known below
+            import matplotlib
+
+            use_teleporter = "qt" in matplotlib.get_backend().lower()
+        super().__init__(use_teleporter=use_teleporter)
+        self._teleporting = bool(use_teleporter)
+        if mode not in MODES:
+            raise DigitwinInputError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "map" and slow is None:
+            raise DigitwinInputError("mode='map' needs the slow axis: give slow=...")
+        if not (isinstance(resolution, (int, np.integer)) and resolution >= 2):
+            raise DigitwinInputError(f"resolution must be a whole number >= 2, got {resolution!r}")
+        if not (math.isfinite(n_std) and n_std > 0):
+            raise DigitwinInputError(f"n_std must be a number > 0, got {n_std!r}")
+        if min_interval is not None and not min_interval >= 0:
+            raise DigitwinInputError(f"min_interval must be >= 0 seconds, got {min_interval!r}")
+        if slow_tolerance is not None and not slow_tolerance >= 0:
+            raise DigitwinInputError(f"slow_tolerance must be >= 0, got {slow_tolerance!r}")
+        if twin_source is not None and not (
+            _is_twin(twin_source) or hasattr(twin_source, "twin") or callable(twin_source)
+        ):
+            raise DigitwinInputError(
+                "twin_source must be a TwinCallback (anything with a .twin), a DigitalTwin or "
+                f"a function returning one; got {type(twin_source).__name__}"
+            )
+        n_axes = 1 if mode == "lines" else (3 if show_std else 2)
+        if ax is not None:
+            given = _axes_list(ax)
+            if len(given) != n_axes:
+                raise DigitwinInputError(
+                    f"mode={mode!r} draws into {n_axes} axes (show_std={show_std}), got "
+                    f"{len(given)}"
+                )
+        self.y, self.x, self.slow = str(y), str(x), None if slow is None else str(slow)
+        self.mode = mode
+        self.n_std = float(n_std)
+        self.resolution = int(resolution)
+        #: Seconds between updates during a run (resolved when the figure is made).
+        self.min_interval = math.inf if min_interval is None else float(min_interval)
+        self._min_interval_given = min_interval is not None
+        self.slow_tolerance = slow_tolerance
+        self.show_std = bool(show_std)
+        self._twin_source = twin_source
+        self._labels = dict(labels or {})
+        self._cmap_arg = cmap
+        self._ax_arg = ax
+        self._figsize = figsize
+        features = (self.x,) if self.slow is None else (self.x, self.slow)
+        if keys is None:
+            source_keys = getattr(getattr(twin_source, "buffer", None), "keys", None) or {}
+            keys = {k: v for k, v in dict(source_keys).items() if k in (*features, self.y)}
+        # Our own buffer, not the TwinCallback's: the plot shows what it was given, and the
+        # buffer's value look-up and units are those the twin learns from.
+        self._buffer = ScanBuffer(features, self.y, keys=keys, stream=stream)
+        self._slow_key = None if self.slow is None else self._buffer.keys[self.slow]
+
+        # The figure is made in the main thread with a Qt backend (matplotlib wants one
+        # thread): now if the plot is made there, else at the first start document, which the
+        # Qt teleporter brings there, as for LivePlot.
+        self._setup_lock = threading.Lock()
+        self._set_up = False
+        self.figure: Figure | None = None
+        self.ax: Axes | None = None
+        self.axes: dict[str, Axes] = {}
+        self._made_figure = False
+        self._interactive = False
+        self._timer: Any = None
+        self._layout: Any = None  # the layout engine, managed on screen (see _freeze_layout)
+        self._laid_out: tuple[Any, ...] | None = None
+        self._draw_requested: float | None = None
+        self._render_cost = 0.0
+
+        # State of the figure, touched under _lock by whoever updates it. The document path
+        # only ever tries the lock, so it never waits for an update running elsewhere.
+        self._lock = threading.RLock()
+        self._next_update = -math.inf
+        self._seen_version = -1
+        self._runs_scanning_slow: dict[str, bool] = {}
+        self._segments: list[np.ndarray] = []
+        self._segment_keys: list[float | None] = []
+        self._drawn_segments: list[tuple[int, int]] = []  # (first index, length) as drawn
+        self._n_drawn = 0
+        self._coloured: tuple[Any, ...] = ()
+        self._measured_range: tuple[float, float] | None = None
+        self._map_range: tuple[float, float] | None = None
+        self._map_limits: dict[str, tuple[float, float]] = {}
+        self._colour_scale_set = False
+        self._slow_span: tuple[float, float] | None = None
+        self._units: dict[str, str] = {}
+        self._label_texts: dict[str, str] = {}
+        self._label_units: dict[str, str] | None = None
+        self._titles: dict[str, str] = {}
+        self._legend_key: tuple[Any, ...] = ()
+        self._measured_artists: list[Any] = []
+        self._measured_lines: dict[str, Any] = {}  # map mode: the measured lines over the maps
+        self._scatter: Any = None
+        self._norm: Any = None
+        self._std_norm: Any = None
+        self._std_cmap: Any = None
+        self._cmap: Any = None
+        self._colorbar: Any = None
+        self._std_colorbar: Any = None
+        self._suptitle: Any = None
+        self._marks: dict[str, Any] = {}
+
+        # The twin, its simulations, and the background thread that computes them.
+        self.twin: Any = None
+        self._generation = 0
+        self._curves: dict[float | None, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._curve_artists: dict[float | None, tuple[Any, Any]] = {}
+        self._map: xr.Dataset | None = None
+        self._map_artists: list[Any] = []
+        self._twin_label = ""
+        self._twin_problem: str | None = None
+        self._worker: threading.Thread | None = None
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+
+        self.suggestion: _Suggestion | None = None
+        self._suggestion_drawn: tuple[Any, ...] = ()
+        self.redraws = 0
+        self.predictions = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._logged: set[tuple[str, str]] = set()
+        if not use_teleporter or threading.current_thread() is threading.main_thread():
+            # Made now, in the thread that made the plot (the main thread with a GUI), rather
+            # than in the RunEngine's at the first start document (a colour bar takes 0.1 s).
+            self._setup()
+
+    # -- the document path ----------------------------------------------------------------------
+
+    def __call__(self, name: str, doc: Mapping[str, Any], *, escape: bool = False) -> Any:
+        """Take one document; never raises.
+
+        The document goes to the plot's buffer in the calling thread (the RunEngine's), which
+        costs a few microseconds and touches no matplotlib object. The figure is updated there
+        too, when it is time, except with the Qt teleporter: then the GUI's timer updates it
+        in the main thread, and only the first start document, if the figure is still to be
+        made, travels there (``escape=True`` marks its arrival).
+        """
+        try:
+            if escape:
+                self._setup()
+                self._maybe_update()
+            elif name in _DOCUMENTS:
+                self._take(name, doc)
+                if not self._teleporting:
+                    # The run's last points are drawn at its end, not at a later document.
+                    self._maybe_update(force=name == "stop")
+                elif name == "start" and not self._set_up:
+                    super().__call__(name, doc)  # QtAwareCallback: to the main thread
+        except Exception as exc:
+            # A live plot is never worth a scan: an exception in a callback aborts it.
+            self._report(f"taking a {name!r} document", exc)
+        return None
+
+    def _take(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Buffer a document and note what a start document says (any thread, no matplotlib)."""
+        self._buffer.ingest(name, doc)
+        if name != "start":
+            return
+        if self.slow is not None:
+            motors = doc.get("motors") or ()
+            self._runs_scanning_slow[str(doc.get("uid"))] = self._slow_key in motors
+        suggestion = _suggestion_from_start(doc)
+        if suggestion is not None:
+            self.suggestion = suggestion
+
+    def _maybe_update(self, force: bool = False) -> None:
+        """Update the figure if it is time to (or ``force``); cheap otherwise."""
+        if not force and time.monotonic() < self._next_update:
+            return
+        # Do not wait (at a run's end, a moment): an update running in another thread (a GUI
+        # timer, refresh()) shows the new points too, or the next document or tick will.
+        if not self._lock.acquire(timeout=0.05 if force else 0.0):
+            return
+        try:
+            self._update()
+        finally:
+            self._lock.release()
+
+    def _on_timer(self) -> None:
+        """The canvas timer (GUI thread): updates between documents, e.g. a new twin."""
+        try:
+            self._maybe_update()
+        except Exception as exc:
+            self._report("the timer", exc)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def refresh(self, wait: float = 0.0) -> None:
+        """Bring the figure up to date now and redraw it, whatever ``min_interval`` says.
+
+        Parameters
+        ----------
+        wait
+            Seconds to wait, at most, for the twin's simulation being computed (and any it
+            asks for next), so that it is drawn now rather than at a later update.
+        """
+        self._setup()
+        deadline = time.monotonic() + max(float(wait), 0.0)
+        while True:
+            with self._lock:
+                self._update(draw=True)
+                worker = self._worker
+            busy = worker is not None and worker.is_alive()
+            if not busy and self._results.empty():
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if busy:
+                worker.join(remaining)
+            else:
+                time.sleep(0.01)  # a result came in after the update: the next one draws it
+
+    def show_suggestion(self, suggestion: StepSuggestion | Mapping[str, Any] | None) -> None:
+        """Show a plan's decision: a :class:`~bluesky_digitwin.analysis.StepSuggestion`, a
+        ``{"axis", "value", "units"}`` step as in the start documents (``"message"`` optional),
+        or None to clear it. Drawn at the next update (:meth:`refresh` draws it now)."""
+        if suggestion is None:
+            self.suggestion = None
+        elif isinstance(suggestion, StepSuggestion):
+            self.suggestion = _Suggestion(
+                axis=suggestion.axis,
+                message=suggestion.message,
+                step=suggestion.step,
+                units=suggestion.units,
+                ok=suggestion.step is not None,
+            )
+        elif isinstance(suggestion, Mapping) and "axis" in suggestion:
+            step = suggestion.get("value")
+            self.suggestion = _step_suggestion(
+                str(suggestion["axis"]),
+                None if step is None else float(step),
+                str(suggestion.get("units") or ""),
+                suggestion.get("message"),
+            )
+        else:
+            raise DigitwinInputError(
+                "show_suggestion takes a StepSuggestion or a {'axis', 'value', 'units'} mapping, "
+                f"got {type(suggestion).__name__}"
+            )
+
+    def close(self) -> None:
+        """Stop the timer and close the figure if the plot made it (pyplot keeps figures)."""
+        if self._timer is not None:
+            try:
+                self._timer.stop()
+            except Exception as exc:  # the canvas may be gone already
+                self._report("stopping the timer", exc)
+            self._timer = None
+        if self._made_figure and self.figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self.figure)
+
+    def __repr__(self) -> str:
+        twin = "none" if self.twin is None else str(getattr(self.twin, "id", "?"))[:8]
+        axes = self.x if self.slow is None else f"{self.x}, {self.slow}"
+        return (
+            f"<LiveTwinPlot {self.y}({axes}) {self.mode}: {self._buffer.n_points} points, "
+            f"twin {twin}, {self.redraws} redraws, {self.errors} errors>"
+        )
+
+    # -- the figure -----------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        with self._setup_lock:
+            if self._set_up:
+                return
+            self._set_up = True
+        import matplotlib.colors as mcolors
+        from matplotlib import colormaps
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        axes = self._make_axes()
+        self.figure = _root_figure(axes[0])
+        canvas = self.figure.canvas
+        # Agg and the inline backend render only when saved or shown: redrawing there during
+        # the run would spend the RunEngine's time on pictures nobody sees.
+        self._interactive = (
+            getattr(canvas, "required_interactive_framework", None) is not None
+            or type(canvas).draw_idle is not FigureCanvasBase.draw_idle
+        )
+        if self.mode == "lines":
+            self._setup_lines(axes[0], mcolors, colormaps)
+        else:
+            self._setup_map(axes, mcolors, colormaps)
+        self.ax = self.axes["data"]
+        if not self._min_interval_given:
+            # Headless, nobody sees the figure until it is saved: updating it during a run
+            # would only cost the RunEngine time. It is brought up to date at each run's end.
+            self.min_interval = _GUI_INTERVAL if self._interactive else math.inf
+        if self._interactive and 0 < self.min_interval < math.inf:
+            self._timer = canvas.new_timer(interval=max(int(self.min_interval * 1000), 10))
+            self._timer.add_callback(self._on_timer)
+            self._timer.start()
+        if self._interactive:
+            from matplotlib.layout_engine import PlaceHolderLayoutEngine
+
+            engine = self.figure.get_layout_engine()
+            if engine is not None and not isinstance(engine, PlaceHolderLayoutEngine):
+                # Constrained layout is most of a redraw (0.13 of 0.16 s here): run it only
+                # when the margins may change, and keep the axes where they are otherwise.
+                self._layout = engine
+                canvas.mpl_connect("resize_event", self._on_resize)
+            canvas.mpl_connect("draw_event", self._on_draw)
+
+    def _make_axes(self) -> list[Axes]:
+        n_axes = 1 if self.mode == "lines" else (3 if self.show_std else 2)
+        given = self._ax_arg
+        if given is not None:  # its length was checked when the plot was made
+            return _axes_list(given)
+        import matplotlib.pyplot as plt
+
+        # pyplot, not a bare Figure: in IPython the figure then gets a window like LivePlot's.
+        default = (7.5, 5.4) if n_axes == 1 else (4.6 * n_axes + 1.2, 4.4)
+        fig = plt.figure(figsize=self._figsize or default, layout="constrained")
+        self._made_figure = True
+        if n_axes == 1:
+            return [fig.add_subplot()]
+        return list(fig.subplots(1, n_axes, sharex=True, sharey=True))
+
+    def _setup_lines(self, ax: Axes, mcolors: Any, colormaps: Any) -> None:
+        self.axes = {"data": ax}
+        if isinstance(self._cmap_arg, str):
+            self._cmap = colormaps[self._cmap_arg]
+        elif self._cmap_arg is not None:
+            self._cmap = self._cmap_arg
+        else:
+            # viridis' last yellows are hard to see on white, as markers and as bands.
+            self._cmap = mcolors.ListedColormap(
+                colormaps["viridis"](np.linspace(0.0, 0.88, 256)), name="viridis_dark"
+            )
+        if self.slow is not None:
+            from matplotlib.cm import ScalarMappable
+
+            self._norm = mcolors.Normalize(0.0, 1.0)
+            self._colorbar = self.figure.colorbar(
+                ScalarMappable(norm=self._norm, cmap=self._cmap), ax=ax
+            )
+            self.axes["colorbar"] = self._colorbar.ax
+        ax.margins(x=0.02, y=0.05)
+        self._set_labels()
+
+    def _setup_map(self, axes: list[Axes], mcolors: Any, colormaps: Any) -> None:
+        from matplotlib.cm import ScalarMappable
+
+        roles = ("data", "twin", "std")[: len(axes)]
+        self.axes = dict(zip(roles, axes, strict=True))
+        cmap = self._cmap_arg if self._cmap_arg is not None else "viridis"
+        self._cmap = colormaps[cmap] if isinstance(cmap, str) else cmap
+        self._norm = mcolors.Normalize(0.0, 1.0)
+        data = self.axes["data"]
+        self._scatter = data.scatter(
+            [], [], c=[], s=8, marker="s", linewidths=0, cmap=self._cmap, norm=self._norm, zorder=2
+        )
+        self._scatter.set_gid("measured")
+        self._scatter.set_rasterized(True)
+        self._colorbar = self.figure.colorbar(
+            ScalarMappable(norm=self._norm, cmap=self._cmap), ax=[data, self.axes["twin"]]
+        )
+        if "std" in self.axes:
+            self._std_norm = mcolors.Normalize(0.0, 1.0)
+            self._std_cmap = colormaps["magma"]
+            self._std_colorbar = self.figure.colorbar(
+                ScalarMappable(norm=self._std_norm, cmap=self._std_cmap), ax=self.axes["std"]
+            )
+            self.axes["std-colorbar"] = self._std_colorbar.ax
+        self.axes["colorbar"] = self._colorbar.ax
+        for role in ("twin", "std"):
+            if role in self.axes:
+                # Where the map was measured, over the twin's maps: elsewhere it interpolates.
+                (line,) = self.axes[role].plot(
+                    [], [], color="white", lw=0.7, alpha=0.85, gid="measured-lines", zorder=3
+                )
+                self._measured_lines[role] = line
+        data.set_title("measured", fontsize="medium")
+        self._set_labels()
+
+    # -- updating -------------------------------------------------------------------------------
+
+    def _update(self, draw: bool = False) -> None:
+        """Bring every part of the figure up to date (caller holds _lock); never raises."""
+        self._setup()
+        started = time.monotonic()
+        changed = False
+        for where, step in (
+            ("drawing the measured points", self._update_measured),
+            ("updating the twin", self._update_twin),
+            ("drawing the suggestion", self._update_suggestion),
+            ("updating the titles", self._update_titles),
+        ):
+            try:
+                changed = step() or changed
+            except Exception as exc:
+                self._report(where, exc)
+        if changed and self.mode == "lines":
+            try:
+                self._update_legend()
+            except Exception as exc:
+                self._report("updating the legend", exc)
+        if changed or draw:
+            try:
+                self.redraws += 1
+                if self._interactive:
+                    self._freeze_layout()
+                    if self._draw_requested is None:
+                        self._draw_requested = time.monotonic()
+                    self.figure.canvas.draw_idle()
+            except Exception as exc:
+                self._report("redrawing", exc)
+        # Large data sets make updates slower, and a GUI renders each: space them so that
+        # updates take at most _MAX_SHARE of the time and renders _MAX_RENDER_SHARE, a GIL
+        # the RunEngine's thread shares (min_interval 0 asks for every document, whatever it
+        # costs; inf, headless, leaves only the forced updates: runs' ends and refresh()).
+        took = time.monotonic() - started
+        if self.min_interval > 0:
+            self._next_update = started + max(
+                self.min_interval, took / _MAX_SHARE, self._render_cost / _MAX_RENDER_SHARE
+            )
+        else:
+            self._next_update = -math.inf
+
+    def _freeze_layout(self) -> None:
+        """Let the layout engine run at the next draw only if the margins may have changed:
+        other text, other tick labels (widths), another figure size."""
+        if self._layout is None:
+            return
+        try:
+            key = self._layout_key()
+        except Exception:  # no key, no freezing: the layout runs
+            key = None
+        if key is None or key != self._laid_out:
+            self._laid_out = key
+            self.figure.set_layout_engine(self._layout)
+        else:
+            self.figure.set_layout_engine("none")  # keeps the axes where the last layout put them
+
+    def _layout_key(self) -> tuple[Any, ...]:
+        fig = self.figure
+        parts: list[Any] = [tuple(fig.get_size_inches()), fig.dpi, bool(self._suptitle_text())]
+        for ax in self.axes.values():
+            parts += [ax.get_xlabel(), ax.get_ylabel(), bool(ax.get_title())]
+            for axis in (ax.xaxis, ax.yaxis):
+                locs = axis.get_majorticklocs()
+                parts.append(tuple(axis.get_major_formatter().format_ticks(locs)))
+        legend = self.axes["data"].get_legend()
+        parts.append(None if legend is None else tuple(t.get_text() for t in legend.get_texts()))
+        return tuple(parts)
+
+    def _suptitle_text(self) -> str:
+        return "" if self._suptitle is None else self._suptitle.get_text()
+
+    def _on_draw(self, event: Any) -> None:
+        """A render finished (GUI thread): how long it took, from the request, at most."""
+        if self._draw_requested is None:
+            return
+        latency = time.monotonic() - self._draw_requested
+        self._draw_requested = None
+        # Smoothed, so that one slow render (a garbage collection) does not stall the plot;
+        # a latency of seconds is a hidden window that drew nothing meanwhile, not a render.
+        if latency < _MAX_RENDER_COST:
+            self._render_cost = 0.5 * (self._render_cost + latency)
+
+    def _on_resize(self, event: Any) -> None:
+        try:
+            self._laid_out = None
+            self.figure.set_layout_engine(self._layout)  # new margins for the new size
+        except Exception as exc:
+            self._report("laying out the resized figure", exc)
+
+    def _update_measured(self) -> bool:
+        version = self._buffer.version
+        if version == self._seen_version:
+            return False
+        data = self._buffer.snapshot()
+        self._seen_version = int(data.attrs["buffer_version"])
+        for name in (self.x, self.slow, self.y):
+            if name is not None and data[name].attrs.get("units"):
+                self._units.setdefault(name, data[name].attrs["units"])
+        x = data[self.x].values
+        y = data[self.y].values
+        s = data[self.slow].values if self.slow is not None else None
+        self._segments = self._split(data["run_uid"].values, s)
+        if s is not None and s.size:
+            # A line's key changes only while it grows: the others keep theirs.
+            known = dict(zip(self._drawn_segments, self._segment_keys, strict=False))
+            self._segment_keys = [
+                known[span] if span in known else _key(float(np.median(s[idx])))
+                for span, idx in zip(map(_span, self._segments), self._segments, strict=True)
+            ]
+            finite = s[np.isfinite(s)]
+            if finite.size:
+                self._slow_span = (float(finite.min()), float(finite.max()))
+        else:
+            self._segment_keys = [None] * len(self._segments)
+        if self.mode == "lines":
+            self._draw_measured_lines(x, y)
+        else:
+            self._draw_measured_map(x, s, y)
+        self._drawn_segments = [_span(idx) for idx in self._segments]
+        self._set_labels()
+        self._update_colours()
+        return True
+
+    def _split(self, runs: np.ndarray, s: np.ndarray | None) -> list[np.ndarray]:
+        """Indices of each measured line: a run, or its parts at each value of the slow axis."""
+        n = runs.size
+        if n == 0:
+            return []
+        starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+        bounds = [*starts.tolist(), n]
+        segments = []
+        for a, b in itertools.pairwise(bounds):
+            tol = self.slow_tolerance
+            if s is not None and b - a > 1 and tol is None:
+                if self._runs_scanning_slow.get(str(runs[a]), False):
+                    tol = 0.01 * float(np.ptp(s[a:b]))
+            if s is None or tol is None or b - a < 2:
+                segments.append(np.arange(a, b))
+                continue
+            cuts = np.flatnonzero(np.abs(np.diff(s[a:b])) > tol) + 1 + a
+            edges = [a, *cuts.tolist(), b]
+            segments.extend(np.arange(i, j) for i, j in itertools.pairwise(edges))
+        return segments
+
+    def _draw_measured_lines(self, x: np.ndarray, y: np.ndarray) -> None:
+        ax = self.axes["data"]
+        drawn = self._drawn_segments
+        for i, idx in enumerate(self._segments):
+            if i < len(self._measured_artists):
+                artist = self._measured_artists[i]
+            else:
+                colour = None if self.slow is not None else f"C{i % 10}"
+                (artist,) = ax.plot([], [], gid="measured", color=colour, **_MEASURED_STYLE)
+                self._measured_artists.append(artist)
+            if i >= len(drawn) or drawn[i] != _span(idx):  # only the lines that grew
+                artist.set_data(x[idx], y[idx])
+        for artist in self._measured_artists[len(self._segments) :]:
+            artist.set_data([], [])  # the buffer was cleared
+        if x.size < self._n_drawn:
+            self._rescale()  # fewer points than before: the limits must shrink too
+        else:
+            # Only the new points widen the limits: a full relim walks every artist's data.
+            new = np.column_stack([x[self._n_drawn :], y[self._n_drawn :]])
+            new = new[np.isfinite(new).all(axis=1)]
+            before = ax.dataLim.bounds
+            if new.size:
+                ax.update_datalim(new)
+            if ax.dataLim.bounds != before:  # rescaling costs a millisecond: only if it grew
+                ax.autoscale_view()
+        self._n_drawn = x.size
+
+    def _draw_measured_map(self, x: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
+        self._scatter.set_offsets(np.column_stack([x, s]))
+        self._scatter.set_array(y)
+        self._measured_range = _finite_range(y)
+        xs: list[float] = []
+        ss: list[float] = []
+        for idx, key in zip(self._segments, self._segment_keys, strict=True):
+            if key is None:
+                continue
+            xs += [float(np.min(x[idx])), float(np.max(x[idx])), math.nan]
+            ss += [key, key, math.nan]
+        for line in self._measured_lines.values():
+            line.set_data(xs, ss)
+        self.axes["data"].set_title(f"measured ({y.size} points)", fontsize="medium")
+        if x.size:
+            self._expand_limits(x, s)
+
+    def _expand_limits(self, x: np.ndarray, s: np.ndarray) -> None:
+        """Map limits that hold the measured points and the twin's map, with a small margin.
+
+        Set by hand: a scatter counts for autoscaling only once drawn, and headless it is not.
+        """
+        ax = self.axes["data"]
+        for values, name, setter in ((x, self.x, ax.set_xlim), (s, self.slow, ax.set_ylim)):
+            ranges = [_finite_range(values)]
+            if self._map is not None:
+                ranges.append(_finite_range(self._map[name].values))
+            known = [r for r in ranges if r is not None]
+            if not known:
+                return
+            lo, hi = min(r[0] for r in known), max(r[1] for r in known)
+            pad = 0.02 * (hi - lo) if hi > lo else max(abs(lo) * 0.05, 0.5)
+            limits = (lo - pad, hi + pad)
+            if limits != self._map_limits.get(name):  # setting them costs, shared axes too
+                self._map_limits[name] = limits
+                setter(*limits)
+
+    def _rescale(self) -> None:
+        ax = self.axes["data"]
+        ax.relim(visible_only=True)
+        ax.autoscale_view()
+
+    def _update_colours(self) -> None:
+        """Colour scales: the slow axis (lines) or the measured quantity (map); recolour the
+        lines when their scale or their number changed."""
+        if self.mode == "map":
+            spans = [self._measured_range, self._map_range]
+            known = [r for r in spans if r is not None]
+            if known:
+                lo, hi = min(r[0] for r in known), max(r[1] for r in known)
+                vmin, vmax = self._norm.vmin, self._norm.vmax
+                if hi > lo and not (self._colour_scale_set and vmin <= lo and hi <= vmax):
+                    # 5 % to spare above (intensities grow with each bright line): each change
+                    # redraws the colour bar, about 8 ms.
+                    _set_limits(self._norm, lo, hi + 0.05 * (hi - lo))
+                    self._colour_scale_set = True
+            return
+        if self.slow is None:
+            return
+        values = [k for k in self._segment_keys if k is not None]
+        if self.twin is not None and self.slow in (getattr(self.twin, "ranges", None) or {}):
+            values += list(self.twin.ranges[self.slow])
+        values += list(self._marks.get("positions", ()))
+        if not values:
+            return
+        lo, hi = float(min(values)), float(max(values))
+        if hi <= lo:
+            pad = max(abs(lo) * 0.05, 1e-12)
+            lo, hi = lo - pad, hi + pad
+        n = len(self._measured_artists)
+        state = (lo, hi, tuple(self._segment_keys[:n]), n, tuple(self._curve_artists))
+        if state == self._coloured:
+            return
+        self._coloured = state
+        _set_limits(self._norm, lo, hi)
+        keys = [*self._segment_keys[:n], *self._curve_artists]
+        # One pass through the norm and the colour map: per key, each costs 0.1 ms.
+        values = np.array([np.nan if k is None else k for k in keys], dtype=float)
+        colours = dict(zip(keys, self._cmap(self._norm(values)), strict=True))
+        for artist, key in zip(self._measured_artists, self._segment_keys, strict=False):
+            artist.set_color(colours[key] if key is not None else "0.2")
+        for key, (line, band) in self._curve_artists.items():
+            line.set_color(colours[key])
+            if band is not None:
+                band.set_facecolor(colours[key])
+
+    def _colour(self, key: float | None) -> Any:
+        if key is None or self._norm is None:
+            return "0.2"
+        return self._cmap(self._norm(key))
+
+    def _set_labels(self) -> None:
+        units = dict(self._units)
+        if self.twin is not None:
+            for name, unit in (getattr(self.twin, "units", None) or {}).items():
+                if unit:
+                    units.setdefault(name, unit)
+
+        if units == self._label_units:
+            return
+        self._label_units = units
+
+        def label(name: str) -> str:
+            return _label(name, _attrs(units.get(name), self._labels.get(name)))
+
+        wanted = {"x": label(self.x)}
+        if self.mode == "lines":
+            wanted["y"] = label(self.y)
+            if self.slow is not None:
+                wanted["colorbar"] = label(self.slow)
+        else:
+            wanted["y"] = label(self.slow)
+            wanted["colorbar"] = label(self.y)
+            if "std" in self.axes:
+                unit = units.get(self.y)
+                wanted["std"] = f"σ of the twin's networks ({unit})" if unit else "σ (networks)"
+        if wanted == self._label_texts:
+            return
+        self._label_texts = wanted
+        data = self.axes["data"]
+        data.set_xlabel(wanted["x"])
+        data.set_ylabel(wanted["y"])
+        if self.mode == "map":
+            for role in ("twin", "std"):
+                if role in self.axes:
+                    self.axes[role].set_xlabel(wanted["x"])
+        if "colorbar" in wanted:
+            self._colorbar.set_label(wanted["colorbar"])
+        if "std" in wanted:
+            self._std_colorbar.set_label(wanted["std"])
+
+    # -- the twin -------------------------------------------------------------------------------
+
+    def _resolve_twin(self) -> Any:
+        source = self._twin_source
+        if source is None:
+            return None
+        if _is_twin(source):
+            return source
+        if hasattr(source, "twin"):
+            return source.twin
+        return source()
+
+    def _update_twin(self) -> bool:
+        changed = False
+        twin = self._resolve_twin()
+        if twin is not self.twin:
+            self._swap_twin(twin)
+            changed = True
+        while True:
+            try:
+                generation, payload = self._results.get_nowait()
+            except queue.Empty:
+                break
+            if generation != self._generation:
+                continue  # the simulation of a twin since replaced
+            changed = True
+            if isinstance(payload, BaseException):
+                self._twin_problem = f"the twin's simulation failed: {type(payload).__name__}"
+                self._report("simulating with the twin", payload)
+            elif isinstance(payload, xr.Dataset):
+                self._map = payload
+                self._draw_map()
+            else:
+                self._curves.update(payload)
+                self._draw_curves()
+        self._ask_twin()
+        return changed
+
+    def _swap_twin(self, twin: Any) -> None:
+        self.twin = twin
+        self._generation += 1
+        self._curves, self._map = {}, None
+        self._twin_problem = None
+        for line, band in self._curve_artists.values():
+            line.remove()
+            if band is not None:
+                band.remove()
+        self._curve_artists = {}
+        for artist in self._map_artists:
+            artist.remove()
+        self._map_artists = []
+        self._map_range = None
+        self._colour_scale_set = False  # the old twin's values no longer count
+        self._twin_label = ""
+        if self.mode == "lines":
+            self._rescale()  # the old twin's curves no longer count for the limits
+        if twin is None:
+            return
+        self._twin_label = _origin_label(xr.Dataset(attrs={"twin_id": getattr(twin, "id", "")}))
+        features = tuple(getattr(twin, "features", ()))
+        wanted = (self.x,) if self.slow is None else (self.x, self.slow)
+        if set(features) != set(wanted) or getattr(twin, "target", None) != self.y:
+            self._twin_problem = (
+                f"the twin simulates {getattr(twin, 'target', '?')}({', '.join(features)}), "
+                f"not {self.y}({', '.join(wanted)})"
+            )
+        self._set_labels()
+        self._update_colours()
+
+    def _ask_twin(self) -> None:
+        """Start the twin's simulation of what is not simulated yet, in a background thread."""
+        twin = self.twin
+        if twin is None or self._twin_problem is not None:
+            return
+        if self._worker is not None and self._worker.is_alive():
+            return  # one at a time; the next update asks for what is still missing
+        if self.mode == "map":
+            if self._map is not None:
+                return
+            job: Callable[[], Any] = lambda: _simulate_map(  # noqa: E731
+                twin, self.x, self.slow, self.y, self.resolution
+            )
+        else:
+            keys = set(self._segment_keys)
+            if self.slow is not None:
+                keys.discard(None)  # a line whose slow-axis value is not a number
+            missing = sorted((k for k in keys if k not in self._curves), key=_sort_key)
+            if not missing:
+                return
+            job = lambda: _simulate_lines(  # noqa: E731
+                twin, self.x, self.slow, self.y, missing, self.resolution
+            )
+        generation = self._generation
+        results = self._results
+
+        def work() -> None:
+            try:
+                payload = job()
+            except Exception as exc:  # drawn and logged by the next update
+                payload = exc
+            results.put((generation, payload))
+
+        self.predictions += 1
+        self._worker = threading.Thread(target=work, name="digitwin-live-plot", daemon=True)
+        self._worker.start()
+
+    def _draw_curves(self) -> None:
+        ax = self.axes["data"]
+        for key, (xs, mean, std) in self._curves.items():
+            if key in self._curve_artists:
+                continue
+            colour = self._colour(key)
+            (line,) = ax.plot(xs, mean, color=colour, gid="twin", zorder=2.5, **_SIMULATED_STYLE)
+            band = None
+            if np.any(np.nan_to_num(std) > 0):
+                band = ax.fill_between(
+                    xs,
+                    mean - self.n_std * std,
+                    mean + self.n_std * std,
+                    color=colour,
+                    alpha=0.22,
+                    lw=0,
+                    gid="twin-band",
+                    zorder=2,
+                )
+            self._curve_artists[key] = (line, band)
+        # Adding them widened the data limits already: no relim over every artist needed.
+        ax.autoscale_view()
+
+    def _draw_map(self) -> None:
+        grid = self._map
+        xs, ss = grid[self.x].values, grid[self.slow].values
+        # An image, not a mesh: the grid is regular (it is made so), and an image of 200 x 200
+        # cells renders several times faster, at every redraw.
+        extent = (*_edges(xs), *_edges(ss))
+        image = {"origin": "lower", "extent": extent, "aspect": "auto", "interpolation": "nearest"}
+        values = grid[self.y].values
+        self._map_artists = [
+            self.axes["twin"].imshow(values, cmap=self._cmap, norm=self._norm, gid="twin", **image)
+        ]
+        self._map_range = _finite_range(values)
+        if "std" in self.axes:
+            std = grid[f"{self.y}_std"].values
+            spread = _finite_range(std)
+            if spread is not None and spread[1] > 0:
+                _set_limits(self._std_norm, 0.0, spread[1])
+            self._map_artists.append(
+                self.axes["std"].imshow(
+                    std, cmap=self._std_cmap, norm=self._std_norm, gid="twin-std", **image
+                )
+            )
+        self._update_colours()
+        points = np.asarray(self._scatter.get_offsets(), dtype=float).reshape(-1, 2)
+        self._expand_limits(points[:, 0], points[:, 1])
+
+    # -- the suggestion -------------------------------------------------------------------------
+
+    def _suggested_positions(self, suggestion: _Suggestion) -> np.ndarray:
+        """Slow-axis values of the suggested lines (empty if unknown), as the plan places them."""
+        if suggestion.axis != self.slow:
+            return np.array([])
+        if suggestion.value is not None:
+            return np.array([suggestion.value])
+        if suggestion.step is None:
+            return np.array([])
+        twin = self.twin
+        ranges = getattr(twin, "ranges", None) or {}
+        span = ranges.get(self.slow) or self._slow_span
+        if span is None or not span[1] > span[0]:
+            return np.array([])
+        from bluesky_digitwin.plans import suggested_lines
+
+        units = (getattr(twin, "units", None) or {}).get(self.slow) or self._units.get(self.slow)
+        placed = suggested_lines(
+            SimpleNamespace(units={self.slow: units or ""}, ranges={self.slow: span}),
+            SimpleNamespace(
+                axis=self.slow, step=suggestion.step, units=suggestion.units, message=""
+            ),
+            units or None,
+        )
+        return np.asarray(placed, dtype=float)
+
+    def _update_suggestion(self) -> bool:
+        suggestion = self.suggestion
+        # The lines are placed over the twin's range, or without a twin the measured one.
+        ranges = getattr(self.twin, "ranges", None) or {}
+        span = ranges.get(self.slow) if self.slow in ranges else self._slow_span
+        units = (getattr(self.twin, "units", None) or {}).get(self.slow, self._units.get(self.slow))
+        key = (suggestion, span, units)
+        if key == self._suggestion_drawn:
+            return False
+        self._suggestion_drawn = key
+        for artist in self._marks.pop("artists", []):
+            artist.remove()
+        self._marks = {}
+        if suggestion is None:
+            if self._suptitle is not None:
+                self._suptitle.set_text("")
+            return True
+        colour = _SUGGESTED_COLOUR if suggestion.ok else "tab:red"
+        self._suptitle = self.figure.suptitle(
+            _cut(suggestion.message, 120), color=colour, fontsize="medium"
+        )
+        try:
+            positions = self._suggested_positions(suggestion)
+        except Exception as exc:  # e.g. units that do not convert: the message still shows
+            self._report("placing the suggested lines", exc)
+            positions = np.array([])
+        if positions.size:
+            self._marks["positions"] = positions
+            self._marks["artists"] = self._draw_marks(positions)
+            self._update_colours()
+        return True
+
+    def _draw_marks(self, positions: np.ndarray) -> list[Any]:
+        """Suggested values of the slow axis: on the colour bar (lines) or across the maps."""
+        from matplotlib.transforms import blended_transform_factory
+
+        ys = np.repeat(positions, 3)
+        ys[2::3] = np.nan
+        xs = np.tile([0.0, 1.0, np.nan], positions.size)
+        style = {"color": _SUGGESTED_COLOUR, "gid": "suggested", "clip_on": True}
+        artists = []
+        if self.mode == "lines":
+            bar = self._colorbar.ax
+            transform = blended_transform_factory(bar.transAxes, bar.transData)
+            # Across the bar and out to its left, black under green: visible on every colour.
+            xs = np.tile([-0.4, 1.0, np.nan], positions.size)
+            for colour, width in (("black", 3.2), (_SUGGESTED_COLOUR, 1.8)):
+                mark = {**style, "color": colour, "clip_on": False, "lw": width}
+                (line,) = bar.plot(xs, ys, transform=transform, **mark)
+                artists.append(line)
+            return artists
+        for role in ("data", "twin", "std"):
+            if role in self.axes:
+                ax = self.axes[role]
+                transform = blended_transform_factory(ax.transAxes, ax.transData)
+                (line,) = ax.plot(
+                    xs, ys, transform=transform, ls="--", lw=1.0, alpha=0.85, zorder=1.5, **style
+                )
+                artists.append(line)
+        return artists
+
+    # -- titles and legend ----------------------------------------------------------------------
+
+    def _status_text(self) -> str:
+        status = getattr(self._twin_source, "status", None)
+        if status is None:
+            return ""
+        state = getattr(status, "state", "")
+        if state == "training" and getattr(status, "trials_total", None):
+            return f"training: {status.trials_finished or 0}/{status.trials_total} trials"
+        message = getattr(status, "message", "")
+        return f"{state}: {message}" if message else str(state)
+
+    def _twin_title(self) -> str:
+        if self._twin_source is None:
+            return "measured only (no twin source)"
+        if self.twin is None:
+            status = self._status_text()
+            return f"no twin yet ({status})" if status else "no twin yet"
+        if self._twin_problem is not None:
+            return self._twin_problem
+        label = self._twin_label or f"simulated by twin {str(getattr(self.twin, 'id', ''))[:8]}"
+        networks = getattr(self.twin, "ensemble_size", None)
+        text = f"{label}, {networks} networks" if networks else label
+        status = getattr(self._twin_source, "status", None)
+        if getattr(status, "state", None) == "training":
+            text += f"; a newer one in {self._status_text()}"
+        return text
+
+    def _update_titles(self) -> bool:
+        twin_title = _cut(self._twin_title())
+        wanted = {"data" if self.mode == "lines" else "twin": twin_title}
+        if self.mode == "map" and "std" in self.axes:
+            networks = getattr(self.twin, "ensemble_size", None)
+            wanted["std"] = (
+                f"uncertainty: σ over its {networks} networks" if networks else "uncertainty"
+            )
+        changed = False
+        for role, text in wanted.items():
+            if self._titles.get(role) != text:
+                self._titles[role] = text
+                self.axes[role].set_title(text, fontsize="medium")
+                changed = True
+        return changed
+
+    def _update_legend(self) -> None:
+        if self.mode != "lines":
+            return
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        has_band = any(band is not None for _, band in self._curve_artists.values())
+        key = (
+            bool(self._measured_artists),
+            self._twin_label if self._curve_artists else None,
+            has_band,
+            "positions" in self._marks,
+        )
+        if key == self._legend_key:
+            return
+        self._legend_key = key
+        handles = []
+        if key[0]:
+            handles.append(Line2D([], [], color="0.3", label="measured", **_MEASURED_STYLE))
+        if key[1] is not None:
+            handles.append(Line2D([], [], color="0.3", label=key[1], **_SIMULATED_STYLE))
+        if has_band:
+            handles.append(
+                Patch(color="0.3", alpha=0.22, label=f"mean ± {self.n_std:g}σ of its networks")
+            )
+        if key[3]:
+            label = f"suggested lines of {self.slow} (colour bar)"
+            handles.append(Line2D([], [], color=_SUGGESTED_COLOUR, lw=1.6, label=label))
+        ax = self.axes["data"]
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+        if handles:
+            # Below the axes: inside, it would hide points, and "best" costs a search over
+            # every point at each redraw.
+            ax.legend(
+                handles=handles,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.13),
+                ncols=2,
+                fontsize="small",
+                frameon=False,
+            )
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _report(self, where: str, exc: BaseException) -> None:
+        """Log an error once with its traceback (repeats at debug level) and carry on."""
+        self.errors += 1
+        self.last_error = f"{where}: {type(exc).__name__}: {exc}"
+        key = (where, f"{type(exc).__name__}: {exc}")
+        if key not in self._logged and len(self._logged) < _MAX_LOGGED_ERRORS:
+            self._logged.add(key)
+            logger.error(
+                "LiveTwinPlot ignored an error while %s (the scan goes on)",
+                where,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        else:
+            logger.debug("LiveTwinPlot: again while %s: %s", where, exc)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _axes_list(ax: Any) -> list[Any]:
+    """One axes, or a sequence or array of them (``fig.subplots(1, 3)``), as a list."""
+    if isinstance(ax, (Sequence, np.ndarray)):
+        return list(np.ravel(np.asarray(ax, dtype=object)))
+    return [ax]
+
+
+def _set_limits(norm: Any, lo: float, hi: float) -> None:
+    """Set both limits of a norm with one "changed" signal: each redraws its colour bars."""
+    if (norm.vmin, norm.vmax) == (lo, hi):
+        return
+    with norm.callbacks.blocked(signal="changed"):
+        norm.vmin = lo
+        norm.vmax = hi
+    norm.callbacks.process("changed")
+
+
+def _edges(centres: np.ndarray) -> tuple[float, float]:
+    """The outer edges of evenly spaced cells centred on ``centres``."""
+    half = (centres[-1] - centres[0]) / (2 * (centres.size - 1)) if centres.size > 1 else 0.5
+    return float(centres[0] - half), float(centres[-1] + half)
+
+
+def _span(idx: np.ndarray) -> tuple[int, int]:
+    """(first index, length) of a measured line's points: whether it changed."""
+    return (int(idx[0]), idx.size) if idx.size else (0, 0)
+
+
+def _finite_range(values: Any) -> tuple[float, float] | None:
+    """(min, max) of the finite values, or None if there are none."""
+    values = np.ma.asarray(values, dtype=float).filled(np.nan)
+    values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if values.size else None
+
+
+def _sort_key(key: float | None) -> float:
+    return -math.inf if key is None else key
+
+
+def _is_twin(obj: Any) -> bool:
+    """A twin itself (DigitalTwin or alike), rather than a source of twins."""
+    return hasattr(obj, "predict") and hasattr(obj, "features") and hasattr(obj, "ranges")
+
+
+def _step_suggestion(
+    axis: str, step: float | None, units: str, message: str | None = None
+) -> _Suggestion:
+    unit = f" {units}" if units else ""
+    if message is None:
+        message = (
+            f"suggested step of {axis}: {step:g}{unit}"
+            if step is not None
+            else f"no suggested step of {axis}"
+        )
+    return _Suggestion(axis=axis, message=str(message), step=step, units=units, ok=step is not None)
+
+
+def _suggestion_from_start(doc: Mapping[str, Any]) -> _Suggestion | None:
+    """The decision a plan of :mod:`bluesky_digitwin.plans` recorded in a line's start document."""
+    step = doc.get("suggested_step")
+    if isinstance(step, Mapping) and step.get("axis") is not None:
+        guided = doc.get("guided_by")
+        message = guided.get("message") if isinstance(guided, Mapping) else None
+        value = step.get("value")
+        return _step_suggestion(
+            str(step["axis"]),
+            None if value is None else float(value),
+            str(step.get("units") or ""),
+            message,
+        )
+    decision = doc.get("decision")
+    slow_axis = doc.get("slow_axis")
+    if isinstance(decision, Mapping) and isinstance(slow_axis, Mapping):
+        value = float(decision["value"])
+        axis = str(slow_axis.get("feature"))
+        score = decision.get("score")
+        units = f" {decision['units']}" if decision.get("units") else ""
+        criterion = decision.get("criterion", "score")
+        message = f"the twin chose the line {axis} = {value:g}"
+        if isinstance(score, (int, float)):
+            message += f" ({criterion} {score:.3g}{units})"
+        return _Suggestion(axis=axis, message=message, value=value)
+    return None
+
+
+def _simulate_lines(
+    twin: Any, x: str, slow: str | None, y: str, keys: list[Any], resolution: int
+) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The twin's line at each slow-axis value in ``keys``, over its learned range of ``x``.
+
+    Runs in the plot's background thread. Where the twin would extrapolate, NaN.
+    """
+    lo, hi = twin.ranges[x]
+    xs = np.linspace(lo, hi, resolution)
+    axes = {x: xs} if slow is None else {x: xs, slow: np.asarray(keys, dtype=float)}
+    predicted = twin.predict(make_grid(**axes), warn=False)
+    outside = predicted["outside_range"]
+    mean = predicted[y].where(~outside)
+    std = predicted[f"{y}_std"].where(~outside)
+    if slow is None:
+        return {None: (xs, mean.values, std.values)}
+    mean = mean.transpose(slow, x).values
+    std = std.transpose(slow, x).values
+    return {key: (xs, mean[i], std[i]) for i, key in enumerate(keys)}
+
+
+def _simulate_map(twin: Any, x: str, slow: str, y: str, resolution: int) -> xr.Dataset:
+    """The twin's map over its learned ranges (background thread)."""
+    axes = {name: np.linspace(*twin.ranges[name], resolution) for name in (x, slow)}
+    predicted = twin.predict(make_grid(**axes), warn=False)
+    outside = predicted["outside_range"]
+    for name in (y, f"{y}_std"):
+        predicted[name] = predicted[name].where(~outside)
+    return predicted.transpose(slow, x)
