@@ -169,7 +169,7 @@ class FirstOrderMagnet:
     the lowest is kept. There is no hysteresis; at low field M(T) jumps where the two minima
     cross, and above the critical field the transition becomes a smooth, field-shifted crossover.
     With the defaults: T_C = 34.7 K at 100 Oe, 48.7 K (crossover) at 5 T, first order up to about
-    1–2 T, |Delta S_M| at 5 T peaking at 36.5 J/(kg K) (ErCo2: ~35), moment 5e-5..0.082 emu
+    1–2 T, |ΔS_M| at 5 T peaking at 36.5 J/(kg K) (ErCo2: ~35), moment 5e-5..0.082 emu
     over 10–60 K, 100 Oe – 5 T. About 2 microseconds per point. Because the
     branch is the equilibrium one, the Maxwell relation holds exactly and
     :meth:`entropy_change` gives the true Delta S_M to compare with estimates from M(T, H).
@@ -406,7 +406,7 @@ class SuperconductingFilm:
     """Resistance of a superconducting film, R(T, H), with a field-suppressed Tc.
 
     ``Tc(H) = Tc0 * (1 - (|H| / Hc2)**p)`` (0 at and above ``Hc2``), and the transition is a
-    logistic step whose width grows with field (vortex motion broadens it):
+    logistic step whose width grows with field (vortex motion broadens it)::
 
         R = R_n / (1 + exp(-(T - Tc(H)) / w(H))),   w(H) = w0 + w1 |H| / Hc2.
 
