@@ -155,8 +155,9 @@ def test_a_cancelled_training_leaves_no_trial_running_in_its_study(
         return [
             trial
             for summary in optuna.get_all_study_summaries(storage)
-            for trial in optuna.load_study(study_name=summary.study_name, storage=storage)
-            .get_trials(deepcopy=False, states=(state,))
+            for trial in optuna.load_study(
+                study_name=summary.study_name, storage=storage
+            ).get_trials(deepcopy=False, states=(state,))
         ]
 
     deadline = time.monotonic() + TRAINING_TIMEOUT
