@@ -1,7 +1,7 @@
 """The 29 977-point ARPES map (paper §3.4): wall time of a 30-trial search, and worker scaling.
 
 python benchmarks/bench_arpes.py [--trials 30] [--workers 1 2] [--seed 0] [--model 4 8 16]
-                                 [--reference-points 2048]
+                                 [--reference-points 8192]
 
 Each worker count is one whole ``DigitalTwin.fit`` (search, then the ensemble's refit), measured
 in turn. Worker counts beyond the cores cannot be measured here; for those the script states a
