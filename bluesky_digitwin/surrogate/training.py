@@ -48,7 +48,7 @@ class TrainConfig:
         The epoch counts above (and the epochs reported to a pruner) are passes over this many
         training points. With more points, one real epoch counts as ``n / reference_points`` of
         them: a 24 000-point training set trains at most 171 real epochs and meets ASHA's first
-        rung after 7, so a 30-trial search of the ARPES map takes minutes, not the 12 it took
+        rung after 9, so a 30-trial search of the ARPES map takes minutes, not the 12 it took
         counting real epochs (benchmarks/RESULTS.md). Tables up to this size (the paper's
         magnetisation data) are unaffected. ``None`` counts real epochs whatever the size.
     """
