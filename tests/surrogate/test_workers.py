@@ -47,7 +47,7 @@ run_search(
     study_name=sys.argv[2],
     seed=0,
     space=SearchSpace(n_layers=(2, 3), n_units=(32, 64)),
-    train_config=TrainConfig(max_epochs=300, patience=300, lr_drop_epoch=300, chunk_epochs=5),
+    train_config=TrainConfig(max_epochs=150, patience=150, lr_drop_epoch=150, chunk_epochs=5),
     pruner=optuna.pruners.NopPruner(),
 ).cleanup()
 """
