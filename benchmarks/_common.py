@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -44,3 +46,25 @@ def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {cores} cores, Python {platform.python_version()}"
+
+
+def timed_event_path(
+    callback: Callable[[str, dict], None], doc_path: list[float], every_other: bool = False
+) -> Callable[[str, dict], None]:
+    """``callback`` wrapped to time its event path into ``doc_path``.
+
+    With ``every_other`` the even events are not given to it at all, so that the gaps after
+    events it took and after events it skipped can be compared within one scan.
+    """
+
+    def call(name: str, doc: dict) -> None:
+        if name != "event":
+            callback(name, doc)
+            return
+        if every_other and doc["seq_num"] % 2 == 0:
+            return
+        start = time.perf_counter()
+        callback(name, doc)
+        doc_path.append(time.perf_counter() - start)
+
+    return call

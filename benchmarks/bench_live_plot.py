@@ -40,7 +40,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import optuna
-from _common import machine
+from _common import machine, timed_event_path
 
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
 FIELDS = np.linspace(1000.0, 49000.0, 12)
@@ -93,17 +93,8 @@ class Bench:
         return self.times
 
     def timed(self, plot: Callable, every_other: bool = False) -> Callable[[str, dict], None]:
-        def call(name: str, doc: dict) -> None:
-            if name != "event":
-                plot(name, doc)
-                return
-            if every_other and doc["seq_num"] % 2 == 0:
-                return
-            start = time.perf_counter()
-            plot(name, doc)
-            self.doc_path.append(time.perf_counter() - start)
-
-        return call
+        """``plot`` wrapped to time its event path (and, optionally, to skip even events)."""
+        return timed_event_path(plot, self.doc_path, every_other)
 
 
 def per_event(times: list[float]) -> float:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import bluesky.plan_stubs as bps
 import numpy as np
-from _common import machine
+from _common import machine, timed_event_path
 from bluesky import RunEngine
 from bluesky.plans import scan
 
@@ -106,18 +106,7 @@ class Bench:
 
     def timed(self, cb: TwinCallback, every_other: bool = False) -> Callable[[str, dict], None]:
         """``cb`` wrapped to time its event path (and, optionally, to skip even events)."""
-
-        def call(name: str, doc: dict) -> None:
-            if name != "event":
-                cb(name, doc)
-                return
-            if every_other and doc["seq_num"] % 2 == 0:
-                return
-            start = time.perf_counter()
-            cb(name, doc)
-            self.doc_path.append(time.perf_counter() - start)
-
-        return call
+        return timed_event_path(cb, self.doc_path, every_other)
 
     def pairs(
         self,
