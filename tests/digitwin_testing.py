@@ -26,3 +26,26 @@ def smooth_table(n_fast: int = 25, slow=(0.0, 0.5, 1.0, 1.5, 2.0), seed: int = 0
         y = np.tanh(4 * (x - 0.3 - 0.2 * h)) + 0.5 * h
         rows.append(pd.DataFrame({"x": x, "h": h, "y": y}))
     return pd.concat(rows, ignore_index=True)
+
+
+def two_network_fit() -> dict:
+    """``DigitalTwin.fit`` options for a tiny twin of two networks that can disagree.
+
+    Two 2 x 16 networks, 20 epochs, both trials complete (no pruner) and both join the ensemble
+    (a huge tolerance): a twin in seconds whose spread is not zero.
+    """
+    import optuna
+
+    from bluesky_digitwin import SearchSpace, TrainConfig
+
+    return {
+        "n_trials": 2,
+        "n_workers": 1,
+        "ensemble_size": 2,
+        "ensemble_tolerance": 1e6,
+        "pruner": optuna.pruners.NopPruner(),
+        "seed": 0,
+        "refit_epochs": 5,
+        "train_config": TrainConfig(max_epochs=20),
+        "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
+    }

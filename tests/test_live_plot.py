@@ -27,15 +27,15 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import matplotlib
 import numpy as np
-import optuna
 import pytest
 from bluesky import RunEngine
 from bluesky.plans import scan
+from digitwin_testing import two_network_fit
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from bluesky_digitwin import DigitalTwin, DigitwinInputError, SearchSpace, TrainConfig
+from bluesky_digitwin import DigitalTwin, DigitwinInputError
 from bluesky_digitwin.callbacks import LiveTwinPlot, RetrainPolicy, TwinCallback
 from bluesky_digitwin.data import make_grid
 from bluesky_digitwin.plans import simulate_scan, suggested_lines, twin_guided_scan
@@ -44,18 +44,7 @@ from bluesky_digitwin.sim import Magnetometer
 matplotlib.use("Agg")
 
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
-TINY = {
-    "n_trials": 2,
-    "n_workers": 1,
-    "ensemble_size": 2,
-    # Both trials join the ensemble, so that its networks disagree: a band to draw.
-    "ensemble_tolerance": 1e6,
-    "pruner": optuna.pruners.NopPruner(),
-    "seed": 0,
-    "refit_epochs": 5,
-    "train_config": TrainConfig(max_epochs=20),
-    "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
-}
+TINY = two_network_fit()
 COARSE = [100.0, 20000.0, 50000.0]
 POINTS = 8
 #: Generous: a training is mostly TensorFlow starting, on a machine that may be busy.

@@ -15,13 +15,13 @@ from typing import Any
 
 import event_model
 import numpy as np
-import optuna
 import pytest
 import xarray as xr
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted, is_plan
+from digitwin_testing import two_network_fit
 
-from bluesky_digitwin import DataWarning, DigitalTwin, SearchSpace, TrainConfig, make_grid
+from bluesky_digitwin import DataWarning, DigitalTwin, make_grid
 from bluesky_digitwin.analysis.steps import StepSuggestion
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.plans import (
@@ -33,18 +33,7 @@ from bluesky_digitwin.plans import (
 )
 from bluesky_digitwin.sim import Magnetometer
 
-FIT = {
-    "n_trials": 2,
-    "n_workers": 1,
-    "ensemble_size": 2,
-    # Both trials join the ensemble, so that its networks can disagree.
-    "ensemble_tolerance": 1e6,
-    "pruner": optuna.pruners.NopPruner(),
-    "seed": 0,
-    "refit_epochs": 5,
-    "train_config": TrainConfig(max_epochs=20),
-    "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
-}
+FIT = two_network_fit()
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
 # Lines: T from 10 to 60 K in 6 points at fields between 100 Oe and 5 T.
 LINE = {"fast_start": 10.0, "fast_stop": 60.0, "fast_num": 6}
