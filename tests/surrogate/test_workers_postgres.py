@@ -39,7 +39,7 @@ if not URL:
         allow_module_level=True,
     )
 
-N_TRIALS = 4
+N_TRIALS = 6
 #: The coordinator: creates the study with trials that last seconds (so a worker can be killed in
 #: the middle of one), trains nothing itself (n_workers=0), then builds and saves the twin.
 COORDINATOR = """
@@ -148,16 +148,23 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
     assert trials[killed].state.name == "FAIL"
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1
-    assert retries[0].params == trials[killed].params
-    assert retries[0].state.is_finished() and retries[0].state.name != "FAIL"
-    # It cost that trial only: the study holds its four finished trials besides the failure.
+    (retry,) = retries
+    assert retry.params == trials[killed].params
+    # The retry ran to the end, unless the other worker had finished the search's trials before
+    # the killed one was found stale: then it waits in the study, and is not needed.
+    if retry.state.name == "WAITING":
+        assert count_finished(study) >= N_TRIALS
+    else:
+        assert retry.state.name in ("COMPLETE", "PRUNED")
+    # It cost that trial only: the study holds its six finished trials besides the failure.
     assert count_finished(study) >= N_TRIALS
     # The trials ran in the workers, none in the coordinator.
     pids = {t.user_attrs["worker"]["pid"] for t in trials.values() if "worker" in t.user_attrs}
     assert pids <= {workers[0].pid, workers[1].pid} and len(pids) == 2
     # And the coordinator built the twin from the best trials, wherever they ran.
     twin = DigitalTwin.load(out)
-    assert twin.ensemble_size == 2
+    # Of two networks, or one when ASHA pruned all but one trial.
+    assert twin.ensemble_size in (1, 2)
     grid = make_grid(x=np.linspace(0.1, 0.9, 5), h=[0.0, 1.0])
     assert np.isfinite(twin.predict(grid)["y"].values).all()
     # The worker printed what it did, and nobody printed the database password.
