@@ -49,3 +49,22 @@ def two_network_fit() -> dict:
         "train_config": TrainConfig(max_epochs=20),
         "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
     }
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment of a test's Python subprocess: these helpers importable, one TF thread."""
+    tests = str(Path(__file__).resolve().parent)
+    return {**os.environ, "PYTHONPATH": tests, "DIGITWIN_TF_THREADS": "1"}
+
+
+def wait_for(condition, timeout: float, what: str, poll: float = 0.2):
+    """Poll ``condition()`` until it returns something true, and return that."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from digitwin_testing import smooth_table
+from digitwin_testing import smooth_table, subprocess_env, wait_for
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.surrogate.recovery import count_finished
@@ -56,21 +55,6 @@ run_search(
 @pytest.fixture(scope="module")
 def data():
     return prepare_training_data(smooth_table(), ["x", "h"], "y")
-
-
-def _env() -> dict[str, str]:
-    tests = str(Path(__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": tests, "DIGITWIN_TF_THREADS": "1"}
-
-
-def _wait_for(condition, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _trials(journal: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -173,7 +157,7 @@ def test_a_coordinator_that_trains_nothing_waits_for_a_worker_process(data, tmp_
     worker = subprocess.Popen(
         [sys.executable, "-c", worker_code, str(journal)],
         cwd=tmp_path,
-        env=_env(),
+        env=subprocess_env(),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -195,11 +179,11 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(data, tmp_path):
     search = subprocess.Popen(
         [sys.executable, "-c", SLOW_SEARCH, str(journal), "resume", "5", "1"],
         cwd=tmp_path,
-        env=_env(),
+        env=subprocess_env(),
     )
     try:
         # Two trials finished and a third running: kill it there.
-        _wait_for(
+        wait_for(
             lambda: (
                 sum(t.state.name == "COMPLETE" for t in _trials(journal, "resume")) >= 2
                 and any(t.state.name == "RUNNING" for t in _trials(journal, "resume"))
@@ -219,7 +203,7 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(data, tmp_path):
     subprocess.run(
         [sys.executable, "-c", SLOW_SEARCH, str(journal), "resume", "5", "1"],
         cwd=tmp_path,
-        env=_env(),
+        env=subprocess_env(),
         check=True,
         timeout=600,
     )
@@ -248,10 +232,10 @@ def test_the_workers_of_a_killed_search_stop_too(tmp_path):
     search = subprocess.Popen(
         [sys.executable, "-c", SLOW_SEARCH, str(journal), "orphans", "20", "2"],
         cwd=tmp_path,
-        env=_env(),
+        env=subprocess_env(),
     )
     try:
-        pids = _wait_for(
+        pids = wait_for(
             lambda: (
                 {
                     t.user_attrs["worker"]["pid"]
@@ -268,7 +252,7 @@ def test_the_workers_of_a_killed_search_stop_too(tmp_path):
     finally:
         search.kill()
     (worker,) = pids
-    _wait_for(lambda: not _alive(worker), timeout=30, what="the orphaned worker to exit")
+    wait_for(lambda: not _alive(worker), timeout=30, what="the orphaned worker to exit")
 
 
 def test_progress_counts_a_retried_failure_once(data, tmp_path):

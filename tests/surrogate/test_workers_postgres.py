@@ -13,14 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from digitwin_testing import smooth_table
+from digitwin_testing import smooth_table, subprocess_env, wait_for
 
 from bluesky_digitwin import DigitalTwin, make_grid
 from bluesky_digitwin.surrogate.recovery import count_finished
@@ -65,11 +63,6 @@ print("saved", twin.id)
 """
 
 
-def _env() -> dict[str, str]:
-    tests = str(Path(__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": tests, "DIGITWIN_TF_THREADS": "1"}
-
-
 def _digitwin() -> list[str]:
     exe = shutil.which("digitwin")
     return [exe] if exe else [sys.executable, "-m", "bluesky_digitwin.cli"]
@@ -83,16 +76,6 @@ def _study(name: str) -> optuna.Study | None:
     return study if STUDY_RECORD in study.user_attrs else None
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
     name = f"pg-{uuid.uuid4().hex[:10]}"
     table = tmp_path / "scans.csv"
@@ -102,20 +85,24 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
     coordinator = subprocess.Popen(
         [sys.executable, "-c", COORDINATOR, str(table), URL, name, str(out), str(N_TRIALS)],
         cwd=tmp_path,
-        env=_env(),
+        env=subprocess_env(),
         stdout=logs["coord"],
         stderr=subprocess.STDOUT,
     )
     workers = []
     try:
-        _wait_for(lambda: _study(name), timeout=120, what="the coordinator's study")
+        wait_for(lambda: _study(name), timeout=120, what="the coordinator's study")
         # Two workers join with nothing but the storage and the study's name.
         for key in ("w0", "w1"):
             command = [*_digitwin(), "worker", "--storage", URL, "--study", name]
             command += ["--heartbeat", "1"]
             workers.append(
                 subprocess.Popen(
-                    command, cwd=tmp_path, env=_env(), stdout=logs[key], stderr=subprocess.STDOUT
+                    command,
+                    cwd=tmp_path,
+                    env=subprocess_env(),
+                    stdout=logs[key],
+                    stderr=subprocess.STDOUT,
                 )
             )
         victim = workers[0]
@@ -131,7 +118,7 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
                     return trial.number
             return None
 
-        killed = _wait_for(running_trial_of_victim, timeout=300, what="a trial of worker 0")
+        killed = wait_for(running_trial_of_victim, timeout=300, what="a trial of worker 0")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
 
