@@ -37,6 +37,7 @@ import secrets
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import event_model
 import httpx
@@ -44,7 +45,7 @@ import numpy as np
 import xarray as xr
 from tiled.client import from_profile, from_uri
 from tiled.client.utils import ClientError
-from tiled.profiles import ProfileNotFound
+from tiled.profiles import ProfileNotFound, load_profiles
 from tiled.queries import Contains, Eq, In, SpecsQuery
 from tiled.structures.core import Spec
 
@@ -184,14 +185,23 @@ def _redact(text: str) -> str:
     return re.sub(r"(api_key=)[^&\s'\"]+", r"\1***", text)
 
 
+#: What Tiled's client accepts as an API key: it silently drops any other key (one with a space
+#: or an ``&``, say) and then reports that the server needs a key, which misleads.
+_API_KEY_PATTERN = re.compile(r"\w+")
+
+
+def _refused_key(where: str, why: str = "") -> TiledConnectionError:
+    return TiledConnectionError(
+        f"the Tiled server at {where} refused the API key{why}; set {API_KEY_ENV} (or the "
+        "profile's key) to a valid key for this server"
+    )
+
+
 def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
     """A clear error for a failed request (the key itself is never part of it)."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status == 401:
-        return TiledConnectionError(
-            f"the Tiled server at {where} refused the API key; set {API_KEY_ENV} (or the "
-            "profile's key) to a valid key for this server"
-        )
+        return _refused_key(where)
     if status == 403:
         return TiledConnectionError(
             f"the Tiled server at {where} does not allow this with the API key given "
@@ -210,12 +220,33 @@ def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
     return TiledConnectionError(f"Tiled at {where}: {type(exc).__name__}: {_redact(str(exc))}")
 
 
+def _given_api_key(uri: str | None, profile: str | None, api_key: str | None) -> str | None:
+    """The key Tiled's client will use: from the argument, URI, profile or variable."""
+    if api_key is not None:
+        return api_key
+    if profile is not None:
+        _, content = load_profiles().get(profile, (None, {}))
+        if content.get("api_key"):
+            return str(content["api_key"])
+        uri = content.get("uri")
+    if uri is not None:
+        in_uri = parse_qs(urlsplit(uri).query).get("api_key")
+        if in_uri:
+            return in_uri[0]
+    return os.environ.get(API_KEY_ENV)
+
+
 def _open(uri: str | None, profile: str | None, api_key: str | None) -> Any:
     """A Tiled client of the node at ``uri`` or of ``profile``; errors made clear."""
     where = _redact(uri) if uri is not None else f"profile {profile!r}"
     # Without an explicit key, Tiled's client takes one from the URI's query, the profile, or
     # TILED_API_KEY, in that order; so nothing is passed then.
     options = {} if api_key is None else {"api_key": api_key}
+    key = _given_api_key(uri, profile, api_key)
+    if key and not _API_KEY_PATTERN.fullmatch(key):
+        raise _refused_key(
+            where, " (a Tiled API key is letters, digits and '_' only; this one has others)"
+        )
     try:
         if uri is not None:
             return from_uri(uri, **options)

@@ -158,6 +158,18 @@ def test_a_wrong_api_key_is_a_clear_error(catalog, monkeypatch):
         TwinCatalog.connect(catalog.uri)
 
 
+@pytest.mark.parametrize("bad", ["two words", "this&that", "key\twith\ttabs", "schlüssel?"])
+def test_an_api_key_tiled_cannot_send_is_refused(catalog, monkeypatch, bad):
+    # Tiled's client drops such a key unsent and then says the server needs one.
+    monkeypatch.delenv("TILED_API_KEY", raising=False)
+    with pytest.raises(TiledConnectionError, match="refused the API key") as info:
+        TwinCatalog.connect(catalog.uri, api_key=bad)
+    assert bad not in str(info.value)
+    monkeypatch.setenv("TILED_API_KEY", bad)
+    with pytest.raises(TiledConnectionError, match=r"refused the API key .*; set TILED_API_KEY"):
+        TwinCatalog.connect(catalog.uri)
+
+
 def test_a_missing_api_key_is_a_clear_error(catalog, monkeypatch):
     monkeypatch.delenv("TILED_API_KEY", raising=False)
     with pytest.raises(TiledConnectionError, match=r"needs an API key; set .*TILED_API_KEY"):
