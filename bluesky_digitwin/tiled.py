@@ -30,12 +30,15 @@ Learning from stored runs (simulated runs are left out unless asked for)::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import secrets
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -63,11 +66,17 @@ __all__ = [
     "ContainerWriter",
     "DataOriginError",
     "OriginRouter",
+    "ReplayedRun",
+    "RunMetadataError",
+    "StartNormalizer",
     "TiledConnectionError",
     "TwinCatalog",
     "data_origin_of",
+    "default_backup_directory",
     "fit_runs",
     "measured_runs_of_twin",
+    "normalize_start",
+    "read_backup",
     "read_runs",
     "runs_provenance",
     "simulated_runs_from_measured",
@@ -101,7 +110,11 @@ _DESCRIPTIONS = {
 }
 
 
-class DataOriginError(DigitwinInputError):
+class RunMetadataError(DigitwinInputError):
+    """A run's start metadata cannot be stored as given (its ``tiled_specs``, its origin)."""
+
+
+class DataOriginError(RunMetadataError):
     """A run was sent where its origin does not belong (measured vs. simulated)."""
 
 
@@ -111,12 +124,18 @@ class TiledConnectionError(DigitwinInputError):
 
 # -- origins -------------------------------------------------------------------------------------
 
+#: Tiled refuses a node with more than 20 specs, repeated specs, or names over 255 characters.
+_MAX_SPECS = 20
+_MAX_SPEC_TEXT = 255
+#: The spec TiledWriter gives every run: naming it again would repeat it.
+_RUN_SPEC = ("BlueskyRun", "3.0")
+
 
 def _spec_names(specs: Any) -> set[str]:
     """Names in a ``tiled_specs`` entry or a node's specs (strings, dicts or Spec objects)."""
     if specs is None:
         return set()
-    if isinstance(specs, (str, Mapping, Spec)):
+    if isinstance(specs, (str, Mapping, Spec)) or not isinstance(specs, Iterable):
         specs = [specs]
     names = set()
     for spec in specs:
@@ -129,32 +148,135 @@ def _spec_names(specs: Any) -> set[str]:
     return names
 
 
+def _run(uid: Any) -> str:
+    return f"run {uid}" if uid is not None else "the run"
+
+
+def _normal_specs(specs: Any, uid: Any) -> list[Any]:
+    """``tiled_specs`` as the list TiledWriter wants; what cannot be read so is refused.
+
+    One name (or one ``{"name", "version"}``) is taken as a list of one; repeated specs, and
+    the ``BlueskyRun`` 3.0 that TiledWriter adds itself, are dropped (Tiled refuses repeats).
+    """
+    fix = "give a list of spec names, e.g. tiled_specs=['MySpec']"
+    if isinstance(specs, (str, Mapping)):
+        specs = [specs]
+    elif not isinstance(specs, (list, tuple)):
+        raise RunMetadataError(
+            f"{_run(uid)} has tiled_specs {specs!r} ({type(specs).__name__}); {fix}"
+        )
+    normal, seen = [], {_RUN_SPEC}
+    for spec in specs:
+        if isinstance(spec, str):
+            name, version = spec, None
+        elif (
+            isinstance(spec, Mapping)
+            and set(spec) <= {"name", "version"}
+            and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("version"), (str, type(None)))
+        ):
+            name, version = spec["name"], spec.get("version")
+        else:
+            raise RunMetadataError(
+                f"{_run(uid)} has {spec!r} among its tiled_specs; each spec is a name (text) "
+                "or {'name': ..., 'version': ...}: " + fix
+            )
+        if not name.strip() or max(len(name), len(version or "")) > _MAX_SPEC_TEXT:
+            raise RunMetadataError(
+                f"{_run(uid)} has the spec {spec!r} in tiled_specs; a spec's name is 1 to "
+                f"{_MAX_SPEC_TEXT} characters (and so is its version)"
+            )
+        if (name, version) not in seen:
+            seen.add((name, version))
+            normal.append(spec if isinstance(spec, str) else {"name": name, "version": version})
+    # TiledWriter adds BlueskyRun; a simulated run gets SimulatedRun.
+    room = _MAX_SPECS - 1 - (SIMULATED_SPEC not in _spec_names(normal))
+    if len(normal) > room:
+        raise RunMetadataError(
+            f"{_run(uid)} has {len(normal)} tiled_specs; Tiled stores at most {room} besides "
+            "those added for it: name fewer"
+        )
+    return normal
+
+
+def _normal_origin(declared: Any, uid: Any) -> str:
+    """``"measured"`` or ``"simulated"`` from a declared ``data_origin`` (any case, spaces)."""
+    if isinstance(declared, str) and declared.strip().lower() in ORIGINS:
+        return declared.strip().lower()
+    raise DataOriginError(
+        f"{_run(uid)} has data_origin {declared!r}; it must be 'measured' or 'simulated' "
+        "(or be left out for a measurement)"
+    )
+
+
 def data_origin_of(start: Mapping[str, Any]) -> str:
     """``"measured"`` or ``"simulated"``: where the run of this start document belongs.
 
-    A run is simulated when its ``data_origin`` says so, or, without ``data_origin``, when its
-    ``tiled_specs`` name ``SimulatedRun``; every other run is measured.
+    A run is simulated when its ``data_origin`` says so (in any case, spaces around ignored),
+    or, without ``data_origin``, when its ``tiled_specs`` name ``SimulatedRun``; every other
+    run is measured.
 
     Raises
     ------
     DataOriginError
         ``data_origin`` is neither value, or it says "measured" while the specs say simulated.
     """
-    uid = start.get("uid", "(no uid)")
+    uid = start.get("uid")
     declared = start.get("data_origin")
     simulated_spec = SIMULATED_SPEC in _spec_names(start.get("tiled_specs"))
     if declared is None:
         return SIMULATED if simulated_spec else MEASURED
-    if declared not in ORIGINS:
+    origin = _normal_origin(declared, uid)
+    if origin == MEASURED and simulated_spec:
         raise DataOriginError(
-            f"run {uid} has data_origin {declared!r}; it must be 'measured' or 'simulated'"
+            f"{_run(uid)} says data_origin {declared!r} but its tiled_specs name "
+            f"{SIMULATED_SPEC!r}; a run is either measured or simulated: drop one of them"
         )
-    if declared == MEASURED and simulated_spec:
-        raise DataOriginError(
-            f"run {uid} says data_origin 'measured' but its tiled_specs name "
-            f"{SIMULATED_SPEC!r}; a run is either measured or simulated"
-        )
-    return declared
+    return origin
+
+
+def normalize_start(start: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a start document (or a run's metadata) as the Tiled layout stores it.
+
+    What is unambiguous is made canonical: ``tiled_specs`` given as one name becomes a list
+    (repeats dropped), ``data_origin`` in another case or with spaces becomes "measured" or
+    "simulated". What is not is refused.
+
+    Raises
+    ------
+    RunMetadataError
+        ``tiled_specs`` is not a list of spec names; :class:`DataOriginError` when the
+        origin is unknown or contradicts the specs (see :func:`data_origin_of`).
+    """
+    doc = dict(start)
+    uid = doc.get("uid")
+    if doc.get("tiled_specs") is not None:
+        doc["tiled_specs"] = _normal_specs(doc["tiled_specs"], uid)
+    if doc.get("data_origin") is not None:
+        doc["data_origin"] = _normal_origin(doc["data_origin"], uid)
+    data_origin_of(doc)  # a measured run naming SimulatedRun is refused
+    return doc
+
+
+class StartNormalizer:
+    """A RunEngine ``md_normalizer`` checking a run's metadata before its start document exists.
+
+    Installed by :meth:`TwinCatalog.subscribe`, after the normaliser the RunEngine had (which
+    still runs first). A run whose metadata cannot be stored (:func:`normalize_start`) does not
+    start: the plan fails with a :class:`RunMetadataError` naming the problem and the fix, and
+    nothing is written anywhere.
+    """
+
+    def __init__(self, previous: Callable[[Any], Any] | None = None) -> None:
+        self.previous = previous
+
+    def __call__(self, md: Any) -> dict[str, Any]:
+        if self.previous is not None:
+            md = self.previous(md)
+        try:
+            return normalize_start(md)
+        except RunMetadataError as exc:
+            raise type(exc)(f"{exc}; the run was not started, nothing was written") from None
 
 
 def _is_simulated(run: Any) -> bool:
@@ -165,10 +287,11 @@ def _is_simulated(run: Any) -> bool:
 
 
 def _stamp(origin: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A TiledWriter start patch marking what is stored with ``origin`` (and its spec)."""
+    """A TiledWriter start patch: the stored copy normalised and marked with ``origin``."""
 
     def patch(doc: dict[str, Any]) -> dict[str, Any]:
         # TiledWriter hands its patches a copy: the RunEngine's document is untouched.
+        doc = normalize_start(doc)
         doc["data_origin"] = origin
         if origin == SIMULATED and SIMULATED_SPEC not in _spec_names(doc.get("tiled_specs")):
             doc["tiled_specs"] = [*(doc.get("tiled_specs") or []), SIMULATED_SPEC]
@@ -459,7 +582,7 @@ class TwinCatalog:
     # -- writing -------------------------------------------------------------------------------
 
     def _tiled_writer(
-        self, origin: str, backup_directory: str | None, batch_size: int | None
+        self, origin: str, backup_directory: str | None = None, batch_size: int | None = None
     ) -> Callable[[str, Mapping[str, Any]], None]:
         from bluesky_tiled_plugins import TiledWriter
 
@@ -482,7 +605,8 @@ class TwinCatalog:
 
         The refusal is a :class:`DataOriginError` raised from the callback, before anything is
         written: subscribed to a RunEngine, it aborts the plan. To send each run where it
-        belongs, without ever raising, use :meth:`subscribe` (or :meth:`router`).
+        belongs, without ever raising and keeping a backup of every run Tiled did not take,
+        use :meth:`subscribe` (or :meth:`router`).
 
         Parameters
         ----------
@@ -497,20 +621,122 @@ class TwinCatalog:
         writer = self._tiled_writer(origin, backup_directory, batch_size)
         return ContainerWriter(origin, writer, _node_uri(self.container(origin)))
 
+    @property
+    def backup_directory(self) -> Path:
+        """Where :meth:`router` keeps runs by default (:func:`default_backup_directory`)."""
+        return default_backup_directory(self.directory)
+
+    def _replay_hint(self, path: Path) -> str:
+        return _replay_hint(path, None if self._server else self.uri, self.directory)
+
     def router(
-        self, *, backup_directory: str | None = None, batch_size: int | None = None
+        self,
+        *,
+        backup_directory: str | os.PathLike | None = None,
+        batch_size: int | None = None,
     ) -> OriginRouter:
-        """One callback sending each run to the container of its origin (see :meth:`writer`)."""
-        writers = {
-            origin: self._tiled_writer(origin, backup_directory, batch_size) for origin in ORIGINS
-        }
-        return OriginRouter(writers)
+        """One callback sending each run to the container of its origin (:class:`OriginRouter`).
+
+        Parameters
+        ----------
+        backup_directory
+            Where every run is kept until Tiled has all of it, and where runs Tiled refused or
+            could not take stay (see :meth:`replay`). By default :attr:`backup_directory`:
+            ``backup/`` in an embedded catalog's directory, else the user's data directory.
+        batch_size
+            As for :meth:`writer`.
+        """
+        directory = self.backup_directory if backup_directory is None else backup_directory
+        writers = {origin: self._tiled_writer(origin, None, batch_size) for origin in ORIGINS}
+        return OriginRouter(writers, backup_directory=directory, replay_hint=self._replay_hint)
 
     def subscribe(
-        self, RE: Any, *, backup_directory: str | None = None, batch_size: int | None = None
+        self,
+        RE: Any,
+        *,
+        backup_directory: str | os.PathLike | None = None,
+        batch_size: int | None = None,
     ) -> int:
-        """Subscribe :meth:`router` to the RunEngine ``RE``; return the subscription token."""
+        """Subscribe :meth:`router` to the RunEngine ``RE``; return the subscription token.
+
+        Also installs a :class:`StartNormalizer` as ``RE.md_normalizer`` (after the one set
+        before, which keeps running first), so that a run whose metadata cannot be stored
+        fails before it starts, with a clear error, instead of being stored nowhere.
+        Unsubscribing leaves it in place.
+        """
+        if not isinstance(RE.md_normalizer, StartNormalizer):
+            RE.md_normalizer = StartNormalizer(RE.md_normalizer)
         return RE.subscribe(self.router(backup_directory=backup_directory, batch_size=batch_size))
+
+    # -- replaying backups ---------------------------------------------------------------------
+
+    def replay(self, path: str | os.PathLike) -> list[ReplayedRun]:
+        """Store the runs kept in backup files (by :meth:`router`) where they belong.
+
+        Each run goes to the container of its origin with its own uid, as if written live. A
+        run Tiled already holds whole is not written again; a run Tiled holds in part (the
+        write broke off) is replaced. The backup file of a run now stored is removed; the
+        others are kept and reported.
+
+        Parameters
+        ----------
+        path
+            A backup file (``<uid>.jsonl``) or a directory of them.
+
+        Returns
+        -------
+        list of ReplayedRun
+            One per backup file, in the order of their names.
+
+        Raises
+        ------
+        DigitwinInputError
+            ``path`` is no backup; :class:`TiledConnectionError` when the server cannot be
+            reached (the backups are kept).
+        """
+        path = Path(path)
+        if path.is_dir():
+            files = sorted(path.glob(f"*{BACKUP_SUFFIX}"))
+        elif path.is_file():
+            files = [path]
+        else:
+            raise DigitwinInputError(f"{path} is no backup file nor a directory of them")
+        try:
+            return [self._replay_file(file) for file in files]
+        except (ClientError, httpx.TransportError) as exc:
+            raise _connection_error(exc, self.uri) from None
+
+    def _replay_file(self, path: Path) -> ReplayedRun:
+        docs = read_backup(path)
+        start = docs[0][1]
+        uid = str(start["uid"])
+        try:
+            origin = data_origin_of(normalize_start(start))
+        except RunMetadataError as exc:
+            return ReplayedRun(uid, None, path, "refused", f"{exc}; correct it in {path}")
+        container = self.container(origin)
+        try:
+            stored = container[uid]
+        except KeyError:
+            stored = None
+        if stored is not None:
+            if stored.metadata.get("stop") is not None:
+                path.unlink()
+                return ReplayedRun(uid, origin, path, "already stored")
+            # The write broke off after the run's node was made: write it anew.
+            container.delete_contents(uid, recursive=True, external_only=False)
+        # Without a stop document TiledWriter would keep the events for the stop forever.
+        ends = any(name == "stop" for name, _ in docs)
+        writer = self._tiled_writer(origin, batch_size=None if ends else 1)
+        try:
+            for name, doc in docs:
+                writer(name, doc)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {_redact(str(exc))}"
+            logger.debug("replaying %s failed", path, exc_info=True)
+            return ReplayedRun(uid, origin, path, "failed", detail)
+        path.unlink()
+        return ReplayedRun(uid, origin, path, "stored", "" if ends else "it has no stop document")
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -562,38 +788,228 @@ class ContainerWriter:
         return f"<ContainerWriter {self.origin!r} -> {self.uri}>"
 
 
-class _RunShield:
-    """Pass one run's documents to a writer; after a failure, log it and drop the rest."""
+# -- backups of runs Tiled did not take ----------------------------------------------------------
 
-    def __init__(self, writer: Callable[[str, Any], None], uid: str, failed: dict[str, str]):
-        self._writer = writer
-        self._uid = uid
-        self._failed = failed
+#: The name of a backup file: the run's uid and this suffix (JSON lines, one document a line).
+BACKUP_SUFFIX = ".jsonl"
 
-    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
-        if self._uid in self._failed:
+
+def default_backup_directory(catalog_directory: str | os.PathLike | None = None) -> Path:
+    """Where runs Tiled did not take are kept when no backup directory is given.
+
+    ``backup/`` inside an embedded catalog's directory; otherwise
+    ``$XDG_DATA_HOME/bluesky-digitwin/tiled-backup`` (``~/.local/share/...`` by default).
+    """
+    if catalog_directory is not None:
+        return Path(catalog_directory) / "backup"
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "bluesky-digitwin" / "tiled-backup"
+
+
+class _DocumentEncoder(event_model.NumpyEncoder):
+    """JSON for documents: numpy values as numbers and lists, anything else as its repr."""
+
+    def default(self, obj: Any) -> Any:
+        try:
+            return super().default(obj)
+        except TypeError:
+            return repr(obj)  # kept readable rather than lost with the rest of the run
+
+
+class _Journal:
+    """The documents of one run appended to ``<directory>/<uid>.jsonl`` as they come.
+
+    The format is TiledWriter's and bluesky's JSON-lines backup: ``{"name": ..., "doc": ...}``
+    a line. Written before Tiled sees a document, so that a failed write, a server gone or a
+    killed session loses nothing; removed once Tiled has the whole run.
+    """
+
+    def __init__(self, directory: Path, uid: str) -> None:
+        self.path = directory / f"{uid}{BACKUP_SUFFIX}"
+        self.broken: str | None = None
+        self._file: Any = None
+
+    def write(self, name: str, doc: Mapping[str, Any]) -> None:
+        if self.broken is not None:
             return
         try:
-            self._writer(name, doc)
-        except Exception as exc:
-            self._failed[self._uid] = f"{type(exc).__name__}: {_redact(str(exc))}"
-            logger.exception(
-                "writing run %s to Tiled failed at its %r document; the rest of the run is "
-                "not written (give backup_directory to keep its documents)",
-                self._uid,
-                name,
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Open for the whole run (closed at its stop): one flush per document.
+                self._file = open(self.path, "a", encoding="utf-8")
+            line = json.dumps({"name": name, "doc": doc}, cls=_DocumentEncoder)
+            self._file.write(line + "\n")
+            self._file.flush()
+        except (OSError, ValueError) as exc:
+            self.broken = f"{type(exc).__name__}: {exc}"
+            logger.error("cannot keep the documents of a run in %s (%s)", self.path, self.broken)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read_backup(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    """The documents of a run kept in a backup file, as ``(name, doc)`` pairs.
+
+    A last line cut off (the session was killed while writing it) is left out with a
+    :class:`~bluesky_digitwin.data.DataWarning`.
+
+    Raises
+    ------
+    DigitwinInputError
+        The file is not a backup of a run (no start document first, a line that is not a
+        document).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DigitwinInputError(f"cannot read the backup {path}: {exc}") from None
+    docs = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            item = json.loads(line)
+            docs.append((str(item["name"]), dict(item["doc"])))
+        except (ValueError, TypeError, KeyError) as exc:
+            if number == len(lines) and docs:
+                warnings.warn(f"{path}: its last line is cut off; left out", DataWarning, 2)
+                break
+            raise DigitwinInputError(
+                f"{path} line {number} is not a bluesky document ({exc}); a backup holds one "
+                '{"name": ..., "doc": ...} a line'
+            ) from None
+    if not docs or docs[0][0] != "start" or "uid" not in docs[0][1]:
+        raise DigitwinInputError(f"{path} is not the backup of a run: it does not begin with one")
+    return docs
+
+
+@dataclass(frozen=True)
+class ReplayedRun:
+    """What :meth:`TwinCatalog.replay` did with one backup file.
+
+    Attributes
+    ----------
+    uid, origin, path
+        The run, where it belongs ("measured", "simulated"; None if refused), its backup file.
+    outcome
+        "stored" (written now; the backup file is removed), "already stored" (Tiled had the
+        whole run; the file is removed), "refused" (its metadata cannot be stored: ``detail``
+        says why; the file is kept) or "failed" (Tiled did not take it: ``detail``; kept).
+    """
+
+    uid: str
+    origin: str | None
+    path: Path
+    outcome: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("stored", "already stored")
+
+
+def _replay_hint(path: Path, uri: str | None, catalog_directory: str | None) -> str:
+    """How to put the runs of a backup into Tiled, for the messages."""
+    if catalog_directory is not None:
+        cli = f"digitwin replay {path} --tiled-dir {catalog_directory} (with the server stopped)"
+    elif uri is not None:
+        cli = f"digitwin replay {path} --tiled-uri {uri}"
+    else:
+        cli = f"digitwin replay {path} --tiled-uri URI"
+    return f"catalog.replay({str(path)!r}), or {cli}"
+
+
+class _RunShield:
+    """One run's documents: into its backup first, then to the writer; never raising.
+
+    After a failed write the writer gets nothing more of the run; the backup is kept and said
+    loudly. The backup is removed when the writer took the whole run.
+    """
+
+    def __init__(
+        self,
+        writer: Callable[[str, Any], None] | None,
+        uid: str,
+        journal: _Journal,
+        failed: dict[str, str],
+        hint: str,
+        refused: str | None = None,
+    ) -> None:
+        self._refused = refused
+        self._writer = writer
+        self._uid = uid
+        self._journal = journal
+        self._failed = failed
+        self._hint = hint
+
+    def lost(self, what: str) -> None:
+        """Say that the run is not in Tiled, and where its documents are."""
+        if self._journal.broken is None:
+            message = (
+                f"{what}; every document of the run is kept in {self._journal.path}: store it "
+                f"with {self._hint}"
             )
+        else:
+            message = f"{what}, and its backup failed too ({self._journal.broken}): run LOST"
+        logger.error(message)
+        warnings.warn(message, DataWarning, stacklevel=2)
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        self._journal.write(name, doc)
+        if name == "start" and self._refused is not None:
+            self.lost(f"not written to Tiled: {self._refused}")
+        writing = self._writer is not None and self._uid not in self._failed
+        if writing:
+            try:
+                self._writer(name, doc)  # type: ignore[misc]
+            except Exception as exc:
+                writing = False
+                self._failed[self._uid] = f"{type(exc).__name__}: {_redact(str(exc))}"
+                logger.debug("writing run %s to Tiled failed", self._uid, exc_info=True)
+                if name == "stop":
+                    self._journal.close()
+                self.lost(
+                    f"writing run {self._uid} to Tiled failed at its {name!r} document "
+                    f"({self._failed[self._uid]})"
+                )
+        if name == "stop":
+            if writing:
+                self._journal.discard()
+            else:
+                self._journal.close()
 
 
 class OriginRouter:
     """One bluesky callback sending each run to the Tiled container of its origin.
 
     Measured runs go to ``measured`` (stored with ``data_origin: "measured"``), simulated runs
-    to ``simulated`` (stored with ``data_origin: "simulated"`` and the spec ``SimulatedRun``).
-    Nothing here raises into the RunEngine: a run whose start document contradicts itself
-    (see :func:`data_origin_of`) is not written, with a logged error and a
-    :class:`~bluesky_digitwin.data.DataWarning`, and recorded in :attr:`refused`; a failed
-    write is logged and recorded in :attr:`failed`.
+    to ``simulated`` (stored with ``data_origin: "simulated"`` and the spec ``SimulatedRun``);
+    the stored start is normalised (:func:`normalize_start`).
+
+    Nothing here raises into the RunEngine, and no run is lost: every document is first
+    appended to a backup file ``<backup_directory>/<uid>.jsonl``, removed once Tiled has the
+    whole run. A run whose start metadata cannot be stored (see :func:`normalize_start`; the
+    :class:`StartNormalizer` that :meth:`TwinCatalog.subscribe` installs stops such runs before
+    they start) is not written, and recorded in :attr:`refused`; a failed write (Tiled refuses,
+    or is gone) stops the writing of that run and is recorded in :attr:`failed`. Either way the
+    backup is kept, and an error is logged and a :class:`~bluesky_digitwin.data.DataWarning`
+    issued, with the backup's path and how to store it (:meth:`TwinCatalog.replay`).
+
+    Parameters
+    ----------
+    writers
+        A writer callback per origin (TiledWriters on the two containers).
+    backup_directory
+        Where the backups go (created when needed); by default
+        :func:`default_backup_directory`.
+    replay_hint
+        How to store a backup, for the messages, given its path.
 
     Attributes
     ----------
@@ -601,26 +1017,53 @@ class OriginRouter:
         Run uid -> why it was not written.
     failed : dict
         Run uid -> the error that stopped its writing.
+    backup_directory : Path
     """
 
-    def __init__(self, writers: Mapping[str, Callable[[str, Any], None]]) -> None:
+    def __init__(
+        self,
+        writers: Mapping[str, Callable[[str, Any], None]],
+        *,
+        backup_directory: str | os.PathLike | None = None,
+        replay_hint: Callable[[Path], str] | None = None,
+    ) -> None:
         self._writers = dict(writers)
+        self.backup_directory = Path(
+            default_backup_directory() if backup_directory is None else backup_directory
+        )
+        self._hint = replay_hint or (lambda path: f"TwinCatalog.replay({str(path)!r})")
         self.refused: dict[str, str] = {}
         self.failed: dict[str, str] = {}
         self._router = event_model.RunRouter([self._factory])
+        self._warn_of_leftovers()
+
+    def _warn_of_leftovers(self) -> None:
+        """Backups left by earlier sessions (a write that failed, a session killed) are said."""
+        left = sorted(self.backup_directory.glob(f"*{BACKUP_SUFFIX}"))
+        if left:
+            message = (
+                f"{len(left)} run(s) kept in {self.backup_directory} are not in Tiled yet (a "
+                "write that failed, or a session that ended mid-run): store them with "
+                f"{self._hint(self.backup_directory)}"
+            )
+            logger.warning(message)
+            warnings.warn(message, DataWarning, stacklevel=3)
 
     def _factory(self, name: str, start: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
         uid = str(start.get("uid"))
+        journal = _Journal(self.backup_directory, uid)
         try:
-            origin = data_origin_of(start)
-        except DataOriginError as exc:
+            origin = data_origin_of(normalize_start(start))
+        except RunMetadataError as exc:
             self.refused[uid] = str(exc)
-            logger.error("not written to Tiled: %s", exc)
-            warnings.warn(f"not written to Tiled: {exc}", DataWarning, stacklevel=2)
-            return [], []
+            hint = self._hint(journal.path)
+            return [_RunShield(None, uid, journal, self.failed, hint, refused=str(exc))], []
         if origin == SIMULATED and "digital_twin" not in start:
             logger.warning("simulated run %s carries no digital_twin provenance", uid)
-        return [_RunShield(self._writers[origin], uid, self.failed)], []
+        shield = _RunShield(
+            self._writers[origin], uid, journal, self.failed, self._hint(journal.path)
+        )
+        return [shield], []
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         try:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from bluesky import RunEngine
-from bluesky.plans import scan
+from bluesky.plans import count, scan
 from bluesky.preprocessors import SupplementalData
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,11 +33,14 @@ from bluesky_digitwin.tiled import (
     SIMULATED_SPEC,
     DataOriginError,
     OriginRouter,
+    RunMetadataError,
     TiledConnectionError,
     TwinCatalog,
     data_origin_of,
     fit_runs,
     measured_runs_of_twin,
+    normalize_start,
+    read_backup,
     read_runs,
     simulated_runs_from_measured,
     simulated_runs_of_twin,
@@ -117,6 +120,17 @@ def simulate(RE: RunEngine, mag: Magnetometer, md: dict[str, Any]) -> str:
 
     (uid,) = RE(plan())
     return uid
+
+
+def backed_up(path: Any) -> tuple[str, int, bool]:
+    """A backup's run uid, number of events (the router passes them on as pages), and stop."""
+    docs = read_backup(path)
+    events = sum(
+        len(doc["seq_num"]) if name == "event_page" else 1
+        for name, doc in docs
+        if name in ("event", "event_page")
+    )
+    return docs[0][1]["uid"], events, docs[-1][0] == "stop"
 
 
 def tagged(container: Any, tag: str) -> set[str]:
@@ -276,24 +290,30 @@ def test_the_router_sends_each_run_to_its_container(catalog, RE, mag, routed, ta
     ],
 )
 def test_the_router_skips_contradictory_runs_without_raising(catalog, RE, mag, routed, tag, md):
-    with pytest.warns(DataWarning, match="not written to Tiled"):
+    with pytest.warns(DataWarning, match="not written to Tiled.*every document of the run is kept"):
         uid = measure(RE, mag, 1000.0, {"tag": tag, **md})
     assert uid in routed.refused
     assert tagged(catalog.measured, tag) == set() == tagged(catalog.simulated, tag)
+    # Not lost: the whole run waits in the backup, for its metadata to be corrected.
+    backup = routed.backup_directory / f"{uid}.jsonl"
+    assert backed_up(backup) == (uid, 6, True)
+    backup.unlink()
 
 
-def test_a_failing_write_never_reaches_the_run_engine(RE, mag, tag, caplog):
+def test_a_failing_write_never_reaches_the_run_engine(RE, mag, tag, caplog, tmp_path):
     def broken(name, doc):
         raise ConnectionError("the server went away")
 
-    router = OriginRouter({"measured": broken, "simulated": broken})
+    router = OriginRouter({"measured": broken, "simulated": broken}, backup_directory=tmp_path)
     token = RE.subscribe(router)
     try:
-        uid = measure(RE, mag, 1000.0, {"tag": tag})
+        with pytest.warns(DataWarning, match=f"kept in {tmp_path}"):
+            uid = measure(RE, mag, 1000.0, {"tag": tag})
     finally:
         RE.unsubscribe(token)
     assert "the server went away" in router.failed[uid]
-    assert "writing run" in caplog.text
+    assert "writing run" in caplog.text and "Traceback" not in caplog.text
+    assert backed_up(tmp_path / f"{uid}.jsonl") == (uid, 6, True)
 
 
 def test_a_simulated_run_sent_toward_measured_is_refused(catalog, RE, mag, tag):
@@ -340,6 +360,92 @@ def test_data_origin_of_start_documents():
     assert data_origin_of({"uid": "a", "data_origin": "simulated"}) == "simulated"
     with pytest.raises(DataOriginError, match="run a has data_origin 'mixed'"):
         data_origin_of({"uid": "a", "data_origin": "mixed"})
+    assert data_origin_of({"uid": "a", "data_origin": " Simulated\n"}) == "simulated"
+    assert data_origin_of({"uid": "a", "data_origin": "MEASURED"}) == "measured"
+
+
+def test_normalize_start_fixes_what_is_unambiguous():
+    start = {"uid": "a", "data_origin": "Measured ", "tiled_specs": "MyMeasurement"}
+    assert normalize_start(start) == {
+        "uid": "a",
+        "data_origin": "measured",
+        "tiled_specs": ["MyMeasurement"],
+    }
+    # Repeats, and the spec TiledWriter adds itself, would make Tiled refuse the run.
+    specs = ["A", "A", {"name": "BlueskyRun", "version": "3.0"}, {"name": "B"}]
+    assert normalize_start({"tiled_specs": specs})["tiled_specs"] == [
+        "A",
+        {"name": "B", "version": None},
+    ]
+    assert normalize_start({"tiled_specs": {"name": "A"}})["tiled_specs"] == [
+        {"name": "A", "version": None}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("md", "problem"),
+    [
+        ({"tiled_specs": 5}, r"tiled_specs 5 \(int\); give a list of spec names"),
+        ({"tiled_specs": ["A", 1]}, "1 among its tiled_specs; each spec is a name"),
+        ({"tiled_specs": [{"name": "A", "owner": "me"}]}, "each spec is a name"),
+        ({"tiled_specs": [""]}, "a spec's name is 1 to 255 characters"),
+        ({"tiled_specs": ["x" * 256]}, "a spec's name is 1 to 255 characters"),
+        ({"tiled_specs": [f"S{i}" for i in range(19)]}, "Tiled stores at most 18"),
+        ({"data_origin": "interpolated"}, "data_origin 'interpolated'; it must be 'measured'"),
+        ({"data_origin": 1}, "data_origin 1; it must be"),
+        ({"data_origin": ["measured"]}, "data_origin \\['measured'\\]; it must be"),
+        (
+            {"data_origin": "Measured", "tiled_specs": SIMULATED_SPEC},
+            "either measured or simulated",
+        ),
+    ],
+)
+def test_metadata_tiled_cannot_store_fails_before_the_run_starts(catalog, mag, tag, md, problem):
+    RE = RunEngine({})
+    catalog.subscribe(RE)
+    emitted: list[str] = []
+    RE.subscribe(lambda name, doc: emitted.append(name))
+    with pytest.raises(RunMetadataError, match=problem) as info:
+        RE(count([mag], 2, md={"tag": tag, **md}))
+    assert str(info.value).endswith("the run was not started, nothing was written")
+    assert emitted == []  # no start document: nothing to store, nothing lost
+    assert tagged(catalog.measured, tag) == set() == tagged(catalog.simulated, tag)
+    assert not list(catalog.backup_directory.glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("through", ["subscribe", "router only"])
+def test_unambiguous_metadata_is_normalised_and_stored(catalog, mag, tag, through):
+    RE = RunEngine({})
+    if through == "subscribe":
+        catalog.subscribe(RE)
+    else:  # the documents of a RunEngine without the normaliser, e.g. replayed from elsewhere
+        RE.subscribe(catalog.router())
+    (measured,) = RE(count([mag], 3, md={"tag": tag, "tiled_specs": "MyMeasurement"}))
+    (shouted,) = RE(count([mag], 3, md={"tag": tag, "data_origin": "Measured "}))
+    (simulated,) = RE(count([mag], 3, md={"tag": tag, "data_origin": " SIMULATED\t"}))
+    assert tagged(catalog.measured, tag) == {measured, shouted}
+    assert tagged(catalog.simulated, tag) == {simulated}
+    run = catalog.measured[measured]
+    assert [s.name for s in run.specs] == ["MyMeasurement", "BlueskyRun"]
+    assert len(run["primary"].read()["time"]) == 3
+    assert catalog.measured[shouted].start["data_origin"] == "measured"
+    assert catalog.simulated[simulated].start["data_origin"] == "simulated"
+    assert SIMULATED_SPEC in {s.name for s in catalog.simulated[simulated].specs}
+    assert not list(catalog.backup_directory.glob("*.jsonl"))  # stored: no backup left
+
+
+def test_subscribe_keeps_the_normaliser_already_set(catalog, mag, tag):
+    def stamp_operator(md):
+        return {**md, "operator": "beamline staff"}
+
+    RE = RunEngine({}, md_normalizer=stamp_operator)
+    RE.unsubscribe(catalog.subscribe(RE))
+    catalog.subscribe(RE)  # again: still one check
+    assert RE.md_normalizer.previous is stamp_operator
+    (uid,) = RE(count([mag], 1, md={"tag": tag, "tiled_specs": "MyMeasurement"}))
+    run = catalog.measured[uid]
+    assert run.start["operator"] == "beamline staff"
+    assert [s.name for s in run.specs] == ["MyMeasurement", "BlueskyRun"]
 
 
 # -- reading back --------------------------------------------------------------------------------
