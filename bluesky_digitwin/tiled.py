@@ -433,6 +433,8 @@ class TwinCatalog:
     def __init__(self, node: Any, *, create: bool = True, server: Any = None) -> None:
         self.node = node
         self._server = server
+        # Kept after close(): the backups of an embedded catalog live in its directory.
+        self._directory = None if server is None else str(server.directory)
         self._containers: dict[str, Any] = {}
         if create:
             for origin in ORIGINS:
@@ -573,10 +575,10 @@ class TwinCatalog:
     @property
     def directory(self) -> str | None:
         """The embedded server's directory (None for a server reached by URI)."""
-        return None if self._server is None else str(self._server.directory)
+        return self._directory
 
     def __repr__(self) -> str:
-        kind = "embedded" if self._server is not None else "connected"
+        kind = "embedded" if self._directory is not None else "connected"
         return f"<TwinCatalog {kind} {self.uri}>"
 
     # -- writing -------------------------------------------------------------------------------
@@ -627,7 +629,7 @@ class TwinCatalog:
         return default_backup_directory(self.directory)
 
     def _replay_hint(self, path: Path) -> str:
-        return _replay_hint(path, None if self._server else self.uri, self.directory)
+        return _replay_hint(path, None if self._directory else self.uri, self._directory)
 
     def router(
         self,

@@ -1,0 +1,142 @@
+"""Fault injection on the way to Tiled: the server refuses, or disappears, in the middle of a run.
+
+Real parts only: a RunEngine, ophyd's simulated detector, an embedded Tiled server on loopback
+(TwinCatalog.embedded), and the faults done to that server for real (its container removed,
+the server stopped between two readings). The properties: the RunEngine finishes, the error is
+said with the backup's path, every document is in the backup, and ``TwinCatalog.replay`` puts
+the run in ``measured`` with its own uid, once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import pytest
+import stamina
+from bluesky import RunEngine
+from ophyd.sim import SynAxis, SynGauss
+
+from bluesky_digitwin.data import DataWarning
+from bluesky_digitwin.tiled import TwinCatalog, read_backup
+
+N_BEFORE, N_AFTER = 2, 3
+
+
+@pytest.fixture
+def no_retries() -> Iterator[None]:
+    """Tiled's client retries a lost server for 45 s; once is enough to see it gone."""
+    with stamina.set_testing(True, attempts=1):
+        yield
+
+
+@pytest.fixture
+def devices() -> tuple[SynAxis, SynGauss]:
+    motor = SynAxis(name="motor")
+    det = SynGauss("det", motor, "motor", center=0, Imax=1, sigma=1)
+    return motor, det
+
+
+def faulty_run(
+    motor: SynAxis, det: SynGauss, fault: Callable[[], None], md: dict[str, Any]
+) -> Iterator[Any]:
+    """A run of N_BEFORE readings, the fault, then N_AFTER readings."""
+    yield from bps.open_run(md)
+    for i in range(N_BEFORE + N_AFTER):
+        if i == N_BEFORE:
+            fault()
+        yield from bps.mv(motor, 0.1 * i)
+        yield from bps.trigger_and_read([det, motor])
+    yield from bps.close_run()
+
+
+def run_with_fault(
+    catalog: TwinCatalog, devices: tuple[SynAxis, SynGauss], fault: Callable[[], None], **kw: Any
+) -> tuple[str, list[dict[str, Any]]]:
+    """The uid of the faulty run and the events the RunEngine emitted."""
+    RE = RunEngine({})
+    catalog.subscribe(RE, **kw)
+    events: list[dict[str, Any]] = []
+    RE.subscribe(lambda name, doc: events.append(doc), "event")
+    with pytest.warns(DataWarning, match="failed at its .* document .* kept in .*: store it with"):
+        (uid,) = RE(faulty_run(*devices, fault, {"sample": "ErCo2"}))
+    return uid, events
+
+
+def check_backup(path: Path, uid: str, events: list[dict[str, Any]]) -> None:
+    """Every document of the run is in its backup."""
+    docs = read_backup(path)
+    assert docs[0] == ("start", docs[0][1]) and docs[0][1]["uid"] == uid
+    assert docs[-1][0] == "stop" and docs[-1][1]["num_events"] == {"primary": len(events)}
+    seq = [n for name, doc in docs if name == "event_page" for n in doc["seq_num"]]
+    assert seq == [event["seq_num"] for event in events]
+
+
+def check_stored(catalog: TwinCatalog, uid: str, events: list[dict[str, Any]]) -> None:
+    """The run is in ``measured``, whole, with the values read."""
+    assert uid in list(catalog.measured) and uid not in list(catalog.simulated)
+    run = catalog.measured[uid]
+    assert run.start["data_origin"] == "measured" and run.start["sample"] == "ErCo2"
+    assert run.metadata["stop"]["exit_status"] == "success"
+    table = run["primary"].read()
+    assert list(table["det"].values) == [event["data"]["det"] for event in events]
+
+
+@pytest.mark.parametrize("batch_size", [None, 1])
+def test_the_server_disappears_mid_run(tmp_path, devices, no_retries, batch_size):
+    catalog = TwinCatalog.embedded(tmp_path / "tiled")
+    try:
+        uid, events = run_with_fault(catalog, devices, catalog.close, batch_size=batch_size)
+    finally:
+        catalog.close()
+    assert len(events) == N_BEFORE + N_AFTER  # the RunEngine went on to the end
+    backup = catalog.backup_directory / f"{uid}.jsonl"
+    check_backup(backup, uid, events)
+    kept = tmp_path / "copy.jsonl"
+    shutil.copy(backup, kept)
+
+    with TwinCatalog.embedded(tmp_path / "tiled") as again:
+        # With batch_size=1 the server had the start and two events: that part is replaced.
+        (replayed,) = again.replay(again.backup_directory)
+        assert (replayed.uid, replayed.origin, replayed.outcome) == (uid, "measured", "stored")
+        assert not backup.exists()  # stored: the backup has done its work
+        check_stored(again, uid, events)
+        # Replaying the same run again stores nothing twice.
+        (twice,) = again.replay(kept)
+        assert twice.outcome == "already stored"
+        assert list(again.measured).count(uid) == 1
+
+
+def test_tiled_refuses_mid_run(tmp_path, devices):
+    with TwinCatalog.embedded(tmp_path / "tiled") as catalog:
+
+        def remove_measured() -> None:
+            catalog.node.delete_contents("measured", recursive=True, external_only=False)
+
+        uid, events = run_with_fault(catalog, devices, remove_measured, batch_size=1)
+        backup = catalog.backup_directory / f"{uid}.jsonl"
+        check_backup(backup, uid, events)
+        # The layout made again (connect creates what is missing), the run goes in.
+        fresh = TwinCatalog.connect(node=catalog.node)
+        (replayed,) = fresh.replay(backup)
+        assert replayed.ok and replayed.outcome == "stored"
+        check_stored(fresh, uid, events)
+
+
+def test_a_router_made_later_says_what_is_still_to_replay(tmp_path, devices, no_retries):
+    catalog = TwinCatalog.embedded(tmp_path / "tiled")
+    try:
+        uid, _ = run_with_fault(catalog, devices, catalog.close)
+    finally:
+        catalog.close()
+    with TwinCatalog.embedded(tmp_path / "tiled") as again:
+        with pytest.warns(DataWarning, match=f"1 run.* kept in {again.backup_directory}"):
+            again.router()
+        assert [run.uid for run in again.replay(again.backup_directory)] == [uid]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again.router()  # nothing left to say
