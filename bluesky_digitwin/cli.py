@@ -30,6 +30,11 @@ Searches (added; see ``digitwin worker --help`` and ``digitwin dashboard --help`
                  [--port 8080] [--no-browser]   (optuna-dashboard: learning curves, pruning,
                  importances, the trial models)
 
+Backups (added; see ``digitwin replay --help``)::
+
+    digitwin replay PATH (--tiled-uri URI | --tiled-dir DIR)
+                 (store the runs TwinCatalog.subscribe kept when Tiled refused them or was away)
+
 Every command takes ``-q`` (print nothing but errors and the output asked for: JSON, the
 dashboard's address) and ``--debug``. Usage errors exit with code 2 and one line that names the
 problem; warnings are one line each.
@@ -1017,6 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_suggest_step(sub, common)
     _add_compare(sub, common)
     _add_dashboard(sub, common)
+    _add_replay(sub, common)
     return parser
 
 
@@ -1292,6 +1298,44 @@ def _add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     compare.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     compare.set_defaults(func=_cmd_compare)
+
+
+# -- replay --------------------------------------------------------------------------------------
+
+
+def _add_replay(sub: Any, common: argparse.ArgumentParser) -> None:
+    replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="store in Tiled the runs kept in backups when Tiled refused them or was away",
+    )
+    replay.add_argument("path", metavar="PATH", help="a backup file (UID.jsonl) or directory")
+    where = replay.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tiled-uri", default=None, help="the node holding measured/simulated")
+    where.add_argument("--tiled-dir", default=None, help="an embedded catalog's directory")
+    replay.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """Replay backups into Tiled (the API key from TILED_API_KEY); exit 2 if any is left."""
+    from bluesky_digitwin.tiled import TwinCatalog
+
+    if args.tiled_dir is not None:
+        if not Path(args.tiled_dir).is_dir():
+            raise DigitwinInputError(f"--tiled-dir {args.tiled_dir} is not a directory")
+        catalog = TwinCatalog.embedded(args.tiled_dir)
+    else:
+        catalog = TwinCatalog.connect(args.tiled_uri)
+    with catalog:
+        replayed = catalog.replay(args.path)
+    for run in replayed:
+        if run.ok:
+            _result(args, f"{run.outcome}: run {run.uid} in {run.origin} ({run.path})")
+        else:
+            print(f"digitwin: error: run {run.uid} {run.outcome}: {run.detail}", file=sys.stderr)
+    if not replayed:
+        _result(args, f"no backup in {args.path}")
+    return 0 if all(run.ok for run in replayed) else EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
