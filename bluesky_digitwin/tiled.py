@@ -184,7 +184,7 @@ def _normal_specs(specs: Any, uid: Any) -> list[Any]:
         if not name.strip() or max(len(name), len(version or "")) > _MAX_SPEC_TEXT:
             raise RunMetadataError(
                 f"{_run(uid)} has the spec {spec!r} in tiled_specs; a spec's name is 1 to "
-                f"{_MAX_SPEC_TEXT} characters (and so is its version)"
+                f"{_MAX_SPEC_TEXT} characters, not all blank (its version at most {_MAX_SPEC_TEXT})"
             )
         if (name, version) not in seen:
             seen.add((name, version))

@@ -36,15 +36,16 @@ import event_model
 import numpy as np
 import pytest
 from bluesky import RunEngine
-from bluesky.plans import scan
+from bluesky.plans import count, scan
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ophyd.sim import SynSignal
+from ophyd.sim import SynSignal, det
 
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
 from bluesky_digitwin.data import DataWarning
 from bluesky_digitwin.sim import Magnetometer
+from bluesky_digitwin.tiled import RunMetadataError, TwinCatalog, data_origin_of, normalize_start
 
 Document = tuple[Any, Any]
 FEATURES, TARGET = ("T", "H"), "M"
@@ -493,3 +494,109 @@ def test_a_runengine_scan_with_a_hostile_detector_finishes(caplog) -> None:
         assert sum(cb.buffer.skipped[uid].values()) == len(readings) - len(buffered)
         assert "TwinCallback ignored an error" in caplog.text  # the warning, logged
         np.testing.assert_allclose(ds["T"], np.linspace(10, 60, len(readings))[ds["seq_num"] - 1])
+
+
+# -- odd start-document metadata on its way to Tiled ---------------------------------------------
+
+#: Whitespace of the kinds people type around a word.
+blanks = st.text(alphabet=" \t\n\r", max_size=3)
+#: ``data_origin`` as people write it: the two words in any case with spaces, other words,
+#: non-text values.
+origins = st.one_of(
+    st.builds(
+        lambda word, case, before, after: before + case(word) + after,
+        st.sampled_from(["measured", "simulated"]),
+        st.sampled_from([str.lower, str.upper, str.title, str.swapcase]),
+        blanks,
+        blanks,
+    ),
+    st.text(max_size=12),
+    st.sampled_from(["measure", "simulation", "", "measured simulated", "Measured."]),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.lists(st.sampled_from(["measured", "simulated"]), max_size=2),
+)
+spec_names = st.one_of(
+    st.sampled_from(["MySpec", "SimulatedRun", "BlueskyRun", "XRD", "A B", ""]),
+    st.text(max_size=8),
+)
+versions = st.sampled_from(["1", "3.0", ""])
+one_spec = st.one_of(
+    spec_names,
+    st.fixed_dictionaries({"name": spec_names}, optional={"version": versions}),
+    st.integers(),
+    st.none(),
+)
+#: ``tiled_specs``: a list as Tiled wants, or one name, one dict, a number, a tuple...
+specs = st.one_of(
+    st.lists(one_spec, max_size=4),
+    spec_names,
+    st.fixed_dictionaries({"name": spec_names}),
+    st.tuples(spec_names, spec_names),
+    st.integers(),
+    st.floats(),
+)
+start_metadata = st.fixed_dictionaries({}, optional={"data_origin": origins, "tiled_specs": specs})
+
+
+def canonical_origin(md: dict[str, Any]) -> str | None:
+    """What ``data_origin`` unambiguously means, if anything: the word, whatever case or spaces."""
+    declared = md.get("data_origin")
+    if isinstance(declared, str) and declared.strip().lower() in ("measured", "simulated"):
+        return declared.strip().lower()
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(md=start_metadata)
+def test_start_metadata_is_normalised_or_refused(md: dict[str, Any]) -> None:
+    try:
+        normal = normalize_start(md)
+    except RunMetadataError as exc:
+        # Refused, with a reason naming the field; never for a plain variant of the two words
+        # with usable specs (only a measured run naming SimulatedRun contradicts itself).
+        assert "data_origin" in str(exc) or "tiled_specs" in str(exc)
+        if canonical_origin(md) is not None and "data_origin" not in str(exc).split(";")[0]:
+            assert "tiled_specs" in str(exc) or "either measured or simulated" in str(exc)
+        return
+    if md.get("data_origin") is not None:
+        assert normal["data_origin"] == canonical_origin(md)
+    if md.get("tiled_specs") is not None:
+        stored = normal["tiled_specs"]
+        assert isinstance(stored, list) and len(stored) <= 19
+        keys = [(s, None) if isinstance(s, str) else (s["name"], s["version"]) for s in stored]
+        assert len(set(keys)) == len(keys) and ("BlueskyRun", "3.0") not in keys
+        if isinstance(md["tiled_specs"], str):
+            assert stored == [md["tiled_specs"]]
+    assert data_origin_of(normal) in ("measured", "simulated")
+    assert normalize_start(normal) == normal  # canonical: nothing left to change
+
+
+@pytest.fixture(scope="module")
+def tiled_catalog(tmp_path_factory) -> Iterable[TwinCatalog]:
+    with TwinCatalog.embedded(tmp_path_factory.mktemp("tiled")) as catalog:
+        yield catalog
+
+
+@settings(max_examples=25, deadline=None)
+@given(md=start_metadata)
+def test_a_run_with_odd_metadata_is_stored_or_never_started(
+    tiled_catalog: TwinCatalog, md: dict[str, Any]
+) -> None:
+    """A real RunEngine writing to a real Tiled server: no run is ever stored nowhere."""
+    RE = RunEngine({})
+    tiled_catalog.subscribe(RE)
+    starts: list[dict[str, Any]] = []
+    RE.subscribe(lambda name, doc: starts.append(doc), "start")
+    try:
+        (uid,) = RE(count([det], 1, md=md))
+    except RunMetadataError:
+        assert starts == []  # refused before the run started: there is nothing to lose
+        return
+    origin = data_origin_of(normalize_start(md))
+    other = "simulated" if origin == "measured" else "measured"
+    assert uid in tiled_catalog.container(origin)
+    assert uid not in tiled_catalog.container(other)
+    assert tiled_catalog.container(origin)[uid].start["data_origin"] == origin
+    assert not list(tiled_catalog.backup_directory.glob("*.jsonl"))
