@@ -10,6 +10,8 @@ the run in ``measured`` with its own uid, once.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import bluesky.plan_stubs as bps
 import pytest
 import stamina
 from bluesky import RunEngine
+from digitwin_testing import subprocess_env, wait_for
 from ophyd.sim import SynAxis, SynGauss
 
 from bluesky_digitwin.data import DataWarning
@@ -140,3 +143,54 @@ def test_a_router_made_later_says_what_is_still_to_replay(tmp_path, devices, no_
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             again.router()  # nothing left to say
+
+
+#: A session measuring into a Tiled server given by URI (key in TILED_API_KEY), slowly, until
+#: it is killed.
+_SESSION = """
+import sys, bluesky.plan_stubs as bps
+from bluesky import RunEngine
+from ophyd.sim import det
+from bluesky_digitwin.tiled import TwinCatalog
+
+catalog = TwinCatalog.connect(sys.argv[1])
+RE = RunEngine({})
+catalog.subscribe(RE, backup_directory=sys.argv[2])
+
+def slow():
+    yield from bps.open_run({"sample": "ErCo2"})
+    while True:
+        yield from bps.trigger_and_read([det])
+        yield from bps.sleep(0.05)
+
+RE(slow())
+"""
+
+
+def test_a_session_killed_mid_run_leaves_its_run_to_replay(tmp_path):
+    backups = tmp_path / "backup"
+    with TwinCatalog.embedded(tmp_path / "tiled") as catalog:
+        env = {**subprocess_env(), "TILED_API_KEY": catalog.api_key}
+        argv = [sys.executable, "-c", _SESSION, catalog.uri, str(backups)]
+        session = subprocess.Popen(argv, env=env)
+        try:
+            (backup,) = wait_for(
+                lambda: [p for p in backups.glob("*.jsonl") if p.read_text().count("\n") > 4],
+                timeout=120,
+                what="the session to measure a few points",
+            )
+        finally:
+            session.kill()
+            session.wait()
+        docs = read_backup(backup)
+        uid = docs[0][1]["uid"]
+        assert uid in list(catalog.measured)  # TiledWriter had made the run's node, no more
+        with pytest.warns(DataWarning, match=f"1 run.* kept in {backups}"):
+            catalog.router(backup_directory=backups)
+        (replayed,) = catalog.replay(backups)
+        assert (replayed.uid, replayed.outcome) == (uid, "stored")
+        assert "no stop document" in replayed.detail
+        table = catalog.measured[uid]["primary"].read()
+        events = [doc for name, doc in docs if name == "event_page"]
+        assert list(table["det"].values) == [v for page in events for v in page["data"]["det"]]
+        assert list(catalog.measured).count(uid) == 1
