@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import event_model
@@ -710,8 +710,17 @@ class TwinCatalog:
 
     def _replay_file(self, path: Path) -> ReplayedRun:
         docs = read_backup(path)
+        uid = str(docs[0][1]["uid"])
+        with open(path, "rb") as held:
+            if not _lock(held):
+                detail = "a running session is still writing it; replay it once that run ends"
+                return ReplayedRun(uid, None, path, "in progress", detail)
+            return self._replay_run(path, uid, docs)
+
+    def _replay_run(
+        self, path: Path, uid: str, docs: list[tuple[str, dict[str, Any]]]
+    ) -> ReplayedRun:
         start = docs[0][1]
-        uid = str(start["uid"])
         try:
             origin = data_origin_of(normalize_start(start))
         except RunMetadataError as exc:
@@ -818,6 +827,23 @@ class _DocumentEncoder(event_model.NumpyEncoder):
             return repr(obj)  # kept readable rather than lost with the rest of the run
 
 
+def _lock(file: Any) -> bool:
+    """Take an exclusive lock on an open file, where the system has them: whether it was taken.
+
+    The backup of a run being written is locked, so that a replay (from this session or
+    another) leaves it alone.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no such locks; a run still being written is not detected
+        return True
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
 class _Journal:
     """The documents of one run appended to ``<directory>/<uid>.jsonl`` as they come.
 
@@ -839,6 +865,7 @@ class _Journal:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # Open for the whole run (closed at its stop): one flush per document.
                 self._file = open(self.path, "a", encoding="utf-8")
+                _lock(self._file)
             line = json.dumps({"name": name, "doc": doc}, cls=_DocumentEncoder)
             self._file.write(line + "\n")
             self._file.flush()
@@ -852,8 +879,8 @@ class _Journal:
             self._file = None
 
     def discard(self) -> None:
+        self.path.unlink(missing_ok=True)  # still locked: no replay takes it meanwhile
         self.close()
-        self.path.unlink(missing_ok=True)
 
 
 def read_backup(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
@@ -902,13 +929,14 @@ class ReplayedRun:
     outcome
         "stored" (written now; the backup file is removed), "already stored" (Tiled had the
         whole run; the file is removed), "refused" (its metadata cannot be stored: ``detail``
-        says why; the file is kept) or "failed" (Tiled did not take it: ``detail``; kept).
+        says why; the file is kept), "failed" (Tiled did not take it: ``detail``; kept) or
+        "in progress" (a session is still writing the run; left alone).
     """
 
     uid: str
     origin: str | None
     path: Path
-    outcome: str
+    outcome: Literal["stored", "already stored", "refused", "failed", "in progress"]
     detail: str = ""
 
     @property
@@ -1033,6 +1061,15 @@ class OriginRouter:
         self.backup_directory = Path(
             default_backup_directory() if backup_directory is None else backup_directory
         )
+        try:  # a backup directory that cannot be written is said now, not when it is needed
+            self.backup_directory.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.backup_directory, os.W_OK | os.X_OK):
+                raise PermissionError("not writable")
+        except OSError as exc:
+            raise DigitwinInputError(
+                f"cannot keep backups of runs in {self.backup_directory} ({exc}); give "
+                "backup_directory= a directory this session can write"
+            ) from None
         self._hint = replay_hint or (lambda path: f"TwinCatalog.replay({str(path)!r})")
         self.refused: dict[str, str] = {}
         self.failed: dict[str, str] = {}
@@ -1045,7 +1082,8 @@ class OriginRouter:
         if left:
             message = (
                 f"{len(left)} run(s) kept in {self.backup_directory} are not in Tiled yet (a "
-                "write that failed, or a session that ended mid-run): store them with "
+                "write that failed, a session that ended mid-run, or one still measuring): "
+                "store them with "
                 f"{self._hint(self.backup_directory)}"
             )
             logger.warning(message)

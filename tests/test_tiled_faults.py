@@ -24,7 +24,7 @@ from bluesky import RunEngine
 from digitwin_testing import subprocess_env, wait_for
 from ophyd.sim import SynAxis, SynGauss
 
-from bluesky_digitwin.data import DataWarning
+from bluesky_digitwin.data import DataWarning, DigitwinInputError
 from bluesky_digitwin.tiled import TwinCatalog, read_backup
 
 N_BEFORE, N_AFTER = 2, 3
@@ -58,15 +58,23 @@ def faulty_run(
 
 
 def run_with_fault(
-    catalog: TwinCatalog, devices: tuple[SynAxis, SynGauss], fault: Callable[[], None], **kw: Any
+    catalog: TwinCatalog,
+    devices: tuple[SynAxis, SynGauss],
+    fault: Callable[[], None],
+    warns: bool = True,
+    **kw: Any,
 ) -> tuple[str, list[dict[str, Any]]]:
     """The uid of the faulty run and the events the RunEngine emitted."""
     RE = RunEngine({})
     catalog.subscribe(RE, **kw)
     events: list[dict[str, Any]] = []
     RE.subscribe(lambda name, doc: events.append(doc), "event")
+    plan = faulty_run(*devices, fault, {"sample": "ErCo2"})
+    if not warns:
+        (uid,) = RE(plan)
+        return uid, events
     with pytest.warns(DataWarning, match="failed at its .* document .* kept in .*: store it with"):
-        (uid,) = RE(faulty_run(*devices, fault, {"sample": "ErCo2"}))
+        (uid,) = RE(plan)
     return uid, events
 
 
@@ -194,3 +202,24 @@ def test_a_session_killed_mid_run_leaves_its_run_to_replay(tmp_path):
         events = [doc for name, doc in docs if name == "event_page"]
         assert list(table["det"].values) == [v for page in events for v in page["data"]["det"]]
         assert list(catalog.measured).count(uid) == 1
+
+
+def test_a_replay_leaves_a_run_being_measured_alone(tmp_path, devices):
+    with TwinCatalog.embedded(tmp_path / "tiled") as catalog:
+        replayed = []
+
+        def replay_now() -> None:  # e.g. from another session, while this run goes on
+            replayed.extend(catalog.replay(catalog.backup_directory))
+
+        uid, events = run_with_fault(catalog, devices, replay_now, warns=False)
+        (during,) = replayed
+        assert (during.uid, during.outcome, during.ok) == (uid, "in progress", False)
+        check_stored(catalog, uid, events)  # written live, as usual
+        assert not list(catalog.backup_directory.iterdir())  # and its backup removed
+
+
+def test_a_backup_directory_that_cannot_be_written_is_said_at_once(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with TwinCatalog.embedded(tmp_path / "tiled") as catalog:
+        with pytest.raises(DigitwinInputError, match=r"cannot keep backups of runs in .*a-file"):
+            catalog.subscribe(RunEngine({}), backup_directory=tmp_path / "a-file" / "backup")
