@@ -16,6 +16,11 @@ descriptor, a stop before its start), documents missing a key. The properties:
 A real RunEngine scan with an ophyd detector that reads NaN, inf and text finishes, with its
 good points buffered.
 
+Odd start metadata on its way to Tiled (one name where a list is expected, ``data_origin`` in
+any case with spaces, numbers, lists): it is normalised or refused with a reason, and a real
+RunEngine writing to a real Tiled server on loopback either refuses the run before it starts
+or stores it in the container of its origin: no run is ever stored nowhere.
+
 Settings: examples take milliseconds (a TwinCallback per example starts and joins one thread),
 so hypothesis's defaults are kept except ``deadline=None``: thread start-up on a busy machine
 is not what is tested.
