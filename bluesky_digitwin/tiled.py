@@ -626,7 +626,7 @@ class TwinCatalog:
     @property
     def backup_directory(self) -> Path:
         """Where :meth:`router` keeps runs by default (:func:`default_backup_directory`)."""
-        return default_backup_directory(self.directory)
+        return default_backup_directory(self.directory, None if self.directory else self.uri)
 
     def _replay_hint(self, path: Path) -> str:
         return _replay_hint(path, None if self._directory else self.uri, self._directory)
@@ -805,16 +805,24 @@ class ContainerWriter:
 BACKUP_SUFFIX = ".jsonl"
 
 
-def default_backup_directory(catalog_directory: str | os.PathLike | None = None) -> Path:
+def default_backup_directory(
+    catalog_directory: str | os.PathLike | None = None, uri: str | None = None
+) -> Path:
     """Where runs Tiled did not take are kept when no backup directory is given.
 
     ``backup/`` inside an embedded catalog's directory; otherwise
-    ``$XDG_DATA_HOME/bluesky-digitwin/tiled-backup`` (``~/.local/share/...`` by default).
+    ``$XDG_DATA_HOME/bluesky-digitwin/tiled-backup`` (``~/.local/share/...`` by default), in a
+    folder per server node when its ``uri`` is given (so that a replay sends runs back where
+    they were meant to go).
     """
     if catalog_directory is not None:
         return Path(catalog_directory) / "backup"
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "bluesky-digitwin" / "tiled-backup"
+    directory = Path(base) / "bluesky-digitwin" / "tiled-backup"
+    if uri is None:
+        return directory
+    parts = urlsplit(uri)
+    return directory / re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parts.netloc}{parts.path}").strip("_")
 
 
 class _DocumentEncoder(event_model.NumpyEncoder):

@@ -300,6 +300,22 @@ def test_the_router_skips_contradictory_runs_without_raising(catalog, RE, mag, r
     backup.unlink()
 
 
+def test_a_connected_catalog_keeps_backups_in_the_users_data_per_server(
+    catalog, mag, tag, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    connected = TwinCatalog.connect(catalog.uri, api_key=catalog.api_key)
+    port = catalog.uri.split(":")[2].split("/")[0]
+    expected = tmp_path / "bluesky-digitwin" / "tiled-backup" / f"127.0.0.1_{port}_api_v1"
+    assert connected.backup_directory == expected
+    RE = RunEngine({})
+    RE.subscribe(connected.router())  # no normaliser: the run starts, and is kept
+    kept = f"kept in {expected}/.*digitwin replay {expected}/.*jsonl --tiled-uri {catalog.uri}"
+    with pytest.warns(DataWarning, match=kept):
+        (uid,) = RE(count([mag], 2, md={"tag": tag, "data_origin": "interpolated"}))
+    assert backed_up(expected / f"{uid}.jsonl") == (uid, 2, True)
+
+
 def test_a_failing_write_never_reaches_the_run_engine(RE, mag, tag, caplog, tmp_path):
     def broken(name, doc):
         raise ConnectionError("the server went away")
