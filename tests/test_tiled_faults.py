@@ -223,3 +223,20 @@ def test_a_backup_directory_that_cannot_be_written_is_said_at_once(tmp_path):
     with TwinCatalog.embedded(tmp_path / "tiled") as catalog:
         with pytest.raises(DigitwinInputError, match=r"cannot keep backups of runs in .*a-file"):
             catalog.subscribe(RunEngine({}), backup_directory=tmp_path / "a-file" / "backup")
+
+
+def test_tiled_refuses_a_run_at_its_start(tmp_path, devices):
+    # Subscribed twice, the second router's run is refused by Tiled (409: it exists already).
+    with TwinCatalog.embedded(tmp_path / "tiled") as catalog:
+        second = catalog.router(backup_directory=tmp_path / "second")
+        RE = RunEngine({})
+        catalog.subscribe(RE)
+        RE.subscribe(second)
+        with pytest.warns(DataWarning, match="failed at its 'start' document .*409"):
+            (uid,) = RE(faulty_run(*devices, lambda: None, {"sample": "ErCo2"}))
+        assert uid in second.failed
+        backup = tmp_path / "second" / f"{uid}.jsonl"
+        assert read_backup(backup)[-1][0] == "stop"
+        (replayed,) = catalog.replay(backup)
+        assert (replayed.uid, replayed.outcome) == (uid, "already stored")
+        assert not backup.exists() and list(catalog.measured).count(uid) == 1
