@@ -17,6 +17,8 @@ from bluesky_digitwin.data import (
     make_grid,
     prepare_training_data,
 )
+from bluesky_digitwin.holdout import HoldoutComparison, TwinNotBetterWarning
+from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 from bluesky_digitwin.twin import DigitalTwin, OutsideRangeWarning
@@ -25,9 +27,12 @@ __all__ = [
     "DataWarning",
     "DigitalTwin",
     "DigitwinInputError",
+    "EnsembleRecipe",
+    "HoldoutComparison",
     "OutsideRangeWarning",
     "SearchSpace",
     "TrainConfig",
+    "TwinNotBetterWarning",
     "load_table",
     "make_grid",
     "prepare_training_data",

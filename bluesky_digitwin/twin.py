@@ -17,7 +17,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,17 @@ from bluesky_digitwin.data import (
     TrainingData,
     prepare_training_data,
 )
+from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
+from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import (
     HEARTBEAT_INTERVAL,
     Progress,
     SearchResult,
     SearchSpace,
+    default_batch_sizes,
     run_search,
     trial_params,
 )
@@ -101,8 +104,9 @@ class DigitalTwin:
         *,
         n_trials: int = 30,
         n_workers: int | None = None,
-        ensemble_size: int = 5,
+        ensemble_size: int | None = None,
         ensemble_tolerance: float | None = None,
+        ensemble: EnsembleRecipe | None = None,
         seed: int | None = None,
         storage: Any = None,
         study_name: str | None = None,
@@ -136,11 +140,19 @@ class DigitalTwin:
             Parallel search workers on this machine (default: one per core). ``0`` trains
             nothing here and waits for workers elsewhere (``digitwin worker``) on ``storage``.
         ensemble_size
-            The best this-many trials form the twin; their spread is its uncertainty.
+            Networks in the twin (default: ``ensemble.size``, 12); their spread is its
+            uncertainty.
         ensemble_tolerance
-            If given, a trial joins the ensemble only if its validation MSE is at most this
-            many times the best one's. Off by default: on ErCo2, dropping the networks that
-            fit M less well made |ΔS_M| worse, not better (benchmarks/RESULTS.md).
+            If given, a trial's hyperparameters (or, with ``EnsembleRecipe.paper()``, its
+            network) are used only if its validation MSE is at most this many times the best
+            one's. Off by default: on ErCo2, dropping the networks that fit M less well made
+            |ΔS_M| worse, not better (benchmarks/RESULTS.md).
+        ensemble
+            How the twin's networks are made from the search
+            (:class:`~bluesky_digitwin.surrogate.ensemble.EnsembleRecipe`): by default new
+            networks of the best trial's hyperparameters and of a wide reference network,
+            trained together; ``EnsembleRecipe.paper()`` keeps the best trials' own networks
+            as the paper did.
         seed
             Makes the search repeatable on one machine (exactly so with one worker).
         storage, study_name
@@ -173,8 +185,16 @@ class DigitalTwin:
             models go (an Optuna artifact store; by default a directory beside a journal, or
             the user cache for a database).
         """
-        if ensemble_size < 1:
+        if ensemble_size is not None and ensemble_size < 1:
             raise DigitwinInputError(f"ensemble_size must be at least 1, got {ensemble_size}")
+        if ensemble is not None and not isinstance(ensemble, EnsembleRecipe):
+            raise DigitwinInputError(
+                f"ensemble must be an EnsembleRecipe, got {type(ensemble).__name__}; e.g. "
+                "EnsembleRecipe(size=12) or EnsembleRecipe.paper()"
+            )
+        recipe = ensemble or EnsembleRecipe()
+        if ensemble_size is not None:
+            recipe = replace(recipe, size=ensemble_size)
         with warnings.catch_warnings():
             # Re-issue data warnings from the user's call site, not from inside the package.
             warnings.simplefilter("always")
@@ -203,28 +223,44 @@ class DigitalTwin:
         )
         best_value = result.best_trials[0].value
         limit = np.inf if ensemble_tolerance is None else ensemble_tolerance * best_value
-        chosen = [t for t in result.best_trials[:ensemble_size] if t.value <= limit]
-        if len(chosen) < ensemble_size:
+        eligible = [t for t in result.best_trials if t.value <= limit]
+        if not recipe.retrain and len(eligible) < recipe.size:
             within = (
                 ""
                 if ensemble_tolerance is None
                 else f" within {ensemble_tolerance:g}x the best validation MSE"
             )
             warnings.warn(
-                f"only {len(chosen)} trial(s) completed{within} (the others were pruned, "
+                f"only {len(eligible)} trial(s) completed{within} (the others were pruned, "
                 "failed or much worse), so the twin has "
-                f"{len(chosen)} network(s) instead of {ensemble_size}; run more trials for a "
+                f"{len(eligible)} network(s) instead of {recipe.size}; run more trials for a "
                 "fuller ensemble and its uncertainty",
                 UserWarning,
                 stacklevel=2,
             )
         try:
             trials = result.study.get_trials(deepcopy=False)
-            members, member_meta = _build_members(
-                result, chosen, prepared, refit_epochs, train_config
-            )
+            if recipe.retrain:
+                members, member_meta, val_scaled = _train_members(
+                    result, eligible, prepared, recipe, refit_epochs, train_config, space, seed
+                )
+            else:
+                members, member_meta, val_scaled = _build_members(
+                    result, eligible[: recipe.size], prepared, refit_epochs, train_config
+                )
         finally:
             result.cleanup()
+        split, scaling = result.split, result.scaling
+        holdout_result = compare_on_holdout(
+            list(prepared.features),
+            prepared.target,
+            split.x_train * np.asarray(scaling.x_std) + np.asarray(scaling.x_mean),
+            split.y_train * scaling.y_std + scaling.y_mean,
+            split.x_val * np.asarray(scaling.x_std) + np.asarray(scaling.x_mean),
+            split.y_val * scaling.y_std + scaling.y_mean,
+            val_scaled * scaling.y_std + scaling.y_mean,
+            held_out=split.held_out,
+        )
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -249,6 +285,7 @@ class DigitalTwin:
                 "holdout": holdout,
                 "refit_epochs": refit_epochs,
                 "ensemble_tolerance": ensemble_tolerance,
+                "ensemble": asdict(recipe),
                 "space": asdict(space or SearchSpace()),
                 "train_config": asdict(train_config),
             },
@@ -257,6 +294,7 @@ class DigitalTwin:
                 "n_points": prepared.n_points,
                 "source": os.fspath(data) if isinstance(data, (str, os.PathLike)) else None,
             },
+            "holdout": holdout_result.to_dict(),
             "provenance": dict(provenance or {}),
             "versions": _versions(),
         }
@@ -314,6 +352,12 @@ class DigitalTwin:
     def validation_rmse(self) -> float:
         """RMSE of the best network on the held-out points, in the target's units."""
         return float(self.metadata["members"][0]["validation_rmse"])
+
+    @property
+    def holdout(self) -> HoldoutComparison | None:
+        """The twin against linear and RBF interpolation on the held-out points (if recorded)."""
+        recorded = self.metadata.get("holdout")
+        return None if recorded is None else HoldoutComparison.from_dict(recorded)
 
     @property
     def ensemble_size(self) -> int:
@@ -508,8 +552,12 @@ def _build_members(
     data: TrainingData,
     refit_epochs: int,
     train_config: TrainConfig,
-) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Turn the best trials into the twin's networks, refitted on all points."""
+) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
+    """The paper's ensemble: the best trials' own networks, refitted on all points.
+
+    Also returns the networks' mean prediction of the held-out points (scaled) before the
+    refit, when they had not seen them.
+    """
     from optuna.artifacts import download_artifact
 
     from bluesky_digitwin._tf import keras
@@ -522,7 +570,7 @@ def _build_members(
     y_all = scaling.scale_y(data.y)
     split = result.split
     val_var = float(np.var(split.y_val)) or 1.0
-    members, meta = [], []
+    members, meta, validation = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for rank, trial in enumerate(trials):
             path = os.path.join(tmp, f"trial-{trial.number}.keras")
@@ -533,6 +581,7 @@ def _build_members(
             )
             core = keras.saving.load_model(path, compile=False, safe_mode=True)
             params = trial_params(trial)
+            validation.append(np.asarray(core(split.x_val, training=False)).reshape(-1))
             if refit_epochs > 0:
                 # The held-out points join in: a short, gentle continuation at the final
                 # learning rate, keeping the weights with the lowest loss over all points.
@@ -563,7 +612,47 @@ def _build_members(
                     "epochs_run": int(trial.user_attrs.get("epochs_run", -1)),
                 }
             )
-    return members, meta
+    return members, meta, np.mean(validation, axis=0)
+
+
+def _train_members(
+    result: SearchResult,
+    trials: Sequence[Any],
+    data: TrainingData,
+    recipe: EnsembleRecipe,
+    refit_epochs: int,
+    train_config: TrainConfig,
+    space: SearchSpace | None,
+    seed: int | None,
+) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
+    """New networks of the best trials' hyperparameters (and the reference), trained together."""
+    from bluesky_digitwin.surrogate.ensemble import train_members
+    from bluesky_digitwin.surrogate.network import wrap_with_scaling
+
+    scaling: Scaling = result.scaling
+    batch_sizes = (space or SearchSpace()).batch_sizes or default_batch_sizes(data.n_points)
+    plan = recipe.plan([(t.number, trial_params(t)) for t in trials], batch_sizes)
+    trained = train_members(
+        plan, result.split, train_config=train_config, refit_epochs=refit_epochs, seed=seed or 0
+    )
+    val_var = float(np.var(result.split.y_val)) or 1.0
+    members, meta = [], []
+    for rank, member in enumerate(trained.members):
+        members.append(wrap_with_scaling(member.model, scaling, name=f"member_{rank}"))
+        mse = float(member.result.best_loss)
+        meta.append(
+            {
+                "trial": member.source_trial,
+                "params": member.params,
+                "seed": member.seed,
+                "validation_mse_scaled": mse,
+                "validation_rmse": float(np.sqrt(mse) * scaling.y_std),
+                "validation_r2": float(1 - mse / val_var),
+                "best_epoch": member.result.best_epoch,
+                "epochs_run": member.result.epochs_run,
+            }
+        )
+    return members, meta, trained.validation_prediction
 
 
 def _is_replaceable(path: Path) -> bool:

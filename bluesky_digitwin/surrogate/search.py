@@ -171,6 +171,8 @@ class SplitData:
     x_val: np.ndarray
     y_val: np.ndarray
     scaling: Scaling
+    #: What was held out: "points" or whole scan "lines".
+    held_out: str = "points"
 
     @classmethod
     def split(
@@ -218,6 +220,7 @@ class SplitData:
             x_val=scaling.scale_x(data.x[val]),
             y_val=scaling.scale_y(data.y[val]),
             scaling=scaling,
+            held_out="points" if lines is None else "lines",
         )
 
     def save(self, directory: Path) -> None:

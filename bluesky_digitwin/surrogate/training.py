@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "grappler_disabled", "train"]
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def train(
             optimizer.learning_rate = float(learning_rate) / config.lr_drop_factor
         learning_rates.extend([float(optimizer.learning_rate.numpy())] * n_epochs)
         # The first call traces and instantiates the graph: do that without Grappler.
-        with _grappler_disabled(tf) if epochs_done == 0 else contextlib.nullcontext():
+        with grappler_disabled(tf) if epochs_done == 0 else contextlib.nullcontext():
             chunk_losses = compiled(
                 tf.constant(epochs_done, tf.int64), tf.constant(n_epochs, tf.int32)
             ).numpy()
@@ -268,7 +268,7 @@ _grappler_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _grappler_disabled(tf):
+def grappler_disabled(tf):
     """Instantiate graphs without TensorFlow's Grappler optimizer passes.
 
     Each search trial compiles a new graph, and Grappler's passes cost about 0.5 s a graph

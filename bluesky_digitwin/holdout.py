@@ -1,0 +1,157 @@
+"""Is the twin better than the trivial answer? The held-out comparison every fit records.
+
+A twin that interpolates worse than linear interpolation of the same scan is worse than
+useless: it looks authoritative. So every fit scores its ensemble on the points the search held
+out (before the members see them in the final refit) and scores linear interpolation and a
+thin-plate RBF fitted to exactly the training points on the same held-out points. The result
+goes into ``twin.json`` and the summaries, and a warning says so when the twin is not better.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bluesky_digitwin.data import DigitwinInputError
+
+__all__ = ["HoldoutComparison", "TwinNotBetterWarning", "compare_on_holdout"]
+
+
+class TwinNotBetterWarning(UserWarning):
+    """The twin predicts held-out points no better than a classical interpolator."""
+
+
+@dataclass(frozen=True)
+class HoldoutComparison:
+    """RMSE of the twin and of classical interpolators on the same held-out points.
+
+    Attributes
+    ----------
+    held_out
+        What was held out: ``"points"`` or ``"lines"``.
+    n_points
+        How many points were held out.
+    twin_rmse
+        The twin's ensemble mean, in the target's units.
+    baselines
+        Method name -> RMSE on the same points (methods that could not be fitted are left out,
+        with the reason in ``skipped``).
+    skipped
+        Method name -> why it was not scored.
+    """
+
+    held_out: str
+    n_points: int
+    twin_rmse: float
+    baselines: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def best_baseline(self) -> tuple[str, float] | None:
+        """The classical method with the lowest RMSE, or None when none was scored."""
+        if not self.baselines:
+            return None
+        name = min(self.baselines, key=self.baselines.__getitem__)
+        return name, self.baselines[name]
+
+    @property
+    def twin_is_better(self) -> bool:
+        """True when the twin beats every scored baseline (or none could be scored)."""
+        best = self.best_baseline
+        return best is None or self.twin_rmse < best[1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HoldoutComparison:
+        return cls(
+            held_out=str(d["held_out"]),
+            n_points=int(d["n_points"]),
+            twin_rmse=float(d["twin_rmse"]),
+            baselines={str(k): float(v) for k, v in d.get("baselines", {}).items()},
+            skipped={str(k): str(v) for k, v in d.get("skipped", {}).items()},
+        )
+
+    def summary(self, units: str = "") -> str:
+        """One line: the twin's held-out RMSE against the baselines'."""
+        unit = f" {units}" if units else ""
+        parts = [f"twin {self.twin_rmse:.4g}{unit}"]
+        parts += [f"{name} {rmse:.4g}" for name, rmse in self.baselines.items()]
+        verdict = "" if self.twin_is_better else " - the twin is NOT better"
+        return f"held-out {self.held_out} ({self.n_points}): RMSE " + ", ".join(parts) + verdict
+
+
+def compare_on_holdout(
+    features: list[str],
+    target: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    twin_val: np.ndarray,
+    *,
+    held_out: str = "points",
+    warn: bool = True,
+) -> HoldoutComparison:
+    """Score the twin and the classical interpolators on the held-out points.
+
+    Parameters
+    ----------
+    features, target
+        Names of the columns (the baselines read tables).
+    x_train, y_train
+        The points the twin's networks trained on, in raw units.
+    x_val, y_val
+        The held-out points, in raw units.
+    twin_val
+        The twin's ensemble mean at ``x_val`` from networks that did not train on them.
+    held_out
+        ``"points"`` or ``"lines"``, recorded with the result.
+    warn
+        Warn (:class:`TwinNotBetterWarning`) when a baseline does at least as well.
+    """
+    from bluesky_digitwin.analysis.baselines import LinearInterpolator, RBFBaseline
+
+    y_val = np.asarray(y_val, np.float64)
+    twin_rmse = float(np.sqrt(np.mean((np.asarray(twin_val, np.float64) - y_val) ** 2)))
+    table = pd.DataFrame(np.column_stack([x_train, y_train]), columns=[*features, target])
+    queries = {name: x_val[:, i] for i, name in enumerate(features)}
+    baselines: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for name, fit in (
+        ("linear", lambda: LinearInterpolator.fit(table, features, target)),
+        ("thin-plate RBF", lambda: RBFBaseline.fit(table, features, target, tune=False)),
+    ):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # held-out points at a ragged edge, for example
+                predicted = fit().predict(queries, warn=False)[target].to_numpy()
+        except (DigitwinInputError, ValueError, np.linalg.LinAlgError) as exc:
+            skipped[name] = str(exc).splitlines()[0]
+            continue
+        finite = np.isfinite(predicted)
+        if not finite.any():
+            skipped[name] = "no finite prediction at the held-out points"
+            continue
+        # Linear interpolation does not extrapolate (NaN beyond a sweep's ragged end): it is
+        # scored where it answers, which can only flatter it; the gap is recorded.
+        rmse = float(np.sqrt(np.mean((predicted[finite] - y_val[finite]) ** 2)))
+        if not finite.all():
+            skipped[f"{name} (partial)"] = f"no value at {int((~finite).sum())} point(s)"
+        baselines[name] = rmse
+    result = HoldoutComparison(held_out, len(y_val), twin_rmse, baselines, skipped)
+    if warn and not result.twin_is_better and math.isfinite(twin_rmse):
+        name, rmse = result.best_baseline  # type: ignore[misc]
+        warnings.warn(
+            f"the twin predicts the held-out {held_out} no better than {name} interpolation "
+            f"(RMSE {twin_rmse:.4g} against {rmse:.4g}); trust {name} here, or give the search "
+            "more trials or a wider space (SearchSpace)",
+            TwinNotBetterWarning,
+            stacklevel=3,
+        )
+    return result

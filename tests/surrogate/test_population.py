@@ -1,0 +1,118 @@
+"""The population trainer: k networks at once give what training each alone gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bluesky_digitwin.surrogate.network import build_mlp
+from bluesky_digitwin.surrogate.population import train_population
+from bluesky_digitwin.surrogate.training import TrainConfig, train
+
+
+def _data(n: int = 90, seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.5, 1.5, size=(n, 2)).astype(np.float32)
+    y = (np.tanh(2 * x[:, 0] - x[:, 1]) + 0.3 * x[:, 1] ** 2).astype(np.float32)
+    y = (y - y.mean()) / y.std()
+    return x[:70], y[:70], x[70:], y[70:]
+
+
+CONFIG = TrainConfig(max_epochs=24, patience=6, lr_drop_epoch=10, chunk_epochs=5)
+MEMBERS = [(3e-3, 1e-4, 11), (1e-3, 0.0, 12), (2e-3, 1e-3, 13)]  # learning rate, L2, seed
+
+
+def _models():
+    return [build_mlp(2, 2, 12, l2=l2, seed=seed) for _, l2, seed in MEMBERS]
+
+
+def test_population_matches_training_one_by_one():
+    x, y, xv, yv = _data()
+    alone = _models()
+    alone_results = [
+        train(m, x, y, xv, yv, batch_size=16, learning_rate=lr, config=CONFIG, seed=seed)
+        for m, (lr, _, seed) in zip(alone, MEMBERS, strict=True)
+    ]
+    together = _models()
+    together_results = train_population(
+        together,
+        x,
+        y,
+        xv,
+        yv,
+        batch_size=16,
+        learning_rates=[lr for lr, _, _ in MEMBERS],
+        seeds=[seed for _, _, seed in MEMBERS],
+        config=CONFIG,
+    )
+    grid = np.random.default_rng(1).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
+    for a, b, ra, rb in zip(alone, together, alone_results, together_results, strict=True):
+        assert rb.best_epoch == ra.best_epoch
+        assert rb.epochs_run == ra.epochs_run
+        assert rb.stopped_by == ra.stopped_by
+        assert rb.learning_rates == pytest.approx(ra.learning_rates)
+        assert rb.history == pytest.approx(ra.history, rel=1e-3, abs=1e-5)
+        assert rb.best_loss == pytest.approx(ra.best_loss, rel=1e-3)
+        np.testing.assert_allclose(np.asarray(b(grid)), np.asarray(a(grid)), rtol=1e-3, atol=1e-4)
+
+
+def test_members_stop_on_their_own():
+    x, y, xv, yv = _data()
+    models = _models()
+    calls = []
+
+    def prune_second(epochs, best, active):
+        calls.append((epochs, active.copy()))
+        return [False, True, False]
+
+    results = train_population(
+        models,
+        x,
+        y,
+        xv,
+        yv,
+        batch_size=16,
+        learning_rates=[lr for lr, _, _ in MEMBERS],
+        seeds=[seed for _, _, seed in MEMBERS],
+        config=CONFIG,
+        should_stop=prune_second,
+    )
+    assert results[1].stopped_by == "pruned"
+    assert results[1].epochs_run == 5
+    assert results[0].epochs_run > 5
+    # The pruned member is not asked about again.
+    assert not calls[-1][1][1]
+
+
+def test_population_refuses_mixed_shapes_and_dropout():
+    x, y, _, _ = _data()
+    with pytest.raises(ValueError, match="same depth and width"):
+        train_population(
+            [build_mlp(2, 2, 8, seed=0), build_mlp(2, 3, 8, seed=1)],
+            x,
+            y,
+            batch_size=16,
+            learning_rates=[1e-3, 1e-3],
+            seeds=[0, 1],
+            config=CONFIG,
+        )
+    with pytest.raises(ValueError, match="Dense layers only"):
+        train_population(
+            [build_mlp(2, 2, 8, dropout=0.1, seed=0)],
+            x,
+            y,
+            batch_size=16,
+            learning_rates=[1e-3],
+            seeds=[0],
+            config=CONFIG,
+        )
+    with pytest.raises(ValueError, match="one learning rate and one seed"):
+        train_population(
+            [build_mlp(2, 2, 8, seed=0)],
+            x,
+            y,
+            batch_size=16,
+            learning_rates=[1e-3, 1e-3],
+            seeds=[0],
+            config=CONFIG,
+        )

@@ -1,0 +1,51 @@
+"""The held-out comparison: the twin against linear and RBF interpolation on the same points."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from bluesky_digitwin.holdout import HoldoutComparison, TwinNotBetterWarning, compare_on_holdout
+
+
+def _lines(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for h in (0.0, 1.0, 2.0, 3.0):
+        t = np.sort(rng.uniform(0, 1, 30))
+        rows.append(np.column_stack([t, np.full_like(t, h)]))
+    x = np.concatenate(rows)
+    y = np.tanh(5 * (x[:, 0] - 0.2 * x[:, 1] - 0.3)) + 0.1 * x[:, 1]
+    val = rng.permutation(len(x))[:20]
+    train = np.setdiff1d(np.arange(len(x)), val)
+    return x[train], y[train], x[val], y[val]
+
+
+def test_a_poor_twin_is_told_so():
+    x, y, xv, yv = _lines()
+    with pytest.warns(TwinNotBetterWarning, match="no better than"):
+        result = compare_on_holdout(["T", "H"], "M", x, y, xv, yv, np.zeros_like(yv))
+    assert not result.twin_is_better
+    assert set(result.baselines) == {"linear", "thin-plate RBF"}
+    assert result.best_baseline[1] < result.twin_rmse
+    assert "NOT better" in result.summary()
+
+
+def test_a_good_twin_passes_quietly_and_round_trips():
+    x, y, xv, yv = _lines()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = compare_on_holdout(["T", "H"], "M", x, y, xv, yv, yv + 1e-9)
+    assert result.twin_is_better
+    assert result.n_points == 20 and result.held_out == "points"
+    assert HoldoutComparison.from_dict(result.to_dict()) == result
+
+
+def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason():
+    x = np.random.default_rng(1).uniform(size=(40, 2))  # scattered: no sweeps to interpolate
+    y = x[:, 0] + x[:, 1]
+    result = compare_on_holdout(["a", "b"], "y", x[:30], y[:30], x[30:], y[30:], y[30:], warn=False)
+    assert "thin-plate RBF" in result.baselines
+    assert "linear" in result.skipped or "linear" in result.baselines
