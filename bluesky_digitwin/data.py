@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import stat
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ __all__ = [
     "make_grid",
     "points_to_arrays",
     "prepare_training_data",
+    "warn_every_time",
 ]
 
 #: Fewer points than this cannot be split into training and validation sets meaningfully.
@@ -60,15 +63,16 @@ def load_table(path: str | os.PathLike) -> xr.Dataset:
     """
     path = Path(path)
     try:
-        if not path.exists():
-            raise DigitwinInputError(
-                f"file not found: {path}; check the path (relative paths start at {os.getcwd()})"
-            )
-        if path.is_dir():
-            raise DigitwinInputError(f"{path} is a directory; give a CSV or netCDF file")
-        size = path.stat().st_size
+        status = path.stat()
+    except FileNotFoundError:
+        raise DigitwinInputError(
+            f"file not found: {path}; check the path (relative paths start at {os.getcwd()})"
+        ) from None
     except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
         raise DigitwinInputError(f"cannot open {path}: {exc}; check the path") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise DigitwinInputError(f"{path} is a directory; give a CSV or netCDF file")
+    size = status.st_size
     if size == 0:
         raise DigitwinInputError(f"{path} is empty; expected a table with a header row")
     suffix = path.suffix.lower()
@@ -272,11 +276,18 @@ class TrainingData:
 
 
 def prepare_training_data(
-    data: TableLike, features: Sequence[str], target: str, *, min_points: int = MIN_POINTS
+    data: TableLike,
+    features: Sequence[str],
+    target: str,
+    *,
+    min_points: int = MIN_POINTS,
+    stacklevel: int = 1,
 ) -> TrainingData:
     """Check a table and return the arrays a twin trains on.
 
-    Rows with NaN or infinite values are dropped with a :class:`DataWarning` that counts them.
+    Rows with NaN or infinite values are dropped with a :class:`DataWarning` that counts them,
+    shown on every call (:func:`warn_every_time`), from the caller (``stacklevel=1``) or, e.g.
+    with ``stacklevel=2``, from the caller's caller.
 
     Raises
     ------
@@ -329,10 +340,10 @@ def prepare_training_data(
     keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
     dropped = int((~keep).sum())
     if dropped:
-        warnings.warn(
+        warn_every_time(
             f"dropped {dropped} of {len(y)} rows with NaN or infinite values",
             DataWarning,
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
         x, y = x[keep], y[keep]
     if len(y) < min_points:
@@ -355,6 +366,32 @@ def prepare_training_data(
         _check_scale(values, name)
     units = {name: _units(ds[name]) for name in [*features, target]}
     return TrainingData(x=x, y=y, features=tuple(features), target=target, units=units)
+
+
+def warn_every_time(message: str, category: type[Warning], stacklevel: int = 1) -> None:
+    """Like :func:`warnings.warn`, but shown on every call, not once per place in the code.
+
+    A scientist who fits the same table twice in one session should hear twice that rows were
+    dropped; Python's default filter would stay silent the second time. The caller's filters
+    still apply: ``warnings.simplefilter("ignore")`` around the call silences it, and "error"
+    raises it.
+
+    Parameters
+    ----------
+    stacklevel
+        As for :func:`warnings.warn`: 1 points at the function that calls this one, 2 at its
+        caller.
+    """
+    frame = sys._getframe(stacklevel)  # the code the warning points at
+    warnings.warn_explicit(
+        message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=frame.f_globals.get("__name__"),
+        registry=None,  # no record of earlier warnings: show it every time
+        module_globals=frame.f_globals,
+    )
 
 
 def _check_unique(names: Sequence[str], what: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,9 +173,15 @@ def test_a_netcdf_with_a_repeated_variable_is_refused(tmp_path):
         load_table(path)
 
 
+def digitwin_command() -> str:
+    """The installed ``digitwin`` command (``python -m`` cannot spawn search workers)."""
+    found = shutil.which("digitwin")
+    assert found, "the package is not installed (pip install -e .)"
+    return found
+
+
 def test_a_prediction_grid_with_a_repeated_column_is_refused_by_the_cli(tmp_path, table):
     import subprocess
-    import sys
 
     from digitwin_testing import subprocess_env, two_network_fit
 
@@ -185,7 +193,7 @@ def test_a_prediction_grid_with_a_repeated_column_is_refused_by_the_cli(tmp_path
     grid = tmp_path / "grid.csv"
     grid.write_text("x,h,x\n0.1,0.5,0.9\n0.2,1.0,0.8\n")
     done = subprocess.run(
-        [sys.executable, "-m", "bluesky_digitwin.cli", "predict", str(tmp_path / "twin"),
+        [digitwin_command(), "predict", str(tmp_path / "twin"),
          str(grid), "--out", str(tmp_path / "pred.csv")],
         capture_output=True, text=True, timeout=300, env=subprocess_env(),
     )  # fmt: skip
@@ -195,3 +203,70 @@ def test_a_prediction_grid_with_a_repeated_column_is_refused_by_the_cli(tmp_path
         "that each column has a name of its own"
     ]
     assert not (tmp_path / "pred.csv").exists()
+
+
+# -- each message once ------------------------------------------------------------------------
+
+
+def test_a_missing_file_is_one_message_that_says_check_the_path_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DigitwinInputError) as raised:
+        load_table("nowhere.csv")
+    assert str(raised.value) == (
+        f"file not found: nowhere.csv; check the path (relative paths start at {tmp_path})"
+    )
+
+
+def test_data_warnings_show_every_time_from_the_caller_and_obey_its_filters(table):
+    import warnings
+
+    table.loc[[3, 7], "y"] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: once per place, unless shown every time
+        for _ in range(2):
+            prepare_training_data(table, ["x", "h"], "y")
+    assert [str(w.message) for w in caught] == [
+        "dropped 2 of 125 rows with NaN or infinite values"
+    ] * 2
+    assert {w.filename for w in caught} == {__file__}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        prepare_training_data(table, ["x", "h"], "y")
+    assert caught == []
+
+
+def test_fit_and_the_baselines_warn_from_the_callers_line_and_obey_its_filters(table):
+    import warnings
+
+    from digitwin_testing import two_network_fit
+
+    from bluesky_digitwin import DigitalTwin
+    from bluesky_digitwin.analysis.baselines import LinearInterpolator
+
+    table.loc[[3, 7], "y"] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")  # what `digitwin fit` does once it has shown them
+        DigitalTwin.fit(table, ["x", "h"], "y", **two_network_fit())
+        LinearInterpolator.fit(table, ["x", "h"], "y")
+    assert caught == []
+    with pytest.warns(DataWarning, match="dropped 2 of 125") as shown:
+        LinearInterpolator.fit(table, ["x", "h"], "y")
+    assert shown[0].filename == __file__
+
+
+def test_digitwin_fit_shows_the_dropped_rows_once(tmp_path, table):
+    import subprocess
+
+    from digitwin_testing import subprocess_env
+
+    table.loc[[3, 7], "y"] = np.nan
+    table.to_csv(tmp_path / "scans.csv", index=False)
+    done = subprocess.run(
+        [digitwin_command(), "fit", "scans.csv", "--features", "x",
+         "h", "--target", "y", "--trials", "1", "--workers", "1", "--ensemble", "1", "--out",
+         "twin"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=subprocess_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    warning = "digitwin: warning: dropped 2 of 125 rows with NaN or infinite values"
+    assert done.stderr.count(warning) == 1, done.stderr
