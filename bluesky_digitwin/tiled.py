@@ -50,6 +50,7 @@ from tiled.structures.core import Spec
 
 from bluesky_digitwin.buffer import BASELINE_STREAM, ScanBuffer
 from bluesky_digitwin.data import DataWarning, DigitwinInputError
+from bluesky_digitwin.redaction import redact
 
 if TYPE_CHECKING:
     from bluesky_digitwin.twin import DigitalTwin
@@ -179,11 +180,6 @@ def _stamp(origin: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 # -- connecting ----------------------------------------------------------------------------------
 
 
-def _redact(text: str) -> str:
-    """``text`` with any ``api_key=...`` value masked."""
-    return re.sub(r"(api_key=)[^&\s'\"]+", r"\1***", text)
-
-
 def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
     """A clear error for a failed request (the key itself is never part of it)."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -195,7 +191,7 @@ def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
     if status == 403:
         return TiledConnectionError(
             f"the Tiled server at {where} does not allow this with the API key given "
-            f"({_redact(str(exc))}); use a key with write access"
+            f"({redact(str(exc))}); use a key with write access"
         )
     if isinstance(exc, RuntimeError) and "API key" in str(exc):
         return TiledConnectionError(
@@ -205,14 +201,14 @@ def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
     if isinstance(exc, httpx.TransportError):
         return TiledConnectionError(
             f"cannot reach the Tiled server at {where} ({type(exc).__name__}: "
-            f"{_redact(str(exc))}); is it running, and is the URI right?"
+            f"{redact(str(exc))}); is it running, and is the URI right?"
         )
-    return TiledConnectionError(f"Tiled at {where}: {type(exc).__name__}: {_redact(str(exc))}")
+    return TiledConnectionError(f"Tiled at {where}: {type(exc).__name__}: {redact(str(exc))}")
 
 
 def _open(uri: str | None, profile: str | None, api_key: str | None) -> Any:
     """A Tiled client of the node at ``uri`` or of ``profile``; errors made clear."""
-    where = _redact(uri) if uri is not None else f"profile {profile!r}"
+    where = redact(uri) if uri is not None else f"profile {profile!r}"
     # Without an explicit key, Tiled's client takes one from the URI's query, the profile, or
     # TILED_API_KEY, in that order; so nothing is passed then.
     options = {} if api_key is None else {"api_key": api_key}
@@ -545,7 +541,7 @@ class _RunShield:
         try:
             self._writer(name, doc)
         except Exception as exc:
-            self._failed[self._uid] = f"{type(exc).__name__}: {_redact(str(exc))}"
+            self._failed[self._uid] = f"{type(exc).__name__}: {redact(str(exc))}"
             logger.exception(
                 "writing run %s to Tiled failed at its %r document; the rest of the run is "
                 "not written (give backup_directory to keep its documents)",
