@@ -61,7 +61,6 @@ __all__ = [
     "SplitData",
     "default_batch_sizes",
     "open_storage",
-    "redact_url",
     "run_search",
     "scan_lines",
 ]
@@ -283,7 +282,8 @@ def open_storage(
     A database storage gets Optuna's heartbeats every ``heartbeat_interval`` seconds (``None``:
     none): the trial of a worker that stops beating is failed after twice that time and queued
     again with the same hyperparameters. Credentials belong in the environment (``PGPASSWORD``,
-    ``~/.pgpass``), not in the URL; a password in the URL is never logged (:func:`redact_url`).
+    ``~/.pgpass``), not in the URL; a password in the URL is never shown or logged
+    (:func:`~bluesky_digitwin.redaction.redact`).
     """
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
