@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from bluesky_digitwin.data import DigitwinInputError
+from bluesky_digitwin.redaction import redact, redact_url
 
 __all__ = [
     "DEFAULT_HOST",
@@ -69,9 +70,7 @@ def _is_url(text: str) -> bool:
 
 
 def describe_storage(storage: StorageLike) -> str:
-    """How to name ``storage`` to a user: the journal's path, or the URL without its password."""
-    from bluesky_digitwin.surrogate.search import redact_url
-
+    """How to name ``storage`` to a user: the journal's path, or the URL without its secrets."""
     if isinstance(storage, (str, os.PathLike)):
         text = os.fspath(storage)
         return redact_url(text) if _is_url(text) else f"journal {text}"
@@ -120,23 +119,14 @@ def open_dashboard_storage(storage: StorageLike) -> Any:
     except DigitwinInputError:
         raise
     except Exception as exc:
-        from bluesky_digitwin.surrogate.search import redact_url
-
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if _is_url(text) and redact_url(text) != text:
-            # Database drivers may quote the URL, password included.
-            reason = reason.replace(text, redact_url(text))
-            reason = reason.replace(_password(text), "***")
+        # Database drivers may quote the URL, password included.
+        reason = redact(reason, url=text)
         kind = "a database" if _is_url(text) else "an Optuna journal file"
         raise DigitwinInputError(
             f"cannot read {where} as {kind}: {type(exc).__name__}: {reason}"
         ) from None
     return opened
-
-
-def _password(url: str) -> str:
-    credentials = url.split("://", 1)[1].rsplit("@", 1)[0]
-    return credentials.split(":", 1)[1] if ":" in credentials else "\0"
 
 
 def _check_sqlite_file(url: str) -> None:
@@ -149,7 +139,8 @@ def _check_sqlite_file(url: str) -> None:
         return
     if not Path(name).is_file():
         raise DigitwinInputError(
-            f"no SQLite database {name} (from --storage {url}); give the --storage of a search"
+            f"no SQLite database {name} (from --storage {redact_url(url)}); give the --storage "
+            "of a search"
         )
 
 

@@ -6,8 +6,11 @@ the problem and the fix. The rest of the package works on the validated :class:`
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
+import stat
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ __all__ = [
     "make_grid",
     "points_to_arrays",
     "prepare_training_data",
+    "warn_every_time",
 ]
 
 #: Fewer points than this cannot be split into training and validation sets meaningfully.
@@ -59,22 +63,28 @@ def load_table(path: str | os.PathLike) -> xr.Dataset:
     """
     path = Path(path)
     try:
-        if not path.exists():
-            raise DigitwinInputError(
-                f"file not found: {path}; check the path (relative paths start at {os.getcwd()})"
-            )
-        if path.is_dir():
-            raise DigitwinInputError(f"{path} is a directory; give a CSV or netCDF file")
-        size = path.stat().st_size
+        status = path.stat()
+    except FileNotFoundError:
+        raise DigitwinInputError(
+            f"file not found: {path}; check the path (relative paths start at {os.getcwd()})"
+        ) from None
     except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
         raise DigitwinInputError(f"cannot open {path}: {exc}; check the path") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise DigitwinInputError(f"{path} is a directory; give a CSV or netCDF file")
+    size = status.st_size
     if size == 0:
         raise DigitwinInputError(f"{path} is empty; expected a table with a header row")
     suffix = path.suffix.lower()
     if suffix in {".nc", ".netcdf", ".nc4", ".cdf"}:
         try:
+            # A classic netCDF file can declare two variables of one name, and its readers keep
+            # one of them silently; (HDF5-based netCDF-4 cannot hold two.)
+            _check_repeated_names(path, _classic_netcdf_variables(path), "variable")
             with xr.open_dataset(path) as opened:
                 ds = opened.load()
+        except DigitwinInputError:
+            raise
         except Exception as exc:  # the engines raise many types; all mean "not readable"
             raise DigitwinInputError(
                 f"cannot read {path} as netCDF ({_one_line(exc)}); give a netCDF file, or a "
@@ -94,8 +104,82 @@ def load_table(path: str | os.PathLike) -> xr.Dataset:
         raise DigitwinInputError(
             f"{path} has a header but no data rows; give at least one row of numbers under it"
         )
+    # pandas renames a repeated column ("T", "T" becomes "T", "T.1"), so the header is read as
+    # written to see the repeats.
+    _check_repeated_names(path, _csv_header(path), "column")
     frame.columns = [str(c).strip() for c in frame.columns]
     return as_dataset(frame)
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The names in the header row of a CSV file as written (stripped), before pandas renames."""
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        for row in csv.reader(file):
+            if any(cell.strip() for cell in row):  # pandas skips blank lines before the header
+                return [cell.strip() for cell in row]
+    return []
+
+
+def _classic_netcdf_variables(path: Path) -> list[str]:
+    """The variable names a classic netCDF file declares, repeats included ([] for netCDF-4).
+
+    Follows the header layout of the netCDF classic format specification (CDF-1, CDF-2, CDF-5):
+    https://docs.unidata.ucar.edu/netcdf-c/current/file_format_specifications.html
+    """
+    with open(path, "rb") as file:
+        magic = file.read(4)
+        if magic[:3] != b"CDF" or magic[3:] not in (b"\x01", b"\x02", b"\x05"):
+            return []
+        version = magic[3]
+        count_size = 8 if version == 5 else 4  # NON_NEG counts and lengths
+
+        def number(size: int) -> int:
+            return int.from_bytes(file.read(size), "big")
+
+        def name() -> str:
+            length = number(count_size)
+            raw = file.read(length)
+            file.read(-length % 4)  # names are padded to 4 bytes
+            return raw.decode("utf-8", errors="replace")
+
+        def skip_attributes() -> None:
+            number(4)  # NC_ATTRIBUTE, or ABSENT
+            for _ in range(number(count_size)):
+                name()
+                size = _NC_TYPE_SIZES.get(number(4), 1)
+                nbytes = number(count_size) * size
+                file.read(nbytes + -nbytes % 4)
+
+        number(count_size)  # the number of records
+        number(4)  # NC_DIMENSION, or ABSENT
+        for _ in range(number(count_size)):
+            name()
+            number(count_size)  # its length
+        skip_attributes()  # global attributes
+        number(4)  # NC_VARIABLE, or ABSENT
+        names = []
+        for _ in range(number(count_size)):
+            names.append(name())
+            file.read(number(count_size) * count_size)  # dimension ids
+            skip_attributes()
+            file.read(4 + count_size + (4 if version == 1 else 8))  # type, vsize, begin
+        return names
+
+
+#: Bytes per value of each netCDF classic type (NC_BYTE ... NC_UINT64).
+_NC_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}
+
+
+def _check_repeated_names(path: Path, names: Sequence[str], what: str) -> None:
+    """Refuse a file in which two columns (variables) have one name: which one would be used?"""
+    for name in dict.fromkeys(names):
+        positions = [i + 1 for i, n in enumerate(names) if n == name]
+        if len(positions) > 1:
+            where = ", ".join(map(str, positions))
+            raise DigitwinInputError(
+                f"{path} has {len(positions)} {what}s named {name!r} ({what}s {where}); "
+                f"rename them so that each {what} has a name of its own"
+            )
 
 
 def as_dataset(data: TableLike) -> xr.Dataset:
@@ -192,11 +276,18 @@ class TrainingData:
 
 
 def prepare_training_data(
-    data: TableLike, features: Sequence[str], target: str, *, min_points: int = MIN_POINTS
+    data: TableLike,
+    features: Sequence[str],
+    target: str,
+    *,
+    min_points: int = MIN_POINTS,
+    stacklevel: int = 1,
 ) -> TrainingData:
     """Check a table and return the arrays a twin trains on.
 
-    Rows with NaN or infinite values are dropped with a :class:`DataWarning` that counts them.
+    Rows with NaN or infinite values are dropped with a :class:`DataWarning` that counts them,
+    shown on every call (:func:`warn_every_time`), from the caller (``stacklevel=1``) or, e.g.
+    with ``stacklevel=2``, from the caller's caller.
 
     Raises
     ------
@@ -249,10 +340,10 @@ def prepare_training_data(
     keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
     dropped = int((~keep).sum())
     if dropped:
-        warnings.warn(
+        warn_every_time(
             f"dropped {dropped} of {len(y)} rows with NaN or infinite values",
             DataWarning,
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
         x, y = x[keep], y[keep]
     if len(y) < min_points:
@@ -275,6 +366,32 @@ def prepare_training_data(
         _check_scale(values, name)
     units = {name: _units(ds[name]) for name in [*features, target]}
     return TrainingData(x=x, y=y, features=tuple(features), target=target, units=units)
+
+
+def warn_every_time(message: str, category: type[Warning], stacklevel: int = 1) -> None:
+    """Like :func:`warnings.warn`, but shown on every call, not once per place in the code.
+
+    A scientist who fits the same table twice in one session should hear twice that rows were
+    dropped; Python's default filter would stay silent the second time. The caller's filters
+    still apply: ``warnings.simplefilter("ignore")`` around the call silences it, and "error"
+    raises it.
+
+    Parameters
+    ----------
+    stacklevel
+        As for :func:`warnings.warn`: 1 points at the function that calls this one, 2 at its
+        caller.
+    """
+    frame = sys._getframe(stacklevel)  # the code the warning points at
+    warnings.warn_explicit(
+        message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=frame.f_globals.get("__name__"),
+        registry=None,  # no record of earlier warnings: show it every time
+        module_globals=frame.f_globals,
+    )
 
 
 def _check_unique(names: Sequence[str], what: str) -> None:

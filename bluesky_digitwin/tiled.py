@@ -54,6 +54,7 @@ from tiled.structures.core import Spec
 
 from bluesky_digitwin.buffer import BASELINE_STREAM, ScanBuffer
 from bluesky_digitwin.data import DataWarning, DigitwinInputError
+from bluesky_digitwin.redaction import redact
 
 if TYPE_CHECKING:
     from bluesky_digitwin.twin import DigitalTwin
@@ -303,11 +304,6 @@ def _stamp(origin: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 # -- connecting ----------------------------------------------------------------------------------
 
 
-def _redact(text: str) -> str:
-    """``text`` with any ``api_key=...`` value masked."""
-    return re.sub(r"(api_key=)[^&\s'\"]+", r"\1***", text)
-
-
 #: What Tiled's client accepts as an API key: it silently drops any other key (one with a space
 #: or an ``&``, say) and then reports that the server needs a key, which misleads.
 _API_KEY_PATTERN = re.compile(r"\w+")
@@ -328,7 +324,7 @@ def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
     if status == 403:
         return TiledConnectionError(
             f"the Tiled server at {where} does not allow this with the API key given "
-            f"({_redact(str(exc))}); use a key with write access"
+            f"({redact(str(exc))}); use a key with write access"
         )
     if isinstance(exc, RuntimeError) and "API key" in str(exc):
         return TiledConnectionError(
@@ -338,9 +334,9 @@ def _connection_error(exc: BaseException, where: str) -> TiledConnectionError:
     if isinstance(exc, httpx.TransportError):
         return TiledConnectionError(
             f"cannot reach the Tiled server at {where} ({type(exc).__name__}: "
-            f"{_redact(str(exc))}); is it running, and is the URI right?"
+            f"{redact(str(exc))}); is it running, and is the URI right?"
         )
-    return TiledConnectionError(f"Tiled at {where}: {type(exc).__name__}: {_redact(str(exc))}")
+    return TiledConnectionError(f"Tiled at {where}: {type(exc).__name__}: {redact(str(exc))}")
 
 
 def _given_api_key(uri: str | None, profile: str | None, api_key: str | None) -> str | None:
@@ -361,7 +357,7 @@ def _given_api_key(uri: str | None, profile: str | None, api_key: str | None) ->
 
 def _open(uri: str | None, profile: str | None, api_key: str | None) -> Any:
     """A Tiled client of the node at ``uri`` or of ``profile``; errors made clear."""
-    where = _redact(uri) if uri is not None else f"profile {profile!r}"
+    where = redact(uri) if uri is not None else f"profile {profile!r}"
     # Without an explicit key, Tiled's client takes one from the URI's query, the profile, or
     # TILED_API_KEY, in that order; so nothing is passed then.
     options = {} if api_key is None else {"api_key": api_key}
@@ -743,7 +739,7 @@ class TwinCatalog:
             for name, doc in docs:
                 writer(name, doc)
         except Exception as exc:
-            detail = f"{type(exc).__name__}: {_redact(str(exc))}"
+            detail = f"{type(exc).__name__}: {redact(str(exc))}"
             logger.debug("replaying %s failed", path, exc_info=True)
             return ReplayedRun(uid, origin, path, "failed", detail)
         path.unlink()
@@ -1008,7 +1004,7 @@ class _RunShield:
                 self._writer(name, doc)  # type: ignore[misc]
             except Exception as exc:
                 writing = False
-                self._failed[self._uid] = f"{type(exc).__name__}: {_redact(str(exc))}"
+                self._failed[self._uid] = f"{type(exc).__name__}: {redact(str(exc))}"
                 logger.debug("writing run %s to Tiled failed", self._uid, exc_info=True)
                 if name == "stop":
                     self._journal.close()

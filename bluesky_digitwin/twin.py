@@ -195,10 +195,8 @@ class DigitalTwin:
         recipe = ensemble or EnsembleRecipe()
         if ensemble_size is not None:
             recipe = replace(recipe, size=ensemble_size)
-        with warnings.catch_warnings():
-            # Re-issue data warnings from the user's call site, not from inside the package.
-            warnings.simplefilter("always")
-            prepared = prepare_training_data(data, features, target)
+        # Data warnings point at the user's call of fit, and respect the user's filters.
+        prepared = prepare_training_data(data, features, target, stacklevel=2)
         if units:
             prepared.units.update({k: str(v) for k, v in units.items() if k in prepared.units})
         train_config = train_config or TrainConfig()

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
 from bluesky_digitwin._files import atomic_path
@@ -69,6 +70,8 @@ _POLL = 0.2
 _GRACE = 2.0
 #: Niceness added to training processes: the instrument's own process must win the CPU.
 _NICENESS = 10
+#: The blocker "too few points": its message counts the points buffered at the time it is read.
+_FEW_POINTS = "too few points"
 #: What a training process runs. ``-c`` rather than ``-m``: with no ``__main__`` module, the
 #: search's spawned workers do not re-import this module (and bluesky) for nothing.
 _BOOT = "from bluesky_digitwin.callbacks.twin import _worker_main; _worker_main()"
@@ -393,6 +396,11 @@ def _check_fit_options(fit_options: Mapping[str, Any] | None) -> dict[str, Any]:
             f"fit_options has {', '.join(map(repr, unknown))}, which DigitalTwin.fit does not "
             f"take (it takes {', '.join(sorted(_FIT_OPTIONS - _OWNED_OPTIONS))})"
         )
+    problems = [problem for name, value in options.items() if (problem := _bad_value(name, value))]
+    if problems:
+        raise DigitwinInputError(
+            f"fit_options cannot work: {'; '.join(problems)} (every training would fail)"
+        )
     if options.get("study_name") is not None:
         # It starts the name of every training's study (<name>-<n>-<random>).
         check_name(options["study_name"], "fit_options study_name")
@@ -403,6 +411,42 @@ def _check_fit_options(fit_options: Mapping[str, Any] | None) -> dict[str, Any]:
             f"fit_options must be picklable to reach the training process: {exc}"
         ) from None
     return options
+
+
+def _bad_value(name: str, value: Any) -> str | None:
+    """Why ``value`` of the fit option ``name`` can never work, whatever the data; else None.
+
+    The same limits as DigitalTwin.fit and its search, checked here, in the user's call,
+    rather than once per training in the background.
+    """
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+            v, (bool, np.bool_)
+        )
+
+    if name in ("n_trials", "ensemble_size") and not (whole(value) and value >= 1):
+        return f"{name} must be a whole number >= 1, got {value!r}"
+    if name == "n_workers" and value is not None and not (whole(value) and value >= 1):
+        # 0 would wait for workers elsewhere, which cannot know each training's new study.
+        return f"n_workers must be None (one per core) or a whole number >= 1, got {value!r}"
+    if name == "seed" and value is not None and not (whole(value) and value >= 0):
+        return f"seed must be None or a whole number >= 0, got {value!r}"
+    if name == "refit_epochs" and not (whole(value) and value >= 0):
+        return f"refit_epochs must be a whole number >= 0, got {value!r}"
+    if name == "heartbeat_interval" and value is not None and not (whole(value) and value >= 1):
+        return f"heartbeat_interval must be None or whole seconds >= 1, got {value!r}"
+    if name == "ensemble_tolerance" and value is not None and not (number(value) and value >= 1):
+        # Members are the trials within this factor of the best one: below 1, not even it.
+        return f"ensemble_tolerance must be None or a number >= 1, got {value!r}"
+    if name == "validation_fraction" and not (number(value) and 0 < value < 1):
+        return f"validation_fraction must be between 0 and 1, got {value!r}"
+    if name == "holdout" and value not in ("auto", "points", "lines"):
+        return f"holdout must be 'auto', 'points' or 'lines', got {value!r}"
+    return None
 
 
 # -- the background: monitor thread and training processes -------------------------------------
@@ -455,8 +499,11 @@ class _Trainer:
         self.fit_options = fit_options
         self.prewarm = bool(prewarm)
         self._own_dir = work_dir is None
+        self._owner_lock: Any = None
         if work_dir is None:
-            self.work_dir = Path(tempfile.mkdtemp(prefix="digitwin-callback-"))
+            remove_stale_work_dirs()
+            self.work_dir = Path(tempfile.mkdtemp(prefix=f"digitwin-callback-{os.getpid()}-"))
+            self._owner_lock = _hold_owner_lock(self.work_dir)
         else:
             self.work_dir = Path(work_dir).resolve()
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -482,7 +529,9 @@ class _Trainer:
         self._blocker_state = "waiting"
         self._restarts_in_row = 0
         self._trainings = self._failures = self._cancelled = 0
-        self._status = TwinStatus("idle", "no training asked for yet")
+        # The status, and whether its message counts the points buffered (then status()
+        # writes it anew with the count of now: the buffer grows between publications).
+        self._published = (TwinStatus("idle", "no training asked for yet"), False)
 
         # Processes: registered and killed under _procs_lock, so none escapes close().
         self._procs_lock = threading.Lock()
@@ -509,11 +558,14 @@ class _Trainer:
         self._wake.set()
 
     def status(self) -> TwinStatus:
-        status = self._status
+        status, counts_points = self._published
+        n_points = self.buffer.n_points
         changes: dict[str, Any] = {
-            "n_points": self.buffer.n_points,
+            "n_points": n_points,
             "buffer_version": self.buffer.version,
         }
+        if counts_points:
+            changes["message"] = self._few_points_message(n_points)
         job = self._job
         if job is not None:
             progress = _read_json(job.worker.directory / "progress.json")
@@ -541,7 +593,7 @@ class _Trainer:
                 if self._job is None and not self._pending():
                     raise RuntimeError(
                         "no twin of the data buffered: "
-                        f"{self._blocker or 'no training is running or asked for'}"
+                        f"{self._blocker_text() or 'no training is running or asked for'}"
                     )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -575,6 +627,8 @@ class _Trainer:
             self._cond.notify_all()
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+            if self._owner_lock is not None:
+                self._owner_lock.close()  # releases the lock
         else:
             for worker in workers:
                 shutil.rmtree(worker.directory, ignore_errors=True)
@@ -633,14 +687,9 @@ class _Trainer:
             self._mark_handled(requests)  # nothing new since the latest training
             return None
         if not enough:
-            n = self.buffer.n_points
             with self._cond:
                 self._handled = requests
-                self._block(
-                    "waiting",
-                    f"waiting for data: {n} points buffered, training starts from "
-                    f"{self.policy.min_points} (RetrainPolicy.min_points)",
-                )
+                self._block("waiting", _FEW_POINTS)
                 self._publish(*self._settled())
                 self._cond.notify_all()
             return None
@@ -662,6 +711,20 @@ class _Trainer:
         if twin is not None:
             return "ready", f"twin {twin.id[:8]} of buffer version {version} is ready"
         return "idle", "no training asked for yet"
+
+    def _blocker_text(self) -> str | None:
+        if self._blocker is _FEW_POINTS:
+            return self._few_points_message(self.buffer.n_points)
+        return self._blocker
+
+    def _few_points_message(self, n: int) -> str:
+        """Why there is no training, when the points buffered were too few for one."""
+        if n < self.policy.min_points:
+            return (
+                f"waiting for data: {n} points buffered, training starts from "
+                f"{self.policy.min_points} (RetrainPolicy.min_points)"
+            )
+        return f"{n} points buffered, enough to train at the next request (a run's end, retrain())"
 
     def _block(self, state: str, reason: str) -> None:
         """Record (under _cond) why the data asked for will get no twin for now."""
@@ -784,8 +847,13 @@ class _Trainer:
                 error = f"the trained twin could not be loaded: {type(exc).__name__}: {exc}"
         elif result:
             error = str(result.get("error"))
-            logger.error(
-                "TwinCallback: training #%d failed:\n%s", job.number, result.get("traceback")
+            # Bad data or options: the one line logged below says what to do. Anything else
+            # is a bug, and its traceback is what a report needs.
+            logger.log(
+                logging.DEBUG if result.get("input_error") else logging.ERROR,
+                "TwinCallback: training #%d failed:\n%s",
+                job.number,
+                result.get("traceback"),
             )
         else:
             error = f"the training process exited with code {code} and no result" + (
@@ -815,7 +883,7 @@ class _Trainer:
                 self._publish(*self._settled(), error=error, pid=None)
             self._cond.notify_all()
         if twin is not None:
-            logger.info("TwinCallback: %s", self._status.message)
+            logger.info("TwinCallback: %s", self._published[0].message)
             if self._own_dir and old_dir is not None:
                 shutil.rmtree(old_dir, ignore_errors=True)  # only the current twin is kept
         else:
@@ -844,8 +912,11 @@ class _Trainer:
             changes["last_error"] = (
                 f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
             )
-        self._status = dataclasses.replace(
-            self._status,
+        counts_points = message is _FEW_POINTS
+        if counts_points:
+            message = self._few_points_message(self.buffer.n_points)
+        status = dataclasses.replace(
+            self._published[0],
             state=state,
             message=message,
             trainings=self._trainings,
@@ -853,6 +924,7 @@ class _Trainer:
             cancelled=self._cancelled,
             **changes,
         )
+        self._published = (status, counts_points)  # one assignment: readers need no lock
 
     def _preimport_tensorflow(self) -> None:
         # Loading the first twin imports TensorFlow: seconds of CPU in this process, part of
@@ -927,6 +999,69 @@ class _Trainer:
     def _forget(self, worker: _Worker) -> None:
         with self._procs_lock:
             self._workers.discard(worker)
+
+
+# -- temporary work directories: removed by close(), or by the next callback ---------------------
+
+#: In a temporary work directory: a file its callback holds locked (flock) for as long as it
+#: lives. The kernel releases the lock when the process ends, however it ends (even SIGKILL).
+_OWNER_LOCK = "owner.lock"
+
+
+def _hold_owner_lock(directory: Path) -> Any:
+    """Lock ``directory``'s owner file for this process's lifetime; return the open file."""
+    if os.name != "posix":  # pragma: no cover - no flock: such directories are never removed
+        return None
+    import fcntl
+
+    # Locked before it gets its name, so that no other process sees it unlocked.
+    staging = directory / f".{_OWNER_LOCK}"
+    handle = open(staging, "w")  # held open (and locked) until close()
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    os.replace(staging, directory / _OWNER_LOCK)
+    return handle
+
+
+def remove_stale_work_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the temporary work directories of TwinCallbacks whose process has ended.
+
+    A callback removes its own directory in :meth:`TwinCallback.close` (also at interpreter
+    exit); a process that is killed (SIGKILL, out of memory, power) cannot. Every new
+    callback with a temporary directory therefore clears those its dead predecessors left:
+    directories whose owner lock (``owner.lock``) no process holds any more. Directories of
+    running callbacks, and any without an owner lock, are left alone.
+
+    Parameters
+    ----------
+    root
+        Where to look (default: :func:`tempfile.gettempdir`).
+
+    Returns
+    -------
+    list of Path
+        The directories removed.
+    """
+    if os.name != "posix":  # pragma: no cover
+        return []
+    import fcntl
+
+    removed = []
+    for directory in Path(root or tempfile.gettempdir()).glob("digitwin-callback-*"):
+        try:
+            handle = open(directory / _OWNER_LOCK)
+        except OSError:  # no owner lock (not ours to judge), or not readable
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its callback is alive
+            shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+        logger.info("TwinCallback: removed %s, left by a process that ended", directory)
+    return removed
 
 
 def _kill_groups(workers: list[_Worker], grace: float) -> None:
@@ -1078,6 +1213,7 @@ def _worker_main() -> None:
                 "ok": False,
                 "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(),
+                "input_error": isinstance(exc, DigitwinInputError),
             }
     # The user's business (e.g. a smaller ensemble than asked for), not the libraries' plans.
     relayed = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]

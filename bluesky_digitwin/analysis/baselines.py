@@ -33,7 +33,6 @@ end polynomial.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -151,10 +150,8 @@ def _prepare(
     data: TableLike, features: Sequence[str], target: str, units: Mapping[str, str] | None
 ) -> TrainingData:
     """The twin's data path: the same checks, errors and warnings."""
-    with warnings.catch_warnings():
-        # As in DigitalTwin.fit: data warnings are shown every time, not once per location.
-        warnings.simplefilter("always")
-        prepared = prepare_training_data(data, features, target)
+    # As in DigitalTwin.fit: data warnings point at the user's call of fit.
+    prepared = prepare_training_data(data, features, target, stacklevel=3)
     if units:
         prepared.units.update({k: str(v) for k, v in units.items() if k in prepared.units})
     return prepared

@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 from bluesky_digitwin._files import atomic_path
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
 from bluesky_digitwin.names import check_name
+from bluesky_digitwin.redaction import redact, redact_url
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import (
     FINISHED,
@@ -60,7 +61,6 @@ __all__ = [
     "SplitData",
     "default_batch_sizes",
     "open_storage",
-    "redact_url",
     "run_search",
     "scan_lines",
 ]
@@ -274,16 +274,6 @@ class SearchResult:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def redact_url(url: str) -> str:
-    """Hide the password of a database URL, for logs and saved metadata."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-
-
 def open_storage(
     storage: str | os.PathLike | optuna.storages.BaseStorage,
     *,
@@ -295,7 +285,8 @@ def open_storage(
     A database storage gets Optuna's heartbeats every ``heartbeat_interval`` seconds (``None``:
     none): the trial of a worker that stops beating is failed after twice that time and queued
     again with the same hyperparameters. Credentials belong in the environment (``PGPASSWORD``,
-    ``~/.pgpass``), not in the URL; a password in the URL is never logged (:func:`redact_url`).
+    ``~/.pgpass``), not in the URL; a password in the URL is never shown or logged
+    (:func:`~bluesky_digitwin.redaction.redact`).
     """
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
@@ -325,7 +316,7 @@ def open_storage(
             except Exception as exc:
                 # Say why in one line, and never with the password: SQLAlchemy's messages may
                 # quote the URL.
-                reason = _without_password(str(exc).strip().splitlines()[0], text)
+                reason = redact(str(exc).strip().splitlines()[0], url=text)
                 raise DigitwinInputError(
                     f"cannot open the storage {redact_url(text)}: {reason}. Check that the "
                     "database server runs and that the user, database and password (from "
@@ -336,15 +327,6 @@ def open_storage(
     path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-
-
-def _without_password(message: str, url: str) -> str:
-    redacted = redact_url(url)
-    message = message.replace(url, redacted)
-    if redacted != url:
-        password = url.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
-        message = message.replace(password, "***")
-    return message
 
 
 def _default_artifact_dir(storage: str | os.PathLike | Any) -> Path:

@@ -24,6 +24,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.names import check_name
+from bluesky_digitwin.redaction import redact_url
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import WORKER_ATTR, count_finished
 from bluesky_digitwin.surrogate.search import (
@@ -36,7 +37,6 @@ from bluesky_digitwin.surrogate.search import (
     _objective_factory,
     _optimize,
     open_storage,
-    redact_url,
 )
 from bluesky_digitwin.surrogate.training import TrainConfig
 

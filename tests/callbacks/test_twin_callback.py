@@ -247,15 +247,83 @@ def test_a_failing_training_never_reaches_the_runengine(RE, mag, make_callback):
     assert cb.twin is None and "last error: " in str(status)
 
 
-def test_an_invalid_fit_option_fails_in_the_background(RE, mag, make_callback):
-    options = {**FAST, "n_trials": 0}  # accepted by the callback, refused by the search
+def test_an_option_the_data_refuse_fails_in_the_background_in_one_log_line(
+    RE, mag, make_callback, caplog
+):
+    # Two scan lines: holdout="lines" needs three. Only the data can tell.
+    options = {**FAST, "holdout": "lines"}
     cb = make_callback(policy=RetrainPolicy(debounce=0), fit_options=options, prewarm=False)
     RE.subscribe(cb)
+    caplog.set_level(logging.INFO, logger="bluesky_digitwin.callbacks")
     for field in (1e4, 2e4):
         line_scan(RE, mag, field, n=11)
-    with pytest.raises(RuntimeError, match="n_trials must be at least 1"):
+    with pytest.raises(RuntimeError, match="holdout='lines' needs scan lines"):
         cb.wait(timeout=TRAINING_TIMEOUT)
     assert cb.status.state == "error" and cb.status.failures == 1
+    # A mistake in the input, not a bug: one line that says what to do, no traceback.
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    assert message.startswith("TwinCallback: training #1 failed: DigitwinInputError: holdout=")
+    assert "\n" not in message and errors[0].exc_info is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("n_trials", -5),
+        ("n_trials", 0),
+        ("n_trials", 2.5),
+        ("n_trials", True),
+        ("ensemble_size", 0),
+        ("n_workers", -1),
+        ("n_workers", 0),
+        ("seed", -1),
+        ("refit_epochs", -1),
+        ("heartbeat_interval", 0),
+        ("ensemble_tolerance", 0.5),
+        ("validation_fraction", 1.5),
+        ("holdout", "rows"),
+    ],
+)
+def test_fit_option_values_that_can_never_work_fail_when_the_callback_is_made(option, value):
+    with pytest.raises(DigitwinInputError, match=rf"fit_options cannot work: {option} must"):
+        TwinCallback(keys=KEYS, fit_options={**FAST, option: value}, prewarm=False)
+
+
+def test_fit_option_values_that_can_work_are_taken():
+    options = {
+        **FAST, "n_workers": None, "seed": None, "ensemble_tolerance": None,
+        "heartbeat_interval": None, "validation_fraction": 0.3, "holdout": "auto",
+        "n_trials": np.int64(3), "refit_epochs": 0,
+    }  # fmt: skip
+    with TwinCallback(keys=KEYS, fit_options=options, prewarm=False) as cb:
+        assert cb.status.state == "idle"
+
+
+def test_the_status_counts_the_points_buffered_now(RE, mag, make_callback):
+    cb = make_callback(policy=RetrainPolicy(debounce=0), prewarm=False)
+    RE.subscribe(cb)
+    line_scan(RE, mag, 1e4, n=3)  # too few: the stop's request waits for data
+    assert "waiting for data: 3 points buffered" in wait_for_state(cb, {"waiting"}).message
+    seen = []
+
+    def long_run():
+        # A run still going (no stop yet, so no new request): the status must keep up.
+        yield from bps.open_run()
+        for temperature in np.linspace(10, 60, 40):
+            yield from bps.mv(mag.temperature, temperature)
+            yield from bps.trigger_and_read([mag])
+            if temperature == 10:
+                seen.append(cb.status)
+        seen.append(cb.status)
+        yield from bps.close_run()
+
+    RE(long_run())
+    assert "waiting for data: 4 points buffered" in seen[0].message, seen[0]
+    assert seen[-1].n_points == 43
+    assert "43 points buffered, enough to train" in seen[-1].message, seen[-1]
+    assert " 3 points" not in str(seen[-1])
 
 
 def test_documents_missing_keys_are_skipped_not_raised(RE, mag, make_callback, caplog):
@@ -471,3 +539,76 @@ def test_interpreter_exits_cleanly_while_training(tmp_path):
     while (left := _live_group_members(pgid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == [], f"processes of the training outlived the interpreter: {left}"
+
+
+KILLED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import bluesky.plan_stubs as bps
+    from bluesky import RunEngine
+    from bluesky.plans import scan
+    from bluesky_digitwin import TrainConfig
+    from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
+    from bluesky_digitwin.sim.devices import Magnetometer
+
+    mag = Magnetometer(name="mag", seed=0)
+    RE = RunEngine({})
+    # A temporary work directory (the default), and a search far too long to finish.
+    cb = TwinCallback(
+        ("T", "H"), "M", keys=KEYS, policy=RetrainPolicy(debounce=0), prewarm=False,
+        fit_options={"n_trials": 200, "n_workers": 1, "train_config": TrainConfig()},
+    )
+    RE.subscribe(cb)
+    for field in (1e4, 2e4):
+        RE(bps.mv(mag.field, field))
+        RE(scan([mag], mag.temperature, 10, 60, 15))
+    deadline = time.monotonic() + 120
+    while cb.status.state != "training" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = cb.status
+    print(json.dumps({"state": status.state, "pid": status.pid, "dir": str(cb.work_dir)}))
+    sys.stdout.flush()
+    time.sleep(600)  # until killed
+    """
+).replace("KEYS", repr(KEYS))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_killed_session_leaves_no_work_directory_behind(tmp_path, monkeypatch):
+    import signal
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TMPDIR": str(temp)}
+    script = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SCRIPT],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        report = json.loads(_read_line(script.stdout, TRAINING_TIMEOUT))
+        assert report["state"] == "training"
+        left = Path(report["dir"])
+        assert left.parent == temp and left.is_dir()
+        assert _live_group_members(report["pid"]), "the training process is not running"
+        script.send_signal(signal.SIGKILL)  # no close(), no atexit: nothing of it runs
+        script.wait(timeout=30)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    # Its training notices and ends itself; the callback's directory stays behind.
+    deadline = time.monotonic() + 30
+    while _live_group_members(report["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left.is_dir()
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where TwinCallback's mkdtemp goes
+    with TwinCallback(keys=KEYS, prewarm=False) as live:
+        assert not left.exists()  # the next callback removed what the dead one left
+        assert live.work_dir.parent == temp
+        with TwinCallback(keys=KEYS, prewarm=False) as other:
+            assert live.work_dir.is_dir()  # a living callback's directory is not touched
+            assert other.work_dir != live.work_dir
+        assert not other.work_dir.exists()
+    assert list(temp.glob("digitwin-callback-*")) == []
