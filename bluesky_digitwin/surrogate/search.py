@@ -515,9 +515,10 @@ def _start_worker(spec: _WorkerSpec) -> _Worker:
     """Start a worker in a fresh interpreter; its spec goes through its standard input.
 
     The spec is plain values, plus the sampler and pruner objects when custom ones were given
-    (pickled, as multiprocessing did; their classes must be importable, not defined in a
-    script). It holds no model. The worker's standard error reaches ours without TensorFlow's
-    start-up lines; it shares our process group, so a signal to the group reaches it too.
+    (pickled, as multiprocessing did; :func:`run_search` refuses classes defined in the script,
+    which the worker cannot import). It holds no model. The worker's standard error reaches
+    ours without TensorFlow's start-up lines; it shares our process group, so a signal to the
+    group reaches it too.
     """
     process = subprocess.Popen(
         python_command(_WORKER_BOOT),
@@ -548,12 +549,6 @@ def _worker_main() -> None:
         spec = pickle.load(sys.stdin.buffer)
     except EOFError:
         return  # the search ended before this worker got its spec
-    except AttributeError as exc:
-        # Unpickling a class defined in the user's script (its __main__ is not here).
-        sys.exit(
-            f"a search worker could not start: {exc}. Define a custom sampler or pruner in a "
-            "module the workers can import, not in the script"
-        )
     try:
         _search_in_worker(spec)
     except KeyboardInterrupt:
@@ -663,6 +658,15 @@ def run_search(
     if n_workers is None:
         n_workers = cores or 1
     n_workers = min(n_workers, n_trials)
+    if n_workers > 1:
+        for what, obj in (("sampler", sampler), ("pruner", pruner)):
+            # Workers are fresh interpreters: they cannot import the caller's script.
+            if obj is not None and type(obj).__module__ == "__main__":
+                raise DigitwinInputError(
+                    f"the custom {what} {type(obj).__name__} is defined in the script, where "
+                    "the search's worker processes cannot import it; define it in a module, "
+                    "or use n_workers=1"
+                )
     if n_workers > 1 and isinstance(storage, optuna.storages.BaseStorage):
         raise DigitwinInputError(
             "several workers need a storage they can all open: give a journal file path "

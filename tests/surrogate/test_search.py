@@ -178,6 +178,20 @@ def test_a_script_without_a_main_guard_searches_on_two_workers(tmp_path):
     assert run.pid in pids and len(pids) == 2
 
 
+class ScriptSampler(optuna.samplers.RandomSampler):
+    """A sampler class as a script would define it (in ``__main__``)."""
+
+
+ScriptSampler.__module__ = "__main__"
+
+
+def test_a_sampler_defined_in_the_script_is_refused_before_workers_start(data, tmp_path):
+    with pytest.raises(DigitwinInputError, match="ScriptSampler is defined in the script"):
+        run_search(
+            data, n_trials=2, n_workers=2, storage=tmp_path / "j.log", sampler=ScriptSampler()
+        )
+
+
 def test_several_workers_need_a_shareable_storage(data):
     with pytest.raises(DigitwinInputError, match="storage they can all open"):
         run_search(data, n_trials=2, n_workers=2, storage=optuna.storages.InMemoryStorage())
