@@ -3,10 +3,13 @@
 Importing this module is the only place that touches TensorFlow's start-up, so the rest of the
 package (and every worker process) gets the same quiet, CPU-friendly setup.
 
-TensorFlow's CPU wheels still probe for CUDA and print "Could not find cuda drivers" and
-"failed call to cuInit" from C++, before its log level applies. Those lines would bury the
-user's own output, so standard error is captured while TensorFlow starts; if the start fails,
-what was captured is printed with the error.
+TensorFlow's CPU wheels print start-up lines from C++ (oneDNN, "Could not find cuda drivers",
+"failed call to cuInit", CPU features) before its log level applies, whatever
+``TF_CPP_MIN_LOG_LEVEL`` says. Those lines would bury the user's own output, so while
+TensorFlow starts, the process's standard error (file descriptor 2, where C++ writes) goes
+through a pipe that drops them (:func:`~bluesky_digitwin.processes.is_tensorflow_noise`) and
+passes everything else on at once: other threads' messages are delayed by a line, never lost.
+If the start fails, the hidden lines are printed with the error.
 """
 
 from __future__ import annotations
@@ -15,48 +18,64 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 
-#: Environment variable: TensorFlow thread-pool size, set by workers that share the cores.
-THREADS_ENV = "DIGITWIN_TF_THREADS"
+from bluesky_digitwin.processes import TF_ENVIRONMENT, THREADS_ENV, is_tensorflow_noise
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+for _name, _value in TF_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
+#: How long the end of the start-up waits for the filter to pass on the last lines, seconds.
+_DRAIN = 2.0
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[None]:
-    # The redirect is process-wide: with other threads running (a RunEngine, a Tiled server's
-    # logging) it would swallow their messages for seconds, or hand them a file that is gone
-    # by the time they write. So TensorFlow's start-up lines are hidden only when this is the
-    # process's one thread.
-    if threading.active_count() > 1:
-        yield
-        return
+def _filtered_stderr() -> Iterator[None]:
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # e.g. a notebook's stream: nothing to hide
+        saved = os.dup(2)
+    except OSError:  # no standard error (e.g. a GUI's pythonw): nothing to hide
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), fd)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, fd)
-            capture.seek(0)
-            sys.stderr.write(capture.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
+    hidden: list[str] = []
+    read_end, write_end = os.pipe()
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as stream:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace")
+                if is_tensorflow_noise(line):
+                    hidden.append(line)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.write(saved, raw)
+        # Every writer is gone (a child started meanwhile may have kept the pipe open longer).
+        os.close(saved)
+
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    filter_thread = threading.Thread(target=forward, name="digitwin-tf-stderr", daemon=True)
+    filter_thread.start()
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        # Restoring descriptor 2 closes the pipe's last write end: the filter drains and ends.
+        os.dup2(saved, 2)
+        filter_thread.join(_DRAIN)
+        if failed:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                sys.stderr.write("".join(hidden))
 
 
-with _captured_stderr():
+with _filtered_stderr():
     import keras
     import tensorflow as tf
 
@@ -64,7 +83,7 @@ with _captured_stderr():
         threads = int(os.environ[THREADS_ENV])
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    # Start the runtime now, while the CUDA probing messages are captured.
+    # Start the runtime now, while its CUDA probing lines are filtered.
     tf.config.list_logical_devices()
 
 # Retracing warnings are expected: every search trial traces a network of a new shape.

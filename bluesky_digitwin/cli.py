@@ -196,9 +196,8 @@ def _one_line_warnings(status: StatusLine | None = None) -> Iterator[None]:
 
 
 def _start_tensorflow() -> None:
-    """Import TensorFlow now, before the search's progress thread starts: its C++ start-up
-    lines (CUDA probing) are kept off the terminal only while one thread runs (see
-    bluesky_digitwin._tf), and -q must leave nothing but errors."""
+    """Import TensorFlow now, under a status line: it takes seconds (its C++ start-up lines are
+    kept off the terminal, see bluesky_digitwin._tf)."""
     import bluesky_digitwin._tf  # noqa: F401
 
 
@@ -239,9 +238,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             f"waiting for workers; on each machine run: digitwin worker --storage "
             f"{redact_url(str(args.storage))} --study {args.study}",
         )
-    _status(args, "starting TensorFlow ...")
-    _start_tensorflow()
-    _clear_status(args)
+    # TensorFlow starts inside the search, after its workers: they start theirs meanwhile,
+    # on the other cores, instead of after this process's.
     progress = ProgressLine("search", quiet=args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data warnings were shown by the check above

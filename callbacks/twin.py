@@ -55,6 +55,7 @@ from bluesky_digitwin._files import atomic_path
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.data import MIN_POINTS, DigitwinInputError
 from bluesky_digitwin.names import check_name
+from bluesky_digitwin.processes import child_environment
 from bluesky_digitwin.twin import DigitalTwin
 
 __all__ = ["RetrainPolicy", "TwinCallback", "TwinStatus"]
@@ -963,14 +964,16 @@ class _Trainer:
             self._n_workers += 1
             directory = self.work_dir / f"worker-{self._n_workers:04d}"
             directory.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ)
-            # The search's temporary files (journal, trial models) land in the worker's
-            # directory, which goes away with it even when the process is killed.
-            env["TMPDIR"] = str(directory)
-            # What multiprocessing's "spawn" does: the child finds what the parent finds.
-            env["PYTHONPATH"] = os.pathsep.join(_python_path())
-            env["DIGITWIN_PREWARM"] = "1" if self.prewarm else "0"
-            env["DIGITWIN_WORKER_DIR"] = str(directory)
+            # Our module path and TensorFlow's quiet start (its search workers get the same).
+            env = child_environment(
+                {
+                    # The search's temporary files (journal, trial models) land in the worker's
+                    # directory, which goes away with it even when the process is killed.
+                    "TMPDIR": str(directory),
+                    "DIGITWIN_PREWARM": "1" if self.prewarm else "0",
+                    "DIGITWIN_WORKER_DIR": str(directory),
+                }
+            )
             with open(directory / "worker.log", "wb") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-c", _BOOT],
@@ -1126,10 +1129,6 @@ def _warm_start(
             params.append(candidate)
     # Leave room for new trials: at most a third of the search is spent on old shapes.
     return params[: max(1, n_trials // 3)]
-
-
-def _python_path() -> list[str]:
-    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
 
 
 def _import_tensorflow() -> None:

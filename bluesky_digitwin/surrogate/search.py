@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import multiprocessing
 import os
+import pickle
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +39,12 @@ from optuna.trial import TrialState
 from bluesky_digitwin._files import atomic_path
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
 from bluesky_digitwin.names import check_name
+from bluesky_digitwin.processes import (
+    THREADS_ENV,
+    child_environment,
+    forward_stderr,
+    python_command,
+)
 from bluesky_digitwin.redaction import redact, redact_url
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import (
@@ -338,7 +345,7 @@ def _default_artifact_dir(storage: str | os.PathLike | Any) -> Path:
 
 @dataclass(frozen=True)
 class _WorkerSpec:
-    """Everything a worker process needs, as plain values (sent to a spawned process)."""
+    """Everything a worker process needs, as plain values (sent to a fresh interpreter)."""
 
     storage: str
     study_name: str
@@ -469,11 +476,72 @@ def _make_pruner(train_config: TrainConfig) -> optuna.pruners.BasePruner:
     )
 
 
-def _worker_main(spec: _WorkerSpec) -> None:
-    """Entry point of a spawned worker process."""
-    # Set before TensorFlow starts in this fresh process (see bluesky_digitwin._tf).
-    os.environ["DIGITWIN_TF_THREADS"] = str(spec.threads)
+#: What a worker process runs: a fresh interpreter that imports this package and nothing of the
+#: caller's. (multiprocessing's "spawn" re-imports the caller's ``__main__``: a user's script
+#: without an ``if __name__ == "__main__":`` guard then dies in the worker.)
+_WORKER_BOOT = "from bluesky_digitwin.surrogate.search import _worker_main; _worker_main()"
+
+
+@dataclass
+class _Worker:
+    """A running worker process and the thread passing its standard error on."""
+
+    process: subprocess.Popen
+    stderr: threading.Thread
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        # Its last lines (an error's traceback) come before the search says it failed.
+        self.stderr.join(5.0)
+        return code
+
+
+def _start_worker(spec: _WorkerSpec) -> _Worker:
+    """Start a worker in a fresh interpreter; its spec goes through its standard input.
+
+    The spec is plain values, plus the sampler and pruner objects when custom ones were given
+    (pickled, as multiprocessing did; :func:`run_search` refuses classes defined in the script,
+    which the worker cannot import). It holds no model. The worker's standard error reaches
+    ours without TensorFlow's start-up lines; it shares our process group, so a signal to the
+    group reaches it too.
+    """
+    process = subprocess.Popen(
+        python_command(_WORKER_BOOT),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_environment({THREADS_ENV: str(spec.threads)}),
+        close_fds=True,
+    )
+    try:
+        with process.stdin:
+            pickle.dump(spec, process.stdin)
+    except BrokenPipeError:
+        pass  # it died starting; its standard error says why, and the search goes on
+    stderr = forward_stderr(process.stderr, f"digitwin-search-worker-{spec.worker_index}")
+    return _Worker(process=process, stderr=stderr)
+
+
+def _absolute_storage(storage: str | os.PathLike) -> str:
+    """A journal path that means the same file in a process started elsewhere."""
+    text = os.fspath(storage)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def _worker_main() -> None:
+    """Entry point of a worker process (:data:`_WORKER_BOOT`): read the spec, search."""
     exit_with_parent()
+    try:
+        spec = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return  # the search ended before this worker got its spec
+    try:
+        _search_in_worker(spec)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the whole process group; the search itself says it was interrupted.
+        sys.exit(130)
+
+
+def _search_in_worker(spec: _WorkerSpec) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(spec.storage, heartbeat_interval=spec.heartbeat_interval)
     study = optuna.load_study(
@@ -575,6 +643,15 @@ def run_search(
     if n_workers is None:
         n_workers = cores or 1
     n_workers = min(n_workers, n_trials)
+    if n_workers > 1:
+        for what, obj in (("sampler", sampler), ("pruner", pruner)):
+            # Workers are fresh interpreters: they cannot import the caller's script.
+            if obj is not None and type(obj).__module__ == "__main__":
+                raise DigitwinInputError(
+                    f"the custom {what} {type(obj).__name__} is defined in the script, where "
+                    "the search's worker processes cannot import it; define it in a module, "
+                    "or use n_workers=1"
+                )
     if n_workers > 1 and isinstance(storage, optuna.storages.BaseStorage):
         raise DigitwinInputError(
             "several workers need a storage they can all open: give a journal file path "
@@ -644,14 +721,13 @@ def run_search(
                         "use n_workers=1 with a custom artifact store"
                     )
                 threads = max(1, (cores or 1) // n_workers)
-                ctx = multiprocessing.get_context("spawn")
                 for index in range(1, n_workers):
                     spec = _WorkerSpec(
-                        storage=os.fspath(storage),
+                        storage=_absolute_storage(storage),
                         study_name=study.study_name,
-                        data_dir=str(data_dir),
+                        data_dir=os.path.abspath(data_dir),
                         scaling=split.scaling.to_dict(),
-                        artifact_dir=str(artifact_dir),
+                        artifact_dir=os.path.abspath(artifact_dir),
                         space=space,
                         train_config=train_config,
                         n_trials=n_trials,
@@ -662,12 +738,10 @@ def run_search(
                         pruner=pruner,
                         heartbeat_interval=heartbeat_interval,
                     )
-                    proc = ctx.Process(target=_worker_main, args=(spec,), daemon=True)
-                    proc.start()
-                    processes.append(proc)
+                    processes.append(_start_worker(spec))
                 if "tensorflow" not in sys.modules:
                     # This process trains too: share the cores with the workers.
-                    os.environ.setdefault("DIGITWIN_TF_THREADS", str(threads))
+                    os.environ.setdefault(THREADS_ENV, str(threads))
             try:
                 if n_workers == 0:
                     logger.info(
@@ -679,10 +753,15 @@ def run_search(
                 else:
                     objective = _objective_factory(split, space, train_config, store, seed)
                     _optimize(study, objective, n_trials)
+            except BaseException:
+                # Interrupted or broken here: the workers must not search on for nobody.
+                for worker in processes:
+                    worker.process.terminate()
+                raise
             finally:
-                for proc in processes:
-                    proc.join()
-            failed_workers = [p.exitcode for p in processes if p.exitcode != 0]
+                for worker in processes:
+                    worker.wait()
+            failed_workers = [w for w in processes if w.process.returncode != 0]
             if failed_workers:
                 logger.warning("%d search worker(s) exited with an error", len(failed_workers))
         finally:

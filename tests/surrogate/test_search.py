@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+import subprocess
+import sys
 
 import numpy as np
 import optuna
 import pytest
-from digitwin_testing import smooth_table
+from digitwin_testing import smooth_table, subprocess_env
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.surrogate.search import (
@@ -117,6 +120,76 @@ def test_two_worker_processes_share_a_journal(data, tmp_path):
     assert len([t for t in trials if t.state.is_finished()]) >= 6
     assert len({t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}) == 2
     assert (tmp_path / "journal.log.artifacts").is_dir()
+
+
+#: The README's "Use it from Python", as a scientist saves it: a script without a main guard.
+PLAIN_SCRIPT = """
+from digitwin_testing import smooth_table
+
+from bluesky_digitwin import DigitalTwin
+from bluesky_digitwin.surrogate.search import SearchSpace
+from bluesky_digitwin.surrogate.training import TrainConfig
+
+smooth_table().to_csv("scans.csv", index=False)
+twin = DigitalTwin.fit(
+    "scans.csv",
+    features=["x", "h"],
+    target="y",
+    n_trials=10,
+    n_workers=2,
+    seed=0,
+    storage="search.journal",
+    study_name="plain",
+    ensemble_size=2,
+    space=SearchSpace(n_layers=(1, 2), n_units=(4, 16)),
+    train_config=TrainConfig(max_epochs=20, chunk_epochs=5),
+)
+print("fitted", twin.id)
+"""
+#: What a terminal may show besides the script's own output: Optuna's per-trial log lines.
+OPTUNA_LINE = re.compile(r"^\[[IW] \d{4}-\d\d-\d\d [\d:,]+\] ")
+
+
+def test_a_script_without_a_main_guard_searches_on_two_workers(tmp_path):
+    script = tmp_path / "fit_scans.py"
+    script.write_text(PLAIN_SCRIPT)
+    run = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = run.communicate(timeout=600)
+    finally:
+        run.kill()
+    assert run.returncode == 0, stderr
+    assert re.fullmatch(r"fitted [0-9a-f]{32}\n", stdout), stdout
+    # Nothing but Optuna's progress lines: no bootstrapping traceback, no failed worker, no
+    # TensorFlow start-up chatter.
+    for text in ("Traceback", "exited with an error", "oneDNN", "cuInit", "cuda", "TensorFlow"):
+        assert text not in stderr
+    assert [line for line in stderr.splitlines() if not OPTUNA_LINE.match(line)] == []
+    # Both processes trained trials: the script's own and one worker.
+    study = optuna.load_study(study_name="plain", storage=open_storage(tmp_path / "search.journal"))
+    pids = {t.user_attrs["worker"]["pid"] for t in study.trials if "worker" in t.user_attrs}
+    assert run.pid in pids and len(pids) == 2
+
+
+class ScriptSampler(optuna.samplers.RandomSampler):
+    """A sampler class as a script would define it (in ``__main__``)."""
+
+
+ScriptSampler.__module__ = "__main__"
+
+
+def test_a_sampler_defined_in_the_script_is_refused_before_workers_start(data, tmp_path):
+    with pytest.raises(DigitwinInputError, match="ScriptSampler is defined in the script"):
+        run_search(
+            data, n_trials=2, n_workers=2, storage=tmp_path / "j.log", sampler=ScriptSampler()
+        )
 
 
 def test_several_workers_need_a_shareable_storage(data):
