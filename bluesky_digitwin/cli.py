@@ -211,15 +211,14 @@ def _quiet_libraries() -> None:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
-    from bluesky_digitwin.twin import DigitalTwin
+    from bluesky_digitwin.twin import DigitalTwin, check_replaceable
 
     out = Path(args.out)
-    if out.exists() and not (
-        out.is_dir() and (not any(out.iterdir()) or (out / "twin.json").exists())
-    ):
-        raise DigitwinInputError(
-            f"--out {out} exists and is not a saved twin; choose a new directory"
-        )
+    # Before anything is learned: a twin that cannot be saved is a search thrown away.
+    try:
+        check_replaceable(out)
+    except DigitwinInputError as exc:
+        raise DigitwinInputError(f"--out {exc}") from None
     _check_search_options(args)
     if _from_tiled(args):
         data, source, provenance, data_source = _read_tiled_runs(args)

@@ -46,7 +46,7 @@ from bluesky_digitwin.surrogate.search import (
 )
 from bluesky_digitwin.surrogate.training import TrainConfig
 
-__all__ = ["DigitalTwin", "OutsideRangeWarning"]
+__all__ = ["DigitalTwin", "OutsideRangeWarning", "check_replaceable"]
 
 logger = logging.getLogger(__name__)
 
@@ -438,13 +438,11 @@ class DigitalTwin:
 
         The files are written to a temporary sibling directory which then replaces
         ``directory`` by a rename, so a crash never leaves a half-written twin behind under
-        that name. An existing directory is replaced only if it is empty or a saved twin.
+        that name. An existing directory is replaced only if it is empty or holds a saved
+        twin and nothing else (:func:`check_replaceable`): other files are never deleted.
         """
         target = Path(directory)
-        if target.exists() and not _is_replaceable(target):
-            raise DigitwinInputError(
-                f"{target} exists and is not a saved twin; choose a new or empty directory"
-            )
+        check_replaceable(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
@@ -566,8 +564,43 @@ def _build_members(
     return members, meta
 
 
-def _is_replaceable(path: Path) -> bool:
-    return path.is_dir() and (not any(path.iterdir()) or (path / METADATA_FILE).is_file())
+def check_replaceable(directory: str | os.PathLike) -> None:
+    """Refuse to save a twin over anything but nothing, an empty directory or a saved twin.
+
+    Saving replaces the directory whole, so it may hold the twin's own files only:
+    ``twin.json`` and the member files it names. Anything else (the data, notes, a figures
+    folder) would be deleted with it.
+
+    Raises
+    ------
+    DigitwinInputError
+        ``directory`` is a file, or holds something that is not part of a saved twin.
+    """
+    path = Path(directory)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise DigitwinInputError(f"{path} is a file, not a directory; choose a new directory")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in _twin_files(path))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise DigitwinInputError(
+            f"{path} holds files that are not part of a saved twin ({shown}); saving there "
+            "would delete them: choose a new or empty directory"
+        )
+
+
+def _twin_files(path: Path) -> set[str]:
+    """Names of the files of the twin saved in ``path``: twin.json and the members it names."""
+    names = {METADATA_FILE}
+    try:
+        meta = json.loads((path / METADATA_FILE).read_text())
+        names.update(m["file"] for m in meta["members"] if isinstance(m.get("file"), str))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass  # no readable twin.json: only a twin.json itself may be replaced
+    return names
 
 
 def _sha256(path: Path) -> str:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pty
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,7 +123,30 @@ def test_fit_refuses_to_overwrite_a_directory_that_is_not_a_twin(fitted, tmp_pat
     (tmp_path / "keep.txt").write_text("x")
     code = main(["fit", str(data), "--features", "x", "h", "--target", "y", "--out", str(tmp_path)])
     assert code == 2
-    assert "not a saved twin" in capsys.readouterr().err
+    assert "not part of a saved twin (keep.txt)" in capsys.readouterr().err
+
+
+def test_fit_into_a_project_holding_a_twin_and_its_data_deletes_nothing(fitted, tmp_path, capsys):
+    """`--out proj` where proj holds a twin and the scans it learned from: refused before the
+    search starts (its journal is never made), and every file stays."""
+    data, twin = fitted
+    project = tmp_path / "proj"
+    shutil.copytree(twin, project)
+    shutil.copy(data, project / "scans.csv")
+    (project / "figures").mkdir()
+    before = sorted(p.name for p in project.iterdir())
+    journal = tmp_path / "search.journal"
+    argv = ["fit", str(project / "scans.csv"), "--features", "x", "h", "--target", "y"]
+    argv += [*FIT_FAST, "--storage", str(journal), "--study", "s", "--out", str(project)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"digitwin: error: --out {project} holds files that are not part of a saved twin "
+        "(figures, scans.csv); saving there would delete them: choose a new or empty directory\n"
+    )
+    assert not journal.exists()  # refused before the search
+    assert sorted(p.name for p in project.iterdir()) == before
+    assert (project / "scans.csv").read_bytes() == data.read_bytes()
 
 
 def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):

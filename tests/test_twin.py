@@ -136,9 +136,34 @@ def test_a_twin_json_cannot_point_outside_its_directory(twin, tmp_path, file):
 
 def test_save_refuses_to_replace_other_directories(twin, tmp_path):
     (tmp_path / "notes.txt").write_text("precious")
-    with pytest.raises(DigitwinInputError, match="not a saved twin"):
+    with pytest.raises(DigitwinInputError, match=r"holds files that are not part of a saved twin"):
         twin.save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "precious"
+    (tmp_path / "file").write_text("precious")
+    with pytest.raises(DigitwinInputError, match="is a file, not a directory"):
+        twin.save(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "precious"
+
+
+def test_saving_over_a_twin_keeps_every_file_that_is_not_the_twins(twin, tmp_path):
+    """A project directory holding a twin *and* its data, notes and figures is not replaced."""
+    project = twin.save(tmp_path / "project")
+    (project / "scans.csv").write_text("x,h,y\n")
+    (project / "figures").mkdir()
+    (project / "figures" / "map.png").write_bytes(b"png")
+    before = sorted(p.name for p in project.iterdir())
+    with pytest.raises(DigitwinInputError, match=r"\(figures, scans.csv\); saving there would"):
+        twin.save(project)
+    assert sorted(p.name for p in project.iterdir()) == before
+    assert (project / "figures" / "map.png").read_bytes() == b"png"
+    DigitalTwin.load(project)  # the twin there is intact too
+    # A twin.json that names no members leaves every other file foreign.
+    (project / "scans.csv").unlink()
+    (project / "figures" / "map.png").unlink()
+    (project / "figures").rmdir()
+    (project / "twin.json").write_text("{not json")
+    with pytest.raises(DigitwinInputError, match=r"\(member_0.keras, member_1.keras, member_2"):
+        twin.save(project)
 
 
 def test_twin_json_has_no_pickle_and_is_plain_json(twin, tmp_path):
