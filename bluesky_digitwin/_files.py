@@ -1,19 +1,40 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
 Every file the package writes goes through :func:`atomic_path` (or, for a directory of files
-such as a saved twin, a staging directory renamed into place): the data go to a temporary file
-beside the target, are flushed to disk, and replace the target by one rename.
+such as a saved twin, :func:`replace_dir`): the data go to a temporary file beside the target,
+are flushed to disk, and replace the target by one rename.
+
+A directory cannot replace another in one rename, so :func:`replace_dir` takes three steps
+(the old one is renamed aside, the new one into place, the old one removed) and a process
+killed between them leaves the directory under another name. The names say what each one is
+(``.NAME.digitwin-new-TOKEN`` is being written, ``.NAME.digitwin-old-TOKEN`` is the old one
+set aside by the same swap), so the next :func:`replace_dir` or :func:`recover_dir` of that
+target finishes or rolls back the swap and removes what is left. Every writer holds a lock on
+the parent directory while it writes and swaps, so what is left under those names while the
+lock is free is provably stale.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "fsync_dir"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locks; recovery still runs
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["atomic_path", "fsync_dir", "recover_dir", "replace_dir"]
+
+logger = logging.getLogger(__name__)
+
+_NEW = "digitwin-new-"
+_OLD = "digitwin-old-"
 
 
 @contextlib.contextmanager
@@ -50,3 +71,122 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def replace_dir(target: str | os.PathLike, complete: Callable[[Path], bool]) -> Iterator[Path]:
+    """Yield a staging directory to fill; on success it replaces ``target`` (a directory).
+
+    A reader sees the old directory or the whole new one under ``target``. A process killed
+    at any point leaves either in place, or a swap that the next :func:`replace_dir` or
+    :func:`recover_dir` of ``target`` finishes (see the module's notes). On an exception the
+    staging directory is removed and ``target`` is left as it was.
+
+    Parameters
+    ----------
+    target
+        The directory to write; its parent is made if missing.
+    complete
+        Whether a staging directory was filled completely (e.g. its last-written file is
+        there): only a complete one is swapped in by a recovery.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent, blocking=True):
+        _recover(target, complete)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_NEW}", dir=target.parent))
+        aside = staging.with_name(staging.name.replace(_NEW, _OLD, 1))
+        try:
+            yield staging
+            for path in staging.iterdir():
+                if path.is_file():
+                    _fsync_file(path)
+            fsync_dir(staging)
+            if target.exists():
+                os.replace(target, aside)
+                os.replace(staging, target)
+                fsync_dir(target.parent)
+                # Saved: what cannot be removed now, the next recovery removes.
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+            fsync_dir(target.parent)
+        except BaseException:
+            if aside.exists() and not target.exists():
+                os.replace(aside, target)  # failed between the renames: the old one back
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def recover_dir(target: str | os.PathLike, complete: Callable[[Path], bool]) -> None:
+    """Finish or roll back an interrupted :func:`replace_dir` of ``target``; remove its debris.
+
+    Does nothing when there is nothing to recover, and waits for no writer: while another
+    process is writing ``target``, its staging directory is left alone (unless ``target``
+    is missing, when it waits for that writer to finish its swap). A directory that cannot
+    be written is left as it is (logged).
+    """
+    target = Path(target)
+    if not _debris(target):
+        return
+    try:
+        with _locked(target.parent, blocking=not target.exists()) as locked:
+            if locked:
+                _recover(target, complete)
+    except OSError as exc:
+        logger.warning("cannot finish the interrupted save of %s: %s", target, exc)
+
+
+def _debris(target: Path) -> list[Path]:
+    """Staging and set-aside directories of ``target``'s swaps, by name."""
+    prefixes = (f".{target.name}.{_NEW}", f".{target.name}.{_OLD}")
+    try:
+        return sorted(
+            p for p in target.parent.iterdir() if p.name.startswith(prefixes) and p.is_dir()
+        )
+    except OSError:
+        return []
+
+
+def _recover(target: Path, complete: Callable[[Path], bool]) -> None:
+    """With the parent's lock held (no writer is running): make ``target`` whole, then remove
+    every staging and set-aside directory of it."""
+    debris = _debris(target)
+    if not target.exists():
+        for aside in (p for p in debris if _OLD in p.name):
+            staging = aside.with_name(aside.name.replace(_OLD, _NEW, 1))
+            # Killed between the renames: the new one was complete before the old was moved.
+            chosen = staging if staging.is_dir() and complete(staging) else aside
+            logger.warning("finishing an interrupted save of %s", target)
+            os.replace(chosen, target)
+            fsync_dir(target.parent)
+            break
+    for path in _debris(target):
+        shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path, blocking: bool) -> Iterator[bool]:
+    """Hold an exclusive lock on ``directory`` (flock; released if the process dies).
+
+    Yields whether the lock is held: False if ``blocking`` is false and another process
+    holds it. Where the platform has no flock, yields True without locking.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield True
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())

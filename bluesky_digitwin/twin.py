@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import uuid
 import warnings
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin._files import fsync_dir
+from bluesky_digitwin._files import recover_dir, replace_dir
 from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
@@ -436,35 +435,23 @@ class DigitalTwin:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the twin to ``directory``: ``.keras`` files and ``twin.json``, atomically.
 
-        The files are written to a temporary sibling directory which then replaces
-        ``directory`` by a rename, so a crash never leaves a half-written twin behind under
-        that name. An existing directory is replaced only if it is empty or holds a saved
+        The files are written to a hidden sibling directory which then replaces
+        ``directory``: a crash never leaves a half-written twin under that name, and a save
+        killed while swapping the directories is finished or rolled back by the next save or
+        load of it. An existing directory is replaced only if it is empty or holds a saved
         twin and nothing else (:func:`check_replaceable`): other files are never deleted.
         """
         target = Path(directory)
         check_replaceable(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            meta = json.loads(json.dumps(self.metadata))
+        meta = json.loads(json.dumps(self.metadata))
+        with replace_dir(target, _is_complete) as staging:
             for i, (model, member) in enumerate(zip(self._members, meta["members"], strict=True)):
                 name = f"member_{i}.keras"
                 model.save(staging / name)
                 member["file"] = name
                 member["sha256"] = _sha256(staging / name)
+            # Written last: a staging directory holding it is complete (_is_complete).
             _write_json(staging / METADATA_FILE, meta)
-            fsync_dir(staging)
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-                os.replace(target, old / "twin")
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, target)
-            fsync_dir(target.parent)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         self.metadata = meta
         return target
 
@@ -474,6 +461,7 @@ class DigitalTwin:
         from bluesky_digitwin._tf import keras
 
         path = Path(directory)
+        recover_dir(path, _is_complete)
         meta_path = path / METADATA_FILE
         if not meta_path.is_file():
             raise DigitwinInputError(f"{path} holds no saved twin (no {METADATA_FILE})")
@@ -601,6 +589,11 @@ def _twin_files(path: Path) -> set[str]:
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass  # no readable twin.json: only a twin.json itself may be replaced
     return names
+
+
+def _is_complete(staging: Path) -> bool:
+    """Whether a save wrote all of ``staging`` (twin.json is written last)."""
+    return (staging / METADATA_FILE).is_file()
 
 
 def _sha256(path: Path) -> str:
