@@ -29,7 +29,14 @@ try:
 except ImportError:  # pragma: no cover - Windows: no locks; recovery still runs
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_path", "fsync_dir", "recover_dir", "replace_dir"]
+__all__ = [
+    "CannotWriteError",
+    "atomic_path",
+    "check_can_create",
+    "fsync_dir",
+    "recover_dir",
+    "replace_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+
+
+def check_can_create(path: str | os.PathLike) -> None:
+    """Check that ``path`` can be written (made, or replaced by a rename) before work is done.
+
+    The nearest existing directory above ``path`` must be a directory this process can make
+    entries in. Tried for real (a directory is made there and removed), as permissions alone
+    do not tell: root writes anywhere but in ``/proc``, ``/sys`` or an immutable directory.
+
+    Raises
+    ------
+    CannotWriteError
+        Why not, in a phrase (e.g. ``/data/scans.csv is a file, not a directory``).
+    """
+    above = Path(os.path.abspath(path)).parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise CannotWriteError(f"{above} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".digitwin-probe-", dir=above))
+    except OSError as exc:
+        raise CannotWriteError(f"cannot write in {above} ({exc.strerror or exc})") from None
+
+
+class CannotWriteError(OSError):
+    """A path cannot be written; the message says why, in a phrase."""
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

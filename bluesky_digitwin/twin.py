@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin._files import recover_dir, replace_dir
+from bluesky_digitwin._files import CannotWriteError, check_can_create, recover_dir, replace_dir
 from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
@@ -45,7 +45,7 @@ from bluesky_digitwin.surrogate.search import (
 )
 from bluesky_digitwin.surrogate.training import TrainConfig
 
-__all__ = ["DigitalTwin", "OutsideRangeWarning", "check_replaceable"]
+__all__ = ["DigitalTwin", "OutsideRangeWarning", "check_replaceable", "check_save_destination"]
 
 logger = logging.getLogger(__name__)
 
@@ -578,6 +578,27 @@ def check_replaceable(directory: str | os.PathLike) -> None:
             f"{path} holds files that are not part of a saved twin ({shown}); saving there "
             "would delete them: choose a new or empty directory"
         )
+
+
+def check_save_destination(directory: str | os.PathLike) -> None:
+    """Check, before a twin is learned, that it can be saved to ``directory``.
+
+    It must be replaceable (:func:`check_replaceable`) and made where this process can write
+    (tried for real: permissions do not stop root, but ``/proc`` or an immutable directory
+    do).
+
+    Raises
+    ------
+    DigitwinInputError
+        Why not, in one line.
+    """
+    check_replaceable(directory)
+    try:
+        check_can_create(directory)
+    except CannotWriteError as exc:
+        raise DigitwinInputError(
+            f"{directory}: {exc}; choose a directory you can write to"
+        ) from None
 
 
 def _twin_files(path: Path) -> set[str]:

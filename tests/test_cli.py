@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from bluesky_digitwin import DigitalTwin
 from bluesky_digitwin.cli import ProgressLine, main
 
 FIT_FAST = ["--trials", "2", "--workers", "1", "--seed", "0", "--ensemble", "2"]
@@ -147,6 +149,92 @@ def test_fit_into_a_project_holding_a_twin_and_its_data_deletes_nothing(fitted, 
     assert not journal.exists()  # refused before the search
     assert sorted(p.name for p in project.iterdir()) == before
     assert (project / "scans.csv").read_bytes() == data.read_bytes()
+
+
+@contextlib.contextmanager
+def _immutable(path):
+    """``chattr +i path`` for the block: unwritable even for root (skips where impossible)."""
+    made = shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], check=False)
+    if not made or made.returncode != 0:
+        pytest.skip("needs chattr +i (root, on a file system with immutable files)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{data}/twin", "--out {data}/twin: {data} is a file, not a directory; choose a"),
+        ("/proc/digitwin-twin", "--out /proc/digitwin-twin: cannot write in /proc ("),
+        (
+            "{locked}/twin",
+            "--out {locked}/twin: cannot write in {locked} (Operation not permitted)",
+        ),
+    ],
+    ids=["under-a-file", "proc", "immutable"],
+)
+def test_fit_refuses_an_unwritable_out_before_the_search(fitted, tmp_path, capsys, out, message):
+    """Real unwritable places (root writes through permissions): one line, exit 2, and the
+    search never starts (its journal is never made)."""
+    data, _ = fitted
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out, message = (t.format(data=data, locked=locked) for t in (out, message))
+    journal = tmp_path / "search.journal"
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    argv += ["--storage", str(journal), "--study", "s", "--out", out]
+    with _immutable(locked) if "locked" in out else contextlib.nullcontext():
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"digitwin: error: {message}"), err
+    assert err.endswith("choose a directory you can write to\n")
+    assert len(err.splitlines()) == 1
+    assert not journal.exists()
+
+
+def test_a_twin_that_cannot_be_saved_at_the_end_is_saved_elsewhere(
+    fitted, tmp_path, monkeypatch, capsys
+):
+    """--out passes the check but cannot be replaced when the search is done (an immutable
+    twin directory: renaming it fails even for root): the twin is saved in the current
+    directory instead, and the one line says where."""
+    data, twin = fitted
+    out = tmp_path / "twin"
+    shutil.copytree(twin, out)
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    with _immutable(out):
+        assert main([*argv, "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    (fallback,) = tmp_path.glob("digitwin-twin-*")
+    assert err == (
+        f"digitwin: error: cannot save the twin to --out {out} (Operation not permitted); "
+        f"saved it to {fallback} instead: move it where you want it\n"
+    )
+    saved = DigitalTwin.load(fallback)
+    assert saved.id != DigitalTwin.load(out).id  # the new twin there, the old one untouched
+    # Nothing else: no staging debris either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fallback.name, "twin"])
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{tmp}", "--out {tmp} is a directory; give the CSV file to write"),
+        ("{data}/p.csv", "--out {data}/p.csv: {data} is a file, not a directory; choose a place"),
+        ("/proc/p.csv", "--out /proc/p.csv: cannot write in /proc ("),
+    ],
+    ids=["directory", "under-a-file", "proc"],
+)
+def test_predict_refuses_an_unwritable_out_in_one_line(fitted, tmp_path, capsys, out, message):
+    data, twin = fitted
+    out, message = (t.format(data=data, tmp=tmp_path) for t in (out, message))
+    assert main(["predict", str(twin), str(data), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"digitwin: error: {message}"), err
+    assert len(err.splitlines()) == 1
 
 
 def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
