@@ -45,7 +45,13 @@ from bluesky_digitwin.surrogate.search import (
 )
 from bluesky_digitwin.surrogate.training import TrainConfig
 
-__all__ = ["DigitalTwin", "OutsideRangeWarning", "check_replaceable", "check_save_destination"]
+__all__ = [
+    "DigitalTwin",
+    "OutsideRangeWarning",
+    "TwinFileError",
+    "check_replaceable",
+    "check_save_destination",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +68,10 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+class TwinFileError(DigitwinInputError):
+    """A saved twin cannot be loaded: a file of it is missing, damaged or was edited."""
 
 
 class DigitalTwin:
@@ -457,7 +467,16 @@ class DigitalTwin:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> DigitalTwin:
-        """Load a twin saved by :meth:`save` (Keras ``safe_mode``; checksums verified)."""
+        """Load a twin saved by :meth:`save` (Keras ``safe_mode``; checksums verified).
+
+        Raises
+        ------
+        DigitwinInputError
+            ``directory`` holds no twin.
+        TwinFileError
+            Its ``twin.json`` or a network file is damaged, edited or missing (a subclass of
+            :class:`~bluesky_digitwin.data.DigitwinInputError`).
+        """
         from bluesky_digitwin._tf import keras
 
         path = Path(directory)
@@ -468,24 +487,109 @@ class DigitalTwin:
         try:
             meta = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DigitwinInputError(f"{meta_path} is not valid JSON: {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise DigitwinInputError(f"{meta_path} is not a bluesky-digitwin twin")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise DigitwinInputError(
+            raise TwinFileError(f"{meta_path} is not valid JSON: {exc}") from None
+        problem = _metadata_problem(meta)
+        if problem:
+            raise TwinFileError(
+                f"{meta_path} is damaged or was edited: {problem}; save the twin again or "
+                "restore it from a copy"
+            )
+        if meta["format_version"] > FORMAT_VERSION:
+            raise TwinFileError(
                 f"{path} was saved by a newer bluesky-digitwin (format "
                 f"{meta['format_version']}); upgrade the package to load it"
             )
         members = []
         for member in meta["members"]:
             # The file name comes from the JSON: it must name a file in this directory.
-            file = path / check_name(member.get("file"), "member file")
-            if not file.is_file() or _sha256(file) != member["sha256"]:
-                raise DigitwinInputError(
-                    f"{file} is missing or does not match its checksum; the twin is incomplete"
+            try:
+                file = path / check_name(member["file"], "member file")
+            except DigitwinInputError as exc:
+                raise TwinFileError(f"{meta_path}: {exc}") from None
+            if not file.is_file():
+                raise TwinFileError(f"{file} is missing; the twin is incomplete")
+            if _sha256(file) != member["sha256"]:
+                raise TwinFileError(
+                    f"{file} does not match its checksum; the twin is damaged: save it again "
+                    "or restore it from a copy"
                 )
-            members.append(keras.saving.load_model(file, compile=False, safe_mode=True))
+            members.append(_load_member(keras, file))
         return cls(members, meta)
+
+
+def _load_member(keras: Any, file: Path) -> Any:
+    """One network of a twin, loaded in Keras' safe_mode, or a :class:`TwinFileError`.
+
+    Keras' own messages are not passed on: they advise to turn safe_mode off (never do that
+    for a file that was edited), or say "File not found" of a file that is there but is not
+    a ``.keras`` archive.
+    """
+    try:
+        return keras.saving.load_model(file, compile=False, safe_mode=True)
+    except Exception as exc:
+        if "safe_mode" in str(exc):
+            raise TwinFileError(
+                f"{file} holds code (a Lambda layer or the like) that is not run when loading, "
+                "as it could do anything; bluesky-digitwin never saves such a network, so this "
+                "file was made or changed elsewhere: save the twin again from its source"
+            ) from None
+        raise TwinFileError(
+            f"{file} is not a Keras model file bluesky-digitwin can read; the twin is damaged: "
+            "save it again or restore it from a copy"
+        ) from None
+
+
+def _metadata_problem(meta: Any) -> str | None:
+    """What is wrong with the contents of a twin.json, in a phrase, or None.
+
+    Checks what loading and using a twin rely on, so a file edited by hand or damaged gives
+    one clear line rather than a KeyError later.
+    """
+    if not isinstance(meta, dict):
+        return f"it holds a {type(meta).__name__}, not a JSON object"
+    for key in ("format", "format_version", "id", "features", "target", "ranges", "members"):
+        if key not in meta:
+            return f"{key!r} is missing"
+    if meta["format"] != FORMAT:
+        return f"'format' is {meta['format']!r}, not {FORMAT!r}: it is not a bluesky-digitwin twin"
+    version = meta["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        return f"'format_version' must be a whole number, not {version!r}"
+    if not isinstance(meta["id"], str) or not meta["id"]:
+        return "'id' must be a non-empty string"
+    features = meta["features"]
+    if (
+        not isinstance(features, list)
+        or not features
+        or not all(isinstance(f, str) and f for f in features)
+    ):
+        return "'features' must be a list of names"
+    if not isinstance(meta["target"], str) or not meta["target"]:
+        return "'target' must be a name"
+    if not isinstance(meta.get("units", {}), dict):
+        return "'units' must be a JSON object"
+    ranges = meta["ranges"]
+    if not isinstance(ranges, dict) or not all(
+        isinstance(ranges.get(f), list)
+        and len(ranges[f]) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ranges[f])
+        for f in features
+    ):
+        return "'ranges' must give a (min, max) for every feature"
+    members = meta["members"]
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        return "'members' must be a list of JSON objects"
+    if not members:
+        return "'members' is empty"
+    for i, member in enumerate(members):
+        for key in ("file", "sha256", "params", "validation_rmse"):
+            if key not in member:
+                return f"member {i} has no {key!r}"
+        if not isinstance(member["sha256"], str):
+            return f"member {i}'s 'sha256' must be a string"
+        if not isinstance(member["params"], dict):
+            return f"member {i}'s 'params' must be a JSON object"
+    return None
 
 
 def _build_members(

@@ -237,6 +237,44 @@ def test_predict_refuses_an_unwritable_out_in_one_line(fitted, tmp_path, capsys,
     assert len(err.splitlines()) == 1
 
 
+def _tamper_version(twin):
+    meta = json.loads((twin / "twin.json").read_text())
+    meta["format_version"] = "1.x"
+    (twin / "twin.json").write_text(json.dumps(meta))
+
+
+def _garbage_member(twin):
+    import hashlib
+
+    garbage = b"not a zip archive" * 10
+    (twin / "member_0.keras").write_bytes(garbage)
+    meta = json.loads((twin / "twin.json").read_text())
+    meta["members"][0]["sha256"] = hashlib.sha256(garbage).hexdigest()
+    (twin / "twin.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (_tamper_version, "twin.json is damaged or was edited: 'format_version' must be a whole"),
+        (_garbage_member, "member_0.keras is not a Keras model file bluesky-digitwin can read"),
+    ],
+    ids=["format-version", "garbage-member"],
+)
+def test_a_tampered_twin_is_one_line_and_exit_2(fitted, tmp_path, capsys, tamper, message):
+    _, twin = fitted
+    copy = tmp_path / "twin"
+    shutil.copytree(twin, copy)
+    tamper(copy)
+    grid = tmp_path / "grid.csv"
+    pd.DataFrame({"x": [0.5], "h": [1.0]}).to_csv(grid, index=False)
+    assert main(["predict", str(copy), str(grid), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert "File not found" not in err and "internal error" not in err
+
+
 def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
     """The whole story: embedded Tiled, RunEngine, simulated magnetometer, TwinCallback,
     twin_guided_scan and simulate_scan, in fast mode; the last stdout line is the contract."""

@@ -200,3 +200,107 @@ def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
 def test_bad_ensemble_size():
     with pytest.raises(DigitwinInputError, match="ensemble_size"):
         DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble_size=0)
+
+
+def _without(key):
+    def change(meta):
+        del meta[key]
+        return meta
+
+    return change
+
+
+def _set(key, value):
+    def change(meta):
+        meta[key] = value
+        return meta
+
+    return change
+
+
+def _member_without(key):
+    def change(meta):
+        del meta["members"][0][key]
+        return meta
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda meta: [meta], "it holds a list, not a JSON object"),
+        (_without("members"), "'members' is missing"),
+        (_without("features"), "'features' is missing"),
+        (_set("members", []), "'members' is empty"),
+        (_set("members", {"a": 1}), "'members' must be a list of JSON objects"),
+        (_set("features", "xh"), "'features' must be a list of names"),
+        (_set("format_version", "one"), "'format_version' must be a whole number, not 'one'"),
+        (_set("ranges", {"x": [0, 1]}), "'ranges' must give a (min, max) for every feature"),
+        (_member_without("sha256"), "member 0 has no 'sha256'"),
+        (_member_without("file"), "member 0 has no 'file'"),
+        (_member_without("params"), "member 0 has no 'params'"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_tampered_twin_json_is_one_clear_typed_error(twin, tmp_path, change, problem):
+    from bluesky_digitwin.twin import TwinFileError
+
+    path = twin.save(tmp_path / "twin")
+    meta = json.loads((path / "twin.json").read_text())
+    (path / "twin.json").write_text(json.dumps(change(meta)))
+    with pytest.raises(TwinFileError) as raised:
+        DigitalTwin.load(path)
+    message = str(raised.value)
+    assert message == (
+        f"{path / 'twin.json'} is damaged or was edited: {problem}; save the twin again or "
+        "restore it from a copy"
+    )
+    assert isinstance(raised.value, DigitwinInputError)
+
+
+def _replace_member(path, data: bytes):
+    """Put ``data`` in place of member 0, with a matching checksum in twin.json."""
+    import hashlib
+
+    (path / "member_0.keras").write_bytes(data)
+    meta = json.loads((path / "twin.json").read_text())
+    meta["members"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    (path / "twin.json").write_text(json.dumps(meta))
+
+
+def test_a_member_that_holds_code_is_refused_without_advice_to_run_it(twin, tmp_path):
+    """A Lambda layer (arbitrary code) with a matching checksum: refused by Keras' safe_mode,
+    in one line of ours, never Keras' advice to pass safe_mode=False."""
+    from bluesky_digitwin._tf import keras
+    from bluesky_digitwin.twin import TwinFileError
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x[:, :1] * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    path = twin.save(tmp_path / "twin")
+    _replace_member(path, (tmp_path / "lambda.keras").read_bytes())
+    with pytest.raises(TwinFileError) as raised:
+        DigitalTwin.load(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path / 'member_0.keras'} holds code (a Lambda layer")
+    assert "safe_mode" not in message and "unsafe" not in message
+    assert "\n" not in message
+
+
+def test_a_garbage_member_with_a_matching_checksum_is_not_called_missing(twin, tmp_path):
+    from bluesky_digitwin.twin import TwinFileError
+
+    path = twin.save(tmp_path / "twin")
+    _replace_member(path, b"\x00garbage" * 100)
+    with pytest.raises(TwinFileError) as raised:
+        DigitalTwin.load(path)
+    message = str(raised.value)
+    assert message == (
+        f"{path / 'member_0.keras'} is not a Keras model file bluesky-digitwin can read; the "
+        "twin is damaged: save it again or restore it from a copy"
+    )
+    # A member that is really missing says so.
+    (path / "member_0.keras").unlink()
+    with pytest.raises(TwinFileError, match=r"member_0.keras is missing; the twin is incomplete"):
+        DigitalTwin.load(path)
