@@ -211,7 +211,7 @@ def _quiet_libraries() -> None:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
-    from bluesky_digitwin.twin import DigitalTwin, check_save_destination
+    from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, check_save_destination
 
     out = Path(args.out)
     # Before anything is learned: a twin that cannot be saved is a search thrown away.
@@ -239,6 +239,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     progress = ProgressLine("search", quiet=args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data warnings were shown by the check above
+        # ... but a twin of fewer networks than asked for is news (its uncertainty is poorer).
+        warnings.simplefilter("always", EnsembleWarning)
         twin = DigitalTwin.fit(
             data,
             args.features,
@@ -416,7 +418,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from bluesky_digitwin._files import CannotWriteError, check_can_create
     from bluesky_digitwin.data import load_table
-    from bluesky_digitwin.twin import DigitalTwin
+    from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
 
     out = Path(args.out)
     if out.is_dir():
@@ -440,6 +442,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     frame[target] = prediction[target].values
     frame[f"{target}_std"] = prediction[f"{target}_std"].values
+    if twin.ensemble_size == 1:
+        warnings.warn(
+            f"the twin in {args.twin} has one network, so its uncertainty cannot be estimated: "
+            f"{target}_std is left empty (NaN); fit it with --ensemble 2 or more for one",
+            EnsembleWarning,
+            stacklevel=1,
+        )
     _write_atomic_csv(frame, out, pd)
     outside = int(prediction["outside_range"].sum())
     _say(

@@ -47,6 +47,7 @@ from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = [
     "DigitalTwin",
+    "EnsembleWarning",
     "OutsideRangeWarning",
     "TwinFileError",
     "check_replaceable",
@@ -68,6 +69,10 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+class EnsembleWarning(UserWarning):
+    """The twin has fewer networks than asked for, so its uncertainty is poorer or unknown."""
 
 
 class TwinFileError(DigitwinInputError):
@@ -223,8 +228,13 @@ class DigitalTwin:
                 f"only {len(chosen)} trial(s) completed{within} (the others were pruned, "
                 "failed or much worse), so the twin has "
                 f"{len(chosen)} network(s) instead of {ensemble_size}; run more trials for a "
-                "fuller ensemble and its uncertainty",
-                UserWarning,
+                "fuller ensemble and its uncertainty"
+                + (
+                    f" (with one it has none: {prepared.target}_std is NaN)"
+                    if len(chosen) == 1
+                    else ""
+                ),
+                EnsembleWarning,
                 stacklevel=2,
             )
         try:
@@ -357,17 +367,20 @@ class DigitalTwin:
         Returns
         -------
         xarray.Dataset
-            ``<target>`` (ensemble mean), ``<target>_std`` (ensemble spread) and
-            ``outside_range`` (bool), with the feature coordinates; units in ``attrs``.
+            ``<target>`` (ensemble mean), ``<target>_std`` (ensemble spread; NaN for a twin
+            of one network, whose uncertainty cannot be estimated: ``attrs["uncertainty"]``
+            says which) and ``outside_range`` (bool), with the feature coordinates; units in
+            ``attrs``.
         """
 
         def ensemble(x: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             outputs = self._member_outputs(x)
             if len(self._members) == 1:
-                return outputs[0], np.zeros(len(x))
+                # One network has no spread: its uncertainty is unknown, not zero.
+                return outputs[0], np.full(len(x), np.nan)
             return outputs.mean(axis=0), outputs.std(axis=0, ddof=1)
 
-        return prediction_dataset(
+        prediction = prediction_dataset(
             points,
             self.features,
             self.target,
@@ -377,6 +390,18 @@ class DigitalTwin:
             warn=warn,
             attrs={"twin_id": self.id},
         )
+        prediction[f"{self.target}_std"].attrs["uncertainty"] = self.uncertainty
+        return prediction
+
+    @property
+    def uncertainty(self) -> str:
+        """What ``<target>_std`` of :meth:`predict` is, or why it is NaN (its attrs say it too)."""
+        if len(self._members) == 1:
+            return (
+                "not estimated (NaN): a twin of one network has no spread; fit an ensemble of "
+                "two or more networks (ensemble_size, and enough trials) for an uncertainty"
+            )
+        return f"standard deviation of the predictions of {len(self._members)} networks"
 
     def predict_members(
         self, points: Mapping[str, Any] | xr.Dataset | pd.DataFrame, *, warn: bool = True

@@ -275,6 +275,29 @@ def test_a_tampered_twin_is_one_line_and_exit_2(fitted, tmp_path, capsys, tamper
     assert "File not found" not in err and "internal error" not in err
 
 
+def test_a_one_network_twin_is_said_and_its_spread_left_empty(fitted, tmp_path, capsys):
+    """Asked for two networks, one trial: fit says so (one line on stderr, even with -q);
+    predict writes an empty y_std and says why; suggest-step still suggests."""
+    data, _ = fitted
+    out = tmp_path / "twin"
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", "--trials", "1"]
+    assert main([*argv, "--workers", "1", "--ensemble", "2", "--out", str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("digitwin: warning: only 1 trial(s) completed"), err
+    assert "(with one it has none: y_std is NaN)" in err
+    assert len(err.splitlines()) == 1
+    grid = tmp_path / "grid.csv"
+    pd.DataFrame({"x": [0.5, 0.5], "h": [1.0, 3.0]}).to_csv(grid, index=False)
+    assert main(["predict", str(out), str(grid), "--out", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"digitwin: warning: the twin in {out} has one network" in err
+    assert "y_std is left empty (NaN)" in err
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert frame["y"].notna().all() and frame["y_std"].isna().all()
+    assert main(["suggest-step", str(out), "--axis", "h", *STEP, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["suggested_step"]["axis"] == "h"
+
+
 def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
     """The whole story: embedded Tiled, RunEngine, simulated magnetometer, TwinCallback,
     twin_guided_scan and simulate_scan, in fast mode; the last stdout line is the contract."""

@@ -15,6 +15,7 @@ from digitwin_testing import smooth_table
 from bluesky_digitwin import DigitalTwin, DigitwinInputError, OutsideRangeWarning, make_grid
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
+from bluesky_digitwin.twin import EnsembleWarning
 
 FAST = {
     "pruner": optuna.pruners.NopPruner(),  # every trial completes: a full ensemble
@@ -173,13 +174,55 @@ def test_twin_json_has_no_pickle_and_is_plain_json(twin, tmp_path):
     assert all(m["file"].endswith(".keras") for m in meta["members"])
 
 
-def test_too_few_complete_trials_warn_and_shrink_the_ensemble():
-    with pytest.warns(UserWarning, match="only 1 trial"):
+@pytest.fixture(scope="module")
+def single() -> DigitalTwin:
+    """A twin of one network: asked for two, one trial run."""
+    with pytest.warns(EnsembleWarning, match=r"only 1 trial.* \(with one it has none: y_std"):
         small = DigitalTwin.fit(
             smooth_table(), ["x", "h"], "y", n_trials=1, ensemble_size=2, **FAST
         )
     assert small.ensemble_size == 1
-    assert (small.predict({"x": [0.5], "h": [1.0]})["y_std"] == 0).all()
+    return small
+
+
+def test_one_network_has_no_uncertainty_not_zero(single, twin):
+    """Its spread is NaN everywhere, extrapolated points included, and the attrs say why."""
+    with pytest.warns(OutsideRangeWarning):
+        pred = single.predict({"x": [0.5, 0.5, 5.0], "h": [1.0, 3.0, 1.0]})
+    assert np.isfinite(pred["y"]).all()
+    assert np.isnan(pred["y_std"]).all()
+    assert pred["y_std"].attrs["uncertainty"].startswith("not estimated (NaN): a twin of one")
+    assert single.uncertainty == pred["y_std"].attrs["uncertainty"]
+    # An ensemble says what its spread is.
+    spread = twin.predict({"x": [0.5], "h": [1.0]})["y_std"]
+    assert spread.attrs["uncertainty"] == "standard deviation of the predictions of 3 networks"
+
+
+def test_one_network_twin_still_serves_its_consumers(single):
+    """NaN spread where the spread is shown; everything else works: a step suggestion (and its
+    JSON), a simulated run on a real RunEngine, the lines plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bluesky import RunEngine
+
+    from bluesky_digitwin.analysis.steps import suggest_step
+    from bluesky_digitwin.plans import simulate_scan
+    from bluesky_digitwin.plot import plot_lines
+
+    suggestion = suggest_step(single, "h", [0.25, 0.5], sweep_points=21)
+    assert suggestion.step in (0.25, 0.5)
+    json.dumps(suggestion.to_dict(), allow_nan=False)
+
+    events = []
+    RE = RunEngine({})
+    RE.subscribe(lambda name, doc: events.extend(doc["data"]["y_std"]), "event_page")
+    grid = make_grid(h=[0.5, 1.0], x=np.linspace(0.1, 0.9, 5))
+    RE(simulate_scan(single, grid))
+    assert len(events) == 10 and np.isnan(events).all()
+
+    figure = plot_lines(smooth_table(), single.predict(grid), fast="x", slow="h")
+    assert figure.axes
 
 
 def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
