@@ -205,6 +205,7 @@ def test_a_twin_that_cannot_be_saved_at_the_end_is_saved_elsewhere(
     shutil.copytree(twin, out)
     monkeypatch.chdir(tmp_path)
     argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    argv += ["--ensemble", "1"]  # whatever the pruner does: no warning of a small ensemble
     with _immutable(out):
         assert main([*argv, "--out", str(out), "-q"]) == 2
     err = capsys.readouterr().err
@@ -362,7 +363,7 @@ def test_fit_shows_the_search_progress_and_q_silences_everything(fitted, tmp_pat
     on stderr, the summary on stdout; with -q not a line, not even TensorFlow's own."""
     data, _ = fitted
     argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
-    argv += ["--trials", "1", "--out", str(tmp_path / "twin")]
+    argv += ["--trials", "1", "--ensemble", "1", "--out", str(tmp_path / "twin")]
     done = subprocess.run(
         [sys.executable, "-m", "bluesky_digitwin.cli", *argv, *(["-q"] if quiet else [])],
         capture_output=True,
