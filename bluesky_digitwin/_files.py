@@ -128,8 +128,9 @@ def replace_dir(target: str | os.PathLike, complete: Callable[[Path], bool]) -> 
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target.parent, blocking=True):
         _recover(target, complete)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_NEW}", dir=target.parent))
-        aside = staging.with_name(staging.name.replace(_NEW, _OLD, 1))
+        new, old = _prefixes(target)
+        staging = Path(tempfile.mkdtemp(prefix=new, dir=target.parent))
+        aside = target.parent / (old + staging.name[len(new) :])  # the same swap's token
         try:
             yield staging
             for path in staging.iterdir():
@@ -171,12 +172,18 @@ def recover_dir(target: str | os.PathLike, complete: Callable[[Path], bool]) -> 
         logger.warning("cannot finish the interrupted save of %s: %s", target, exc)
 
 
+def _prefixes(target: Path) -> tuple[str, str]:
+    """Name prefixes of ``target``'s staging and set-aside directories (then a token)."""
+    return f".{target.name}.{_NEW}", f".{target.name}.{_OLD}"
+
+
 def _debris(target: Path) -> list[Path]:
     """Staging and set-aside directories of ``target``'s swaps, by name."""
-    prefixes = (f".{target.name}.{_NEW}", f".{target.name}.{_OLD}")
     try:
         return sorted(
-            p for p in target.parent.iterdir() if p.name.startswith(prefixes) and p.is_dir()
+            p
+            for p in target.parent.iterdir()
+            if p.name.startswith(_prefixes(target)) and p.is_dir()
         )
     except OSError:
         return []
@@ -185,15 +192,19 @@ def _debris(target: Path) -> list[Path]:
 def _recover(target: Path, complete: Callable[[Path], bool]) -> None:
     """With the parent's lock held (no writer is running): make ``target`` whole, then remove
     every staging and set-aside directory of it."""
-    debris = _debris(target)
+    new, old = _prefixes(target)
     if not target.exists():
-        for aside in (p for p in debris if _OLD in p.name):
-            staging = aside.with_name(aside.name.replace(_OLD, _NEW, 1))
+        for aside in (p for p in _debris(target) if p.name.startswith(old)):
+            staging = target.parent / (new + aside.name[len(old) :])
             # Killed between the renames: the new one was complete before the old was moved.
-            chosen = staging if staging.is_dir() and complete(staging) else aside
-            logger.warning("finishing an interrupted save of %s", target)
-            os.replace(chosen, target)
+            finish = staging.is_dir() and complete(staging)
+            os.replace(staging if finish else aside, target)
             fsync_dir(target.parent)
+            logger.warning(
+                "%s: an interrupted save was %s",
+                target,
+                "finished (the new version is in place)" if finish else "rolled back",
+            )
             break
     for path in _debris(target):
         shutil.rmtree(path)

@@ -33,13 +33,14 @@ def _complete(path):
     return (path / "done").is_file()
 
 
-def test_replace_dir_swaps_a_directory_and_leaves_nothing_else(tmp_path):
-    target = tmp_path / "twin"
+@pytest.mark.parametrize("name", ["twin", "digitwin-old-x.digitwin-new-y"])
+def test_replace_dir_swaps_a_directory_and_leaves_nothing_else(tmp_path, name):
+    target = tmp_path / name
     for text in ("old", "new"):
         with replace_dir(target, _complete) as staging:
             (staging / "done").write_text(text)
     assert (target / "done").read_text() == "new"
-    assert [p.name for p in tmp_path.iterdir()] == ["twin"]
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_a_failed_replace_dir_leaves_the_old_directory(tmp_path):
