@@ -449,7 +449,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             EnsembleWarning,
             stacklevel=1,
         )
-    _write_atomic_csv(frame, out, pd)
+    try:
+        _write_atomic_csv(frame, out, pd)
+    except OSError as exc:  # e.g. an immutable file there: the check above cannot tell
+        raise DigitwinInputError(f"cannot write --out {out} ({exc.strerror or exc})") from None
     outside = int(prediction["outside_range"].sum())
     _say(
         args,

@@ -238,6 +238,24 @@ def test_predict_refuses_an_unwritable_out_in_one_line(fitted, tmp_path, capsys,
     assert len(err.splitlines()) == 1
 
 
+def test_predict_that_cannot_write_its_out_at_the_end_says_so_in_one_line(fitted, tmp_path, capsys):
+    """An immutable PRED.csv: its directory is writable (the check passes), the file cannot
+    be replaced even by root."""
+    _, twin = fitted
+    grid = tmp_path / "grid.csv"
+    pd.DataFrame({"x": [0.5], "h": [1.0]}).to_csv(grid, index=False)
+    out = tmp_path / "p.csv"
+    out.write_text("old\n")
+    with _immutable(out):
+        assert main(["predict", str(twin), str(grid), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"digitwin: error: cannot write --out {out} (Operation not permitted)\n")
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+    assert "internal error" not in err
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.csv", "p.csv"]
+
+
 def _tamper_version(twin):
     meta = json.loads((twin / "twin.json").read_text())
     meta["format_version"] = "1.x"
