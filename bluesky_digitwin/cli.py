@@ -215,15 +215,14 @@ def _quiet_libraries() -> None:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
-    from bluesky_digitwin.twin import DigitalTwin
+    from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, check_save_destination
 
     out = Path(args.out)
-    if out.exists() and not (
-        out.is_dir() and (not any(out.iterdir()) or (out / "twin.json").exists())
-    ):
-        raise DigitwinInputError(
-            f"--out {out} exists and is not a saved twin; choose a new directory"
-        )
+    # Before anything is learned: a twin that cannot be saved is a search thrown away.
+    try:
+        check_save_destination(out)
+    except DigitwinInputError as exc:
+        raise DigitwinInputError(f"--out {exc}") from None
     _check_search_options(args)
     if _from_tiled(args):
         data, source, provenance, data_source = _read_tiled_runs(args)
@@ -243,6 +242,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     progress = ProgressLine("search", quiet=args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data warnings were shown by the check above
+        # ... but a twin of fewer networks than asked for is news (its uncertainty is poorer).
+        warnings.simplefilter("always", EnsembleWarning)
         twin = DigitalTwin.fit(
             data,
             args.features,
@@ -260,7 +261,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             artifact_store=_artifact_store(args.artifacts),
         )
     progress.done()
-    twin.save(out)
+    _save_or_fall_back(twin, out)
     search = twin.metadata["search"]
     best = twin.metadata["members"][0]
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
@@ -281,6 +282,42 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         ),
     )
     return 0
+
+
+def _save_or_fall_back(twin: Any, out: Path) -> None:
+    """Save the twin to ``out``; if that fails after all (the destination changed during the
+    search), save it where it can be and say where: a learned twin is never thrown away."""
+    try:
+        twin.save(out)
+        return
+    except (OSError, DigitwinInputError) as exc:
+        reason = str(exc) if isinstance(exc, DigitwinInputError) else _os_reason(exc, out)
+    tried = []
+    for place in (Path.cwd(), Path(tempfile.gettempdir())):
+        fallback = place / f"digitwin-twin-{twin.id[:8]}"
+        n = 1
+        while fallback.exists():
+            n += 1
+            fallback = place / f"digitwin-twin-{twin.id[:8]}-{n}"
+        try:
+            twin.save(fallback)
+        except OSError as exc:
+            tried.append(f"{fallback} ({_os_reason(exc, fallback)})")
+            continue
+        raise DigitwinInputError(
+            f"cannot save the twin to --out {out} ({reason}); saved it to {fallback} instead: "
+            "move it where you want it"
+        )
+    raise DigitwinInputError(
+        f"cannot save the twin to --out {out} ({reason}), nor to {' or '.join(tried)}; "
+        "the twin is lost: free some space or fix the permissions and fit again"
+    )
+
+
+def _os_reason(exc: OSError, path: Path) -> str:
+    """An OSError in a phrase: its reason, and the file it concerns unless that is ``path``."""
+    where = f": {exc.filename}" if exc.filename and Path(exc.filename) != path else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def _from_tiled(args: argparse.Namespace) -> bool:
@@ -382,9 +419,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from bluesky_digitwin._files import CannotWriteError, check_can_create
     from bluesky_digitwin.data import load_table
-    from bluesky_digitwin.twin import DigitalTwin
+    from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise DigitwinInputError(f"--out {out} is a directory; give the CSV file to write")
+    try:
+        check_can_create(out)
+    except CannotWriteError as exc:
+        raise DigitwinInputError(f"--out {out}: {exc}; choose a place you can write to") from None
     grid = load_table(args.grid)
     _status(args, f"loading the twin in {args.twin} ...")
     twin = DigitalTwin.load(args.twin)
@@ -400,7 +445,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     frame[target] = prediction[target].values
     frame[f"{target}_std"] = prediction[f"{target}_std"].values
-    _write_atomic_csv(frame, Path(args.out), pd)
+    if twin.ensemble_size == 1:
+        warnings.warn(
+            f"the twin in {args.twin} has one network, so its uncertainty cannot be estimated: "
+            f"{target}_std is left empty (NaN); fit it with --ensemble 2 or more for one",
+            EnsembleWarning,
+            stacklevel=1,
+        )
+    try:
+        _write_atomic_csv(frame, out, pd)
+    except OSError as exc:  # e.g. an immutable file there: the check above cannot tell
+        raise DigitwinInputError(f"cannot write --out {out} ({exc.strerror or exc})") from None
     outside = int(prediction["outside_range"].sum())
     _say(
         args,

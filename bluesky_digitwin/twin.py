@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import uuid
 import warnings
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin._files import fsync_dir
+from bluesky_digitwin._files import CannotWriteError, check_can_create, recover_dir, replace_dir
 from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
@@ -49,7 +48,14 @@ from bluesky_digitwin.surrogate.search import (
 )
 from bluesky_digitwin.surrogate.training import TrainConfig
 
-__all__ = ["DigitalTwin", "OutsideRangeWarning"]
+__all__ = [
+    "DigitalTwin",
+    "EnsembleWarning",
+    "OutsideRangeWarning",
+    "TwinFileError",
+    "check_replaceable",
+    "check_save_destination",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,14 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+class EnsembleWarning(UserWarning):
+    """The twin has fewer networks than asked for, so its uncertainty is poorer or unknown."""
+
+
+class TwinFileError(DigitwinInputError):
+    """A saved twin cannot be loaded: a file of it is missing, damaged or was edited."""
 
 
 class DigitalTwin:
@@ -232,8 +246,13 @@ class DigitalTwin:
                 f"only {len(eligible)} trial(s) completed{within} (the others were pruned, "
                 "failed or much worse), so the twin has "
                 f"{len(eligible)} network(s) instead of {recipe.size}; run more trials for a "
-                "fuller ensemble and its uncertainty",
-                UserWarning,
+                "fuller ensemble and its uncertainty"
+                + (
+                    f" (with one it has none: {prepared.target}_std is NaN)"
+                    if len(eligible) == 1
+                    else ""
+                ),
+                EnsembleWarning,
                 stacklevel=2,
             )
         try:
@@ -390,17 +409,20 @@ class DigitalTwin:
         Returns
         -------
         xarray.Dataset
-            ``<target>`` (ensemble mean), ``<target>_std`` (ensemble spread) and
-            ``outside_range`` (bool), with the feature coordinates; units in ``attrs``.
+            ``<target>`` (ensemble mean), ``<target>_std`` (ensemble spread; NaN for a twin
+            of one network, whose uncertainty cannot be estimated: ``attrs["uncertainty"]``
+            says which) and ``outside_range`` (bool), with the feature coordinates; units in
+            ``attrs``.
         """
 
         def ensemble(x: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             outputs = self._member_outputs(x)
             if len(self._members) == 1:
-                return outputs[0], np.zeros(len(x))
+                # One network has no spread: its uncertainty is unknown, not zero.
+                return outputs[0], np.full(len(x), np.nan)
             return outputs.mean(axis=0), outputs.std(axis=0, ddof=1)
 
-        return prediction_dataset(
+        prediction = prediction_dataset(
             points,
             self.features,
             self.target,
@@ -410,6 +432,18 @@ class DigitalTwin:
             warn=warn,
             attrs={"twin_id": self.id},
         )
+        prediction[f"{self.target}_std"].attrs["uncertainty"] = self.uncertainty
+        return prediction
+
+    @property
+    def uncertainty(self) -> str:
+        """What ``<target>_std`` of :meth:`predict` is, or why it is NaN (its attrs say it too)."""
+        if len(self._members) == 1:
+            return (
+                "not estimated (NaN): a twin of one network has no spread; fit an ensemble of "
+                "two or more networks (ensemble_size, and enough trials) for an uncertainty"
+            )
+        return f"standard deviation of the predictions of {len(self._members)} networks"
 
     def predict_members(
         self, points: Mapping[str, Any] | xr.Dataset | pd.DataFrame, *, warn: bool = True
@@ -478,70 +512,151 @@ class DigitalTwin:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the twin to ``directory``: ``.keras`` files and ``twin.json``, atomically.
 
-        The files are written to a temporary sibling directory which then replaces
-        ``directory`` by a rename, so a crash never leaves a half-written twin behind under
-        that name. An existing directory is replaced only if it is empty or a saved twin.
+        The files are written to a hidden sibling directory which then replaces
+        ``directory``: a crash never leaves a half-written twin under that name, and a save
+        killed while swapping the directories is finished or rolled back by the next save or
+        load of it. An existing directory is replaced only if it is empty or holds a saved
+        twin and nothing else (:func:`check_replaceable`): other files are never deleted.
         """
         target = Path(directory)
-        if target.exists() and not _is_replaceable(target):
-            raise DigitwinInputError(
-                f"{target} exists and is not a saved twin; choose a new or empty directory"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            meta = json.loads(json.dumps(self.metadata))
+        check_replaceable(target)
+        meta = json.loads(json.dumps(self.metadata))
+        with replace_dir(target, _is_complete) as staging:
             for i, (model, member) in enumerate(zip(self._members, meta["members"], strict=True)):
                 name = f"member_{i}.keras"
                 model.save(staging / name)
                 member["file"] = name
                 member["sha256"] = _sha256(staging / name)
+            # Written last: a staging directory holding it is complete (_is_complete).
             _write_json(staging / METADATA_FILE, meta)
-            fsync_dir(staging)
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-                os.replace(target, old / "twin")
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, target)
-            fsync_dir(target.parent)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         self.metadata = meta
         return target
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> DigitalTwin:
-        """Load a twin saved by :meth:`save` (Keras ``safe_mode``; checksums verified)."""
+        """Load a twin saved by :meth:`save` (Keras ``safe_mode``; checksums verified).
+
+        Raises
+        ------
+        DigitwinInputError
+            ``directory`` holds no twin.
+        TwinFileError
+            Its ``twin.json`` or a network file is damaged, edited or missing (a subclass of
+            :class:`~bluesky_digitwin.data.DigitwinInputError`).
+        """
         from bluesky_digitwin._tf import keras
 
         path = Path(directory)
+        recover_dir(path, _is_complete)
         meta_path = path / METADATA_FILE
         if not meta_path.is_file():
             raise DigitwinInputError(f"{path} holds no saved twin (no {METADATA_FILE})")
         try:
             meta = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DigitwinInputError(f"{meta_path} is not valid JSON: {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise DigitwinInputError(f"{meta_path} is not a bluesky-digitwin twin")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise DigitwinInputError(
+            raise TwinFileError(f"{meta_path} is not valid JSON: {exc}") from None
+        problem = _metadata_problem(meta)
+        if problem:
+            raise TwinFileError(
+                f"{meta_path} is damaged or was edited: {problem}; save the twin again or "
+                "restore it from a copy"
+            )
+        if meta["format_version"] > FORMAT_VERSION:
+            raise TwinFileError(
                 f"{path} was saved by a newer bluesky-digitwin (format "
                 f"{meta['format_version']}); upgrade the package to load it"
             )
         members = []
         for member in meta["members"]:
             # The file name comes from the JSON: it must name a file in this directory.
-            file = path / check_name(member.get("file"), "member file")
-            if not file.is_file() or _sha256(file) != member["sha256"]:
-                raise DigitwinInputError(
-                    f"{file} is missing or does not match its checksum; the twin is incomplete"
+            try:
+                file = path / check_name(member["file"], "member file")
+            except DigitwinInputError as exc:
+                raise TwinFileError(f"{meta_path}: {exc}") from None
+            if not file.is_file():
+                raise TwinFileError(f"{file} is missing; the twin is incomplete")
+            if _sha256(file) != member["sha256"]:
+                raise TwinFileError(
+                    f"{file} does not match its checksum; the twin is damaged: save it again "
+                    "or restore it from a copy"
                 )
-            members.append(keras.saving.load_model(file, compile=False, safe_mode=True))
+            members.append(_load_member(keras, file))
         return cls(members, meta)
+
+
+def _load_member(keras: Any, file: Path) -> Any:
+    """One network of a twin, loaded in Keras' safe_mode, or a :class:`TwinFileError`.
+
+    Keras' own messages are not passed on: they advise to turn safe_mode off (never do that
+    for a file that was edited), or say "File not found" of a file that is there but is not
+    a ``.keras`` archive.
+    """
+    try:
+        return keras.saving.load_model(file, compile=False, safe_mode=True)
+    except Exception as exc:
+        if "safe_mode" in str(exc):
+            raise TwinFileError(
+                f"{file} holds code (a Lambda layer or the like) that is not run when loading, "
+                "as it could do anything; bluesky-digitwin never saves such a network, so this "
+                "file was made or changed elsewhere: save the twin again from its source"
+            ) from None
+        raise TwinFileError(
+            f"{file} is not a Keras model file bluesky-digitwin can read; the twin is damaged: "
+            "save it again or restore it from a copy"
+        ) from None
+
+
+def _metadata_problem(meta: Any) -> str | None:
+    """What is wrong with the contents of a twin.json, in a phrase, or None.
+
+    Checks what loading and using a twin rely on, so a file edited by hand or damaged gives
+    one clear line rather than a KeyError later.
+    """
+    if not isinstance(meta, dict):
+        return f"it holds a {type(meta).__name__}, not a JSON object"
+    for key in ("format", "format_version", "id", "features", "target", "ranges", "members"):
+        if key not in meta:
+            return f"{key!r} is missing"
+    if meta["format"] != FORMAT:
+        return f"'format' is {meta['format']!r}, not {FORMAT!r}: it is not a bluesky-digitwin twin"
+    version = meta["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        return f"'format_version' must be a whole number, not {version!r}"
+    if not isinstance(meta["id"], str) or not meta["id"]:
+        return "'id' must be a non-empty string"
+    features = meta["features"]
+    if (
+        not isinstance(features, list)
+        or not features
+        or not all(isinstance(f, str) and f for f in features)
+    ):
+        return "'features' must be a list of names"
+    if not isinstance(meta["target"], str) or not meta["target"]:
+        return "'target' must be a name"
+    if not isinstance(meta.get("units", {}), dict):
+        return "'units' must be a JSON object"
+    ranges = meta["ranges"]
+    if not isinstance(ranges, dict) or not all(
+        isinstance(ranges.get(f), list)
+        and len(ranges[f]) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ranges[f])
+        for f in features
+    ):
+        return "'ranges' must give a (min, max) for every feature"
+    members = meta["members"]
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        return "'members' must be a list of JSON objects"
+    if not members:
+        return "'members' is empty"
+    for i, member in enumerate(members):
+        for key in ("file", "sha256", "params", "validation_rmse"):
+            if key not in member:
+                return f"member {i} has no {key!r}"
+        if not isinstance(member["sha256"], str):
+            return f"member {i}'s 'sha256' must be a string"
+        if not isinstance(member["params"], dict):
+            return f"member {i}'s 'params' must be a JSON object"
+    return None
 
 
 def _build_members(
@@ -653,8 +768,69 @@ def _train_members(
     return members, meta, trained.validation_prediction
 
 
-def _is_replaceable(path: Path) -> bool:
-    return path.is_dir() and (not any(path.iterdir()) or (path / METADATA_FILE).is_file())
+def check_replaceable(directory: str | os.PathLike) -> None:
+    """Refuse to save a twin over anything but nothing, an empty directory or a saved twin.
+
+    Saving replaces the directory whole, so it may hold the twin's own files only:
+    ``twin.json`` and the member files it names. Anything else (the data, notes, a figures
+    folder) would be deleted with it.
+
+    Raises
+    ------
+    DigitwinInputError
+        ``directory`` is a file, or holds something that is not part of a saved twin.
+    """
+    path = Path(directory)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise DigitwinInputError(f"{path} is a file, not a directory; choose a new directory")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in _twin_files(path))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise DigitwinInputError(
+            f"{path} holds files that are not part of a saved twin ({shown}); saving there "
+            "would delete them: choose a new or empty directory"
+        )
+
+
+def check_save_destination(directory: str | os.PathLike) -> None:
+    """Check, before a twin is learned, that it can be saved to ``directory``.
+
+    It must be replaceable (:func:`check_replaceable`) and made where this process can write
+    (tried for real: permissions do not stop root, but ``/proc`` or an immutable directory
+    do).
+
+    Raises
+    ------
+    DigitwinInputError
+        Why not, in one line.
+    """
+    check_replaceable(directory)
+    try:
+        check_can_create(directory)
+    except CannotWriteError as exc:
+        raise DigitwinInputError(
+            f"{directory}: {exc}; choose a directory you can write to"
+        ) from None
+
+
+def _twin_files(path: Path) -> set[str]:
+    """Names of the files of the twin saved in ``path``: twin.json and the members it names."""
+    names = {METADATA_FILE}
+    try:
+        meta = json.loads((path / METADATA_FILE).read_text())
+        names.update(m["file"] for m in meta["members"] if isinstance(m.get("file"), str))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass  # no readable twin.json: only a twin.json itself may be replaced
+    return names
+
+
+def _is_complete(staging: Path) -> bool:
+    """Whether a save wrote all of ``staging`` (twin.json is written last)."""
+    return (staging / METADATA_FILE).is_file()
 
 
 def _sha256(path: Path) -> str:

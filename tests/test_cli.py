@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pty
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from bluesky_digitwin import DigitalTwin
 from bluesky_digitwin.cli import ProgressLine, main
 
 FIT_FAST = ["--trials", "2", "--workers", "1", "--seed", "0", "--ensemble", "2"]
@@ -122,7 +125,196 @@ def test_fit_refuses_to_overwrite_a_directory_that_is_not_a_twin(fitted, tmp_pat
     (tmp_path / "keep.txt").write_text("x")
     code = main(["fit", str(data), "--features", "x", "h", "--target", "y", "--out", str(tmp_path)])
     assert code == 2
-    assert "not a saved twin" in capsys.readouterr().err
+    assert "not part of a saved twin (keep.txt)" in capsys.readouterr().err
+
+
+def test_fit_into_a_project_holding_a_twin_and_its_data_deletes_nothing(fitted, tmp_path, capsys):
+    """`--out proj` where proj holds a twin and the scans it learned from: refused before the
+    search starts (its journal is never made), and every file stays."""
+    data, twin = fitted
+    project = tmp_path / "proj"
+    shutil.copytree(twin, project)
+    shutil.copy(data, project / "scans.csv")
+    (project / "figures").mkdir()
+    before = sorted(p.name for p in project.iterdir())
+    journal = tmp_path / "search.journal"
+    argv = ["fit", str(project / "scans.csv"), "--features", "x", "h", "--target", "y"]
+    argv += [*FIT_FAST, "--storage", str(journal), "--study", "s", "--out", str(project)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"digitwin: error: --out {project} holds files that are not part of a saved twin "
+        "(figures, scans.csv); saving there would delete them: choose a new or empty directory\n"
+    )
+    assert not journal.exists()  # refused before the search
+    assert sorted(p.name for p in project.iterdir()) == before
+    assert (project / "scans.csv").read_bytes() == data.read_bytes()
+
+
+@contextlib.contextmanager
+def _immutable(path):
+    """``chattr +i path`` for the block: unwritable even for root (skips where impossible)."""
+    made = shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], check=False)
+    if not made or made.returncode != 0:
+        pytest.skip("needs chattr +i (root, on a file system with immutable files)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{data}/twin", "--out {data}/twin: {data} is a file, not a directory; choose a"),
+        ("/proc/digitwin-twin", "--out /proc/digitwin-twin: cannot write in /proc ("),
+        (
+            "{locked}/twin",
+            "--out {locked}/twin: cannot write in {locked} (Operation not permitted)",
+        ),
+    ],
+    ids=["under-a-file", "proc", "immutable"],
+)
+def test_fit_refuses_an_unwritable_out_before_the_search(fitted, tmp_path, capsys, out, message):
+    """Real unwritable places (root writes through permissions): one line, exit 2, and the
+    search never starts (its journal is never made)."""
+    data, _ = fitted
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out, message = (t.format(data=data, locked=locked) for t in (out, message))
+    journal = tmp_path / "search.journal"
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    argv += ["--storage", str(journal), "--study", "s", "--out", out]
+    with _immutable(locked) if "locked" in out else contextlib.nullcontext():
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"digitwin: error: {message}"), err
+    assert err.endswith("choose a directory you can write to\n")
+    assert len(err.splitlines()) == 1
+    assert not journal.exists()
+
+
+def test_a_twin_that_cannot_be_saved_at_the_end_is_saved_elsewhere(
+    fitted, tmp_path, monkeypatch, capsys
+):
+    """--out passes the check but cannot be replaced when the search is done (an immutable
+    twin directory: renaming it fails even for root): the twin is saved in the current
+    directory instead, and the one line says where."""
+    data, twin = fitted
+    out = tmp_path / "twin"
+    shutil.copytree(twin, out)
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    argv += ["--ensemble", "1"]  # whatever the pruner does: no warning of a small ensemble
+    with _immutable(out):
+        assert main([*argv, "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    (fallback,) = tmp_path.glob("digitwin-twin-*")
+    assert err == (
+        f"digitwin: error: cannot save the twin to --out {out} (Operation not permitted); "
+        f"saved it to {fallback} instead: move it where you want it\n"
+    )
+    saved = DigitalTwin.load(fallback)
+    assert saved.id != DigitalTwin.load(out).id  # the new twin there, the old one untouched
+    # Nothing else: no staging debris either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fallback.name, "twin"])
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{tmp}", "--out {tmp} is a directory; give the CSV file to write"),
+        ("{data}/p.csv", "--out {data}/p.csv: {data} is a file, not a directory; choose a place"),
+        ("/proc/p.csv", "--out /proc/p.csv: cannot write in /proc ("),
+    ],
+    ids=["directory", "under-a-file", "proc"],
+)
+def test_predict_refuses_an_unwritable_out_in_one_line(fitted, tmp_path, capsys, out, message):
+    data, twin = fitted
+    out, message = (t.format(data=data, tmp=tmp_path) for t in (out, message))
+    assert main(["predict", str(twin), str(data), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"digitwin: error: {message}"), err
+    assert len(err.splitlines()) == 1
+
+
+def test_predict_that_cannot_write_its_out_at_the_end_says_so_in_one_line(fitted, tmp_path, capsys):
+    """An immutable PRED.csv: its directory is writable (the check passes), the file cannot
+    be replaced even by root."""
+    _, twin = fitted
+    grid = tmp_path / "grid.csv"
+    pd.DataFrame({"x": [0.5], "h": [1.0]}).to_csv(grid, index=False)
+    out = tmp_path / "p.csv"
+    out.write_text("old\n")
+    with _immutable(out):
+        assert main(["predict", str(twin), str(grid), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"digitwin: error: cannot write --out {out} (Operation not permitted)\n")
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+    assert "internal error" not in err
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.csv", "p.csv"]
+
+
+def _tamper_version(twin):
+    meta = json.loads((twin / "twin.json").read_text())
+    meta["format_version"] = "1.x"
+    (twin / "twin.json").write_text(json.dumps(meta))
+
+
+def _garbage_member(twin):
+    import hashlib
+
+    garbage = b"not a zip archive" * 10
+    (twin / "member_0.keras").write_bytes(garbage)
+    meta = json.loads((twin / "twin.json").read_text())
+    meta["members"][0]["sha256"] = hashlib.sha256(garbage).hexdigest()
+    (twin / "twin.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (_tamper_version, "twin.json is damaged or was edited: 'format_version' must be a whole"),
+        (_garbage_member, "member_0.keras is not a Keras model file bluesky-digitwin can read"),
+    ],
+    ids=["format-version", "garbage-member"],
+)
+def test_a_tampered_twin_is_one_line_and_exit_2(fitted, tmp_path, capsys, tamper, message):
+    _, twin = fitted
+    copy = tmp_path / "twin"
+    shutil.copytree(twin, copy)
+    tamper(copy)
+    grid = tmp_path / "grid.csv"
+    pd.DataFrame({"x": [0.5], "h": [1.0]}).to_csv(grid, index=False)
+    assert main(["predict", str(copy), str(grid), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert "File not found" not in err and "internal error" not in err
+
+
+def test_a_one_network_twin_is_said_and_its_spread_left_empty(fitted, tmp_path, capsys):
+    """Asked for two networks, one trial: fit says so (one line on stderr, even with -q);
+    predict writes an empty y_std and says why; suggest-step still suggests."""
+    data, _ = fitted
+    out = tmp_path / "twin"
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", "--trials", "1"]
+    assert main([*argv, "--workers", "1", "--ensemble", "2", "--out", str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("digitwin: warning: only 1 trial(s) completed"), err
+    assert "(with one it has none: y_std is NaN)" in err
+    assert len(err.splitlines()) == 1
+    grid = tmp_path / "grid.csv"
+    pd.DataFrame({"x": [0.5, 0.5], "h": [1.0, 3.0]}).to_csv(grid, index=False)
+    assert main(["predict", str(out), str(grid), "--out", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"digitwin: warning: the twin in {out} has one network" in err
+    assert "y_std is left empty (NaN)" in err
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert frame["y"].notna().all() and frame["y_std"].isna().all()
+    assert main(["suggest-step", str(out), "--axis", "h", *STEP, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["suggested_step"]["axis"] == "h"
 
 
 def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
@@ -189,7 +381,7 @@ def test_fit_shows_the_search_progress_and_q_silences_everything(fitted, tmp_pat
     on stderr, the summary on stdout; with -q not a line, not even TensorFlow's own."""
     data, _ = fitted
     argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
-    argv += ["--trials", "1", "--out", str(tmp_path / "twin")]
+    argv += ["--trials", "1", "--ensemble", "1", "--out", str(tmp_path / "twin")]
     done = subprocess.run(
         [sys.executable, "-m", "bluesky_digitwin.cli", *argv, *(["-q"] if quiet else [])],
         capture_output=True,

@@ -15,6 +15,7 @@ from digitwin_testing import smooth_table
 from bluesky_digitwin import DigitalTwin, DigitwinInputError, OutsideRangeWarning, make_grid
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
+from bluesky_digitwin.twin import EnsembleWarning
 
 FAST = {
     "pruner": optuna.pruners.NopPruner(),  # every trial completes: a full ensemble
@@ -136,9 +137,34 @@ def test_a_twin_json_cannot_point_outside_its_directory(twin, tmp_path, file):
 
 def test_save_refuses_to_replace_other_directories(twin, tmp_path):
     (tmp_path / "notes.txt").write_text("precious")
-    with pytest.raises(DigitwinInputError, match="not a saved twin"):
+    with pytest.raises(DigitwinInputError, match=r"holds files that are not part of a saved twin"):
         twin.save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "precious"
+    (tmp_path / "file").write_text("precious")
+    with pytest.raises(DigitwinInputError, match="is a file, not a directory"):
+        twin.save(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "precious"
+
+
+def test_saving_over_a_twin_keeps_every_file_that_is_not_the_twins(twin, tmp_path):
+    """A project directory holding a twin *and* its data, notes and figures is not replaced."""
+    project = twin.save(tmp_path / "project")
+    (project / "scans.csv").write_text("x,h,y\n")
+    (project / "figures").mkdir()
+    (project / "figures" / "map.png").write_bytes(b"png")
+    before = sorted(p.name for p in project.iterdir())
+    with pytest.raises(DigitwinInputError, match=r"\(figures, scans.csv\); saving there would"):
+        twin.save(project)
+    assert sorted(p.name for p in project.iterdir()) == before
+    assert (project / "figures" / "map.png").read_bytes() == b"png"
+    DigitalTwin.load(project)  # the twin there is intact too
+    # A twin.json that names no members leaves every other file foreign.
+    (project / "scans.csv").unlink()
+    (project / "figures" / "map.png").unlink()
+    (project / "figures").rmdir()
+    (project / "twin.json").write_text("{not json")
+    with pytest.raises(DigitwinInputError, match=r"\(member_0.keras, member_1.keras, member_2"):
+        twin.save(project)
 
 
 def test_twin_json_has_no_pickle_and_is_plain_json(twin, tmp_path):
@@ -148,13 +174,55 @@ def test_twin_json_has_no_pickle_and_is_plain_json(twin, tmp_path):
     assert all(m["file"].endswith(".keras") for m in meta["members"])
 
 
-def test_too_few_complete_trials_warn_and_shrink_the_ensemble():
-    with pytest.warns(UserWarning, match="only 1 trial"):
+@pytest.fixture(scope="module")
+def single() -> DigitalTwin:
+    """A twin of one network: asked for two, one trial run."""
+    with pytest.warns(EnsembleWarning, match=r"only 1 trial.* \(with one it has none: y_std"):
         small = DigitalTwin.fit(
             smooth_table(), ["x", "h"], "y", n_trials=1, ensemble_size=2, **FAST
         )
     assert small.ensemble_size == 1
-    assert (small.predict({"x": [0.5], "h": [1.0]})["y_std"] == 0).all()
+    return small
+
+
+def test_one_network_has_no_uncertainty_not_zero(single, twin):
+    """Its spread is NaN everywhere, extrapolated points included, and the attrs say why."""
+    with pytest.warns(OutsideRangeWarning):
+        pred = single.predict({"x": [0.5, 0.5, 5.0], "h": [1.0, 3.0, 1.0]})
+    assert np.isfinite(pred["y"]).all()
+    assert np.isnan(pred["y_std"]).all()
+    assert pred["y_std"].attrs["uncertainty"].startswith("not estimated (NaN): a twin of one")
+    assert single.uncertainty == pred["y_std"].attrs["uncertainty"]
+    # An ensemble says what its spread is.
+    spread = twin.predict({"x": [0.5], "h": [1.0]})["y_std"]
+    assert spread.attrs["uncertainty"] == "standard deviation of the predictions of 3 networks"
+
+
+def test_one_network_twin_still_serves_its_consumers(single):
+    """NaN spread where the spread is shown; everything else works: a step suggestion (and its
+    JSON), a simulated run on a real RunEngine, the lines plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bluesky import RunEngine
+
+    from bluesky_digitwin.analysis.steps import suggest_step
+    from bluesky_digitwin.plans import simulate_scan
+    from bluesky_digitwin.plot import plot_lines
+
+    suggestion = suggest_step(single, "h", [0.25, 0.5], sweep_points=21)
+    assert suggestion.step in (0.25, 0.5)
+    json.dumps(suggestion.to_dict(), allow_nan=False)
+
+    events = []
+    RE = RunEngine({})
+    RE.subscribe(lambda name, doc: events.extend(doc["data"]["y_std"]), "event_page")
+    grid = make_grid(h=[0.5, 1.0], x=np.linspace(0.1, 0.9, 5))
+    RE(simulate_scan(single, grid))
+    assert len(events) == 10 and np.isnan(events).all()
+
+    figure = plot_lines(smooth_table(), single.predict(grid), fast="x", slow="h")
+    assert figure.axes
 
 
 def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
@@ -175,3 +243,107 @@ def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
 def test_bad_ensemble_size():
     with pytest.raises(DigitwinInputError, match="ensemble_size"):
         DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble_size=0)
+
+
+def _without(key):
+    def change(meta):
+        del meta[key]
+        return meta
+
+    return change
+
+
+def _set(key, value):
+    def change(meta):
+        meta[key] = value
+        return meta
+
+    return change
+
+
+def _member_without(key):
+    def change(meta):
+        del meta["members"][0][key]
+        return meta
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda meta: [meta], "it holds a list, not a JSON object"),
+        (_without("members"), "'members' is missing"),
+        (_without("features"), "'features' is missing"),
+        (_set("members", []), "'members' is empty"),
+        (_set("members", {"a": 1}), "'members' must be a list of JSON objects"),
+        (_set("features", "xh"), "'features' must be a list of names"),
+        (_set("format_version", "one"), "'format_version' must be a whole number, not 'one'"),
+        (_set("ranges", {"x": [0, 1]}), "'ranges' must give a (min, max) for every feature"),
+        (_member_without("sha256"), "member 0 has no 'sha256'"),
+        (_member_without("file"), "member 0 has no 'file'"),
+        (_member_without("params"), "member 0 has no 'params'"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_tampered_twin_json_is_one_clear_typed_error(twin, tmp_path, change, problem):
+    from bluesky_digitwin.twin import TwinFileError
+
+    path = twin.save(tmp_path / "twin")
+    meta = json.loads((path / "twin.json").read_text())
+    (path / "twin.json").write_text(json.dumps(change(meta)))
+    with pytest.raises(TwinFileError) as raised:
+        DigitalTwin.load(path)
+    message = str(raised.value)
+    assert message == (
+        f"{path / 'twin.json'} is damaged or was edited: {problem}; save the twin again or "
+        "restore it from a copy"
+    )
+    assert isinstance(raised.value, DigitwinInputError)
+
+
+def _replace_member(path, data: bytes):
+    """Put ``data`` in place of member 0, with a matching checksum in twin.json."""
+    import hashlib
+
+    (path / "member_0.keras").write_bytes(data)
+    meta = json.loads((path / "twin.json").read_text())
+    meta["members"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    (path / "twin.json").write_text(json.dumps(meta))
+
+
+def test_a_member_that_holds_code_is_refused_without_advice_to_run_it(twin, tmp_path):
+    """A Lambda layer (arbitrary code) with a matching checksum: refused by Keras' safe_mode,
+    in one line of ours, never Keras' advice to pass safe_mode=False."""
+    from bluesky_digitwin._tf import keras
+    from bluesky_digitwin.twin import TwinFileError
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x[:, :1] * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    path = twin.save(tmp_path / "twin")
+    _replace_member(path, (tmp_path / "lambda.keras").read_bytes())
+    with pytest.raises(TwinFileError) as raised:
+        DigitalTwin.load(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path / 'member_0.keras'} holds code (a Lambda layer")
+    assert "safe_mode" not in message and "unsafe" not in message
+    assert "\n" not in message
+
+
+def test_a_garbage_member_with_a_matching_checksum_is_not_called_missing(twin, tmp_path):
+    from bluesky_digitwin.twin import TwinFileError
+
+    path = twin.save(tmp_path / "twin")
+    _replace_member(path, b"\x00garbage" * 100)
+    with pytest.raises(TwinFileError) as raised:
+        DigitalTwin.load(path)
+    message = str(raised.value)
+    assert message == (
+        f"{path / 'member_0.keras'} is not a Keras model file bluesky-digitwin can read; the "
+        "twin is damaged: save it again or restore it from a copy"
+    )
+    # A member that is really missing says so.
+    (path / "member_0.keras").unlink()
+    with pytest.raises(TwinFileError, match=r"member_0.keras is missing; the twin is incomplete"):
+        DigitalTwin.load(path)
