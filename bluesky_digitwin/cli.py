@@ -215,6 +215,7 @@ def _quiet_libraries() -> None:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
+    from bluesky_digitwin.holdout import TwinNotBetterWarning
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, check_save_destination
 
     out = Path(args.out)
@@ -244,6 +245,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # the data warnings were shown by the check above
         # ... but a twin of fewer networks than asked for is news (its uncertainty is poorer).
         warnings.simplefilter("always", EnsembleWarning)
+        # ... and so is a twin that is no better than interpolating the data.
+        warnings.simplefilter("always", TwinNotBetterWarning)
         twin = DigitalTwin.fit(
             data,
             args.features,
@@ -277,6 +280,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 f"  best hyperparameters: {params}",
                 f"  validation: RMSE {best['validation_rmse']:.4g}{target_units}, "
                 f"R^2 {best['validation_r2']:.5f} (ensemble of {twin.ensemble_size})",
+                *(
+                    [f"  {twin.holdout.summary(twin.units.get(twin.target, ''))}"]
+                    if twin.holdout is not None
+                    else []
+                ),
                 f"  wall time: {search['wall_time_s']:.1f} s search",
             ]
         ),
@@ -1001,7 +1009,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--study", default=None, help="study name to create or continue")
     _add_worker_options(fit)
-    fit.add_argument("--ensemble", type=_positive_int, default=5, help="networks in the twin (5)")
+    fit.add_argument(
+        "--ensemble", type=_positive_int, default=None, help="networks in the twin (12)"
+    )
     fit.add_argument("--out", required=True, help="directory to save the twin in")
     tiled = fit.add_argument_group(
         "learning from runs stored in Tiled (instead of DATA)",

@@ -36,12 +36,12 @@ def two_network_fit() -> dict:
     """
     import optuna
 
-    from bluesky_digitwin import SearchSpace, TrainConfig
+    from bluesky_digitwin import EnsembleRecipe, SearchSpace, TrainConfig
 
     return {
         "n_trials": 2,
         "n_workers": 1,
-        "ensemble_size": 2,
+        "ensemble": EnsembleRecipe.paper(2),
         "ensemble_tolerance": 1e6,
         "pruner": optuna.pruners.NopPruner(),
         "seed": 0,

@@ -12,7 +12,13 @@ import pytest
 import xarray as xr
 from digitwin_testing import smooth_table
 
-from bluesky_digitwin import DigitalTwin, DigitwinInputError, OutsideRangeWarning, make_grid
+from bluesky_digitwin import (
+    DigitalTwin,
+    DigitwinInputError,
+    EnsembleRecipe,
+    OutsideRangeWarning,
+    make_grid,
+)
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 from bluesky_digitwin.twin import EnsembleWarning
@@ -52,8 +58,19 @@ def test_fit_records_what_it_learned(twin):
     assert meta["provenance"] == {"run_uids": ["abc"]}
     assert len(meta["data"]["sha256"]) == 64
     assert {"tensorflow", "keras", "optuna"} <= set(meta["versions"])
-    scores = [m["validation_mse_scaled"] for m in meta["members"]]
-    assert scores == sorted(scores)
+    # New networks of the best trial's hyperparameters first, then the wide reference network.
+    assert [m["trial"] is None for m in meta["members"]] == [False, False, True]
+    assert meta["members"][0]["params"] == meta["members"][1]["params"]
+    assert meta["search"]["ensemble"] == {
+        "size": 3,
+        "configurations": 1,
+        "reference": True,
+        "retrain": True,
+    }
+    holdout = twin.holdout
+    assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
+    assert set(holdout.baselines) == {"linear", "thin-plate RBF"}
+    assert np.isfinite(holdout.twin_rmse)
     assert set(twin.hyperparameters) >= {"n_layers", "n_units", "learning_rate", "batch_size"}
     assert "DigitalTwin y(x, h)" in repr(twin)
 
@@ -179,7 +196,7 @@ def single() -> DigitalTwin:
     """A twin of one network: asked for two, one trial run."""
     with pytest.warns(EnsembleWarning, match=r"only 1 trial.* \(with one it has none: y_std"):
         small = DigitalTwin.fit(
-            smooth_table(), ["x", "h"], "y", n_trials=1, ensemble_size=2, **FAST
+            smooth_table(), ["x", "h"], "y", n_trials=1, ensemble=EnsembleRecipe.paper(2), **FAST
         )
     assert small.ensemble_size == 1
     return small
@@ -232,7 +249,7 @@ def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
             ["x", "h"],
             "y",
             n_trials=3,
-            ensemble_size=3,
+            ensemble=EnsembleRecipe.paper(3),
             ensemble_tolerance=1.0,
             seed=0,
             **FAST,
@@ -243,6 +260,10 @@ def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
 def test_bad_ensemble_size():
     with pytest.raises(DigitwinInputError, match="ensemble_size"):
         DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble_size=0)
+    with pytest.raises(DigitwinInputError, match="ensemble must be an EnsembleRecipe"):
+        DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble={"size": 3})
+    with pytest.raises(DigitwinInputError, match="at least one network"):
+        DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble=EnsembleRecipe(size=0))
 
 
 def _without(key):
