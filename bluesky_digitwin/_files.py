@@ -17,6 +17,7 @@ lock is free is provably stale.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -162,7 +163,7 @@ def recover_dir(target: str | os.PathLike, complete: Callable[[Path], bool]) -> 
     be written is left as it is (logged).
     """
     target = Path(target)
-    if not _debris(target):
+    if not _debris(target) and (target.exists() or _legacy_aside(target, complete) is None):
         return
     try:
         with _locked(target.parent, blocking=not target.exists()) as locked:
@@ -175,6 +176,20 @@ def recover_dir(target: str | os.PathLike, complete: Callable[[Path], bool]) -> 
 def _prefixes(target: Path) -> tuple[str, str]:
     """Name prefixes of ``target``'s staging and set-aside directories (then a token)."""
     return f".{target.name}.{_NEW}", f".{target.name}.{_OLD}"
+
+
+def _legacy_aside(target: Path, complete: Callable[[Path], bool]) -> Path | None:
+    """The old directory that a save of an earlier bluesky-digitwin set aside when killed
+    between its two renames (``.NAME.old.XXXXXXXX/twin``, whole), if there is one."""
+    try:
+        candidates = [
+            p / "twin"
+            for p in target.parent.glob(f".{glob.escape(target.name)}.old.????????")
+            if p.is_dir() and [c.name for c in p.iterdir()] == ["twin"]
+        ]
+    except OSError:
+        return None
+    return next((c for c in sorted(candidates) if complete(c)), None)
 
 
 def _debris(target: Path) -> list[Path]:
@@ -206,6 +221,12 @@ def _recover(target: Path, complete: Callable[[Path], bool]) -> None:
                 "finished (the new version is in place)" if finish else "rolled back",
             )
             break
+        legacy = None if target.exists() else _legacy_aside(target, complete)
+        if legacy is not None:  # the old version back; its other debris is left alone
+            os.replace(legacy, target)
+            legacy.parent.rmdir()
+            fsync_dir(target.parent)
+            logger.warning("%s: an interrupted save was rolled back", target)
     for path in _debris(target):
         shutil.rmtree(path)
 

@@ -368,3 +368,17 @@ def test_a_garbage_member_with_a_matching_checksum_is_not_called_missing(twin, t
     (path / "member_0.keras").unlink()
     with pytest.raises(TwinFileError, match=r"member_0.keras is missing; the twin is incomplete"):
         DigitalTwin.load(path)
+
+
+def test_a_twin_left_aside_by_an_earlier_version_killed_mid_save_comes_back(twin, tmp_path):
+    """Versions before the recoverable swap, killed between their two renames, left the old twin
+    in ``.NAME.old.XXXXXXXX/twin`` and the new one in ``.NAME.XXXXXXXX``: load finds the old
+    one (and deletes nothing it cannot tell is ours)."""
+    path = twin.save(tmp_path / "twin")
+    aside = tmp_path / ".twin.old.k3j_x9qa"
+    aside.mkdir()
+    path.rename(aside / "twin")
+    staging = tmp_path / ".twin.ab12cd34"
+    staging.mkdir()
+    assert DigitalTwin.load(path).id == twin.id
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".twin.ab12cd34", "twin"]
