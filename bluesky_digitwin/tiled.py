@@ -130,6 +130,8 @@ _MAX_SPECS = 20
 _MAX_SPEC_TEXT = 255
 #: The spec TiledWriter gives every run: naming it again would repeat it.
 _RUN_SPEC = ("BlueskyRun", "3.0")
+#: Specs by which bluesky-tiled-plugins' clients read nodes: on a run they would misread it.
+_LAYOUT_SPECS = ("BlueskyRun", "BlueskyEventStream", CATALOG_SPEC.name)
 
 
 def _spec_names(specs: Any) -> set[str]:
@@ -166,7 +168,7 @@ def _normal_specs(specs: Any, uid: Any) -> list[Any]:
         raise RunMetadataError(
             f"{_run(uid)} has tiled_specs {specs!r} ({type(specs).__name__}); {fix}"
         )
-    normal, seen = [], {_RUN_SPEC}
+    normal, seen = [], set()
     for spec in specs:
         if isinstance(spec, str):
             name, version = spec, None
@@ -187,6 +189,14 @@ def _normal_specs(specs: Any, uid: Any) -> list[Any]:
                 f"{_run(uid)} has the spec {spec!r} in tiled_specs; a spec's name is 1 to "
                 f"{_MAX_SPEC_TEXT} characters, not all blank (its version at most {_MAX_SPEC_TEXT})"
             )
+        if name in _LAYOUT_SPECS and (name, version or _RUN_SPEC[1]) != _RUN_SPEC:
+            raise RunMetadataError(
+                f"{_run(uid)} has the spec {spec!r} in tiled_specs; {name} is a spec of the "
+                "bluesky layout, set by TiledWriter (every run is a BlueskyRun 3.0): leave it "
+                "out, or name a spec of your own"
+            )
+        if (name, version or _RUN_SPEC[1]) == _RUN_SPEC:
+            continue  # TiledWriter sets it
         if (name, version) not in seen:
             seen.add((name, version))
             normal.append(spec if isinstance(spec, str) else {"name": name, "version": version})

@@ -523,7 +523,9 @@ origins = st.one_of(
     st.lists(st.sampled_from(["measured", "simulated"]), max_size=2),
 )
 spec_names = st.one_of(
-    st.sampled_from(["MySpec", "SimulatedRun", "BlueskyRun", "XRD", "A B", ""]),
+    st.sampled_from(
+        ["MySpec", "SimulatedRun", "BlueskyRun", "BlueskyEventStream", "XRD", "A B", ""]
+    ),
     st.text(max_size=8),
 )
 versions = st.sampled_from(["1", "3.0", ""])
@@ -571,9 +573,12 @@ def test_start_metadata_is_normalised_or_refused(md: dict[str, Any]) -> None:
         stored = normal["tiled_specs"]
         assert isinstance(stored, list) and len(stored) <= 19
         keys = [(s, None) if isinstance(s, str) else (s["name"], s["version"]) for s in stored]
-        assert len(set(keys)) == len(keys) and ("BlueskyRun", "3.0") not in keys
-        if isinstance(md["tiled_specs"], str):
-            assert stored == [md["tiled_specs"]]
+        assert len(set(keys)) == len(keys)
+        assert not {"BlueskyRun", "BlueskyEventStream", "CatalogOfBlueskyRuns"} & {
+            name for name, _ in keys
+        }  # the layout's own specs, which would make clients misread the run
+        if isinstance(md["tiled_specs"], str):  # one name: a list of it (unless TiledWriter's)
+            assert stored == ([] if md["tiled_specs"] == "BlueskyRun" else [md["tiled_specs"]])
     assert data_origin_of(normal) in ("measured", "simulated")
     assert normalize_start(normal) == normal  # canonical: nothing left to change
 

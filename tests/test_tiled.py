@@ -396,6 +396,7 @@ def test_normalize_start_fixes_what_is_unambiguous():
     assert normalize_start({"tiled_specs": {"name": "A"}})["tiled_specs"] == [
         {"name": "A", "version": None}
     ]
+    assert normalize_start({"tiled_specs": [{"name": "BlueskyRun"}, "A"]})["tiled_specs"] == ["A"]
 
 
 @pytest.mark.parametrize(
@@ -407,6 +408,8 @@ def test_normalize_start_fixes_what_is_unambiguous():
         ({"tiled_specs": [""]}, "a spec's name is 1 to 255 characters"),
         ({"tiled_specs": ["x" * 256]}, "a spec's name is 1 to 255 characters"),
         ({"tiled_specs": [f"S{i}" for i in range(19)]}, "Tiled stores at most 18"),
+        ({"tiled_specs": [{"name": "BlueskyRun", "version": "1"}]}, "set by TiledWriter"),
+        ({"tiled_specs": ["CatalogOfBlueskyRuns"]}, "a spec of the bluesky layout"),
         ({"data_origin": "interpolated"}, "data_origin 'interpolated'; it must be 'measured'"),
         ({"data_origin": 1}, "data_origin 1; it must be"),
         ({"data_origin": ["measured"]}, "data_origin \\['measured'\\]; it must be"),
