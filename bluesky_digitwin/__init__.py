@@ -21,17 +21,19 @@ from bluesky_digitwin.holdout import HoldoutComparison, TwinNotBetterWarning
 from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
-from bluesky_digitwin.twin import DigitalTwin, OutsideRangeWarning
+from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, OutsideRangeWarning, TwinFileError
 
 __all__ = [
     "DataWarning",
     "DigitalTwin",
     "DigitwinInputError",
     "EnsembleRecipe",
+    "EnsembleWarning",
     "HoldoutComparison",
     "OutsideRangeWarning",
     "SearchSpace",
     "TrainConfig",
+    "TwinFileError",
     "TwinNotBetterWarning",
     "load_table",
     "make_grid",
