@@ -329,8 +329,13 @@ class ScanBuffer:
         if uid in self._runs:
             self._warn(f"ignored a second start document for run {uid}")
             return
-        origin = str(doc.get("data_origin", "measured"))
-        ignored = origin == "simulated" and not self.include_simulated
+        origin = _origin(doc)
+        ignored = origin != "measured" and not self.include_simulated
+        if origin not in ("measured", "simulated"):
+            self._warn(
+                f"run {uid} has data_origin {doc.get('data_origin')!r}, neither 'measured' nor "
+                "'simulated'; its points are not learned from"
+            )
         self._runs[uid] = _Run(uid=uid, start=doc, origin=origin, ignored=ignored)
         units = doc.get("units")
         if not ignored and isinstance(units, Mapping):
@@ -597,3 +602,21 @@ def _length(column: Any) -> int | None:
     if isinstance(column, (list, tuple)) or (isinstance(column, np.ndarray) and column.ndim == 1):
         return len(column)
     return None
+
+
+def _origin(start: Mapping[str, Any]) -> str:
+    """Where a run's points come from, read as the Tiled router reads it: ``data_origin`` in
+    any case with spaces around, or, without it, the ``SimulatedRun`` spec. Anything else is
+    returned as it is (and is not learned from)."""
+    declared = start.get("data_origin")
+    if declared is None:
+        specs = start.get("tiled_specs")
+        specs = [specs] if isinstance(specs, (str, Mapping)) else specs
+        names = {
+            s if isinstance(s, str) else s.get("name") if isinstance(s, Mapping) else None
+            for s in (specs if isinstance(specs, (list, tuple)) else [])
+        }
+        return "simulated" if "SimulatedRun" in names else "measured"
+    if isinstance(declared, str) and declared.strip().lower() in ("measured", "simulated"):
+        return declared.strip().lower()
+    return str(declared)

@@ -216,6 +216,7 @@ def _quiet_libraries() -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
     from bluesky_digitwin.holdout import TwinNotBetterWarning
+    from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, check_save_destination
 
     out = Path(args.out)
@@ -254,6 +255,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             n_trials=args.trials,
             n_workers=args.workers,
             ensemble_size=args.ensemble,
+            ensemble=EnsembleRecipe.paper() if args.paper_ensemble else None,
             seed=args.seed,
             storage=args.storage,
             study_name=args.study,
@@ -1011,6 +1013,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_options(fit)
     fit.add_argument(
         "--ensemble", type=_positive_int, default=None, help="networks in the twin (12)"
+    )
+    fit.add_argument(
+        "--paper-ensemble",
+        action="store_true",
+        help="the twin is the best trials' own networks (the paper's way; 5 unless --ensemble)",
     )
     fit.add_argument("--out", required=True, help="directory to save the twin in")
     tiled = fit.add_argument_group(

@@ -181,6 +181,33 @@ def test_simulated_runs_are_ignored_unless_asked_for(RE, mag):
     assert everything.snapshot().attrs["data_origin"] == "mixed"
 
 
+@pytest.mark.parametrize(
+    "md",
+    [
+        {"data_origin": "Simulated "},
+        {"data_origin": " SIMULATED\t"},
+        {"tiled_specs": "SimulatedRun"},
+        {"tiled_specs": [{"name": "SimulatedRun", "version": None}]},
+    ],
+)
+def test_simulated_runs_are_known_however_they_are_marked(RE, mag, md):
+    """The Tiled router stores these in `simulated`; the buffer must not learn from them."""
+    measured = ScanBuffer(("T", "H"), "M", keys=MAG_KEYS)
+    RE.subscribe(measured)
+    RE(scan([mag], mag.temperature, 10, 60, 4, md=md))
+    assert measured.n_points == 0
+    RE(scan([mag], mag.temperature, 10, 60, 4, md={"data_origin": "Measured"}))
+    assert measured.n_points == 4
+
+
+def test_a_run_of_unknown_origin_is_not_learned_from(RE, mag):
+    measured = ScanBuffer(("T", "H"), "M", keys=MAG_KEYS)
+    RE.subscribe(measured)
+    with pytest.warns(DataWarning, match="neither 'measured' nor 'simulated'"):
+        RE(scan([mag], mag.temperature, 10, 60, 4, md={"data_origin": "twin"}))
+    assert measured.n_points == 0
+
+
 def test_another_stream_can_be_chosen(RE, mag):
     buffer = ScanBuffer(("T", "H"), "M", keys=MAG_KEYS, stream="sweep")
 

@@ -302,8 +302,14 @@ def test_a_one_network_twin_is_said_and_its_spread_left_empty(fitted, tmp_path, 
     data, _ = fitted
     out = tmp_path / "twin"
     argv = ["fit", str(data), "--features", "x", "h", "--target", "y", "--trials", "1"]
-    assert main([*argv, "--workers", "1", "--ensemble", "2", "--out", str(out), "-q"]) == 0
-    err = capsys.readouterr().err
+    argv += ["--workers", "1", "--paper-ensemble", "--ensemble", "2"]
+    assert main([*argv, "--out", str(out), "-q"]) == 0
+    # A twin this tiny may also be told that it is no better than interpolation.
+    err = "".join(
+        line
+        for line in capsys.readouterr().err.splitlines(keepends=True)
+        if not line.startswith("digitwin: warning: the twin predicts")
+    )
     assert err.startswith("digitwin: warning: only 1 trial(s) completed"), err
     assert "(with one it has none: y_std is NaN)" in err
     assert len(err.splitlines()) == 1
@@ -394,10 +400,14 @@ def test_fit_shows_the_search_progress_and_q_silences_everything(fitted, tmp_pat
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "twin" / "twin.json").is_file()
+    # A twin this tiny may be told, in one line, that it is no better than interpolation.
+    told = [line for line in done.stderr.splitlines() if "twin predicts the held-out" in line]
+    assert len(told) <= 1
+    stderr = "".join(line for line in done.stderr.splitlines(True) if line.strip() not in told)
     if quiet:
-        assert done.stdout == "" and done.stderr == ""
+        assert done.stdout == "" and stderr == ""
     else:
-        progress = done.stderr.strip().splitlines()
+        progress = stderr.strip().splitlines()
         assert progress[0].startswith("search [....................] trial 0/1")
         assert progress[-1].startswith("search [####################] trial 1/1")
         assert len(progress) == len(set(progress))  # one line per change, not per poll

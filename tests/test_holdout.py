@@ -30,7 +30,21 @@ def test_a_poor_twin_is_told_so():
     assert not result.twin_is_better
     assert set(result.baselines) == {"linear", "thin-plate RBF"}
     assert result.best_baseline[1] < result.twin_rmse
-    assert "NOT better" in result.summary()
+    assert "NOT better than linear" in result.summary()
+
+
+def test_a_twin_between_linear_and_rbf_is_better_than_the_trivial_answer():
+    x, y, xv, yv = _lines()
+    probe = compare_on_holdout(["T", "H"], "M", x, y, xv, yv, yv, warn=False)
+    middle = 0.5 * (probe.baselines["linear"] + probe.baselines["thin-plate RBF"])
+    assert probe.baselines["thin-plate RBF"] < middle < probe.baselines["linear"]
+    offset = np.where(np.arange(len(yv)) % 2 == 0, middle, -middle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = compare_on_holdout(["T", "H"], "M", x, y, xv, yv, yv + offset)
+    assert result.twin_rmse == pytest.approx(middle)
+    assert result.twin_is_better and result.trivial_baseline[0] == "linear"
+    assert "NOT better" not in result.summary()
 
 
 def test_a_good_twin_passes_quietly_and_round_trips():
