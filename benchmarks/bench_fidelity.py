@@ -551,6 +551,31 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Results of several runs with the same settings (e.g. cases run side by side) as one."""
+    first = parts[0]["meta"]
+    for part in parts[1:]:
+        meta = part["meta"]
+        if (meta["trials"], meta["seeds"], meta["fit_options"], meta["fast"]) != (
+            first["trials"],
+            first["seeds"],
+            first["fit_options"],
+            first["fast"],
+        ):
+            sys.exit(f"cannot table runs with different settings together: {first} and {meta}")
+    cases: dict[str, Any] = {}
+    for part in parts:
+        # A case run in several files: the one with the most seeds.
+        for name, case in part["cases"].items():
+            if len(case["seeds"]) >= len(cases.get(name, {}).get("seeds", {})):
+                cases[name] = case
+    memory = {
+        key: max(p.get("peak_memory_mib", {}).get(key, float("nan")) for p in parts)
+        for key in ("self", "children")
+    }
+    return {"meta": first, "cases": cases, "peak_memory_mib": memory}
+
+
 ALL_CASES = ("erco2", "fo-sharp", "fo-soft-gap", "moving", "superconductor", "arpes-lines")
 
 
@@ -572,11 +597,13 @@ def main() -> None:
         help="4 trials, seed 0, a smaller ARPES map: checks the script, is NOT the benchmark",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: _work/)")
-    parser.add_argument("--table", type=Path, default=None, help="print the table of a JSON")
+    parser.add_argument(
+        "--table", type=Path, nargs="+", default=None, help="print the table of JSON file(s)"
+    )
     args = parser.parse_args()
 
     if args.table is not None:
-        print(table(json.loads(args.table.read_text())))
+        print(table(merge([json.loads(p.read_text()) for p in args.table])))
         return
     try:
         options = json.loads(args.fit_options)
