@@ -411,7 +411,11 @@ def coverage(twin: DigitalTwin, case: Case) -> float:
 
 
 def peak_memory_mib() -> dict[str, float]:
-    """Peak resident memory of this process and of its largest finished child, MiB (Linux)."""
+    """Peak resident memory of this process and of its largest finished child, MiB (Linux).
+
+    A child's peak includes the fork of this process that multiprocessing's spawn makes before
+    it runs a new interpreter, so it is at least this process's size at that moment.
+    """
     return {
         "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -532,7 +536,8 @@ def table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"Peak memory (ru_maxrss): this process {memory.get('self', float('nan')):.0f} MiB, "
-        f"largest search worker {memory.get('children', float('nan')):.0f} MiB. "
+        f"its largest child {memory.get('children', float('nan')):.0f} MiB (a spawned worker "
+        "counts the fork of this process before it starts). "
         f"{meta['trials']} trials, seeds {meta['seeds']}, fit options "
         f"{json.dumps(meta['fit_options']) if meta['fit_options'] else 'default'}; "
         f"{meta['machine']}, shared machine: wall times are context only."
