@@ -1,0 +1,661 @@
+"""Fidelity: the twin's derived quantities between coarse lines, over five seeds and six cases.
+
+Each case is a coarse measurement like the paper's (a handful of lines, 100–300 points a line,
+small noise) of one of the project's simulated materials (truth from the model on a fine grid),
+or ErCo2 against its fine-step experiment. The twin is fitted with default settings once per
+seed; linear, cubic-spline and thin-plate RBF interpolation of the same coarse points are the
+baselines. For every case the *derived* quantity a user computes is compared with the truth:
+
+- magnets: |ΔS_M| by the Maxwell relation at μ0H = 1, 2 and 5 T (ErCo2: 3 and 5 T), RMSE
+  over temperature, from a prediction on a fine field grid (0.05 T steps);
+- superconducting film: T_c(H) at R = R_n/2 at the fields between the measured ones, RMSE;
+- ARPES-like map: the intensity on the map's lines left out of the coarse scan, RMSE.
+
+Reported per case and quantity: the twin's RMSE (median and worst of the seeds), the baselines'
+RMSE, twin/linear and twin/best-baseline (median and worst), the seed spread (worst/best),
+coverage (the share of between-line points whose true value lies within ±2σ of the twin), the
+wall time of a fit, and the process's peak memory. Every number goes to a JSON file under
+benchmarks/_work/ (``--table FILE`` prints the table again from it).
+
+    python benchmarks/bench_fidelity.py                       # the benchmark: all cases, 5 seeds
+    python benchmarks/bench_fidelity.py --fast                # end-to-end check, NOT the benchmark
+    python benchmarks/bench_fidelity.py --cases fo-sharp --fit-options '{"ensemble_size": 15}'
+    python benchmarks/bench_fidelity.py --table benchmarks/_work/fidelity-....json
+
+A lever is measured by rerunning with other ``--fit-options`` (JSON, passed to
+:func:`fit_twin` and from there to ``DigitalTwin.fit``). The data of a case are the same for
+every seed (fixed noise draw): the seeds vary the twin only, so the baselines are computed once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import xarray as xr
+from _common import ERCO2_MASS_G, SHARED_DATA, erco2_coarse, erco2_fine, machine
+
+from bluesky_digitwin import DigitalTwin, SearchSpace, TrainConfig
+from bluesky_digitwin.analysis import (
+    LinearInterpolator,
+    RBFBaseline,
+    SplineInterpolator,
+    entropy_change,
+)
+from bluesky_digitwin.data import make_grid
+from bluesky_digitwin.sim import (
+    ArpesMap,
+    FirstOrderMagnet,
+    MovingTransitionMagnet,
+    SuperconductingFilm,
+    arpes_scan,
+    coarse_resistance,
+    isofield_scans,
+)
+
+WORK = Path(__file__).resolve().parent / "_work"
+OE_PER_T = 1e4
+#: Noise draw of every simulated coarse scan (the seeds vary the twin, not the data).
+DATA_SEED = 0
+BASELINES = ("linear", "cubic spline", "thin-plate RBF")
+
+
+class Predictor(Protocol):
+    """The twin and the baselines alike."""
+
+    def predict(self, points: Any, *, warn: bool = True) -> xr.Dataset: ...
+
+
+# --------------------------------------------------------------------------------------------
+# The twin: built here and only here, so that a lever is one more option
+# --------------------------------------------------------------------------------------------
+
+
+def fit_twin(
+    data: Any,
+    features: Sequence[str],
+    target: str,
+    *,
+    seed: int,
+    trials: int = 30,
+    workers: int | None = None,
+    **options: Any,
+) -> DigitalTwin:
+    """The twin of one case and seed: ``DigitalTwin.fit`` with ``options`` on top of defaults.
+
+    ``options`` come from ``--fit-options`` (JSON). ``train_config`` and ``space`` may be given
+    as objects of :class:`TrainConfig` / :class:`SearchSpace` fields; the rest go to
+    ``DigitalTwin.fit`` as they are.
+    """
+    options = dict(options)
+    if isinstance(options.get("train_config"), dict):
+        options["train_config"] = TrainConfig(**options["train_config"])
+    if isinstance(options.get("space"), dict):
+        options["space"] = SearchSpace(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in options["space"].items()}
+        )
+    return DigitalTwin.fit(
+        data, list(features), target, n_trials=trials, n_workers=workers, seed=seed, **options
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One coarse measurement, how its derived quantity is scored, and its between-line truth.
+
+    Attributes
+    ----------
+    name, description
+        Short key (``--cases``) and one line for the table's legend.
+    data, features, target
+        The coarse scan every model learns from.
+    units
+        Units of the derived quantity's RMSE.
+    score
+        A fitted model -> RMSE of the derived quantity against the truth, by quantity label.
+    between, between_truth
+        Points between the measured lines and the true (noiseless) target there: coverage.
+    notes
+        Said in the output (e.g. a map smaller than the paper's).
+    """
+
+    name: str
+    description: str
+    data: xr.Dataset
+    features: tuple[str, str]
+    target: str
+    units: str
+    score: Callable[[Predictor], dict[str, float]]
+    between: dict[str, np.ndarray]
+    between_truth: np.ndarray
+    notes: str = ""
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def fine_fields_oe(lowest_oe: float, highest_t: float) -> np.ndarray:
+    """The lowest measured field, then 0.05 T steps up to ``highest_t``, in Oe."""
+    steps = np.round(np.arange(0.05, highest_t + 1e-9, 0.05), 6) * OE_PER_T
+    return np.unique(np.concatenate([[lowest_oe], steps[steps > lowest_oe]]))
+
+
+def magnet_case(
+    name: str,
+    description: str,
+    material: FirstOrderMagnet | MovingTransitionMagnet,
+    fields_oe: Sequence[float],
+    temperatures: np.ndarray,
+    fine_temperatures: np.ndarray,
+    at_t: Sequence[float] = (1.0, 2.0, 5.0),
+    noise_emu: float = 1e-6,
+) -> Case:
+    """|ΔS_M| at ``at_t`` (T) from a prediction on a fine (H, T) grid, against the model's."""
+    data = isofield_scans(material, fields_oe, temperatures, noise=noise_emu, seed=DATA_SEED)
+    fields = fine_fields_oe(min(fields_oe), max(fields_oe) / OE_PER_T)
+    grid = make_grid(H=fields, T=fine_temperatures)
+    hh, tt = np.meshgrid(fields, fine_temperatures, indexing="ij")
+    true_m = xr.DataArray(
+        material.moment(tt, hh), dims=("H", "T"), coords={"H": fields, "T": fine_temperatures}
+    )
+    units = {"magnetization_units": "emu", "field_units": "Oe", "mass": material.mass_g}
+
+    def dsm(m: xr.DataArray) -> xr.DataArray:
+        return entropy_change(m.transpose("H", "T"), absolute=True, **units)
+
+    truth = dsm(true_m)
+
+    def score(model: Predictor) -> dict[str, float]:
+        predicted = dsm(model.predict(grid, warn=False)["M"])
+        return {
+            f"|ΔS_M| {b:g} T": rmse(predicted.sel(H=b).values, truth.sel(H=b).values) for b in at_t
+        }
+
+    off_line = ~np.isin(fields, np.asarray(fields_oe))
+    between = {"H": hh[off_line].ravel(), "T": tt[off_line].ravel()}
+    return Case(
+        name,
+        description,
+        data,
+        ("T", "H"),
+        "M",
+        "J/(kg K)",
+        score,
+        between,
+        material.moment(between["T"], between["H"]),
+    )
+
+
+def superconductor_case() -> Case:
+    """The paper's noisy R(T, H) (9 ragged sweeps); T_c(H) at R_n/2 between the sweeps."""
+    film = SuperconductingFilm()
+    data = coarse_resistance(seed=DATA_SEED, material=film)
+    measured = np.unique(data["H"].values)
+    sweeps = {
+        h: (
+            data["T"].values[data["H"].values == h].min(),
+            data["T"].values[data["H"].values == h].max(),
+        )
+        for h in measured
+    }
+    fields = fine_fields_oe(0.0, measured.max() / OE_PER_T)
+    fields = fields[~np.isin(fields, measured)]
+    step = 0.01
+    blocks = []
+    for h in fields:
+        # Where the data say to look: the overlap of the two neighbouring sweeps (each spans
+        # T_c ± 2 K of its own field, so the overlap holds T_c of every field between them).
+        lo_h, hi_h = measured[measured < h].max(), measured[measured > h].min()
+        lo = max(sweeps[lo_h][0], sweeps[hi_h][0])
+        hi = min(sweeps[lo_h][1], sweeps[hi_h][1])
+        blocks.append(np.arange(lo, hi + 1e-9, step))
+    T = np.concatenate(blocks)
+    H = np.concatenate([np.full(b.size, h) for h, b in zip(fields, blocks, strict=True)])
+    starts = np.cumsum([0, *[b.size for b in blocks]])
+    half = film.R_normal_ohm / 2
+
+    def tc_line(r: np.ndarray) -> np.ndarray:
+        # T_c at R_n/2 as (window start) + (grid steps below R_n/2): the crossing for a
+        # monotonic curve, and a noisy one's level set without picking one of its crossings.
+        return np.array(
+            [
+                T[starts[i]] + step * (np.sum(r[starts[i] : starts[i + 1]] < half) - 0.5)
+                for i in range(len(fields))
+            ]
+        )
+
+    truth_r = film.resistance(T, H)
+    truth = tc_line(truth_r)
+
+    def score(model: Predictor) -> dict[str, float]:
+        r = model.predict({"T": T, "H": H}, warn=False)["R"].values
+        return {"T_c(H) at R_n/2": rmse(tc_line(r), truth)}
+
+    return Case(
+        "superconductor",
+        f"noisy R(T, H) of a film (σ = {film.noise_ohm:g} Ω, R_n = {film.R_normal_ohm:g} Ω), "
+        f"{len(measured)} ragged sweeps 0–3 T, {data.sizes['point']} points; T_c(H) at R_n/2 "
+        f"on {len(fields)} fields between them (0.05 T grid)",
+        data,
+        ("T", "H"),
+        "R",
+        "K",
+        score,
+        {"T": T, "H": H},
+        truth_r,
+    )
+
+
+def arpes_case(n_primary: int) -> Case:
+    """The ARPES map with every other secondary line left out; those lines are predicted."""
+    arpes = ArpesMap()
+    (t0, t1), (p0, p1) = arpes.theta_range_deg, arpes.phi_range_deg
+    theta = np.linspace(t0, t1, n_primary)
+    lines = np.linspace(p0, p1, 31)  # the paper's 31 secondary angles, 1 deg apart
+    measured, unseen = lines[::2], lines[1::2]
+    data = arpes_scan(arpes, theta, measured, seed=DATA_SEED)
+    tt, pp = np.meshgrid(theta, unseen)
+    between = {"theta": tt.ravel(), "phi": pp.ravel()}
+    truth = arpes.intensity(between["theta"], between["phi"])
+
+    def score(model: Predictor) -> dict[str, float]:
+        return {"I on unseen lines": rmse(model.predict(between, warn=False)["I"].values, truth)}
+
+    return Case(
+        "arpes-lines",
+        f"ARPES-like map (Poisson counts), {len(measured)} of its 31 secondary lines (2° apart) "
+        f"x {n_primary} primary angles = {data.sizes['point']} points; the {len(unseen)} lines "
+        "left out predicted",
+        data,
+        ("theta", "phi"),
+        "I",
+        "counts",
+        score,
+        between,
+        truth,
+        notes=f"ARPES: {n_primary} primary angles a line, not the paper's 967 (time for 5 seeds)",
+    )
+
+
+def erco2_case() -> Case | None:
+    """ErCo2: coarse 8 fields, |ΔS_M| at 3 and 5 T against the fine-step experiment."""
+    if not (SHARED_DATA / "experimental" / "fine_step.csv").is_file():
+        return None
+    coarse, fine = erco2_coarse(), erco2_fine()
+    temperatures = np.unique(fine["T"].to_numpy())
+    fields = np.unique(fine["H"].to_numpy())
+    grid = make_grid(H=fields, T=temperatures)
+    units = {"magnetization_units": "emu", "field_units": "Oe", "mass": ERCO2_MASS_G}
+
+    def dsm(m: xr.DataArray) -> xr.DataArray:
+        return entropy_change(m.transpose("H", "T"), absolute=True, **units)
+
+    reference = dsm(fine.set_index(["H", "T"]).to_xarray()["M"])
+
+    def score(model: Predictor) -> dict[str, float]:
+        predicted = dsm(model.predict(grid, warn=False)["M"])
+        return {
+            f"|ΔS_M| {b:g} T": rmse(predicted.sel(H=b).values, reference.sel(H=b).values)
+            for b in (3.0, 5.0)
+        }
+
+    off_line = ~np.isin(fine["H"].to_numpy(), np.unique(coarse["H"].to_numpy()))
+    data = xr.Dataset(
+        {
+            k: ("point", coarse[k].to_numpy(), {"units": u})
+            for k, u in zip("THM", ("K", "Oe", "emu"), strict=True)
+        }
+    )
+    return Case(
+        "erco2",
+        "ErCo2 coarse set (8 fields, 808 points); |ΔS_M| against the fine-step experiment "
+        f"({fields.size} fields); coverage against the fine-step M at its "
+        f"{np.unique(fine['H'].to_numpy()[off_line]).size} fields not in the coarse set (a later "
+        "measurement of a degraded sample: not a noiseless truth)",
+        data,
+        ("T", "H"),
+        "M",
+        "J/(kg K)",
+        score,
+        {"T": fine["T"].to_numpy()[off_line], "H": fine["H"].to_numpy()[off_line]},
+        fine["M"].to_numpy()[off_line],
+    )
+
+
+def build_cases(names: Sequence[str], fast: bool) -> list[Case]:
+    erco2_fields = (100.0, 1e3, 5e3, 1e4, 2e4, 3e4, 4e4, 5e4)
+    builders: dict[str, Callable[[], Case | None]] = {
+        "erco2": erco2_case,
+        "fo-sharp": lambda: magnet_case(
+            "fo-sharp",
+            "first-order magnet, sharp (FirstOrderMagnet defaults, η = 2.5, T_C 34.7 K), "
+            "ErCo2's 8 fields 0.01–5 T x 101 temperatures 10–60 K = 808 points, σ = 1 µemu",
+            FirstOrderMagnet(),
+            erco2_fields,
+            np.linspace(10.0, 60.0, 101),
+            np.linspace(10.0, 60.0, 501),
+        ),
+        "fo-soft-gap": lambda: magnet_case(
+            "fo-soft-gap",
+            "first-order magnet, soft (η = 1.3, T_C 31.3 K), uneven fields 0.01, 0.25, 0.5, 1, "
+            "1.5, 3, 5 T (gaps of 1.5 and 2 T) x 151 temperatures 10–60 K = 1057 points, "
+            "σ = 1 µemu",
+            FirstOrderMagnet(eta=1.3, name="soft first-order magnet"),
+            (100.0, 2500.0, 5e3, 1e4, 1.5e4, 3e4, 5e4),
+            np.linspace(10.0, 60.0, 151),
+            np.linspace(10.0, 60.0, 501),
+        ),
+        "moving": lambda: magnet_case(
+            "moving",
+            "moving-transition magnet (Fe3Ga4-like, T_t = 68 K + 30 K/T), fields 0.01, 0.5, 1, "
+            "1.5, 2, 3, 4, 5 T x 161 temperatures 40–250 K = 1288 points, σ = 1 µemu",
+            MovingTransitionMagnet(),
+            (100.0, 5e3, 1e4, 1.5e4, 2e4, 3e4, 4e4, 5e4),
+            np.linspace(40.0, 250.0, 161),
+            np.linspace(40.0, 250.0, 841),
+        ),
+        "superconductor": superconductor_case,
+        "arpes-lines": lambda: arpes_case(121 if fast else 301),
+    }
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        sys.exit(f"unknown case(s) {unknown}; choose from {', '.join(builders)}")
+    cases = []
+    for name in names:
+        case = builders[name]()
+        if case is None:
+            print(f"# {name}: skipped, the shared data are not in {SHARED_DATA}", flush=True)
+        else:
+            cases.append(case)
+    return cases
+
+
+# --------------------------------------------------------------------------------------------
+# Running and tabling
+# --------------------------------------------------------------------------------------------
+
+
+def baselines(case: Case) -> dict[str, dict[str, float]]:
+    models = {
+        "linear": LinearInterpolator.fit(case.data, case.features, case.target),
+        "cubic spline": SplineInterpolator.fit(case.data, case.features, case.target),
+        "thin-plate RBF": RBFBaseline.fit(case.data, case.features, case.target, tune=False),
+    }
+    return {name: case.score(model) for name, model in models.items()}
+
+
+def coverage(twin: DigitalTwin, case: Case) -> float:
+    predicted = twin.predict(case.between, warn=False)
+    mean = predicted[case.target].values
+    std = predicted[f"{case.target}_std"].values
+    return float(np.mean(np.abs(case.between_truth - mean) <= 2 * std))
+
+
+def peak_memory_mib() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest finished child, MiB (Linux).
+
+    A child's peak includes the fork of this process that multiprocessing's spawn makes before
+    it runs a new interpreter, so it is at least this process's size at that moment.
+    """
+    return {
+        "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def run_case(case: Case, args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    base = baselines(case)
+    out: dict[str, Any] = {
+        "description": case.description,
+        "units": case.units,
+        "n_points": int(case.data.sizes["point"]),
+        "n_between": int(case.between_truth.size),
+        "notes": case.notes,
+        "baselines": base,
+        "baseline_seconds": time.perf_counter() - start,
+        "seeds": {},
+    }
+    print(f"# {case.name}: baselines {base} ({out['baseline_seconds']:.1f} s)", flush=True)
+    return out
+
+
+def run_seed(case: Case, seed: int, args: argparse.Namespace, options: dict[str, Any]) -> dict:
+    start = time.perf_counter()
+    twin = fit_twin(
+        case.data,
+        case.features,
+        case.target,
+        seed=seed,
+        trials=args.trials,
+        workers=args.workers,
+        **options,
+    )
+    fit_seconds = time.perf_counter() - start
+    search = twin.metadata.get("search", {})
+    record = {
+        "rmse": case.score(twin),
+        "coverage": coverage(twin, case),
+        "fit_seconds": fit_seconds,
+        "n_complete": search.get("n_complete"),
+        "n_pruned": search.get("n_pruned"),
+        "ensemble_size": twin.ensemble_size,
+        "validation_rmse": twin.validation_rmse,
+        "peak_memory_mib": peak_memory_mib(),
+    }
+    print(
+        f"# {case.name} seed {seed}: {record['rmse']} coverage {record['coverage']:.3f}, "
+        f"fit {fit_seconds:.1f} s",
+        flush=True,
+    )
+    return record
+
+
+def fmt(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The Markdown table of a results dict (as saved in the JSON)."""
+    meta = results["meta"]
+    lines = []
+    if meta.get("fast"):
+        lines.append(
+            "**FAST MODE: an end-to-end check, NOT the benchmark (few trials, one seed).**"
+        )
+        lines.append("")
+    lines.append(
+        "| case | quantity | twin median | twin worst | linear | spline | TPS RBF | "
+        "twin/linear median | worst | twin/best median | worst | spread | coverage median (min) "
+        "| fit s median (max) | seeds |"
+    )
+    lines.append("|" + "---|" * 15)
+    for name, case in results["cases"].items():
+        seeds = case["seeds"]
+        if not seeds:
+            continue
+        quantities = list(case["baselines"]["linear"])
+        cov = [s["coverage"] for s in seeds.values()]
+        secs = [s["fit_seconds"] for s in seeds.values()]
+        for i, q in enumerate(quantities):
+            twin = [s["rmse"][q] for s in seeds.values()]
+            b = {m: case["baselines"][m][q] for m in BASELINES}
+            best = min(b.values())
+            lin = b["linear"]
+            first = i == 0
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        name if first else "",
+                        f"{q} [{case['units']}]".replace("|", "\\|"),
+                        fmt(statistics.median(twin)),
+                        fmt(max(twin)),
+                        *(fmt(b[m]) for m in BASELINES),
+                        fmt(statistics.median(twin) / lin),
+                        fmt(max(twin) / lin),
+                        fmt(statistics.median(twin) / best),
+                        fmt(max(twin) / best),
+                        fmt(max(twin) / min(twin)) if min(twin) > 0 else "n/a",
+                        f"{statistics.median(cov):.3f} ({min(cov):.3f})" if first else "",
+                        f"{statistics.median(secs):.0f} ({max(secs):.0f})" if first else "",
+                        str(len(seeds)) if first else "",
+                    ]
+                )
+                + " |"
+            )
+    memory = results.get("peak_memory_mib", {})
+    lines.append("")
+    lines.append(
+        f"Peak memory (ru_maxrss): this process {memory.get('self', float('nan')):.0f} MiB, "
+        f"its largest child {memory.get('children', float('nan')):.0f} MiB (a spawned worker "
+        "counts the fork of this process before it starts). "
+        f"{meta['trials']} trials, seeds {meta['seeds']}, fit options "
+        f"{json.dumps(meta['fit_options']) if meta['fit_options'] else 'default'}; "
+        f"{meta['machine']}, shared machine: wall times are context only."
+    )
+    for name, case in results["cases"].items():
+        if case["seeds"]:
+            lines.append(f"- **{name}**: {case['description']}.")
+    missing = [n for n, c in results["cases"].items() if len(c["seeds"]) < len(meta["seeds"])]
+    if missing:
+        lines.append(
+            "- Not complete (seeds run / asked): "
+            + ", ".join(
+                f"{n} {len(results['cases'][n]['seeds'])}/{len(meta['seeds'])}" for n in missing
+            )
+        )
+    return "\n".join(lines)
+
+
+def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Results of several runs with the same settings (e.g. cases run side by side) as one."""
+    first = parts[0]["meta"]
+    for part in parts[1:]:
+        meta = part["meta"]
+        if (meta["trials"], meta["seeds"], meta["fit_options"], meta["fast"]) != (
+            first["trials"],
+            first["seeds"],
+            first["fit_options"],
+            first["fast"],
+        ):
+            sys.exit(f"cannot table runs with different settings together: {first} and {meta}")
+    cases: dict[str, Any] = {}
+    for part in parts:
+        # A case run in several files: the one with the most seeds.
+        for name, case in part["cases"].items():
+            if len(case["seeds"]) >= len(cases.get(name, {}).get("seeds", {})):
+                cases[name] = case
+    memory = {
+        key: max(p.get("peak_memory_mib", {}).get(key, float("nan")) for p in parts)
+        for key in ("self", "children")
+    }
+    return {"meta": first, "cases": cases, "peak_memory_mib": memory}
+
+
+ALL_CASES = ("erco2", "fo-sharp", "fo-soft-gap", "moving", "superconductor", "arpes-lines")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), help="cases to run")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=None, help="trials a fit (default 30)")
+    parser.add_argument("--workers", type=int, default=None, help="search workers a fit")
+    parser.add_argument(
+        "--fit-options",
+        default="{}",
+        help="JSON of DigitalTwin.fit options, e.g. "
+        '\'{"ensemble_size": 15, "train_config": {"patience": 50}}\'',
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="4 trials, seed 0, a smaller ARPES map: checks the script, is NOT the benchmark",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: _work/)")
+    parser.add_argument(
+        "--table", type=Path, nargs="+", default=None, help="print the table of JSON file(s)"
+    )
+    args = parser.parse_args()
+
+    if args.table is not None:
+        print(table(merge([json.loads(p.read_text()) for p in args.table])))
+        return
+    try:
+        options = json.loads(args.fit_options)
+    except json.JSONDecodeError as err:
+        sys.exit(f"--fit-options is not JSON ({err}); e.g. '{{\"ensemble_size\": 15}}'")
+    if not isinstance(options, dict):
+        sys.exit("--fit-options must be a JSON object, e.g. '{\"ensemble_size\": 15}'")
+    if args.fast:
+        args.trials = args.trials or 4
+        args.seeds = args.seeds[:1]
+    args.trials = args.trials or 30
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    path = args.out or WORK / f"fidelity-{stamp}{'-fast' if args.fast else ''}.json"
+
+    if args.fast:
+        print("# FAST MODE: an end-to-end check of the script, NOT the benchmark.", flush=True)
+    cases = build_cases(args.cases, args.fast)
+    results: dict[str, Any] = {
+        "meta": {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "started_utc": stamp,
+            "machine": machine(),
+            "fast": args.fast,
+            "trials": args.trials,
+            "workers": args.workers,
+            "seeds": args.seeds,
+            "fit_options": options,
+            "data_seed": DATA_SEED,
+        },
+        "cases": {},
+    }
+    print(f"# results: {path}", flush=True)
+    for case in cases:
+        if case.notes:
+            print(f"# {case.notes}", flush=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ragged edges, ranges: the same for every model
+            results["cases"][case.name] = run_case(case, args, options)
+        save(results, path)
+        for seed in args.seeds:
+            record = run_seed(case, seed, args, options)
+            results["cases"][case.name]["seeds"][str(seed)] = record
+            results["peak_memory_mib"] = peak_memory_mib()
+            save(results, path)
+    print(table(results))
+    print(f"\n# every number: {path}")
+
+
+if __name__ == "__main__":
+    main()
