@@ -48,7 +48,7 @@ import numpy as np
 import xarray as xr
 from _common import ERCO2_MASS_G, SHARED_DATA, erco2_coarse, erco2_fine, machine
 
-from bluesky_digitwin import DigitalTwin, SearchSpace, TrainConfig
+from bluesky_digitwin import DigitalTwin, EnsembleRecipe, SearchSpace, TrainConfig
 from bluesky_digitwin.analysis import (
     LinearInterpolator,
     RBFBaseline,
@@ -97,12 +97,15 @@ def fit_twin(
     """The twin of one case and seed: ``DigitalTwin.fit`` with ``options`` on top of defaults.
 
     ``options`` come from ``--fit-options`` (JSON). ``train_config`` and ``space`` may be given
-    as objects of :class:`TrainConfig` / :class:`SearchSpace` fields; the rest go to
+    as objects of :class:`TrainConfig` / :class:`SearchSpace` fields, ``ensemble`` as
+    :class:`EnsembleRecipe` fields (``{"retrain": false, "size": 5}`` is the paper's); the rest go to
     ``DigitalTwin.fit`` as they are.
     """
     options = dict(options)
     if isinstance(options.get("train_config"), dict):
         options["train_config"] = TrainConfig(**options["train_config"])
+    if isinstance(options.get("ensemble"), dict):
+        options["ensemble"] = EnsembleRecipe(**options["ensemble"])
     if isinstance(options.get("space"), dict):
         options["space"] = SearchSpace(
             **{k: tuple(v) if isinstance(v, list) else v for k, v in options["space"].items()}
