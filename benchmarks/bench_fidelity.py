@@ -98,8 +98,8 @@ def fit_twin(
 
     ``options`` come from ``--fit-options`` (JSON). ``train_config`` and ``space`` may be given
     as objects of :class:`TrainConfig` / :class:`SearchSpace` fields, ``ensemble`` as
-    :class:`EnsembleRecipe` fields (``{"retrain": false, "size": 5}`` is the paper's); the rest go to
-    ``DigitalTwin.fit`` as they are.
+    :class:`EnsembleRecipe` fields (``{"retrain": false, "size": 5}`` is the paper's); the
+    rest go to ``DigitalTwin.fit`` as they are.
     """
     options = dict(options)
     if isinstance(options.get("train_config"), dict):
