@@ -53,6 +53,8 @@ __all__ = [
     "EnsembleWarning",
     "OutsideRangeWarning",
     "TwinFileError",
+    "build_new_members",
+    "build_trial_members",
     "check_replaceable",
     "check_save_destination",
 ]
@@ -258,11 +260,11 @@ class DigitalTwin:
         try:
             trials = result.study.get_trials(deepcopy=False)
             if recipe.retrain:
-                members, member_meta, val_scaled = _train_members(
+                members, member_meta, val_scaled = build_new_members(
                     result, eligible, prepared, recipe, refit_epochs, train_config, space, seed
                 )
             else:
-                members, member_meta, val_scaled = _build_members(
+                members, member_meta, val_scaled = build_trial_members(
                     result, eligible[: recipe.size], prepared, refit_epochs, train_config
                 )
         finally:
@@ -659,7 +661,7 @@ def _metadata_problem(meta: Any) -> str | None:
     return None
 
 
-def _build_members(
+def build_trial_members(
     result: SearchResult,
     trials: Sequence[Any],
     data: TrainingData,
@@ -728,7 +730,7 @@ def _build_members(
     return members, meta, np.mean(validation, axis=0)
 
 
-def _train_members(
+def build_new_members(
     result: SearchResult,
     trials: Sequence[Any],
     data: TrainingData,
