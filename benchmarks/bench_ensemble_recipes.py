@@ -109,7 +109,11 @@ def main() -> None:
 
     print(f"# ErCo2 |ΔS_M| RMSE, J/(kg K), one search per seed — {machine()}")
     best = {f: min(results[b][f] for b in results) for f in FIELDS_T}
-    print("| recipe | " + " | ".join(f"{f:g} T median | worst | /best baseline" for f in FIELDS_T))
+    print(
+        "| recipe | "
+        + " | ".join(f"{f:g} T median | worst | /best baseline" for f in FIELDS_T)
+        + " |"
+    )
     print("|---" * (1 + 3 * len(FIELDS_T)) + "|")
     for name in RECIPES:
         cells = []
@@ -119,7 +123,7 @@ def main() -> None:
             cells.append(f"{statistics.median(values) / best[f]:.2f} ({max(values) / best[f]:.2f})")
         print(f"| {name} | " + " | ".join(cells) + " |")
     for name, r in results.items():
-        print(f"| {name} | " + " | ".join(f"{r[f]:.2f} | | " for f in FIELDS_T) + "|")
+        print(f"| {name} | " + " | ".join(f"{r[f]:.2f} | | " for f in FIELDS_T) + " |")
 
 
 if __name__ == "__main__":
