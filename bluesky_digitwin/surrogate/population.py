@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bluesky_digitwin.surrogate.training import TrainConfig, TrainResult, grappler_disabled
+from bluesky_digitwin.surrogate.training import (
+    TrainConfig,
+    TrainingArrays,
+    TrainResult,
+    grappler_disabled,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -126,17 +131,9 @@ def train_population(
             + ", ".join(str([w[1] for w in s[:-1]]) for s in shapes)
         )
 
-    x_train = np.asarray(x_train, np.float32)
-    y_train = np.asarray(y_train, np.float32).reshape(-1, 1)
-    n = x_train.shape[0]
-    unit, config = (config or TrainConfig()).in_real_epochs(n)
-    batch_size = int(max(1, min(batch_size, n)))
-    has_val = x_val is not None and y_val is not None and len(x_val) > 0
-    if has_val:
-        xv = tf.constant(np.asarray(x_val, np.float32))
-        yv = tf.constant(np.asarray(y_val, np.float32).reshape(-1, 1))
-    else:
-        xv, yv = tf.constant(x_train), tf.constant(y_train)
+    data = TrainingArrays.of(x_train, y_train, x_val, y_val, batch_size, config)
+    x_train, y_train, xv, yv = data.x, data.y, tf.constant(data.x_val), tf.constant(data.y_val)
+    n, unit, config, batch_size = len(data.x), data.unit, data.config, data.batch_size
 
     n_layers = len(shapes[0])
     # Stacked weights: kernels (k, in, out), biases (k, 1, out); one Adam state per variable.

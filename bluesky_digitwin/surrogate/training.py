@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["TrainConfig", "TrainResult", "grappler_disabled", "train"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingArrays", "grappler_disabled", "train"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,41 @@ class TrainResult:
     learning_rates: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TrainingArrays:
+    """Data and recipe as a training loop uses them: float32, the target as a column, epochs
+    counted as ``TrainConfig.reference_points`` says, the batch no larger than the data, and
+    the training points standing in for a validation set that was not given."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    batch_size: int
+    unit: float
+    config: TrainConfig
+
+    @classmethod
+    def of(
+        cls,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray | None,
+        y_val: np.ndarray | None,
+        batch_size: int,
+        config: TrainConfig | None,
+    ) -> TrainingArrays:
+        x = np.asarray(x_train, np.float32)
+        y = np.asarray(y_train, np.float32).reshape(-1, 1)
+        unit, config = (config or TrainConfig()).in_real_epochs(len(x))
+        if x_val is not None and y_val is not None and len(x_val) > 0:
+            xv = np.asarray(x_val, np.float32)
+            yv = np.asarray(y_val, np.float32).reshape(-1, 1)
+        else:
+            xv, yv = x, y
+        return cls(x, y, xv, yv, int(max(1, min(batch_size, len(x)))), unit, config)
+
+
 # Called after each chunk with (epochs done, best loss so far); returning True stops training.
 StopCheck = Callable[[int, float], bool]
 
@@ -156,17 +191,9 @@ def train(
     """
     from bluesky_digitwin._tf import keras, tf  # TensorFlow loads only when training starts
 
-    x_train = np.asarray(x_train, np.float32)
-    y_train = np.asarray(y_train, np.float32).reshape(-1, 1)
-    n = x_train.shape[0]
-    unit, config = (config or TrainConfig()).in_real_epochs(n)
-    batch_size = int(max(1, min(batch_size, n)))
-    has_val = x_val is not None and y_val is not None and len(x_val) > 0
-    if has_val:
-        xv = tf.constant(np.asarray(x_val, np.float32))
-        yv = tf.constant(np.asarray(y_val, np.float32).reshape(-1, 1))
-    else:
-        xv, yv = tf.constant(x_train), tf.constant(y_train)
+    data = TrainingArrays.of(x_train, y_train, x_val, y_val, batch_size, config)
+    x_train, y_train, xv, yv = data.x, data.y, tf.constant(data.x_val), tf.constant(data.y_val)
+    n, unit, config, batch_size = len(data.x), data.unit, data.config, data.batch_size
 
     n_batches = math.ceil(n / batch_size)
     # The learning rate is a variable that Python lowers between chunks, at an epoch boundary.
