@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin import DigitalTwin, TrainConfig
+from bluesky_digitwin import DigitalTwin, TrainConfig, TwinNotBetterWarning
 from bluesky_digitwin.cli import ProgressLine
 
 #: The paper's published data (no licence: read in place, never copied into the repository).
@@ -147,19 +148,22 @@ def fit_twin(
     import bluesky_digitwin._tf  # noqa: F401
 
     progress = ProgressLine("search", quiet=args.quiet)
-    twin = DigitalTwin.fit(
-        data,
-        features,
-        target,
-        n_trials=trials,
-        n_workers=1 if args.fast and args.workers is None else args.workers,
-        ensemble_size=3 if args.fast else 5,
-        seed=args.seed,
-        train_config=TrainConfig(max_epochs=FAST_EPOCHS) if args.fast else TrainConfig(),
-        refit_epochs=10 if args.fast else 30,
-        provenance={"source": data.attrs.get("source"), "example": Path(args.out).name},
-        progress=progress,
-    )
+    with warnings.catch_warnings():
+        # Said in the summary below, with the numbers, rather than as a bare warning.
+        warnings.simplefilter("ignore", TwinNotBetterWarning)
+        twin = DigitalTwin.fit(
+            data,
+            features,
+            target,
+            n_trials=trials,
+            n_workers=1 if args.fast and args.workers is None else args.workers,
+            ensemble_size=3 if args.fast else 5,
+            seed=args.seed,
+            train_config=TrainConfig(max_epochs=FAST_EPOCHS) if args.fast else TrainConfig(),
+            refit_epochs=10 if args.fast else 30,
+            provenance={"source": data.attrs.get("source"), "example": Path(args.out).name},
+            progress=progress,
+        )
     progress.done()
     search = twin.metadata["search"]
     unit = twin.units.get(target, "")
@@ -170,6 +174,8 @@ def fit_twin(
         f"fitted in {time.perf_counter() - start:.0f} s"
         + (" [--fast: a tiny search; expect a rough twin]" if args.fast else "")
     )
+    if twin.holdout is not None:
+        say(twin.holdout.summary(unit))
     return twin
 
 
