@@ -171,7 +171,11 @@ def test_a_script_without_a_main_guard_searches_on_two_workers(tmp_path):
     # TensorFlow start-up chatter.
     for text in ("Traceback", "exited with an error", "oneDNN", "cuInit", "cuda", "TensorFlow"):
         assert text not in stderr
-    assert [line for line in stderr.splitlines() if not OPTUNA_LINE.match(line)] == []
+    # A twin this tiny may also be told, as a warning, that it is no better than interpolation.
+    lines = stderr.splitlines()
+    told = [i for i, line in enumerate(lines) if "TwinNotBetterWarning" in line]
+    lines = [line for i, line in enumerate(lines) if i not in told and i - 1 not in told]
+    assert [line for line in lines if not OPTUNA_LINE.match(line)] == []
     # Both processes trained trials: the script's own and one worker.
     study = optuna.load_study(study_name="plain", storage=open_storage(tmp_path / "search.journal"))
     pids = {t.user_attrs["worker"]["pid"] for t in study.trials if "worker" in t.user_attrs}

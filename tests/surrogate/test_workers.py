@@ -218,7 +218,9 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(data, tmp_path):
     assert after[lost].state.name == "FAIL"
     retries = [t for t in after.values() if t.system_attrs.get("failed_trial") == lost]
     assert len(retries) == 1
-    assert retries[0].params == before[lost].params
+    # Killed while it was being asked for its hyperparameters, a trial has recorded only some:
+    # the retry keeps those and draws the rest.
+    assert {k: retries[0].params[k] for k in before[lost].params} == before[lost].params
     assert retries[0].state.name == "COMPLETE"
     # And the search reached its five trials, the failure of the killed one not counted.
     study = optuna.load_study(study_name="resume", storage=open_storage(journal))
