@@ -763,7 +763,7 @@ def _grid_points(model: Any, features: list[str], mce: dict[str, Any]):
     """A dense grid over the learned range: 201 temperatures, 0.1 T field steps."""
     import numpy as np
 
-    from bluesky_digitwin.analysis.steps import _axis_grid
+    from bluesky_digitwin.analysis.steps import axis_grid
     from bluesky_digitwin.analysis.units import field_to_tesla
     from bluesky_digitwin.data import make_grid
 
@@ -772,7 +772,7 @@ def _grid_points(model: Any, features: list[str], mce: dict[str, Any]):
     per_tesla = 1.0 / float(field_to_tesla(1.0, mce["options"]["field_units"]))
     grid = make_grid(
         **{
-            mce["field"]: _axis_grid(lo_h, hi_h, 0.1 * per_tesla),
+            mce["field"]: axis_grid(lo_h, hi_h, 0.1 * per_tesla),
             mce["temperature"]: np.linspace(lo_t, hi_t, 201),
         }
     )

@@ -154,9 +154,9 @@ def artifact_dir_for(storage: StorageLike) -> Path | None:
     if not isinstance(storage, (str, os.PathLike)):
         return None
     # The search's own rule, kept in one place: beside a journal, or the user cache.
-    from bluesky_digitwin.surrogate.search import _default_artifact_dir
+    from bluesky_digitwin.surrogate.search import default_artifact_dir
 
-    directory = _default_artifact_dir(os.fspath(storage))
+    directory = default_artifact_dir(os.fspath(storage))
     return directory if directory.is_dir() else None
 
 

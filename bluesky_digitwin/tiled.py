@@ -365,7 +365,7 @@ def _given_api_key(uri: str | None, profile: str | None, api_key: str | None) ->
     return os.environ.get(API_KEY_ENV)
 
 
-def _open(uri: str | None, profile: str | None, api_key: str | None) -> Any:
+def open_node(uri: str | None, profile: str | None, api_key: str | None) -> Any:
     """A Tiled client of the node at ``uri`` or of ``profile``; errors made clear."""
     where = redact(uri) if uri is not None else f"profile {profile!r}"
     # Without an explicit key, Tiled's client takes one from the URI's query, the profile, or
@@ -488,7 +488,7 @@ class TwinCatalog:
                 f"give exactly one of uri, profile or node (got {', '.join(given) or 'none'})"
             )
         if node is None:
-            node = _open(uri, profile, api_key)
+            node = open_node(uri, profile, api_key)
         elif api_key is not None:
             raise DigitwinInputError("api_key goes with uri or profile; a node has its key")
         try:

@@ -161,14 +161,14 @@ def suggested_lines(
         Units of the axis if the twin records none (as given to :func:`suggest_step`).
     """
     # The same unit conversion and line placement as the suggestion itself used.
-    from bluesky_digitwin.analysis.steps import _axis_grid, _conversion
+    from bluesky_digitwin.analysis.steps import axis_conversion, axis_grid
 
     if suggestion.step is None:
         raise ValueError(f"the suggestion has no step: {suggestion.message}")
     units = axis_units or twin.units.get(suggestion.axis) or None
-    to_axis = _conversion(suggestion.units or None, units, suggestion.axis)
+    to_axis = axis_conversion(suggestion.units or None, units, suggestion.axis)
     lo, hi = twin.ranges[suggestion.axis]
-    return _axis_grid(lo, hi, suggestion.step * to_axis)
+    return axis_grid(lo, hi, suggestion.step * to_axis)
 
 
 @plan

@@ -448,7 +448,7 @@ def suggest_step(
 
     defaulted = candidates is None
     candidates, c_units = _default_candidates(candidates, candidate_units, a_units, hi - lo)
-    to_axis = _conversion(c_units, a_units, axis)
+    to_axis = axis_conversion(c_units, a_units, axis)
     steps = _check_candidates(candidates)
 
     if field_change is not None and quantity != "magnetocaloric":
@@ -494,7 +494,7 @@ def suggest_step(
         )
 
     def run(step: float) -> tuple[np.ndarray, xr.DataArray, list[xr.DataArray]]:
-        grid = _axis_grid(lo, hi, step * to_axis)
+        grid = axis_grid(lo, hi, step * to_axis)
         members = _simulate(twin, target, axis, grid, over_grid, a_units)
         label = f"{step:g}{unit}"
         mean = _call(evaluate, members.mean("member", keep_attrs=True), name, label)
@@ -601,7 +601,7 @@ def _default_candidates(
     return [f * span for f in DEFAULT_SPAN_FRACTIONS], axis_units
 
 
-def _conversion(candidate_units: str | None, axis_units: str | None, axis: str) -> float:
+def axis_conversion(candidate_units: str | None, axis_units: str | None, axis: str) -> float:
     """How many axis units one candidate unit is."""
     if candidate_units is None or (
         axis_units is not None and normalize_unit(candidate_units) == normalize_unit(axis_units)
@@ -641,7 +641,7 @@ def _check_candidates(candidates: Any) -> np.ndarray:
     return steps
 
 
-def _axis_grid(lo: float, hi: float, step: float) -> np.ndarray:
+def axis_grid(lo: float, hi: float, step: float) -> np.ndarray:
     """``lo, lo + step, ...`` up to ``hi``, ending exactly at ``hi`` (a shorter last step if
     the steps do not land on it; one within 0.1 % of a step counts as landing)."""
     n = math.floor((hi - lo) / step + 1e-3)

@@ -336,7 +336,7 @@ def open_storage(
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def _default_artifact_dir(storage: str | os.PathLike | Any) -> Path:
+def default_artifact_dir(storage: str | os.PathLike | Any) -> Path:
     if isinstance(storage, (str, os.PathLike)) and "://" not in os.fspath(storage):
         return Path(os.fspath(storage) + ".artifacts")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -668,7 +668,7 @@ def run_search(
             storage = tmp_root / "journal.log"
             artifact_dir = tmp_root / "artifacts"
         else:
-            artifact_dir = _default_artifact_dir(storage)
+            artifact_dir = default_artifact_dir(storage)
         storage_obj = open_storage(storage, heartbeat_interval=heartbeat_interval)
         storage_text = (
             redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "object"

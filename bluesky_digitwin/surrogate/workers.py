@@ -138,10 +138,10 @@ def _load_split(study: optuna.Study, record: Mapping[str, Any], store: Any) -> S
             with np.load(path, allow_pickle=False) as arrays:
                 return SplitData(**{k: arrays[k] for k in arrays.files}, scaling=scaling)
     if data["kind"] == "tiled":
-        from bluesky_digitwin.tiled import _open, read_runs
+        from bluesky_digitwin.tiled import open_node, read_runs
 
         # The API key comes from TILED_API_KEY or the user's profile, as for every client.
-        node = _open(data["uri"], None, None)
+        node = open_node(data["uri"], None, None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the coordinator has warned about these data
             table = read_runs(
