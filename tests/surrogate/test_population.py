@@ -26,16 +26,10 @@ def _models():
     return [build_mlp(2, 2, 12, l2=l2, seed=seed) for _, l2, seed in MEMBERS]
 
 
-def test_population_matches_training_one_by_one():
-    x, y, xv, yv = _data()
-    alone = _models()
-    alone_results = [
-        train(m, x, y, xv, yv, batch_size=16, learning_rate=lr, config=CONFIG, seed=seed)
-        for m, (lr, _, seed) in zip(alone, MEMBERS, strict=True)
-    ]
-    together = _models()
-    together_results = train_population(
-        together,
+def _train_members_together(models, x, y, xv, yv, **options):
+    """The MEMBERS' learning rates and seeds, as one population."""
+    return train_population(
+        models,
         x,
         y,
         xv,
@@ -44,7 +38,19 @@ def test_population_matches_training_one_by_one():
         learning_rates=[lr for lr, _, _ in MEMBERS],
         seeds=[seed for _, _, seed in MEMBERS],
         config=CONFIG,
+        **options,
     )
+
+
+def test_population_matches_training_one_by_one():
+    x, y, xv, yv = _data()
+    alone = _models()
+    alone_results = [
+        train(m, x, y, xv, yv, batch_size=16, learning_rate=lr, config=CONFIG, seed=seed)
+        for m, (lr, _, seed) in zip(alone, MEMBERS, strict=True)
+    ]
+    together = _models()
+    together_results = _train_members_together(together, x, y, xv, yv)
     grid = np.random.default_rng(1).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
     for a, b, ra, rb in zip(alone, together, alone_results, together_results, strict=True):
         assert rb.best_epoch == ra.best_epoch
@@ -65,18 +71,7 @@ def test_members_stop_on_their_own():
         calls.append((epochs, active.copy()))
         return [False, True, False]
 
-    results = train_population(
-        models,
-        x,
-        y,
-        xv,
-        yv,
-        batch_size=16,
-        learning_rates=[lr for lr, _, _ in MEMBERS],
-        seeds=[seed for _, _, seed in MEMBERS],
-        config=CONFIG,
-        should_stop=prune_second,
-    )
+    results = _train_members_together(models, x, y, xv, yv, should_stop=prune_second)
     assert results[1].stopped_by == "pruned"
     assert results[1].epochs_run == 5
     assert results[0].epochs_run > 5
