@@ -256,6 +256,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             n_workers=args.workers,
             ensemble_size=args.ensemble,
             ensemble=EnsembleRecipe.paper() if args.paper_ensemble else None,
+            space=args.space,
+            monotonic=args.monotonic,
             seed=args.seed,
             storage=args.storage,
             study_name=args.study,
@@ -376,6 +378,37 @@ def _check_search_options(args: argparse.Namespace) -> None:
             "--workers 0 waits for workers elsewhere: give the --storage they share (a database "
             "URL) and the --study NAME they join"
         )
+    args.monotonic = _parse_monotonic(args.monotonic, args.features)
+    if args.activations is not None:
+        from bluesky_digitwin.surrogate.search import SearchSpace
+
+        try:
+            args.space = SearchSpace(activations=tuple(args.activations))
+        except DigitwinInputError as exc:
+            raise DigitwinInputError(f"--activations: {exc}") from None
+    else:
+        args.space = None
+
+
+def _parse_monotonic(items: list[str] | None, features: list[str]) -> dict[str, str] | None:
+    """``["H=increasing"]`` as ``{"H": "increasing"}``, checked against the features."""
+    if not items:
+        return None
+    from bluesky_digitwin.twin import monotonic_pairs
+
+    stated = {}
+    for item in items:
+        name, sep, direction = item.partition("=")
+        if not sep or not name or not direction:
+            raise DigitwinInputError(
+                f"--monotonic takes FEATURE=increasing or FEATURE=decreasing, got {item!r}"
+            )
+        stated[name] = direction
+    try:
+        monotonic_pairs(stated, features)
+    except DigitwinInputError as exc:
+        raise DigitwinInputError(f"--monotonic: {exc}") from None
+    return stated
 
 
 def _artifact_store(directory: str | None) -> Any:
@@ -1018,6 +1051,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--paper-ensemble",
         action="store_true",
         help="the twin is the best trials' own networks (the paper's way; 5 unless --ensemble)",
+    )
+    fit.add_argument(
+        "--activations",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="hidden-layer activations the search chooses from (relu; also silu, tanh, "
+        "softplus, gelu)",
+    )
+    fit.add_argument(
+        "--monotonic",
+        nargs="+",
+        default=None,
+        metavar="FEATURE=DIRECTION",
+        help="shape knowledge: the target is increasing or decreasing in FEATURE, e.g. "
+        "H=increasing",
     )
     fit.add_argument("--out", required=True, help="directory to save the twin in")
     tiled = fit.add_argument_group(

@@ -140,6 +140,7 @@ class DigitalTwin:
         data_source: Mapping[str, Any] | None = None,
         heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
         artifact_store: Any = None,
+        monotonic: Mapping[str, str] | None = None,
     ) -> DigitalTwin:
         """Learn ``target`` as a function of ``features`` and return the twin.
 
@@ -200,6 +201,11 @@ class DigitalTwin:
             stored in the study), their heartbeat on a database storage, and where trial
             models go (an Optuna artifact store; by default a directory beside a journal, or
             the user cache for a database).
+        monotonic
+            Shape knowledge, by feature: ``"increasing"`` or ``"decreasing"``, e.g.
+            ``{"H": "increasing"}`` for a magnetisation that grows with field. Every network
+            (search trials and the twin's members) is then penalised where its slope has the
+            other sign, also between the measured lines (``TrainConfig.monotonic``).
         """
         if ensemble_size is not None and ensemble_size < 1:
             raise DigitwinInputError(f"ensemble_size must be at least 1, got {ensemble_size}")
@@ -216,6 +222,10 @@ class DigitalTwin:
         if units:
             prepared.units.update({k: str(v) for k, v in units.items() if k in prepared.units})
         train_config = train_config or TrainConfig()
+        if monotonic:
+            train_config = replace(
+                train_config, monotonic=monotonic_pairs(monotonic, prepared.features)
+            )
         result = run_search(
             prepared,
             n_trials=n_trials,
@@ -307,6 +317,7 @@ class DigitalTwin:
                 "ensemble": asdict(recipe),
                 "space": asdict(space or SearchSpace()),
                 "train_config": asdict(train_config),
+                "monotonic": dict(monotonic or {}),
             },
             "data": {
                 "sha256": prepared.sha256(),
@@ -661,6 +672,43 @@ def _metadata_problem(meta: Any) -> str | None:
     return None
 
 
+#: How a user states the direction of a monotonic feature, and its sign.
+MONOTONIC_DIRECTIONS = {"increasing": 1, "decreasing": -1}
+
+
+def monotonic_pairs(
+    monotonic: Mapping[str, str], features: Sequence[str]
+) -> tuple[tuple[int, int], ...]:
+    """``{"H": "increasing"}`` as ``TrainConfig.monotonic``'s (feature index, sign) pairs.
+
+    Raises
+    ------
+    DigitwinInputError
+        A feature that is not one of ``features``, or a direction that is neither
+        ``"increasing"`` nor ``"decreasing"``.
+    """
+    if not isinstance(monotonic, Mapping):
+        raise DigitwinInputError(
+            f"monotonic must map feature names to 'increasing' or 'decreasing', e.g. "
+            f"{{'H': 'increasing'}}; got {type(monotonic).__name__}"
+        )
+    pairs = []
+    for name, direction in monotonic.items():
+        if name not in features:
+            raise DigitwinInputError(
+                f"monotonic names {name!r}, which is not a feature of this twin; the features "
+                f"are {', '.join(map(str, features))}"
+            )
+        sign = MONOTONIC_DIRECTIONS.get(str(direction).strip().lower())
+        if sign is None:
+            raise DigitwinInputError(
+                f"monotonic direction of {name!r} must be 'increasing' or 'decreasing', "
+                f"got {direction!r}"
+            )
+        pairs.append((list(features).index(name), sign))
+    return tuple(pairs)
+
+
 def build_trial_members(
     result: SearchResult,
     trials: Sequence[Any],
@@ -706,11 +754,11 @@ def build_trial_members(
                     y_all,
                     batch_size=int(params["batch_size"]),
                     learning_rate=float(params["learning_rate"]) / train_config.lr_drop_factor,
-                    config=TrainConfig(
+                    config=replace(
+                        train_config,
                         max_epochs=refit_epochs,
                         patience=refit_epochs,
                         lr_drop_epoch=refit_epochs,
-                        chunk_epochs=train_config.chunk_epochs,
                     ),
                     seed=int(trial.user_attrs.get("seed", trial.number)) + 1,
                 )

@@ -89,6 +89,26 @@ def test_predict_writes_grid_columns_plus_target_and_std(fitted, tmp_path, capsy
             "expected a number >= 1",
         ),
         (["fit", "{data}", "--target", "y", "--out", "{tmp}/o"], "--features"),
+        (
+            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
+            + ["--activations", "relu", "swish2"],
+            "--activations: unknown activation 'swish2'; choose from relu, silu",
+        ),
+        (
+            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
+            + ["--monotonic", "T=increasing"],
+            "--monotonic: monotonic names 'T', which is not a feature of this twin",
+        ),
+        (
+            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
+            + ["--monotonic", "h=up"],
+            "must be 'increasing' or 'decreasing', got 'up'",
+        ),
+        (
+            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
+            + ["--monotonic", "h"],
+            "--monotonic takes FEATURE=increasing or FEATURE=decreasing, got 'h'",
+        ),
         (["predict", "{tmp}", "{data}", "--out", "{tmp}/p.csv"], "holds no saved twin"),
         (["predict", "{twin}", "{tmp}/none.csv", "--out", "{tmp}/p.csv"], "file not found"),
     ],

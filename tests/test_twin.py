@@ -266,6 +266,36 @@ def test_bad_ensemble_size():
         DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble=EnsembleRecipe(size=0))
 
 
+def test_bad_shape_knowledge_and_activations_are_one_clear_error_each():
+    table = smooth_table()
+    with pytest.raises(DigitwinInputError, match="'T', which is not a feature"):
+        DigitalTwin.fit(table, ["x", "h"], "y", monotonic={"T": "increasing"})
+    with pytest.raises(DigitwinInputError, match="'increasing' or 'decreasing', got 'up'"):
+        DigitalTwin.fit(table, ["x", "h"], "y", monotonic={"h": "up"})
+    with pytest.raises(DigitwinInputError, match="unknown activation 'sigmoidal'"):
+        SearchSpace(activations=("relu", "sigmoidal"))
+    with pytest.raises(DigitwinInputError, match="non-empty tuple"):
+        SearchSpace(activations="silu")
+
+
+@pytest.mark.filterwarnings("ignore::bluesky_digitwin.holdout.TwinNotBetterWarning")
+def test_stated_shape_and_smooth_activations_reach_every_network():
+    twin = DigitalTwin.fit(
+        smooth_table(),
+        ["x", "h"],
+        "y",
+        n_trials=2,
+        ensemble_size=2,
+        seed=0,
+        monotonic={"h": "Increasing"},
+        **{**FAST, "space": SearchSpace(n_layers=(2, 2), n_units=(8, 16), activations=("silu",))},
+    )
+    search = twin.metadata["search"]
+    assert search["monotonic"] == {"h": "Increasing"}
+    assert [list(pair) for pair in search["train_config"]["monotonic"]] == [[1, 1]]
+    assert {m["params"]["activation"] for m in twin.metadata["members"]} == {"silu", "relu"}
+
+
 def _without(key):
     def change(meta):
         del meta[key]

@@ -15,7 +15,7 @@ early stopping on the held-out points, then refitted briefly on all points.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +41,12 @@ __all__ = [
 #: The reference network: wide and shallow, at a moderate learning rate. On ErCo2 its members
 #: gave |ΔS_M| RMSE 1.0-1.6 J/(kg K) where the search's usual pick (7 narrow layers near the
 #: top of the learning-rate range, chosen on pointwise error) gave 1.2-3.5 (benchmarks/).
-REFERENCE_CONFIGURATION: dict[str, Any] = {"n_layers": 3, "n_units": 200, "learning_rate": 1e-3}
+REFERENCE_CONFIGURATION: dict[str, Any] = {
+    "n_layers": 3,
+    "n_units": 200,
+    "learning_rate": 1e-3,
+    "activation": "relu",
+}
 
 
 @dataclass(frozen=True)
@@ -167,12 +172,11 @@ def train_members(
 
     x_all = np.concatenate([split.x_train, split.x_val])
     y_all = np.concatenate([split.y_train, split.y_val])
-    refit = TrainConfig(
+    refit = replace(
+        train_config,
         max_epochs=max(refit_epochs, 1),
         patience=max(refit_epochs, 1),
         lr_drop_epoch=max(refit_epochs, 1),
-        chunk_epochs=train_config.chunk_epochs,
-        reference_points=train_config.reference_points,
     )
     members: list[Member] = []
     validation = []
@@ -185,6 +189,7 @@ def train_members(
                 int(params["n_units"]),
                 l2=float(params.get("l2", 0.0)),
                 dropout=float(params.get("dropout", 0.0)),
+                activation=str(params.get("activation", "relu")),
                 seed=s,
             )
             for s in seeds

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bluesky_digitwin.data import DigitwinInputError
+
 if TYPE_CHECKING:
     import keras
 
@@ -63,6 +65,21 @@ class Scaling:
         )
 
 
+#: Hidden-layer activations a network may use, by Keras name. ReLU is the paper's; the smooth
+#: ones give a network whose derivative (what |ΔS_M| integrates) is smooth rather than
+#: piecewise constant.
+ACTIVATIONS: tuple[str, ...] = ("relu", "silu", "tanh", "softplus", "gelu")
+
+
+def check_activation(activation: str) -> str:
+    """Return ``activation`` if it is one of :data:`ACTIVATIONS`, else raise one clear error."""
+    if activation not in ACTIVATIONS:
+        raise DigitwinInputError(
+            f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}"
+        )
+    return activation
+
+
 def build_mlp(
     n_features: int,
     n_layers: int,
@@ -70,6 +87,7 @@ def build_mlp(
     *,
     l2: float = 0.0,
     dropout: float = 0.0,
+    activation: str = "relu",
     seed: int | None = None,
     name: str = "mlp",
 ) -> keras.Model:
@@ -85,11 +103,14 @@ def build_mlp(
         L2 penalty on the hidden kernels (0 for none).
     dropout
         Dropout rate after each hidden layer (0 for none).
+    activation
+        Of the hidden layers, one of :data:`ACTIVATIONS`.
     seed
         Seed of the weight initialisers, so a trial is repeatable.
     """
     from bluesky_digitwin._tf import keras  # TensorFlow loads only when a network is built
 
+    check_activation(activation)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
     inputs = keras.Input(shape=(n_features,), name="scaled_coordinates")
     h = inputs
@@ -97,8 +118,13 @@ def build_mlp(
         init_seed = None if seed is None else seed * 1000 + i
         h = keras.layers.Dense(
             n_units,
-            activation="relu",
-            kernel_initializer=keras.initializers.HeUniform(seed=init_seed),
+            activation=activation,
+            # He initialisation suits the ReLU family; tanh keeps Glorot's.
+            kernel_initializer=(
+                keras.initializers.GlorotUniform(seed=init_seed)
+                if activation == "tanh"
+                else keras.initializers.HeUniform(seed=init_seed)
+            ),
             kernel_regularizer=regularizer,
             name=f"hidden_{i}",
         )(h)

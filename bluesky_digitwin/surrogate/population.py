@@ -30,12 +30,14 @@ from bluesky_digitwin.surrogate.training import (
     TrainingArrays,
     TrainResult,
     grappler_disabled,
+    slope_penalty,
+    slope_points,
 )
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["PopulationStopCheck", "dense_layers", "train_population"]
+__all__ = ["PopulationStopCheck", "activation_name", "dense_layers", "train_population"]
 
 #: Called after each chunk with (epochs done, best loss of each member, still training); returns
 #: a bool per member, True to stop that member (an Optuna pruner's verdict, for example).
@@ -68,6 +70,13 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
             )
         layers.append(layer)
     return layers
+
+
+def activation_name(layer: keras.layers.Dense) -> str:
+    """The Keras name of a Dense layer's activation (``"relu"``, ``"silu"``, ...)."""
+    from bluesky_digitwin._tf import keras
+
+    return str(keras.activations.serialize(layer.activation))
 
 
 def _layer_l2(layer: Any) -> float:
@@ -130,6 +139,13 @@ def train_population(
             "the networks of a population must have the same depth and width; got "
             + ", ".join(str([w[1] for w in s[:-1]]) for s in shapes)
         )
+    activations = {activation_name(layers[0]) for layers in stacks}
+    if len(activations) > 1:
+        raise ValueError(
+            "the networks of a population must share one activation; got "
+            + ", ".join(sorted(activations))
+        )
+    hidden_activation = stacks[0][0].activation
 
     data = TrainingArrays.of(x_train, y_train, x_val, y_val, batch_size, config)
     x_train, y_train, xv, yv = data.x, data.y, tf.constant(data.x_val), tf.constant(data.y_val)
@@ -164,7 +180,7 @@ def train_population(
         for i in range(n_layers):
             h = tf.matmul(h, kernels[i]) + biases[i]
             if i < n_layers - 1:
-                h = tf.nn.relu(h)
+                h = hidden_activation(h)
         return h
 
     x_all = tf.constant(x_train)
@@ -175,6 +191,9 @@ def train_population(
     mask = tf.constant((np.arange(padded) < n).astype(np.float32).reshape(n_batches, batch_size, 1))
     seed_pairs = [tf.constant([int(s), 0], dtype=tf.int64) for s in seeds]
     xv_batch, yv_batch = xv[None], yv[None]
+    directions = tf.constant(data.directions)
+    monotonic = bool(config.monotonic)
+    low, high = tf.constant(data.x.min(axis=0)), tf.constant(data.x.max(axis=0))
 
     def run_chunk(first_epoch, n_epochs, active):
         # active: (k,) 1.0 for members still training; the others stay exactly as they are.
@@ -199,6 +218,14 @@ def train_population(
                     if has_regularization:
                         for c, w in zip(l2, kernels, strict=True):
                             loss += tf.reduce_sum(c * tf.square(w))
+                    if monotonic:
+                        step = epoch * n_batches + tf.cast(b, tf.int64)
+                        points = tf.stack(
+                            [slope_points(tf, p, step, batch_size, low, high) for p in seed_pairs]
+                        )
+                        loss += config.monotonic_weight * slope_penalty(
+                            tf, forward, points, directions
+                        )
                 grads = tape.gradient(loss, weights)
                 steps.assign_add(gate)
                 alpha = rates * tf.sqrt(1 - _BETA_2**steps) / (1 - _BETA_1**steps)

@@ -111,6 +111,9 @@ class SearchSpace:
     dropout
         Range of the dropout rate, offered as a choice beside "none"; ``None`` (default) never
         uses dropout.
+    activations
+        Hidden-layer activations to choose from (names in
+        :data:`~bluesky_digitwin.surrogate.network.ACTIVATIONS`); the paper's is ReLU.
     """
 
     n_layers: tuple[int, int] = (2, 10)
@@ -119,6 +122,18 @@ class SearchSpace:
     batch_sizes: tuple[int, ...] | None = None
     l2: tuple[float, float] | None = (1e-7, 1e-3)
     dropout: tuple[float, float] | None = None
+    activations: tuple[str, ...] = ("relu",)
+
+    def __post_init__(self) -> None:
+        from bluesky_digitwin.surrogate.network import check_activation
+
+        if isinstance(self.activations, str) or not self.activations:
+            raise DigitwinInputError(
+                "SearchSpace.activations must be a non-empty tuple of names, e.g. "
+                f"('relu', 'silu'); got {self.activations!r}"
+            )
+        for name in self.activations:
+            check_activation(name)
 
     def suggest(self, trial: optuna.Trial, n_points: int) -> dict[str, Any]:
         """Ask ``trial`` for one set of hyperparameters."""
@@ -131,6 +146,7 @@ class SearchSpace:
             ),
             "l2": 0.0,
             "dropout": 0.0,
+            "activation": trial.suggest_categorical("activation", list(self.activations)),
         }
         choices = ["none"]
         if self.l2 is not None:
@@ -388,6 +404,7 @@ def _objective_factory(
             params["n_units"],
             l2=params["l2"],
             dropout=params["dropout"],
+            activation=params["activation"],
             seed=trial_seed,
         )
 
@@ -936,4 +953,6 @@ def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     params.setdefault("l2", 0.0)
     params.setdefault("dropout", 0.0)
     params.setdefault("regularization", "none")
+    # Studies from before the activation was searched trained ReLU networks.
+    params.setdefault("activation", "relu")
     return params

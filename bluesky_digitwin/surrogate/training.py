@@ -24,7 +24,15 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingArrays", "grappler_disabled", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingArrays",
+    "grappler_disabled",
+    "slope_penalty",
+    "slope_points",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,14 @@ class TrainConfig:
         rung after 9, so a 30-trial search of the ARPES map takes minutes, not the 12 it took
         counting real epochs (benchmarks/RESULTS.md). Tables up to this size (the paper's
         magnetisation data) are unaffected. ``None`` counts real epochs whatever the size.
+    monotonic
+        Shape knowledge: ``(feature index, +1 or -1)`` pairs for a target that increases (+1)
+        or decreases (-1) with that feature, e.g. magnetisation with field. Each step then
+        also penalises the network's slope where it has the wrong sign, at random points
+        spread over the whole box the training points span: between the measured lines,
+        where the data say nothing, as much as on them.
+    monotonic_weight
+        Weight of that penalty against the mean squared error (both on scaled data).
     """
 
     max_epochs: int = 500
@@ -60,8 +76,22 @@ class TrainConfig:
     chunk_epochs: int = 10
     jit_compile: bool = False
     reference_points: int | None = 8192
+    monotonic: tuple[tuple[int, int], ...] = ()
+    monotonic_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        # From JSON (a study record, twin.json) the pairs come back as lists.
+        pairs = tuple((int(index), int(sign)) for index, sign in self.monotonic)
+        object.__setattr__(self, "monotonic", pairs)
+        for index, sign in pairs:
+            if index < 0 or sign not in (1, -1):
+                raise ValueError(
+                    f"monotonic pairs are (feature index >= 0, +1 or -1), got {(index, sign)}"
+                )
+        if len({index for index, _ in pairs}) != len(pairs):
+            raise ValueError(f"monotonic names a feature twice: {pairs}")
+        if not self.monotonic_weight > 0:
+            raise ValueError(f"monotonic_weight must be > 0, got {self.monotonic_weight}")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.chunk_epochs < 1:
@@ -124,6 +154,19 @@ class TrainingArrays:
     unit: float
     config: TrainConfig
 
+    @property
+    def directions(self) -> np.ndarray:
+        """Per feature: +1 increasing, -1 decreasing, 0 free (``config.monotonic``)."""
+        directions = np.zeros(self.x.shape[1], np.float32)
+        for index, sign in self.config.monotonic:
+            if index >= len(directions):
+                raise ValueError(
+                    f"monotonic names feature {index}, but the data have "
+                    f"{len(directions)} feature(s)"
+                )
+            directions[index] = sign
+        return directions
+
     @classmethod
     def of(
         cls,
@@ -143,6 +186,33 @@ class TrainingArrays:
         else:
             xv, yv = x, y
         return cls(x, y, xv, yv, int(max(1, min(batch_size, len(x)))), unit, config)
+
+
+def slope_points(tf, seed_pair, step, n_points: int, low, high):
+    """Where a step checks the slopes: ``n_points`` uniform random points in ``[low, high]``.
+
+    Drawn from the network's seed and the step number, so a network trained alone and the
+    same network trained in a population see the same points.
+    """
+    draw = tf.random.stateless_uniform(
+        [n_points, len(low)], seed=seed_pair + tf.stack([tf.constant(1, tf.int64), step])
+    )
+    return low + (high - low) * draw
+
+
+def slope_penalty(tf, forward, points, directions):
+    """Squared wrong-sign slopes of ``forward`` at ``points``, mean over points.
+
+    ``points`` is ``(points, features)`` or ``(members, points, features)``; the members'
+    penalties are summed, as their losses are. ``directions`` is +1, -1 or 0 per feature.
+    """
+    with tf.GradientTape() as inner:
+        inner.watch(points)
+        total = tf.reduce_sum(forward(points))
+    # Each member's output depends on its own points only, so this is each one's own slope.
+    slopes = inner.gradient(total, points)
+    wrong = tf.nn.relu(-directions * slopes)
+    return tf.reduce_sum(tf.reduce_mean(tf.reduce_sum(tf.square(wrong), axis=-1), axis=-1))
 
 
 # Called after each chunk with (epochs done, best loss so far); returning True stops training.
@@ -214,6 +284,9 @@ def train(
     mask = tf.constant((np.arange(padded) < n).astype(np.float32).reshape(n_batches, batch_size, 1))
     seed_pair = tf.constant([seed, 0], dtype=tf.int64)
     has_regularization = bool(model.losses)
+    directions = tf.constant(data.directions)
+    monotonic = bool(config.monotonic)
+    low, high = tf.constant(data.x.min(axis=0)), tf.constant(data.x.max(axis=0))
 
     def run_chunk(first_epoch, n_epochs):
         losses = tf.TensorArray(tf.float32, size=n_epochs)
@@ -234,6 +307,12 @@ def train(
                     loss = tf.reduce_sum(mb * tf.square(pred - yb)) / tf.reduce_sum(mb)
                     if has_regularization:
                         loss += tf.add_n(model.losses)
+                    if monotonic:
+                        step = epoch * n_batches + tf.cast(b, tf.int64)
+                        points = slope_points(tf, seed_pair, step, batch_size, low, high)
+                        loss += config.monotonic_weight * slope_penalty(
+                            tf, lambda p: model(p, training=True), points, directions
+                        )
                 grads = tape.gradient(loss, weights)
                 optimizer.apply_gradients(zip(grads, weights, strict=True))
             val_loss = tf.reduce_mean(tf.square(model(xv, training=False) - yv))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -22,11 +24,13 @@ CONFIG = TrainConfig(max_epochs=24, patience=6, lr_drop_epoch=10, chunk_epochs=5
 MEMBERS = [(3e-3, 1e-4, 11), (1e-3, 0.0, 12), (2e-3, 1e-3, 13)]  # learning rate, L2, seed
 
 
-def _models():
-    return [build_mlp(2, 2, 12, l2=l2, seed=seed) for _, l2, seed in MEMBERS]
+def _models(activation: str = "relu"):
+    return [
+        build_mlp(2, 2, 12, l2=l2, activation=activation, seed=seed) for _, l2, seed in MEMBERS
+    ]
 
 
-def _train_members_together(models, x, y, xv, yv, **options):
+def _train_members_together(models, x, y, xv, yv, config=CONFIG, **options):
     """The MEMBERS' learning rates and seeds, as one population."""
     return train_population(
         models,
@@ -37,20 +41,26 @@ def _train_members_together(models, x, y, xv, yv, **options):
         batch_size=16,
         learning_rates=[lr for lr, _, _ in MEMBERS],
         seeds=[seed for _, _, seed in MEMBERS],
-        config=CONFIG,
+        config=config,
         **options,
     )
 
 
-def test_population_matches_training_one_by_one():
+@pytest.mark.parametrize(
+    ("activation", "monotonic"),
+    [("relu", ()), ("silu", ((0, 1), (1, -1)))],
+    ids=["relu", "silu-monotonic"],
+)
+def test_population_matches_training_one_by_one(activation, monotonic):
     x, y, xv, yv = _data()
-    alone = _models()
+    config = replace(CONFIG, monotonic=monotonic)
+    alone = _models(activation)
     alone_results = [
-        train(m, x, y, xv, yv, batch_size=16, learning_rate=lr, config=CONFIG, seed=seed)
+        train(m, x, y, xv, yv, batch_size=16, learning_rate=lr, config=config, seed=seed)
         for m, (lr, _, seed) in zip(alone, MEMBERS, strict=True)
     ]
-    together = _models()
-    together_results = _train_members_together(together, x, y, xv, yv)
+    together = _models(activation)
+    together_results = _train_members_together(together, x, y, xv, yv, config=config)
     grid = np.random.default_rng(1).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
     for a, b, ra, rb in zip(alone, together, alone_results, together_results, strict=True):
         assert rb.best_epoch == ra.best_epoch

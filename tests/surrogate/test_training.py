@@ -163,3 +163,44 @@ def test_large_data_count_epochs_in_passes_over_the_reference_size():
         config=TrainConfig(max_epochs=12, chunk_epochs=4, reference_points=None),
     )
     assert plain.epochs_run == 12
+
+
+def _slopes(model, grid):
+    from bluesky_digitwin._tf import tf
+
+    points = tf.constant(grid)
+    with tf.GradientTape() as tape:
+        tape.watch(points)
+        total = tf.reduce_sum(model(points))
+    return tape.gradient(total, points).numpy()
+
+
+def test_monotonic_shape_knowledge_bends_the_network_to_the_stated_sign():
+    # sin(3 x0) falls over half of [-1, 1]; stated as increasing in x0, the network's slope
+    # must stay non-negative almost everywhere, also where no training point lies.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (160, 2)).astype(np.float32)
+    y = np.sin(3 * x[:, 0]).astype(np.float32)
+    grid = rng.uniform(-1, 1, (400, 2)).astype(np.float32)
+    shares = {}
+    for stated in ((), ((0, 1),)):
+        model = build_mlp(2, 2, 32, activation="silu", seed=2)
+        config = TrainConfig(max_epochs=80, patience=100, monotonic=stated, monotonic_weight=10.0)
+        train(model, x, y, batch_size=32, learning_rate=5e-3, config=config, seed=2)
+        shares[stated] = float(np.mean(_slopes(model, grid)[:, 0] < -0.05))
+    assert shares[()] > 0.3
+    assert shares[((0, 1),)] < 0.05
+
+
+def test_monotonic_settings_are_checked():
+    with pytest.raises(ValueError, match=r"\+1 or -1"):
+        TrainConfig(monotonic=((0, 2),))
+    with pytest.raises(ValueError, match="twice"):
+        TrainConfig(monotonic=((0, 1), (0, -1)))
+    # Pairs read back from JSON are lists.
+    assert TrainConfig(monotonic=[[1, -1]]).monotonic == ((1, -1),)
+    x, y = _data(20)
+    with pytest.raises(ValueError, match="data have 2 feature"):
+        train(
+            build_mlp(2, 1, 4, seed=0), x, y, config=TrainConfig(max_epochs=1, monotonic=((2, 1),))
+        )
