@@ -20,6 +20,7 @@ from bluesky_digitwin import DigitalTwin
 from bluesky_digitwin.cli import ProgressLine, main
 
 FIT_FAST = ["--trials", "2", "--workers", "1", "--seed", "0", "--ensemble", "2"]
+FIT_XY = ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
 STEP = ["--candidates", "0.25", "0.5", "--sweep-points", "21"]
 
 
@@ -90,23 +91,19 @@ def test_predict_writes_grid_columns_plus_target_and_std(fitted, tmp_path, capsy
         ),
         (["fit", "{data}", "--target", "y", "--out", "{tmp}/o"], "--features"),
         (
-            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
-            + ["--activations", "relu", "swish2"],
+            [*FIT_XY, "--activations", "relu", "swish2"],
             "--activations: unknown activation 'swish2'; choose from relu, silu",
         ),
         (
-            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
-            + ["--monotonic", "T=increasing"],
+            [*FIT_XY, "--monotonic", "T=increasing"],
             "--monotonic: monotonic names 'T', which is not a feature of this twin",
         ),
         (
-            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
-            + ["--monotonic", "h=up"],
+            [*FIT_XY, "--monotonic", "h=up"],
             "must be 'increasing' or 'decreasing', got 'up'",
         ),
         (
-            ["fit", "{data}", "--features", "x", "h", "--target", "y", "--out", "{tmp}/o"]
-            + ["--monotonic", "h"],
+            [*FIT_XY, "--monotonic", "h"],
             "--monotonic takes FEATURE=increasing or FEATURE=decreasing, got 'h'",
         ),
         (["predict", "{tmp}", "{data}", "--out", "{tmp}/p.csv"], "holds no saved twin"),

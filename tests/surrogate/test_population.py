@@ -25,9 +25,7 @@ MEMBERS = [(3e-3, 1e-4, 11), (1e-3, 0.0, 12), (2e-3, 1e-3, 13)]  # learning rate
 
 
 def _models(activation: str = "relu"):
-    return [
-        build_mlp(2, 2, 12, l2=l2, activation=activation, seed=seed) for _, l2, seed in MEMBERS
-    ]
+    return [build_mlp(2, 2, 12, l2=l2, activation=activation, seed=seed) for _, l2, seed in MEMBERS]
 
 
 def _train_members_together(models, x, y, xv, yv, config=CONFIG, **options):
