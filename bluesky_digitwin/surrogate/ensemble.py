@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bluesky_digitwin.data import DigitwinInputError
-from bluesky_digitwin.surrogate.population import dense_layers, train_population
+from bluesky_digitwin.surrogate.population import train_group
 from bluesky_digitwin.surrogate.training import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
@@ -196,14 +196,14 @@ def train_members(
         ]
         rate = float(params["learning_rate"])
         batch = int(params["batch_size"])
-        results = _train_group(
+        results = train_group(
             models,
             split.x_train,
             split.y_train,
             split.x_val,
             split.y_val,
-            batch=batch,
-            rate=rate,
+            batch_size=batch,
+            learning_rates=[rate] * count,
             seeds=seeds,
             config=train_config,
         )
@@ -211,14 +211,14 @@ def train_members(
         if refit_epochs > 0:
             # The held-out points join in: a short, gentle continuation at the final learning
             # rate, keeping the weights with the lowest loss over all points.
-            _train_group(
+            train_group(
                 models,
                 x_all,
                 y_all,
                 None,
                 None,
-                batch=batch,
-                rate=rate / train_config.lr_drop_factor,
+                batch_size=batch,
+                learning_rates=[rate / train_config.lr_drop_factor] * count,
                 seeds=[s + 1 for s in seeds],
                 config=refit,
             )
@@ -227,40 +227,3 @@ def train_members(
             for m, s, r in zip(models, seeds, results, strict=True)
         )
     return TrainedEnsemble(members, np.mean(validation, axis=0))
-
-
-def _train_group(
-    models: list[keras.Model],
-    x: np.ndarray,
-    y: np.ndarray,
-    x_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    *,
-    batch: int,
-    rate: float,
-    seeds: list[int],
-    config: TrainConfig,
-) -> list[TrainResult]:
-    """Networks of one configuration: one population, or one by one if they cannot stack."""
-    from bluesky_digitwin.surrogate.training import train
-
-    try:
-        dense_layers(models[0])
-    except ValueError:  # dropout layers do not stack
-        return [
-            train(
-                m, x, y, x_val, y_val, batch_size=batch, learning_rate=rate, config=config, seed=s
-            )
-            for m, s in zip(models, seeds, strict=True)
-        ]
-    return train_population(
-        models,
-        x,
-        y,
-        x_val,
-        y_val,
-        batch_size=batch,
-        learning_rates=[rate] * len(models),
-        seeds=seeds,
-        config=config,
-    )

@@ -37,7 +37,13 @@ from bluesky_digitwin.surrogate.training import (
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["PopulationStopCheck", "activation_name", "dense_layers", "train_population"]
+__all__ = [
+    "PopulationStopCheck",
+    "activation_name",
+    "dense_layers",
+    "train_group",
+    "train_population",
+]
 
 #: Called after each chunk with (epochs done, best loss of each member, still training); returns
 #: a bool per member, True to stop that member (an Optuna pruner's verdict, for example).
@@ -302,3 +308,71 @@ def train_population(
         )
         for j in range(k)
     ]
+
+
+def train_group(
+    models: Sequence[keras.Model],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    *,
+    batch_size: int,
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
+    config: TrainConfig | None = None,
+    should_stop: PopulationStopCheck | None = None,
+) -> list[TrainResult]:
+    """Train ``models`` of one configuration: as one population, or one by one if they
+    cannot stack (dropout layers).
+
+    Even a single network trains faster here than with
+    :func:`~bluesky_digitwin.surrogate.training.train` (raw matmuls and one fused Adam update
+    instead of Keras layers and optimizer; benchmarks/RESULTS.md), to the same result.
+    Parameters as for :func:`train_population`.
+    """
+    from bluesky_digitwin.surrogate.training import train
+
+    try:
+        for model in models:
+            dense_layers(model)
+    except ValueError:
+        results = []
+        for j, (model, rate, seed) in enumerate(zip(models, learning_rates, seeds, strict=True)):
+            alone = None
+            if should_stop is not None:
+
+                def alone(epochs: int, best: float, j: int = j) -> bool:
+                    # As a population would ask: this member's loss, the only one active.
+                    losses = np.full(len(models), np.inf)
+                    losses[j] = best
+                    verdict = should_stop(epochs, losses, np.arange(len(models)) == j)
+                    return bool(verdict[j])
+
+            results.append(
+                train(
+                    model,
+                    x_train,
+                    y_train,
+                    x_val,
+                    y_val,
+                    batch_size=batch_size,
+                    learning_rate=rate,
+                    config=config,
+                    seed=seed,
+                    should_stop=alone,
+                )
+            )
+        return results
+    return train_population(
+        models,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        batch_size=batch_size,
+        learning_rates=learning_rates,
+        seeds=seeds,
+        config=config,
+        should_stop=should_stop,
+    )

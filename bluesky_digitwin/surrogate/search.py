@@ -389,7 +389,7 @@ def _objective_factory(
     # Imported here: the module must import without TensorFlow for light tools (e.g. the CLI's
     # argument errors) and for the coordinator's progress thread.
     from bluesky_digitwin.surrogate.network import build_mlp
-    from bluesky_digitwin.surrogate.training import train
+    from bluesky_digitwin.surrogate.population import train_group
 
     n_points = len(split.y_train) + len(split.y_val)
 
@@ -408,20 +408,22 @@ def _objective_factory(
             seed=trial_seed,
         )
 
-        def should_stop(epochs: int, best_loss: float) -> bool:
-            trial.report(best_loss, epochs)
-            return trial.should_prune()
+        def should_stop(epochs: int, best_losses: np.ndarray, active: np.ndarray) -> list[bool]:
+            trial.report(float(best_losses[0]), epochs)
+            return [trial.should_prune()]
 
-        result = train(
-            model,
+        # A population of one: the same training as train(), without Keras' per-layer and
+        # optimizer overhead, and a graph that is cheaper to trace (benchmarks/RESULTS.md).
+        (result,) = train_group(
+            [model],
             split.x_train,
             split.y_train,
             split.x_val,
             split.y_val,
             batch_size=params["batch_size"],
-            learning_rate=params["learning_rate"],
+            learning_rates=[params["learning_rate"]],
+            seeds=[trial_seed],
             config=train_config,
-            seed=trial_seed,
             should_stop=should_stop,
         )
         trial.set_user_attr("best_epoch", result.best_epoch)
