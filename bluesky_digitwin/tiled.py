@@ -1,8 +1,8 @@
 """Tiled: the ``measured`` and ``simulated`` containers, their writers, reading runs back, and
 the embedded server.
 
-The layout is a contract (design.md): under the node given, two containers with the spec
-``CatalogOfBlueskyRuns`` 3.0, ``measured`` and ``simulated``. Runs are written into them by
+The layout is a contract (docs/architecture.md): under the node given, two containers with the
+spec ``CatalogOfBlueskyRuns`` 3.0, ``measured`` and ``simulated``. Runs are written into them by
 :class:`bluesky_tiled_plugins.TiledWriter`; measured runs carry ``start.data_origin ==
 "measured"``, simulated runs ``start.data_origin == "simulated"`` and the Tiled spec
 ``SimulatedRun`` (TiledWriter turns the start document's ``tiled_specs`` into node specs), plus
