@@ -1,6 +1,6 @@
 """The ``digitwin`` command.
 
-Contract (design.md; keep it stable)::
+Contract (docs/architecture.md; keep it stable)::
 
     digitwin fit DATA --features A B --target Y [--trials N] [--workers K] [--seed S]
                  [--storage URL] [--study NAME] --out DIR

@@ -1,8 +1,8 @@
 """Tiled: the ``measured`` and ``simulated`` containers, their writers, reading runs back, and
 the embedded server.
 
-The layout is a contract (design.md): under the node given, two containers with the spec
-``CatalogOfBlueskyRuns`` 3.0, ``measured`` and ``simulated``. Runs are written into them by
+The layout is a contract (docs/architecture.md): under the node given, two containers with the
+spec ``CatalogOfBlueskyRuns`` 3.0, ``measured`` and ``simulated``. Runs are written into them by
 :class:`bluesky_tiled_plugins.TiledWriter`; measured runs carry ``start.data_origin ==
 "measured"``, simulated runs ``start.data_origin == "simulated"`` and the Tiled spec
 ``SimulatedRun`` (TiledWriter turns the start document's ``tiled_specs`` into node specs), plus
@@ -22,10 +22,15 @@ Writing::
     catalog = TwinCatalog.embedded("twin-data")
     catalog.subscribe(RE)  # one callback: each run goes to the container of its origin
 
-Learning from stored runs (simulated runs are left out unless asked for)::
+Learning from stored runs (simulated runs are left out unless asked for) is the twin's
+:meth:`DigitalTwin.fit_runs <bluesky_digitwin.twin.DigitalTwin.fit_runs>`, which reads them with
+:func:`read_runs`::
 
-    twin = fit_runs(catalog, [uid1, uid2], features=["T", "H"], target="M",
-                    keys={"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"})
+    twin = DigitalTwin.fit_runs(catalog, [uid1, uid2], features=["T", "H"], target="M",
+                                keys={"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"})
+
+This module imports nothing of the twin: the twin and the search workers read runs through it
+(the layers of docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import event_model
@@ -56,9 +61,6 @@ from bluesky_digitwin.buffer import BASELINE_STREAM, ScanBuffer
 from bluesky_digitwin.data import DataWarning, DigitwinInputError
 from bluesky_digitwin.redaction import redact
 
-if TYPE_CHECKING:
-    from bluesky_digitwin.twin import DigitalTwin
-
 __all__ = [
     "API_KEY_ENV",
     "MEASURED",
@@ -74,11 +76,11 @@ __all__ = [
     "TwinCatalog",
     "data_origin_of",
     "default_backup_directory",
-    "fit_runs",
     "measured_runs_of_twin",
     "normalize_start",
     "read_backup",
     "read_runs",
+    "runs_data_source",
     "runs_provenance",
     "simulated_runs_from_measured",
     "simulated_runs_of_twin",
@@ -1410,45 +1412,3 @@ def runs_data_source(
         "stream": stream,
         "include_simulated": include_simulated,
     }
-
-
-def fit_runs(
-    source: TwinCatalog | Any,
-    uids: Sequence[str] | str | None = None,
-    *,
-    query: Any = None,
-    features: Sequence[str] | str,
-    target: str,
-    keys: Mapping[str, str] | None = None,
-    stream: str = "primary",
-    include_simulated: bool = False,
-    provenance: Mapping[str, Any] | None = None,
-    **fit_options: Any,
-) -> DigitalTwin:
-    """Learn a twin from runs stored in Tiled.
-
-    Reads the runs with :func:`read_runs` (same parameters; simulated runs are left out
-    unless ``include_simulated``) and calls :meth:`DigitalTwin.fit` with ``fit_options``
-    (``n_trials``, ``space``, ...). The twin's provenance records the run uids and the Tiled
-    URI (plus ``provenance`` given here).
-    """
-    from bluesky_digitwin.twin import DigitalTwin
-
-    data = read_runs(
-        source,
-        uids,
-        query=query,
-        features=features,
-        target=target,
-        keys=keys,
-        stream=stream,
-        include_simulated=include_simulated,
-    )
-    return DigitalTwin.fit(
-        data,
-        features,
-        target,
-        provenance={**runs_provenance(data), **(provenance or {})},
-        data_source=runs_data_source(data, features, target, keys, stream, include_simulated),
-        **fit_options,
-    )

@@ -334,22 +334,48 @@ class DigitalTwin:
     def fit_runs(
         cls,
         source: Any,
-        uids: Sequence[str] | None = None,
+        uids: Sequence[str] | str | None = None,
         *,
         query: Any = None,
         features: Sequence[str],
         target: str,
-        **options: Any,
+        keys: Mapping[str, str] | None = None,
+        stream: str = "primary",
+        include_simulated: bool = False,
+        provenance: Mapping[str, Any] | None = None,
+        **fit_options: Any,
     ) -> DigitalTwin:
         """Learn from runs stored in Tiled (measured runs only, unless asked otherwise).
 
+        Reads the runs with :func:`bluesky_digitwin.tiled.read_runs` (same parameters:
         ``source`` is a :class:`~bluesky_digitwin.tiled.TwinCatalog`, a Tiled node holding
-        ``measured``, or a catalog of runs; give run ``uids`` or a Tiled ``query``. Other
-        options are those of :func:`bluesky_digitwin.tiled.fit_runs` and of :meth:`fit`.
+        ``measured``, or a catalog of runs; give run ``uids`` or a Tiled ``query``; simulated
+        runs are refused unless ``include_simulated``) and calls :meth:`fit` with
+        ``fit_options`` (``n_trials``, ``space``, ...). The twin's provenance records the run
+        uids and the Tiled URI (plus ``provenance`` given here), and search workers on other
+        machines read the same runs from Tiled rather than from a copy in the study.
         """
-        from bluesky_digitwin.tiled import fit_runs
+        # Tiled's client is loaded only when runs are read: a twin of a table needs none of it.
+        from bluesky_digitwin.tiled import read_runs, runs_data_source, runs_provenance
 
-        return fit_runs(source, uids, query=query, features=features, target=target, **options)
+        data = read_runs(
+            source,
+            uids,
+            query=query,
+            features=features,
+            target=target,
+            keys=keys,
+            stream=stream,
+            include_simulated=include_simulated,
+        )
+        return cls.fit(
+            data,
+            features,
+            target,
+            provenance={**runs_provenance(data), **(provenance or {})},
+            data_source=runs_data_source(data, features, target, keys, stream, include_simulated),
+            **fit_options,
+        )
 
     # -- what it is ---------------------------------------------------------------------------
 

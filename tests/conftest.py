@@ -11,7 +11,7 @@ import pytest
 
 # Test the installed package, not the source tree: from a checkout's root, `python -m pytest`
 # puts the root on sys.path, where bluesky_digitwin lacks plans/ and callbacks/ (they install
-# into it from the top-level folders, design.md's layout).
+# into it from the top-level folders, the layout of docs/architecture.md).
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _ROOT]
 

@@ -1,4 +1,4 @@
-"""The ``digitwin`` command: the contract of design.md, and one clear line for every mistake."""
+"""The ``digitwin`` command: the contract of docs/architecture.md, one clear line per mistake."""
 
 from __future__ import annotations
 

@@ -37,7 +37,6 @@ from bluesky_digitwin.tiled import (
     TiledConnectionError,
     TwinCatalog,
     data_origin_of,
-    fit_runs,
     measured_runs_of_twin,
     normalize_start,
     read_backup,
@@ -623,15 +622,15 @@ def test_simulated_runs_are_never_measured_nor_learned_from(catalog, RE, mag, ki
         options = {"features": FEATURES, "target": TARGET, "keys": MAG_KEYS}
         for source in (catalog, catalog.node):
             if measured:
-                provenance = fit_runs(source, query=Key("tag") == tag, **options)
+                provenance = DigitalTwin.fit_runs(source, query=Key("tag") == tag, **options)
                 assert set(provenance["run_uids"]) == measured
                 assert set(seen[-1]["run_uid"].values) == measured
             else:
                 with pytest.raises(DigitwinInputError, match="no run"):
-                    fit_runs(source, query=Key("tag") == tag, **options)
+                    DigitalTwin.fit_runs(source, query=Key("tag") == tag, **options)
             if simulated:
                 with pytest.raises(DataOriginError, match="simulated"):
-                    fit_runs(source, sorted(measured | simulated), **options)
+                    DigitalTwin.fit_runs(source, sorted(measured | simulated), **options)
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -642,7 +641,7 @@ def test_fit_runs_learns_from_measured_runs_only(catalog, RE, mag, routed, tag):
     simulate(RE, mag, simulated_md(tag, learned_from=uids))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # e.g. a smaller ensemble than asked
-        twin = fit_runs(
+        twin = DigitalTwin.fit_runs(
             catalog,
             query=Key("tag") == tag,
             features=FEATURES,
@@ -681,7 +680,7 @@ def test_a_worker_elsewhere_reads_the_runs_from_tiled(catalog, RE, mag, routed, 
     journal = tmp_path / "search.journal"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fit_runs(
+        DigitalTwin.fit_runs(
             catalog,
             uids,
             features=FEATURES,
