@@ -639,8 +639,9 @@ def run_search(
         Where worker inputs are written; a temporary directory by default.
     data_source
         Where ``data`` can be read again, for workers on other machines: ``{"kind": "tiled",
-        "uri": ..., "runs": [...], ...}`` as :func:`bluesky_digitwin.tiled.fit_runs` gives. Without
-        it the data are stored in the study as an artifact.
+        "uri": ..., "runs": [...], ...}`` as
+        :meth:`bluesky_digitwin.twin.DigitalTwin.fit_runs` gives. Without it the data are
+        stored in the study as an artifact.
     heartbeat_interval
         Seconds between heartbeats of running trials on a database storage (see
         :func:`open_storage`).
