@@ -29,6 +29,7 @@ from bluesky.utils import RunEngineInterrupted
 from ophyd.sim import SynSignal
 
 from bluesky_digitwin import DataWarning, DigitwinInputError, SearchSpace, TrainConfig
+from bluesky_digitwin.buffer import DataKeyError
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback, TwinStatus
 from bluesky_digitwin.sim.devices import Magnetometer
 
@@ -288,7 +289,7 @@ def test_an_option_the_data_refuse_fails_in_the_background_in_one_log_line(
 )
 def test_fit_option_values_that_can_never_work_fail_when_the_callback_is_made(option, value):
     with pytest.raises(DigitwinInputError, match=rf"fit_options cannot work: {option} must"):
-        TwinCallback(keys=KEYS, fit_options={**FAST, option: value}, prewarm=False)
+        TwinCallback(fit_options={**FAST, option: value}, prewarm=False)
 
 
 def test_fit_option_values_that_can_work_are_taken():
@@ -297,7 +298,7 @@ def test_fit_option_values_that_can_work_are_taken():
         "heartbeat_interval": None, "validation_fraction": 0.3, "holdout": "auto",
         "n_trials": np.int64(3), "refit_epochs": 0,
     }  # fmt: skip
-    with TwinCallback(keys=KEYS, fit_options=options, prewarm=False) as cb:
+    with TwinCallback(fit_options=options, prewarm=False) as cb:
         assert cb.status.state == "idle"
 
 
@@ -352,14 +353,23 @@ def test_documents_missing_keys_are_skipped_not_raised(RE, mag, make_callback, c
                 assert cb(name, doc) == (name, doc)
     assert "TwinCallback ignored an error" in caplog.text
 
-    # The run's stop asked for a training, which waits for data.
-    status = wait_for_state(cb, {"waiting"})
-    assert "0 points buffered" in status.message
+    # The run's stop asked for a training; there are no points, and the status says why: the
+    # run's keys, with those it has. wait() raises that error, a ValueError.
+    status = wait_for_state(cb, {"error"})
+    assert "lack 'mag_field' (for 'H')" in status.message, status
+    assert "mag_moment, mag_temperature" in status.message
+    assert status.last_error.startswith("DataKeyError: ")
+    with pytest.raises(DataKeyError, match="lack 'mag_field'") as raised:
+        cb.wait(timeout=30)
+    assert isinstance(raised.value, ValueError) and raised.value.run_uid == uid
+    assert "mag_moment" in raised.value.data_keys
+    assert "lack 'mag_field'" in caplog.text  # logged once, at ERROR
+    # With the field in the metadata (under its data key), the same scan is buffered, and
+    # what is missing now is points.
+    RE(scan([mag.moment], mag.temperature, 10, 60, 11, md={"mag_field": 5000}))
+    assert cb.buffer.n_points == 11 and cb.buffer.key_error is None
     with pytest.raises(RuntimeError, match="min_points"):
         cb.wait(timeout=30)
-    # With the field in the metadata (under its data key), the same scan is buffered.
-    RE(scan([mag.moment], mag.temperature, 10, 60, 11, md={"mag_field": 5000}))
-    assert cb.buffer.n_points == 11
 
 
 # -- pause and resume ----------------------------------------------------------------------------
@@ -430,7 +440,7 @@ def test_options_are_checked_when_the_callback_is_made():
 
 
 def test_close_is_idempotent_and_a_context_manager():
-    with TwinCallback(keys=KEYS) as cb:
+    with TwinCallback() as cb:
         work_dir = cb.work_dir
         assert work_dir.is_dir()
         assert cb.status.state == "idle" and "idle" in repr(cb)
@@ -604,10 +614,10 @@ def test_a_killed_session_leaves_no_work_directory_behind(tmp_path, monkeypatch)
     assert left.is_dir()
 
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where TwinCallback's mkdtemp goes
-    with TwinCallback(keys=KEYS, prewarm=False) as live:
+    with TwinCallback(prewarm=False) as live:
         assert not left.exists()  # the next callback removed what the dead one left
         assert live.work_dir.parent == temp
-        with TwinCallback(keys=KEYS, prewarm=False) as other:
+        with TwinCallback(prewarm=False) as other:
             assert live.work_dir.is_dir()  # a living callback's directory is not touched
             assert other.work_dir != live.work_dir
         assert not other.work_dir.exists()
