@@ -527,7 +527,7 @@ class ScanBuffer:
                 run.baseline_units.update(_units_of(data_keys, declared))
         else:
             stream.dimensions = _dimension_fields(run.start, doc, self.stream)
-            stream.hinted = _hinted_fields(doc)
+            stream.hinted = _hinted_fields(doc, run.start)
             if self._layout is None and not self._infer_layout(stream):
                 stream.role = _OTHER  # its events are passed over: the warning said why
                 return
@@ -911,15 +911,29 @@ def _dimension_fields(
     return tuple(dict.fromkeys(f for f in fields if f != _TIME))
 
 
-def _hinted_fields(descriptor: Mapping[str, Any]) -> tuple[str, ...]:
-    """The fields the objects read into a stream hint (each object's ``hints["fields"]``), in
-    order; bluesky writes them into the descriptor's ``hints``, keyed by object name."""
+def _hinted_fields(descriptor: Mapping[str, Any], start: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields the objects read into a stream hint, in order.
+
+    Each object's ``hints["fields"]``, which bluesky writes into the descriptor's ``hints``
+    keyed by object name; then every data key (``object_keys``) of the objects that are
+    neither motors (the start's ``motors``) nor give hints: an ophyd-async signal read on its
+    own (``scan([det.value], ...)``) has no hints, and is the detector all the same.
+    """
     hints = descriptor.get("hints")
+    hints = hints if isinstance(hints, Mapping) else {}
     fields: list[str] = []
-    for obj_hints in hints.values() if isinstance(hints, Mapping) else ():
+    for obj_hints in hints.values():
         hinted = obj_hints.get("fields") if isinstance(obj_hints, Mapping) else None
         if isinstance(hinted, (list, tuple)):
             fields.extend(f for f in hinted if isinstance(f, str))
+    motors = start.get("motors")
+    if isinstance(motors, str):
+        motors = [motors]
+    motors = {m for m in motors if isinstance(m, str)} if isinstance(motors, (list, tuple)) else ()
+    object_keys = descriptor.get("object_keys")
+    for obj, keys in object_keys.items() if isinstance(object_keys, Mapping) else ():
+        if obj not in hints and obj not in motors and isinstance(keys, (list, tuple)):
+            fields.extend(k for k in keys if isinstance(k, str))
     return tuple(dict.fromkeys(fields))
 
 
