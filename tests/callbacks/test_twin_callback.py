@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import bluesky.plan_stubs as bps
+import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
@@ -27,10 +28,12 @@ from bluesky import RunEngine
 from bluesky.plans import scan
 from bluesky.utils import RunEngineInterrupted
 from ophyd.sim import SynSignal
+from ophyd_async.core import init_devices
 
 from bluesky_digitwin import DataWarning, DigitwinInputError, SearchSpace, TrainConfig
 from bluesky_digitwin.buffer import DataKeyError
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback, TwinStatus
+from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
 from bluesky_digitwin.sim.devices import Magnetometer
 
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
@@ -131,6 +134,25 @@ def test_trains_across_runs_restarts_for_new_data_and_warm_starts(RE, mag, make_
     assert newer.metadata["data"]["n_points"] == 4 * 15 + 2 * 8 + 1  # one point measured twice
     prediction = newer.predict({"T": [30.0], "H": [2.5e4]})
     assert np.isfinite(prediction["M"].values).all()
+
+
+def test_learns_an_ophyd_async_grid_scan_named_by_its_hints(RE, tmp_path):
+    """No names given: the plan's motors are the features, the hinted reading the target;
+    dashed ophyd-async keys go through the training process and back in the twin."""
+    with init_devices():
+        amag = AsyncMagnetometer(seed=0, noise=1e-5)
+    policy = RetrainPolicy(debounce=0.1)
+    with TwinCallback(policy=policy, fit_options=FAST, work_dir=tmp_path / "work") as cb:
+        RE.subscribe(cb)
+        (uid,) = RE(bp.grid_scan([amag], amag.temperature, 10, 60, 8, amag.field, 1e3, 4e4, 4))
+        twin = cb.wait(timeout=TRAINING_TIMEOUT)
+    assert (twin.features, twin.target) == (("amag-temperature", "amag-field"), "amag-moment")
+    assert twin.units == {"amag-temperature": "K", "amag-field": "Oe", "amag-moment": "emu"}
+    assert twin.metadata["provenance"]["run_uids"] == [uid]
+    assert twin.ranges["amag-field"] == (1e3, 4e4)
+    prediction = twin.predict({"amag-temperature": [30.0], "amag-field": [2e4]})
+    assert np.isfinite(prediction["amag-moment"].values).all()
+    assert "amag-moment(amag-temperature, amag-field)" in repr(cb)
 
 
 def test_a_cancelled_training_leaves_no_trial_running_in_its_study(
@@ -461,7 +483,8 @@ EXIT_SCRIPT = textwrap.dedent(
     from bluesky.plans import scan
     from bluesky_digitwin import TrainConfig
     from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
-    from bluesky_digitwin.sim.devices import Magnetometer
+    from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
+from bluesky_digitwin.sim.devices import Magnetometer
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("bluesky_digitwin.callbacks").setLevel(logging.INFO)
@@ -559,7 +582,8 @@ KILLED_SCRIPT = textwrap.dedent(
     from bluesky.plans import scan
     from bluesky_digitwin import TrainConfig
     from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
-    from bluesky_digitwin.sim.devices import Magnetometer
+    from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
+from bluesky_digitwin.sim.devices import Magnetometer
 
     mag = Magnetometer(name="mag", seed=0)
     RE = RunEngine({})
