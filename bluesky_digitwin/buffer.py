@@ -518,30 +518,37 @@ class ScanBuffer:
         data_keys = doc.get("data_keys")
         declared = frozenset(data_keys) if isinstance(data_keys, Mapping) else frozenset()
         stream = _Stream(run=run, role=role, configuration={}, data_keys=declared)
-        self._streams[uid] = stream
         if run.ignored or role == _OTHER:
+            self._streams[uid] = stream
             return
-        if role == _BASELINE:
-            run.baseline_keys.update(declared)
-            if self._layout is None:  # its units are wanted once the keys are known
-                run.baseline_units.update(_units_of(data_keys, declared))
-        else:
-            stream.dimensions = _dimension_fields(run.start, doc, self.stream)
-            stream.hinted = _hinted_fields(doc, run.start)
-            if self._layout is None and not self._infer_layout(stream):
-                stream.role = _OTHER  # its events are passed over: the warning said why
-                return
-        configuration_keys: set[str] = set()
+        # Read all of it before anything is kept: a malformed descriptor raises here and is
+        # then unknown, like one never seen (its events are warned about, not taken).
+        configuration: dict[str, Any] = {}
         units: dict[str, str] = {}
         for obj in (doc.get("configuration") or {}).values():
             if not isinstance(obj, Mapping):
                 continue
             data = obj.get("data") or {}
-            configuration_keys.update(data)
-            stream.configuration.update((k, v) for k, v in data.items() if k in self._wanted)
-            units.update(_units_of(obj.get("data_keys"), self._wanted))
-        stream.configuration_keys = frozenset(configuration_keys)
-        units.update(_units_of(data_keys, self._wanted))  # readings beat config
+            configuration.update(data.items())
+            described = obj.get("data_keys")
+            if isinstance(described, Mapping):
+                units.update(_units_of(described, frozenset(described)))
+        units.update(_units_of(data_keys, declared))  # readings beat config
+        if role == _BASELINE:
+            run.baseline_keys.update(declared)
+            if self._layout is None:  # its units are wanted once the keys are known
+                run.baseline_units.update(units)
+        else:
+            stream.dimensions = _dimension_fields(run.start, doc, self.stream)
+            stream.hinted = _hinted_fields(doc, run.start)
+            stream.configuration_keys = frozenset(configuration)
+            if self._layout is None and not self._infer_layout(stream):
+                stream.role = _OTHER  # its events are passed over: the warning said why
+                self._streams[uid] = stream
+                return
+        wanted = self._wanted
+        stream.configuration = {k: v for k, v in configuration.items() if k in wanted}
+        self._streams[uid] = stream
         for name_, key in self.keys.items():
             if key in units:
                 self._set_units(name_, units[key], run)

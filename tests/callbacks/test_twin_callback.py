@@ -483,8 +483,7 @@ EXIT_SCRIPT = textwrap.dedent(
     from bluesky.plans import scan
     from bluesky_digitwin import TrainConfig
     from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
-    from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
-from bluesky_digitwin.sim.devices import Magnetometer
+    from bluesky_digitwin.sim.devices import Magnetometer
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("bluesky_digitwin.callbacks").setLevel(logging.INFO)
@@ -582,8 +581,7 @@ KILLED_SCRIPT = textwrap.dedent(
     from bluesky.plans import scan
     from bluesky_digitwin import TrainConfig
     from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
-    from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
-from bluesky_digitwin.sim.devices import Magnetometer
+    from bluesky_digitwin.sim.devices import Magnetometer
 
     mag = Magnetometer(name="mag", seed=0)
     RE = RunEngine({})
