@@ -357,6 +357,17 @@ def test_ophyd_sim_grid_scan_trains_on_det4_over_two_motors(RE):
     assert ds.sizes["point"] == 20 and np.ptp(ds["det4"].values) > 0
 
 
+def test_a_scan_mixing_ophyd_async_and_ophyd_devices_is_learned(RE):
+    """An ophyd-async instrument's temperature and reading, an ophyd motor's position."""
+    with init_devices():
+        amag = AsyncMagnetometer(FirstOrderMagnet(), noise=0.0)
+    buffer = ScanBuffer()
+    RE(bp.grid_scan([amag], amag.temperature, 10, 60, 3, motor1, 0, 1, 2), buffer)
+    assert (buffer.features, buffer.target) == (("amag-temperature", "motor1"), "amag-moment")
+    ds = check_moments(buffer, "amag-temperature", 0.0, "amag-moment")
+    np.testing.assert_array_equal(ds["motor1"], [0, 1] * 3)
+
+
 def test_several_hinted_detector_fields_are_one_clear_error(RE):
     """ophyd_async.sim's point detector hints three channels: the target must be named."""
     pattern = async_sim.PatternGenerator()

@@ -97,6 +97,13 @@ def test_the_same_seed_measures_the_same_as_the_ophyd_device(RE):
     assert 0.3e-4 < residual.std() < 3e-4  # noisy, by the material's noise
 
 
+def test_the_sim_package_offers_them_beside_the_ophyd_ones():
+    import bluesky_digitwin.sim as sim
+
+    assert sim.AsyncMagnetometer is AsyncMagnetometer
+    assert {"AsyncArpesDetector", "AsyncResistanceBridge", "Magnetometer"} <= set(sim.__all__)
+
+
 def test_noise_none_keeps_the_materials_noise():
     noisy = FirstOrderMagnet(noise_emu=3e-6)
     assert AsyncMagnetometer(noisy, name="m").material.noise_emu == 3e-6
