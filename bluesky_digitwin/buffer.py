@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import xarray as xr
 
 from bluesky_digitwin.data import DataWarning, DigitwinInputError
 
-__all__ = ["ScanBuffer"]
+__all__ = ["BufferLayout", "DataKeyError", "ScanBuffer"]
 
 #: Names of the bookkeeping coordinates; features and target cannot use them.
 BOOKKEEPING = ("run_uid", "time", "seq_num")
@@ -50,6 +51,60 @@ _MISSING = object()
 # What a descriptor's stream is to the buffer.
 _POINTS, _BASELINE, _OTHER = "points", "baseline", "other"
 
+#: The pseudo-field bluesky's count() names as its dimension: not a data key, never a feature.
+_TIME = "time"
+
+
+class DataKeyError(DigitwinInputError):
+    """A run's documents lack the data keys a buffer needs, or do not say which they are.
+
+    The message names what is missing and lists the data keys the run has. A
+    :class:`ScanBuffer` never raises it in the document path (an exception there would abort
+    the scan): it issues the message as a :class:`~bluesky_digitwin.data.DataWarning`, once per
+    run, and keeps the error as :attr:`ScanBuffer.key_error`;
+    :meth:`TwinCallback.wait <bluesky_digitwin.callbacks.TwinCallback.wait>` raises it.
+
+    Attributes
+    ----------
+    run_uid
+        The run whose points were skipped.
+    data_keys
+        The data keys that run has (events, baseline and configuration), sorted.
+    """
+
+    def __init__(self, message: str, *, run_uid: str, data_keys: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.run_uid = run_uid
+        self.data_keys = tuple(sorted(data_keys))
+
+
+@dataclass(frozen=True)
+class BufferLayout:
+    """The variables of a :class:`ScanBuffer`: their names, and the data key of each.
+
+    Attributes
+    ----------
+    features
+        Names of the inputs, in order.
+    target
+        Name of the measured variable.
+    keys
+        Name -> data key, for every feature and the target (read-only).
+    inferred
+        True when the names came from a run's hints (``ScanBuffer()`` without features or
+        target); each inferred name is its own data key.
+    """
+
+    features: tuple[str, ...]
+    target: str
+    keys: Mapping[str, str]
+    inferred: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The features, then the target."""
+        return (*self.features, self.target)
+
 
 @dataclass
 class _Run:
@@ -60,8 +115,12 @@ class _Run:
     origin: str
     ignored: bool
     closed: bool = False
-    #: Latest baseline reading of each wanted data key.
+    #: Latest baseline reading of each wanted data key (of every key until the buffer knows
+    #: which it wants: the baseline comes before the first descriptor of points).
     baseline: dict[str, Any] = field(default_factory=dict)
+    #: Data keys of the run's baseline stream, and their units until the buffer knows its keys.
+    baseline_keys: set[str] = field(default_factory=set)
+    baseline_units: dict[str, str] = field(default_factory=dict)
     #: Reasons already warned about for this run (each is warned once).
     warned: set[str] = field(default_factory=set)
     #: Uids of the events taken while the run is open.
@@ -70,11 +129,16 @@ class _Run:
 
 @dataclass
 class _Stream:
-    """One event descriptor: its run, its role, and its configuration values of wanted keys."""
+    """One event descriptor: its run, its role, its configuration values of wanted keys, and
+    (for a stream of points) what it declares, to say what exists when a key is missing."""
 
     run: _Run
     role: str
     configuration: dict[str, Any]
+    data_keys: frozenset[str] = frozenset()
+    configuration_keys: frozenset[str] = frozenset()
+    dimensions: tuple[str, ...] = ()
+    hinted: tuple[str, ...] = ()
 
 
 class ScanBuffer:
@@ -100,6 +164,20 @@ class ScanBuffer:
     array), is skipped; one :class:`~bluesky_digitwin.data.DataWarning` per run and key says
     so, and :attr:`skipped` counts them.
 
+    Which data keys. With ``features`` and ``target`` left out, the buffer takes them from the
+    first run it learns from, as bluesky's plans describe it: the features are the fields of
+    the scanned motors (the start document's ``hints["dimensions"]``, or its ``motors``), the
+    target is the one field the detectors hint (the descriptor's ``hints``, each object's
+    ``fields``), each under its data key as name. That works for ``scan``, ``rel_scan``,
+    ``list_scan`` and ``grid_scan`` over ophyd and ophyd-async devices alike; ``count`` scans
+    no motor, so its features are named (for instance the data keys of a baseline). Either can
+    be named and the other left to the hints. Once taken, the names hold for every later run.
+
+    A run that does not say which its keys are (no motor, several hinted detector fields), or
+    whose documents lack a named key everywhere, is skipped with one
+    :class:`DataKeyError` message, listing the data keys it has, as a
+    :class:`~bluesky_digitwin.data.DataWarning`; the latest is :attr:`key_error`.
+
     Units (``attrs["units"]`` of each variable) come from the ``units`` of the data keys of the
     descriptors (the chosen stream's, the baseline's, or the configuration's); failing that,
     from a ``units`` mapping in the start document, keyed by data key or by buffer name
@@ -117,12 +195,14 @@ class ScanBuffer:
     Parameters
     ----------
     features
-        Names of the input variables (e.g. ``("T", "H")``).
+        Names of the input variables (e.g. ``("T", "H")``); None (the default): the scanned
+        motors' fields of the first run learned from.
     target
-        Name of the measured variable (e.g. ``"M"``).
+        Name of the measured variable (e.g. ``"M"``); None (the default): the detector field
+        that run hints.
     keys
         Buffer name -> data key (e.g. ``{"T": "mag_temperature", "H": "mag_field",
-        "M": "mag_moment"}``); names left out are their own data key.
+        "M": "mag_moment"}``); names left out are their own data key. Only for names given.
     stream
         Name of the event stream whose events are points (bluesky's default is ``"primary"``).
     include_simulated
@@ -136,25 +216,36 @@ class ScanBuffer:
     >>> RE(scan([mag.moment], mag.temperature, 10, 60, 51, md={"H": 5000}))
     >>> buffer.snapshot()["M"].attrs["units"]
     'emu'
+
+    Without names, a grid scan says what is what:
+
+    >>> buffer = ScanBuffer()
+    >>> RE(grid_scan([mag.moment], mag.temperature, 10, 60, 11, mag.field, 0, 5e4, 6), buffer)
+    >>> buffer.features, buffer.target
+    (('mag_temperature', 'mag_field'), 'mag_moment')
     """
 
     def __init__(
         self,
-        features: Iterable[str] | str = ("T", "H"),
-        target: str = "M",
+        features: Iterable[str] | str | None = None,
+        target: str | None = None,
         *,
         keys: Mapping[str, str] | None = None,
         stream: str = "primary",
         include_simulated: bool = False,
     ) -> None:
-        features = (features,) if isinstance(features, str) else tuple(features)
-        self.features: tuple[str, ...] = tuple(str(f) for f in features)
-        self.target = str(target)
+        if features is not None:
+            features = (features,) if isinstance(features, str) else tuple(features)
+            features = tuple(str(f) for f in features)
+            if not features:
+                raise DigitwinInputError(
+                    "no features given; name at least one input, e.g. ('T',), or leave "
+                    "features out to take the scanned motors"
+                )
+        target = None if target is None else str(target)
         self.stream = str(stream)
         self.include_simulated = bool(include_simulated)
-        names = (*self.features, self.target)
-        if not self.features:
-            raise DigitwinInputError("no features given; name at least one input, e.g. ('T',)")
+        names = (*(features or ()), *(() if target is None else (target,)))
         if len(set(names)) != len(names):
             raise DigitwinInputError(f"features and target repeat a name: {names}")
         reserved = [n for n in names if n in BOOKKEEPING]
@@ -166,15 +257,27 @@ class ScanBuffer:
         keys = dict(keys or {})
         unknown = [k for k in keys if k not in names]
         if unknown:
+            advice = (
+                f"(those are {', '.join(names)})"
+                if features is not None and target is not None
+                else "(name both, e.g. ScanBuffer(('T', 'H'), 'M', keys=...), to map them)"
+            )
             raise DigitwinInputError(
                 f"keys names {', '.join(map(repr, unknown))}, which is neither a feature nor "
-                f"the target (those are {', '.join(names)})"
+                f"the target {advice}"
             )
         if not all(isinstance(v, str) for v in keys.values()):
             raise DigitwinInputError("keys must map buffer names to data keys (strings)")
-        self.keys: dict[str, str] = {name: keys.get(name, name) for name in names}
-        self._wanted = frozenset(self.keys.values())
-        self._columns_order = (*names, *BOOKKEEPING)
+        # What was given; the rest comes from the first run learned from (_infer_layout).
+        self._given_features: tuple[str, ...] | None = features
+        self._given_target: str | None = target
+        self._given_keys: dict[str, str] = {name: keys.get(name, name) for name in names}
+        # The layout is set once (here, or from a run's hints before its first point) and then
+        # never changes; the event path reads it without a lock.
+        self._layout: BufferLayout | None = None
+        self._wanted: frozenset[str] = frozenset()
+        self._lookups: tuple[tuple[str, str, bool], ...] = ()
+        self._key_error: DataKeyError | None = None
 
         # Document state, touched only under _state_lock (one document at a time).
         self._state_lock = threading.RLock()
@@ -192,14 +295,17 @@ class ScanBuffer:
         }
 
         # Points, touched under _data_lock, which is held only for appends and O(1) reads.
+        # One column per name of the layout, then the bookkeeping ones (none without a layout).
         self._data_lock = threading.Lock()
-        self._columns: list[list[Any]] = [[] for _ in self._columns_order]
+        self._columns: list[list[Any]] = []
         self._n = 0
         self._version = 0
         self._run_origins: dict[str, str] = {}  # runs with points, in order of their first point
         # Units by buffer name: from data keys, and (second choice) from start documents.
         self._units: dict[str, str] = {}
         self._start_units: dict[str, str] = {}
+        if features is not None and target is not None:
+            self._set_layout(BufferLayout(features, target, MappingProxyType(self._given_keys)))
 
     # -- the public face -----------------------------------------------------------------------
 
@@ -250,25 +356,36 @@ class ScanBuffer:
             ``attrs["units"]`` when known and ``attrs["data_key"]``), and the coordinates
             ``run_uid`` (str), ``time`` (float, s since the epoch) and ``seq_num`` (int).
             ``attrs["data_origin"]`` is "measured", "simulated" or "mixed" (or "none" when
-            empty).
+            empty). Before a buffer without names has taken them from a run, only the names
+            given are there (with no points).
         """
         with self._data_lock:
             # Columns only ever grow (clear() swaps in new lists), so their first n items
             # cannot change after the lock is released: copying them can happen outside it.
             n, columns, version = self._n, self._columns, self._version
+            layout = self._layout
             origins = set(self._run_origins.values())
             units = {**self._start_units, **self._units}
-        by_name = dict(zip(self._columns_order, columns, strict=True))
+        if layout is not None:
+            names, keys = layout.names, layout.keys
+            by_name = dict(zip((*names, *BOOKKEEPING), columns, strict=True))
+        else:
+            names, keys, by_name = tuple(self._given_keys), self._given_keys, {}
         data_vars = {}
-        for name in (*self.features, self.target):
-            attrs = {"data_key": self.keys[name]}
+        for name in names:
+            attrs = {"data_key": keys[name]}
             if units.get(name):
                 attrs["units"] = units[name]
-            data_vars[name] = ("point", np.array(by_name[name][:n], dtype=np.float64), attrs)
+            values = by_name.get(name, [])[:n]
+            data_vars[name] = ("point", np.array(values, dtype=np.float64), attrs)
         coords = {
-            "run_uid": ("point", np.array(by_name["run_uid"][:n], dtype=str)),
-            "time": ("point", np.array(by_name["time"][:n], dtype=np.float64), {"units": "s"}),
-            "seq_num": ("point", np.array(by_name["seq_num"][:n], dtype=np.int64)),
+            "run_uid": ("point", np.array(by_name.get("run_uid", [])[:n], dtype=str)),
+            "time": (
+                "point",
+                np.array(by_name.get("time", [])[:n], dtype=np.float64),
+                {"units": "s"},
+            ),
+            "seq_num": ("point", np.array(by_name.get("seq_num", [])[:n], dtype=np.int64)),
         }
         origin = origins.pop() if len(origins) == 1 else ("mixed" if origins else "none")
         attrs = {
@@ -278,6 +395,38 @@ class ScanBuffer:
             "buffer_version": version,
         }
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+    @property
+    def layout(self) -> BufferLayout | None:
+        """Names and data keys of the variables; None until a buffer without names has taken
+        them from a run."""
+        return self._layout
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Names of the features (those given, or () until they are taken from a run)."""
+        layout = self._layout
+        return layout.features if layout is not None else (self._given_features or ())
+
+    @property
+    def target(self) -> str | None:
+        """Name of the target (the one given, or None until it is taken from a run)."""
+        layout = self._layout
+        return layout.target if layout is not None else self._given_target
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """Name -> data key of each feature and the target known so far."""
+        layout = self._layout
+        return dict(layout.keys if layout is not None else self._given_keys)
+
+    @property
+    def key_error(self) -> DataKeyError | None:
+        """Why the latest run not learned from for its data keys was skipped, or None.
+
+        Cleared when a later run gives points.
+        """
+        return self._key_error
 
     @property
     def n_points(self) -> int:
@@ -307,7 +456,7 @@ class ScanBuffer:
     def clear(self) -> None:
         """Drop all points (and the skip counts). Runs in progress keep being buffered."""
         with self._state_lock, self._data_lock:
-            self._columns = [[] for _ in self._columns_order]
+            self._columns = [[] for _ in self._columns]
             self._n = 0
             self._run_origins = {}
             self._version += 1
@@ -336,10 +485,14 @@ class ScanBuffer:
                 f"run {uid} has data_origin {doc.get('data_origin')!r}, neither 'measured' nor "
                 "'simulated'; its points are not learned from"
             )
-        self._runs[uid] = _Run(uid=uid, start=doc, origin=origin, ignored=ignored)
-        units = doc.get("units")
-        if not ignored and isinstance(units, Mapping):
-            for name, key in self.keys.items():
+        self._runs[uid] = run = _Run(uid=uid, start=doc, origin=origin, ignored=ignored)
+        if not ignored:
+            self._take_start_units(run, self.keys)
+
+    def _take_start_units(self, run: _Run, keys: Mapping[str, str]) -> None:
+        units = run.start.get("units")
+        if isinstance(units, Mapping):
+            for name, key in keys.items():
                 value = units.get(key, units.get(name))
                 if isinstance(value, str) and value:
                     with self._data_lock:
@@ -362,21 +515,107 @@ class ScanBuffer:
             return
         name = doc.get("name", "primary")  # descriptors before event-model 1.0 had no name
         role = _POINTS if name == self.stream else _BASELINE if name == BASELINE_STREAM else _OTHER
+        data_keys = doc.get("data_keys")
+        declared = frozenset(data_keys) if isinstance(data_keys, Mapping) else frozenset()
+        stream = _Stream(run=run, role=role, configuration={}, data_keys=declared)
+        if run.ignored or role == _OTHER:
+            self._streams[uid] = stream
+            return
+        # Read all of it before anything is kept: a malformed descriptor raises here and is
+        # then unknown, like one never seen (its events are warned about, not taken).
         configuration: dict[str, Any] = {}
         units: dict[str, str] = {}
         for obj in (doc.get("configuration") or {}).values():
             if not isinstance(obj, Mapping):
                 continue
-            configuration.update(
-                (k, v) for k, v in (obj.get("data") or {}).items() if k in self._wanted
+            data = obj.get("data") or {}
+            configuration.update(data.items())
+            described = obj.get("data_keys")
+            if isinstance(described, Mapping):
+                units.update(_units_of(described, frozenset(described)))
+        units.update(_units_of(data_keys, declared))  # readings beat config
+        if role == _BASELINE:
+            run.baseline_keys.update(declared)
+            if self._layout is None:  # its units are wanted once the keys are known
+                run.baseline_units.update(units)
+        else:
+            stream.dimensions = _dimension_fields(run.start, doc, self.stream)
+            stream.hinted = _hinted_fields(doc, run.start)
+            stream.configuration_keys = frozenset(configuration)
+            if self._layout is None and not self._infer_layout(stream):
+                stream.role = _OTHER  # its events are passed over: the warning said why
+                self._streams[uid] = stream
+                return
+        wanted = self._wanted
+        stream.configuration = {k: v for k, v in configuration.items() if k in wanted}
+        self._streams[uid] = stream
+        for name_, key in self.keys.items():
+            if key in units:
+                self._set_units(name_, units[key], run)
+
+    def _infer_layout(self, stream: _Stream) -> bool:
+        """Take the names left out from the hints of ``stream``'s run; False if it cannot tell.
+
+        The features are the fields of the scanned motors, the target the one field the
+        detectors hint besides them; each name is its data key.
+        """
+        run = stream.run
+        features = self._given_features
+        target = self._given_target
+        if features is None:
+            features = tuple(f for f in stream.dimensions if f != target)
+        candidates = [f for f in stream.hinted if f not in features and f not in stream.dimensions]
+        plan = run.start.get("plan_name")
+        about = f"run {run.uid}" + (f" ({plan})" if isinstance(plan, str) else "")
+        problem = None
+        if not features:
+            problem = (
+                f"{about} scans no motor, so the buffer cannot tell its features; name them, "
+                "e.g. ScanBuffer(features=(...)) with data keys of its events or baseline"
             )
-            units.update(_units_of(obj.get("data_keys"), self._wanted))
-        units.update(_units_of(doc.get("data_keys"), self._wanted))  # readings beat config
-        self._streams[uid] = _Stream(run=run, role=role, configuration=configuration)
-        if not run.ignored and role != _OTHER:
-            for name_, key in self.keys.items():
-                if key in units:
-                    self._set_units(name_, units[key], run)
+        elif target is None and not candidates:
+            problem = (
+                f"{about}: its detectors hint no field besides the scanned "
+                f"{', '.join(features)}, so the buffer cannot tell its target; name it, "
+                "e.g. ScanBuffer(target=...) with a data key of its events"
+            )
+        elif target is None and len(candidates) > 1:
+            problem = (
+                f"{about}: its detectors hint several fields ({', '.join(candidates)}), so the "
+                f"buffer cannot tell which is the target; name it, e.g. "
+                f"ScanBuffer(target={candidates[0]!r})"
+            )
+        else:
+            target = target if target is not None else candidates[0]
+            reserved = [n for n in (*features, target) if n in BOOKKEEPING]
+            if reserved:
+                problem = (
+                    f"{about}: its data key {reserved[0]!r} is reserved for bookkeeping; name "
+                    f"the features and target and map it, e.g. keys={{'t': {reserved[0]!r}}}"
+                )
+        if problem is not None:
+            self._key_problem(stream, f"{problem}; its points are skipped")
+            return False
+        keys = {name: self._given_keys.get(name, name) for name in (*features, target)}
+        self._set_layout(BufferLayout(features, target, MappingProxyType(keys), inferred=True))
+        # What came before the keys were known: the start's units, the baseline's.
+        self._take_start_units(run, keys)
+        for name, key in keys.items():
+            if key in run.baseline_units:
+                self._set_units(name, run.baseline_units[key], run)
+        run.baseline_units = {}
+        return True
+
+    def _set_layout(self, layout: BufferLayout) -> None:
+        with self._data_lock:
+            self._layout = layout
+            self._wanted = frozenset(layout.keys.values())
+            # What the event path looks up, per name: its data key, and whether it is the
+            # target (read from the event only).
+            self._lookups = tuple(
+                (name, layout.keys[name], name == layout.target) for name in layout.names
+            )
+            self._columns = [[] for _ in (*layout.names, *BOOKKEEPING)]
 
     def _event(self, doc: Mapping[str, Any]) -> None:
         stream = self._stream_of(doc)
@@ -443,7 +682,8 @@ class ScanBuffer:
             self._warn(f"ignored a second stop document for run {run_uid}")
         else:
             run.closed = True
-            run.event_uids = set()  # its events are skipped from now on anyway
+            # Its events are skipped from now on anyway.
+            run.event_uids, run.baseline, run.baseline_units = set(), {}, {}
 
     # -- the event path ------------------------------------------------------------------------
 
@@ -487,7 +727,10 @@ class ScanBuffer:
         return False
 
     def _update_baseline(self, run: _Run, data: Mapping[str, Any]) -> None:
-        run.baseline.update((k, v) for k, v in data.items() if k in self._wanted)
+        if self._layout is None:
+            run.baseline.update(data)  # the keys wanted are not known yet
+        else:
+            run.baseline.update((k, v) for k, v in data.items() if k in self._wanted)
 
     def _row(
         self, stream: _Stream, data: Mapping[str, Any], time: Any, seq_num: Any
@@ -495,9 +738,9 @@ class ScanBuffer:
         """The values of one point in column order, or None (with a warning) to skip it."""
         run = stream.run
         row: list[Any] = []
-        for name, key in self.keys.items():
+        for name, key, is_target in self._lookups:
             value = data.get(key, _MISSING)
-            if value is _MISSING and name != self.target:
+            if value is _MISSING and not is_target:
                 value = run.baseline.get(key, _MISSING)
                 if value is _MISSING:
                     value = stream.configuration.get(key, _MISSING)
@@ -505,7 +748,7 @@ class ScanBuffer:
                     value = run.start.get(key, _MISSING)
             number = _MISSING if value is _MISSING else _as_number(value)
             if number is None or number is _MISSING:
-                self._skip(run, name, key, found=value is not _MISSING)
+                self._skip(stream, name, key, found=value is not _MISSING)
                 return None
             row.append(number)
         time = _as_number(time)
@@ -521,14 +764,23 @@ class ScanBuffer:
             self._n += len(rows)
             self._run_origins.setdefault(run.uid, run.origin)
             self._version += 1
+        error = self._key_error
+        if error is not None and error.run_uid != run.uid:
+            self._key_error = None  # a later run gives points: that one is history
 
     # -- warnings ------------------------------------------------------------------------------
 
-    def _skip(self, run: _Run, name: str, key: str, *, found: bool) -> None:
+    def _skip(self, stream: _Stream, name: str, key: str, *, found: bool) -> None:
+        run = stream.run
         counts = self._skipped.setdefault(run.uid, {})
         counts[key] = counts.get(key, 0) + 1
+        if "keys" in run.warned:
+            return  # the run lacks keys everywhere: said once, in _key_problem
         if found:
             reason = f"whose {key!r} (for {name!r}) is not a finite number (NaN, inf, text, ...)"
+        elif self._missing(stream):
+            self._key_problem(stream)
+            return
         elif name == self.target:
             reason = f"that lack {key!r} (the target {name!r}) in their data"
         else:
@@ -541,6 +793,63 @@ class ScanBuffer:
             f"skip:{key}",
             f"run {run.uid}: skipping events {reason}; ScanBuffer.skipped counts them",
         )
+
+    def _missing(self, stream: _Stream) -> list[tuple[str, str]]:
+        """(name, data key) of the names for which ``stream``'s run has no data key at all.
+
+        Not an event that lacks a key its descriptor declares (a bad event), but a run that
+        will never give a point: the target is not among the stream's data keys, a feature
+        not among them, the baseline's, the configuration's or the start document's keys.
+        """
+        run = stream.run
+        missing = []
+        for name, key, is_target in self._lookups:
+            if key in stream.data_keys:
+                continue
+            if is_target or not (
+                key in run.baseline_keys or key in stream.configuration_keys or key in run.start
+            ):
+                missing.append((name, key))
+        return missing
+
+    def _key_problem(self, stream: _Stream, message: str | None = None) -> None:
+        """Warn, once per run, that ``stream``'s run gives no points for its keys; keep it as
+        :attr:`key_error`. The message lists the data keys the run has."""
+        run = stream.run
+        if "keys" in run.warned:
+            return
+        if message is None:
+            lacks = []
+            for name, key in self._missing(stream):
+                if name == self.target:
+                    lacks.append(f"{key!r} (the target {name!r})")
+                else:
+                    lacks.append(f"{key!r}" + (f" (for {name!r})" if name != key else ""))
+            hints = ""
+            if stream.dimensions or stream.hinted:
+                hints = (
+                    f"; it scans {', '.join(stream.dimensions) or 'no motor'} and its "
+                    f"detectors hint {', '.join(stream.hinted) or 'nothing'}"
+                )
+            message = (
+                f"run {run.uid}: its events lack {', '.join(lacks)} in their data, the "
+                "baseline, the descriptor's configuration and the start document; map each "
+                "name to a data key it has with keys={name: data key}, record the value in a "
+                "baseline or the plan's md, or leave features and target out to take them "
+                f"from the plan's hints{hints}; its points are skipped (ScanBuffer.skipped "
+                "counts them)"
+            )
+        existing = stream.data_keys | run.baseline_keys | stream.configuration_keys
+        message += (
+            f". Data keys of the run: {', '.join(sorted(stream.data_keys)) or 'none'} "
+            f"(stream {self.stream!r})"
+        )
+        if run.baseline_keys:
+            message += f"; {', '.join(sorted(run.baseline_keys))} ({BASELINE_STREAM!r})"
+        if stream.configuration_keys:
+            message += f"; {', '.join(sorted(stream.configuration_keys))} (configuration)"
+        self._key_error = DataKeyError(message, run_uid=run.uid, data_keys=existing)
+        self._warn_once(run, "keys", message)
 
     def _set_units(self, name: str, units: str, run: _Run) -> None:
         with self._data_lock:
@@ -564,6 +873,75 @@ class ScanBuffer:
             self._pending.append(message)
         else:
             warnings.warn(message, DataWarning, stacklevel=2)
+
+
+def _dimension_fields(
+    start: Mapping[str, Any], descriptor: Mapping[str, Any], stream: str
+) -> tuple[str, ...]:
+    """The data keys of the motors a run scans, in order, as its documents say.
+
+    First the start document's ``hints["dimensions"]`` (``[(fields, stream), ...]``, which
+    bluesky's plans write: one entry per axis of a grid, one entry holding every motor of a
+    ``scan`` that moves several together), the dimensions of ``stream`` only; failing that,
+    its ``motors`` (object names), each resolved through the descriptor's ``hints`` or
+    ``object_keys``. ``count``'s pseudo-dimension ``time`` is not a data key and is left out.
+    """
+    fields: list[str] = []
+    hints = start.get("hints")
+    dimensions = hints.get("dimensions") if isinstance(hints, Mapping) else None
+    if isinstance(dimensions, (list, tuple)):
+        for dimension in dimensions:
+            if not (isinstance(dimension, (list, tuple)) and len(dimension) == 2):
+                continue
+            names, dimension_stream = dimension
+            if dimension_stream != stream or not isinstance(names, (list, tuple)):
+                continue
+            fields.extend(f for f in names if isinstance(f, str))
+    else:
+        motors = start.get("motors")
+        if isinstance(motors, str):
+            motors = [motors]
+        descriptor_hints = descriptor.get("hints")
+        if not isinstance(descriptor_hints, Mapping):
+            descriptor_hints = {}
+        object_keys = descriptor.get("object_keys")
+        for motor in motors if isinstance(motors, (list, tuple)) else ():
+            motor_hints = descriptor_hints.get(motor)
+            hinted = motor_hints.get("fields") if isinstance(motor_hints, Mapping) else None
+            if not hinted and isinstance(object_keys, Mapping):
+                keys = object_keys.get(motor)
+                # An ophyd motor's readback is its first key (the setpoint follows).
+                hinted = keys[:1] if isinstance(keys, (list, tuple)) else None
+            if not hinted:
+                hinted = [motor]
+            fields.extend(f for f in hinted if isinstance(f, str))
+    return tuple(dict.fromkeys(f for f in fields if f != _TIME))
+
+
+def _hinted_fields(descriptor: Mapping[str, Any], start: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields the objects read into a stream hint, in order.
+
+    Each object's ``hints["fields"]``, which bluesky writes into the descriptor's ``hints``
+    keyed by object name; then every data key (``object_keys``) of the objects that are
+    neither motors (the start's ``motors``) nor give hints: an ophyd-async signal read on its
+    own (``scan([det.value], ...)``) has no hints, and is the detector all the same.
+    """
+    hints = descriptor.get("hints")
+    hints = hints if isinstance(hints, Mapping) else {}
+    fields: list[str] = []
+    for obj_hints in hints.values():
+        hinted = obj_hints.get("fields") if isinstance(obj_hints, Mapping) else None
+        if isinstance(hinted, (list, tuple)):
+            fields.extend(f for f in hinted if isinstance(f, str))
+    motors = start.get("motors")
+    if isinstance(motors, str):
+        motors = [motors]
+    motors = {m for m in motors if isinstance(m, str)} if isinstance(motors, (list, tuple)) else ()
+    object_keys = descriptor.get("object_keys")
+    for obj, keys in object_keys.items() if isinstance(object_keys, Mapping) else ():
+        if obj not in hints and obj not in motors and isinstance(keys, (list, tuple)):
+            fields.extend(k for k in keys if isinstance(k, str))
+    return tuple(dict.fromkeys(fields))
 
 
 def _units_of(data_keys: Any, wanted: frozenset[str]) -> dict[str, str]:

@@ -52,7 +52,7 @@ import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
 from bluesky_digitwin._files import atomic_path
-from bluesky_digitwin.buffer import ScanBuffer
+from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.data import MIN_POINTS, DigitwinInputError
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.processes import child_environment
@@ -209,6 +209,14 @@ class TwinCallback(CallbackBase):
     hyperparameters (``warm_start``), and records the run uids and buffer version it learned
     from in ``twin.metadata["provenance"]``.
 
+    Without ``features`` and ``target``, the buffer takes them from the first run, as the plan
+    and the detectors hint them (see :class:`~bluesky_digitwin.buffer.ScanBuffer`): the scanned
+    motors' fields and the one hinted detector field, under their data keys. A run that does
+    not say which its keys are, or lacks a key everywhere, gives no points and one
+    :class:`~bluesky_digitwin.buffer.DataKeyError` (a ``ValueError``) naming the data keys it
+    has: warned, logged, shown in :attr:`status` while there are too few points to train, and
+    raised by :meth:`wait`.
+
     The document path never blocks and never raises (errors are logged with :mod:`logging`);
     training errors are logged and kept in :attr:`status`. Runs that are paused and resumed
     are buffered as the RunEngine emits them: a point measured again after the rewind to the
@@ -218,7 +226,8 @@ class TwinCallback(CallbackBase):
     ----------
     features, target, keys, stream, include_simulated
         As for :class:`~bluesky_digitwin.buffer.ScanBuffer` (names, data keys, the stream of
-        points, whether runs marked ``data_origin: "simulated"`` are learned from).
+        points, whether runs marked ``data_origin: "simulated"`` are learned from); features
+        and target left out are taken from the first run's hints.
     policy
         When to train (:class:`RetrainPolicy`; default: after each run, debounced by 1 s, from
         20 points on).
@@ -251,12 +260,20 @@ class TwinCallback(CallbackBase):
     ...     RE(scan([mag], mag.temperature, 10, 60, 51))
     >>> twin = cb.wait(timeout=600)  # the twin of all three scans
     >>> print(cb.status)
+
+    Any detector, any standard plan: without names, the plan says what is what.
+
+    >>> cb = TwinCallback()
+    >>> RE.subscribe(cb)
+    >>> RE(grid_scan([det4], motor1, -1, 1, 11, motor2, -1, 1, 11))
+    >>> cb.wait(timeout=600).features
+    ('motor1', 'motor2')
     """
 
     def __init__(
         self,
-        features: Iterable[str] | str = ("T", "H"),
-        target: str = "M",
+        features: Iterable[str] | str | None = None,
+        target: str | None = None,
         *,
         keys: Mapping[str, str] | None = None,
         stream: str = "primary",
@@ -340,6 +357,9 @@ class TwinCallback(CallbackBase):
         ------
         TimeoutError
             No such twin within ``timeout`` seconds.
+        DataKeyError
+            Too few points, and the latest run was not learned from for its data keys (the
+            message lists those it has): no twin can come of it.
         RuntimeError
             The training failed (its error is in the message) and no newer one is pending,
             there are fewer points than ``policy.min_points``, or the callback is closed.
@@ -372,8 +392,11 @@ class TwinCallback(CallbackBase):
 
     def __repr__(self) -> str:
         status = self.status
+        names = f"{self.buffer.target}({', '.join(self.buffer.features)})"
+        if self.buffer.layout is None:
+            names = "names from the first run's hints"
         return (
-            f"<TwinCallback {self.buffer.target}({', '.join(self.buffer.features)}): "
+            f"<TwinCallback {names}: "
             f"{status.state}, {status.n_points} points, twin {status.twin_id or 'none'}>"
         )
 
@@ -528,6 +551,10 @@ class _Trainer:
         # Why no twin of the newest data asked for will come (a failure, too few points).
         self._blocker: str | None = None
         self._blocker_state = "waiting"
+        # The buffer's DataKeyError behind the blocker, if that is why (wait() raises it), and
+        # the latest one logged (each is logged once).
+        self._blocker_error: DataKeyError | None = None
+        self._logged_key_error: DataKeyError | None = None
         self._restarts_in_row = 0
         self._trainings = self._failures = self._cancelled = 0
         # The status, and whether its message counts the points buffered (then status()
@@ -592,6 +619,13 @@ class _Trainer:
                 if self._closing.is_set():
                     raise RuntimeError("the TwinCallback is closed; no new twin will come")
                 if self._job is None and not self._pending():
+                    error = self._blocker_error
+                    if error is not None:
+                        raise DataKeyError(
+                            f"no twin of the data buffered: {error}",
+                            run_uid=error.run_uid,
+                            data_keys=error.data_keys,
+                        )
                     raise RuntimeError(
                         "no twin of the data buffered: "
                         f"{self._blocker_text() or 'no training is running or asked for'}"
@@ -688,11 +722,21 @@ class _Trainer:
             self._mark_handled(requests)  # nothing new since the latest training
             return None
         if not enough:
+            key_error = self.buffer.key_error
             with self._cond:
                 self._handled = requests
-                self._block("waiting", _FEW_POINTS)
-                self._publish(*self._settled())
+                if key_error is not None:
+                    # Too few points because a run's keys did not fit: that is what to fix.
+                    self._block("error", f"no points from the latest run: {key_error}")
+                    self._blocker_error = key_error
+                    self._publish(*self._settled(), error=key_error)
+                else:
+                    self._block("waiting", _FEW_POINTS)
+                    self._publish(*self._settled())
                 self._cond.notify_all()
+            if key_error is not None and key_error is not self._logged_key_error:
+                self._logged_key_error = key_error
+                logger.error("TwinCallback: %s", key_error)
             return None
         self._launch(requests)
         return _POLL
@@ -729,7 +773,7 @@ class _Trainer:
 
     def _block(self, state: str, reason: str) -> None:
         """Record (under _cond) why the data asked for will get no twin for now."""
-        self._blocker, self._blocker_state = reason, state
+        self._blocker, self._blocker_state, self._blocker_error = reason, state, None
 
     def _launch(self, requests: int) -> None:
         worker = self._take_spare() or self._start_worker()
@@ -762,7 +806,7 @@ class _Trainer:
             self._handled = requests
             self._attempted = version
             self._trainings = number
-            self._blocker = None
+            self._blocker = self._blocker_error = None
             self._publish(
                 "training",
                 f"training #{number} on {job.n_points} points of {len(job.run_uids)} run(s)",
@@ -804,10 +848,14 @@ class _Trainer:
             "warm_start_from": previous.id if previous is not None else None,
             "trained_by": "bluesky_digitwin.callbacks.TwinCallback",
         }
+        # Set before the first point (and never changed): the snapshot's names are these.
+        layout = self.buffer.layout
+        if layout is None:
+            raise RuntimeError("the buffer has points but no layout (a bug)")
         message = {
             "data": str(data_path),
-            "features": list(self.buffer.features),
-            "target": self.buffer.target,
+            "features": list(layout.features),
+            "target": layout.target,
             "options": options,
             "warm_start": warm_start,
             "provenance": provenance,
@@ -869,7 +917,7 @@ class _Trainer:
             old_dir = self.current[2]
             if twin is not None:
                 self.current = (twin, job.version, job.twin_dir)
-                self._blocker = None
+                self._blocker = self._blocker_error = None
                 self._publish(
                     "ready",
                     f"twin {twin.id[:8]} trained on {job.n_points} points in {elapsed:.1f} s "

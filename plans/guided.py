@@ -30,6 +30,7 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.plans as bp
 import numpy as np
+from bluesky.protocols import Movable, Readable
 from bluesky.utils import MsgGenerator, plan
 
 from bluesky_digitwin.analysis.steps import StepSuggestion, suggest_step
@@ -98,12 +99,12 @@ def _near(value: float, others: Sequence[float], tolerance: float) -> bool:
 
 @plan
 def _measure_line(
-    detectors: Sequence[Any],
-    fast_axis: Any,
+    detectors: Sequence[Readable],
+    fast_axis: Movable,
     fast_start: float,
     fast_stop: float,
     fast_num: int,
-    slow_axis: Any,
+    slow_axis: Movable,
     value: float,
     md: dict[str, Any],
 ) -> MsgGenerator[str]:
@@ -123,7 +124,7 @@ def _line_md(
     *,
     phase: str,
     index: int,
-    slow_axis: Any,
+    slow_axis: Movable,
     slow_feature: str,
     value: float,
     extra: Mapping[str, Any] | None = None,
@@ -173,12 +174,12 @@ def suggested_lines(
 
 @plan
 def twin_guided_scan(
-    detectors: Sequence[Any],
-    fast_axis: Any,
+    detectors: Sequence[Readable],
+    fast_axis: Movable,
     fast_start: float,
     fast_stop: float,
     fast_num: int,
-    slow_axis: Any,
+    slow_axis: Movable,
     coarse_values: Sequence[float],
     *,
     twin_source: TwinSource,
@@ -431,12 +432,12 @@ def score_lines(
 
 @plan
 def adaptive_line_scan(
-    detectors: Sequence[Any],
-    fast_axis: Any,
+    detectors: Sequence[Readable],
+    fast_axis: Movable,
     fast_start: float,
     fast_stop: float,
     fast_num: int,
-    slow_axis: Any,
+    slow_axis: Movable,
     bounds: tuple[float, float],
     *,
     twin_source: TwinSource,

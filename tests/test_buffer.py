@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
+import bluesky.plans as bp
 import event_model
 import numpy as np
 import pytest
@@ -18,10 +19,14 @@ from bluesky.plans import scan
 from bluesky.preprocessors import SupplementalData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ophyd.sim import det4, motor1, motor2
+from ophyd_async import sim as async_sim
+from ophyd_async.core import init_devices
 
-from bluesky_digitwin.buffer import ScanBuffer
+from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.data import DataWarning, DigitwinInputError
 from bluesky_digitwin.sim import FirstOrderMagnet, Magnetometer
+from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
 
 Document = tuple[str, dict[str, Any]]
 FIELDS = (1000.0, 5000.0, 20000.0)
@@ -223,6 +228,183 @@ def test_another_stream_can_be_chosen(RE, mag):
     np.testing.assert_array_equal(buffer.snapshot()["T"], [10.0, 20.0, 30.0])
 
 
+# -- standard plans, names from the hints -------------------------------------------------------
+
+
+@pytest.fixture(params=["ophyd", "ophyd-async"])
+def magnetometer(request, RE) -> tuple[Any, str]:
+    """A noiseless magnetometer of either library, and its data keys' prefix."""
+    if request.param == "ophyd":
+        return Magnetometer(FirstOrderMagnet(), noise=0.0, name="mag"), "mag_"
+    with init_devices():  # after the RunEngine, whose event loop connects the device
+        amag = AsyncMagnetometer(FirstOrderMagnet(), noise=0.0)
+    return amag, "amag-"
+
+
+def check_moments(buffer: ScanBuffer, T: str, H: str | float, M: str) -> xr.Dataset:
+    """The buffer holds the material's moment at each point, with units; ``H`` is the name of
+    the field, or its value when it is not a feature."""
+    ds = buffer.snapshot()
+    expected = FirstOrderMagnet().moment(ds[T].values, ds[H].values if isinstance(H, str) else H)
+    np.testing.assert_allclose(ds[M], expected, rtol=1e-12)
+    assert {ds[name].attrs["units"] for name in (T, M)} == {"K", "emu"}
+    return ds
+
+
+PLANS = {
+    # name: (plan of (magnetometer), expected temperatures, fields or None if not a feature)
+    "scan": (lambda m: bp.scan([m], m.temperature, 10, 60, 6), np.linspace(10, 60, 6), None),
+    "rel_scan": (lambda m: bp.rel_scan([m], m.temperature, -10, 10, 3), [20, 30, 40], None),
+    "list_scan": (lambda m: bp.list_scan([m], m.temperature, [40, 10, 25]), [40, 10, 25], None),
+    "grid_scan": (
+        lambda m: bp.grid_scan([m], m.temperature, 10, 60, 3, m.field, 0, 5e4, 2),
+        [10, 10, 35, 35, 60, 60],
+        [0, 5e4, 0, 5e4, 0, 5e4],
+    ),
+    "grid_scan snaking": (
+        lambda m: bp.grid_scan([m], m.temperature, 10, 60, 3, m.field, 0, 5e4, 2, snake_axes=True),
+        [10, 10, 35, 35, 60, 60],
+        [0, 5e4, 5e4, 0, 0, 5e4],
+    ),
+}
+
+
+@pytest.mark.parametrize("plan_name", list(PLANS))
+def test_standard_plans_name_features_and_target(RE, magnetometer, plan_name):
+    mag, prefix = magnetometer
+    make_plan, temperatures, fields = PLANS[plan_name]
+    RE(bps.mv(mag.temperature, 30.0, mag.field, 5000.0))
+    buffer = ScanBuffer()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        RE(make_plan(mag), buffer)
+    assert data_warnings(record) == []
+    T, H, M = (f"{prefix}{name}" for name in ("temperature", "field", "moment"))
+    features = (T,) if fields is None else (T, H)
+    assert (buffer.features, buffer.target) == (features, M)
+    assert buffer.layout.inferred and buffer.keys == {name: name for name in (*features, M)}
+    ds = check_moments(buffer, T, 5000.0 if fields is None else H, M)
+    np.testing.assert_allclose(ds[T], temperatures)
+    if fields is not None:
+        np.testing.assert_array_equal(ds[H], fields)
+
+
+def test_count_with_a_baseline_names_the_features_and_takes_the_target(RE, magnetometer):
+    """count scans no motor: the features are named (here: the baseline's keys)."""
+    mag, prefix = magnetometer
+    T, H, M = (f"{prefix}{name}" for name in ("temperature", "field", "moment"))
+    RE.preprocessors.append(SupplementalData(baseline=[mag.temperature, mag.field]))
+    buffer = ScanBuffer((T, H))
+    for temperature, field in ((20.0, 1e3), (40.0, 2e4)):
+        RE(bps.mv(mag.temperature, temperature, mag.field, field))
+        RE(bp.count([mag], 2), buffer)
+    assert buffer.target == M and buffer.features == (T, H)
+    ds = check_moments(buffer, T, H, M)
+    np.testing.assert_array_equal(ds[T], [20.0, 20.0, 40.0, 40.0])
+    np.testing.assert_array_equal(ds[H], [1e3, 1e3, 2e4, 2e4])
+    assert ds[H].attrs["units"] == "Oe"  # from the baseline's data keys
+
+
+def test_count_without_features_is_one_clear_error_listing_the_keys(RE, magnetometer):
+    mag, prefix = magnetometer
+    RE.preprocessors.append(SupplementalData(baseline=[mag.field]))
+    buffer = ScanBuffer()
+    with pytest.warns(DataWarning) as record:
+        (uid,) = RE(bp.count([mag], 3), buffer)
+    (message,) = data_warnings(record)
+    assert "scans no motor" in message and "name them" in message
+    assert f"Data keys of the run: {prefix}moment (stream 'primary')" not in message  # all
+    assert f"{prefix}field" in message.split("; ")[-1] and "('baseline')" in message
+    error = buffer.key_error
+    assert isinstance(error, DataKeyError) and isinstance(error, ValueError)
+    assert str(error) == message and error.run_uid == uid
+    assert {f"{prefix}moment", f"{prefix}temperature", f"{prefix}field"} <= set(error.data_keys)
+    assert buffer.layout is None and buffer.n_points == 0
+    # The next run that says what it scans gives the names, and clears the error.
+    RE(bp.scan([mag], mag.temperature, 10, 20, 3), buffer)
+    assert buffer.features == (f"{prefix}temperature",) and buffer.n_points == 3
+    assert buffer.key_error is None
+
+
+def test_names_taken_from_the_first_run_hold_for_later_runs(RE, magnetometer):
+    """A 2-D grid names T and H; later 1-D line scans give H from their events."""
+    mag, prefix = magnetometer
+    T, H, M = (f"{prefix}{name}" for name in ("temperature", "field", "moment"))
+    buffer = ScanBuffer()
+    RE(bp.grid_scan([mag], mag.temperature, 10, 60, 3, mag.field, 0, 5e4, 2), buffer)
+    for field in (1e4, 3e4):
+        RE(bps.mv(mag.field, field))
+        RE(bp.scan([mag], mag.temperature, 10, 60, 4), buffer)
+    assert buffer.features == (T, H) and len(buffer.run_uids) == 3
+    ds = check_moments(buffer, T, H, M)
+    np.testing.assert_array_equal(ds[H][6:], [1e4] * 4 + [3e4] * 4)
+
+
+def test_names_given_are_mapped_and_the_rest_comes_from_the_hints(RE, magnetometer):
+    mag, prefix = magnetometer
+    buffer = ScanBuffer(("T", "H"), keys={"T": f"{prefix}temperature", "H": f"{prefix}field"})
+    RE(bp.grid_scan([mag], mag.temperature, 10, 60, 3, mag.field, 0, 5e4, 2), buffer)
+    assert (buffer.features, buffer.target) == (("T", "H"), f"{prefix}moment")
+    check_moments(buffer, "T", "H", f"{prefix}moment")
+
+
+def test_ophyd_sim_grid_scan_trains_on_det4_over_two_motors(RE):
+    """The plain ophyd.sim example: bp.grid_scan([det4], motor1, ..., motor2, ...)."""
+    buffer = ScanBuffer()
+    RE(bp.grid_scan([det4], motor1, -1, 1, 5, motor2, -1, 1, 4), buffer)
+    assert (buffer.features, buffer.target) == (("motor1", "motor2"), "det4")
+    ds = buffer.snapshot()
+    assert ds.sizes["point"] == 20 and np.ptp(ds["det4"].values) > 0
+
+
+def test_a_scan_mixing_ophyd_async_and_ophyd_devices_is_learned(RE):
+    """An ophyd-async instrument's temperature and reading, an ophyd motor's position."""
+    with init_devices():
+        amag = AsyncMagnetometer(FirstOrderMagnet(), noise=0.0)
+    buffer = ScanBuffer()
+    RE(bp.grid_scan([amag], amag.temperature, 10, 60, 3, motor1, 0, 1, 2), buffer)
+    assert (buffer.features, buffer.target) == (("amag-temperature", "motor1"), "amag-moment")
+    ds = check_moments(buffer, "amag-temperature", 0.0, "amag-moment")
+    np.testing.assert_array_equal(ds["motor1"], [0, 1] * 3)
+
+
+def test_several_hinted_detector_fields_are_one_clear_error(RE):
+    """ophyd_async.sim's point detector hints three channels: the target must be named."""
+    pattern = async_sim.PatternGenerator()
+    with init_devices():
+        stage = async_sim.SimStage(pattern)
+        pdet = async_sim.SimPointDetector(pattern)
+    for motor in (stage.x, stage.y):  # instant moves
+        RE(bps.mv(motor.velocity, 0))
+    buffer = ScanBuffer()
+    with pytest.warns(DataWarning, match="several fields") as record:
+        RE(bp.grid_scan([pdet], stage.x, -1, 1, 3, stage.y, -1, 1, 3), buffer)
+    (message,) = data_warnings(record)
+    channels = [f"pdet-channel-{i}-value" for i in (1, 2, 3)]
+    assert all(channel in message for channel in channels)
+    assert "ScanBuffer(target='pdet-channel-1-value')" in message
+    assert buffer.n_points == 0
+
+    named = ScanBuffer(target="pdet-channel-2-value")
+    RE(bp.grid_scan([pdet], stage.x, -1, 1, 3, stage.y, -1, 1, 3), named)
+    assert named.features == ("stage-x", "stage-y")  # the motors' readbacks: dashed keys
+    assert named.n_points == 9 and named.target == "pdet-channel-2-value"
+
+
+def test_names_that_are_no_data_key_are_one_clear_error_listing_the_keys(RE, magnetometer):
+    mag, prefix = magnetometer
+    buffer = ScanBuffer(("T", "H"), "M")
+    with pytest.warns(DataWarning) as record:
+        RE(bp.scan([mag], mag.temperature, 10, 60, 4), buffer)
+    (message,) = data_warnings(record)
+    assert "lack 'T', 'H', 'M' (the target 'M')" in message
+    assert f"it scans {prefix}temperature and its detectors hint {prefix}moment" in message
+    assert f"Data keys of the run: {prefix}field" in message
+    assert buffer.key_error.data_keys == tuple(sorted(buffer.key_error.data_keys))
+    assert f"{prefix}moment" in buffer.key_error.data_keys
+    assert buffer.n_points == 0 and list(buffer.skipped.values()) == [{"T": 4}]
+
+
 # -- where a feature comes from ----------------------------------------------------------------
 
 
@@ -391,6 +573,8 @@ def test_warnings_turned_into_errors_reach_the_caller_unchanged():
         ({"features": ("time",)}, "reserved"),
         ({"keys": {"X": "x"}}, "neither a feature"),
         ({"keys": {"T": 3}}, "strings"),
+        ({"features": None, "target": None, "keys": {"T": "t"}}, r"name both, e\.g\."),
+        ({"features": None, "target": "run_uid"}, "reserved"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):

@@ -1,4 +1,4 @@
-"""Simulated materials (and, later, simulated devices) for the four cases of the paper.
+"""Simulated materials, and instruments measuring them, for the four cases of the paper.
 
 Everything here is simulated: Datasets carry ``attrs["source"] = "bluesky_digitwin.sim.<Model>"``.
 """
@@ -31,10 +31,13 @@ __all__ = [
     "resistance_scans",
 ]
 
-# Simulated ophyd instruments measuring the materials above. They are imported on first use:
-# ophyd adds about a second to the import, which code that needs only the materials should not pay.
+# Simulated instruments measuring the materials above, as ophyd devices and as ophyd-async
+# devices (one material model for both: sim.instruments). They are imported on first use: ophyd
+# and ophyd-async add a second or more to the import, which code that needs only the materials
+# should not pay.
 _DEVICES = ("ArpesDetector", "Magnetometer", "ResistanceBridge", "SimAxis", "SimReading")
-__all__ += _DEVICES
+_ASYNC_DEVICES = ("AsyncArpesDetector", "AsyncMagnetometer", "AsyncResistanceBridge")
+__all__ += [*_DEVICES, *_ASYNC_DEVICES]
 
 
 def __getattr__(name: str):
@@ -42,4 +45,8 @@ def __getattr__(name: str):
         from bluesky_digitwin.sim import devices
 
         return getattr(devices, name)
+    if name in _ASYNC_DEVICES:
+        from bluesky_digitwin.sim import async_devices
+
+        return getattr(async_devices, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,11 +27,17 @@ axis elsewhere (a baseline, or the plan's metadata).
 
 ``seconds_per_point`` delays each trigger so that a demo paces like an instrument; at 0 (the
 default) a trigger completes at once, in the caller's thread.
+
+An instrument's ``hints`` name its reading only: read as a whole (``scan([mag], ...)``), it
+tells bluesky's callbacks (and a :class:`~bluesky_digitwin.buffer.ScanBuffer` without names)
+that the moment is what it measures, the axes being what is scanned or held.
+
+The same instruments as ophyd-async devices are in :mod:`bluesky_digitwin.sim.async_devices`;
+both measure through :class:`~bluesky_digitwin.sim.instruments.MaterialProbe`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from typing import Any, ClassVar
@@ -42,6 +48,14 @@ from ophyd import Device
 from ophyd.sim import SynAxis, SynSignal
 from ophyd.status import DeviceStatus, StatusBase
 
+from bluesky_digitwin.sim.instruments import (
+    ARPES_DETECTOR,
+    MAGNETOMETER,
+    RESISTANCE_BRIDGE,
+    InstrumentSpec,
+    MaterialProbe,
+    check_seconds_per_point,
+)
 from bluesky_digitwin.sim.materials import (
     ArpesMap,
     FirstOrderMagnet,
@@ -131,68 +145,67 @@ class SimReading(SynSignal):
 class _Instrument(Device):
     """Two axes and one reading of a material model; subclasses declare the components.
 
-    Subclasses set ``_axes`` (the attribute names of the two axes, in the order the material's
-    methods take them) and ``_reading`` (the attribute name of the detector signal, which is
-    also the name of the material's noiseless method: ``moment``, ``resistance``, ...).
+    Subclasses set ``_spec`` (an :class:`~bluesky_digitwin.sim.instruments.InstrumentSpec`:
+    the attribute names of the two axes, in the order the material's methods take them, and
+    of the reading) and declare components of those names.
     """
 
-    _axes: ClassVar[tuple[str, str]]
-    _reading: ClassVar[str]
+    _spec: ClassVar[InstrumentSpec]
 
     def __init__(
         self,
         material: Any,
         *,
+        noise: float | bool | None = None,
         seconds_per_point: float = 0.0,
         seed: int | np.random.Generator | None = None,
         name: str,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
-        self.material = material
-        # One generator per instrument: the same seed gives the same noise, point after point.
-        self._rng = np.random.default_rng(seed)
+        self._probe = MaterialProbe(self._spec, material, noise=noise, seed=seed)
+        self.material = self._probe.material
         self.seconds_per_point = seconds_per_point
-        reading = getattr(self, self._reading)
+        reading = getattr(self, self._spec.reading)
         reading.sim_set_func(self._measure)
         # Start from the noiseless value so that creating a device draws no random numbers.
-        reading.put(float(self._evaluate(*self._positions(), rng=None, noisy=False)[0]))
+        reading.put(self._probe.noiseless(*self._positions()))
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """The reading's field only (ophyd would add the axes' readbacks)."""
+        return {"fields": [getattr(self, self._spec.reading).name]}
 
     @property
     def seconds_per_point(self) -> float:
         """Seconds each trigger of the reading takes (0: immediate)."""
-        return float(getattr(self, self._reading).exposure_time)
+        return float(getattr(self, self._spec.reading).exposure_time)
 
     @seconds_per_point.setter
     def seconds_per_point(self, seconds: float) -> None:
-        seconds = float(seconds)
-        if not (np.isfinite(seconds) and seconds >= 0):
-            raise ValueError(f"seconds_per_point must be finite and >= 0, got {seconds}")
-        getattr(self, self._reading).exposure_time = seconds
+        getattr(self, self._spec.reading).exposure_time = check_seconds_per_point(seconds)
 
     def trigger(self) -> StatusBase:
         """Measure at the current axis readbacks (so that ``count([device])`` works)."""
-        return getattr(self, self._reading).trigger()
+        return getattr(self, self._spec.reading).trigger()
 
-    def _positions(self) -> tuple[np.ndarray, np.ndarray]:
-        # One-element arrays rather than scalars: the models are written for arrays (numpy's
-        # Generator.poisson, for one, returns a plain int for a 0-d input).
-        first, second = self._axes
-        return (
-            np.array([getattr(self, first).position], dtype=np.float64),
-            np.array([getattr(self, second).position], dtype=np.float64),
-        )
+    def _positions(self) -> tuple[float, float]:
+        first, second = self._spec.axes
+        return getattr(self, first.name).position, getattr(self, second.name).position
 
     def _measure(self) -> float:
-        return float(self._evaluate(*self._positions(), rng=self._rng, noisy=True)[0])
+        return self._probe.measure(*self._positions())
 
-    def _evaluate(
-        self, a: np.ndarray, b: np.ndarray, *, rng: np.random.Generator | None, noisy: bool
-    ) -> np.ndarray:
-        """The reading at axis positions ``a`` and ``b`` (1-D arrays), with or without noise."""
-        if noisy:
-            return self.material.measure(a, b, rng=rng)
-        return getattr(self.material, self._reading)(a, b)
+
+def _axis(axis: Any) -> Cpt:
+    """An ophyd component for one axis of an instrument spec."""
+    extra = {} if axis.precision is None else {"precision": axis.precision}
+    return Cpt(SimAxis, value=axis.start, egu=axis.units, **extra)
+
+
+def _reading(spec: InstrumentSpec) -> Cpt:
+    """The ophyd component of an instrument's reading (hinted: it is what is measured)."""
+    return Cpt(SimReading, units=spec.units, precision=spec.precision, kind="hinted")
 
 
 class Magnetometer(_Instrument):
@@ -224,13 +237,10 @@ class Magnetometer(_Instrument):
         Magnetic moment, emu; the detector.
     """
 
-    temperature = Cpt(SimAxis, value=300.0, egu="K")
-    field = Cpt(SimAxis, value=0.0, egu="Oe", precision=1)
-    # Moments span 5e-5 to 0.1 emu: 6 decimals keep LiveTable's columns readable.
-    moment = Cpt(SimReading, units="emu", precision=6, kind="hinted")
-
-    _axes = ("temperature", "field")
-    _reading = "moment"
+    _spec = MAGNETOMETER
+    temperature = _axis(MAGNETOMETER.axes[0])
+    field = _axis(MAGNETOMETER.axes[1])
+    moment = _reading(MAGNETOMETER)
 
     def __init__(
         self,
@@ -242,11 +252,13 @@ class Magnetometer(_Instrument):
         name: str,
         **kwargs: Any,
     ) -> None:
-        material = material if material is not None else FirstOrderMagnet()
-        if noise is not None:
-            material = dataclasses.replace(material, noise_emu=float(noise))
         super().__init__(
-            material, seconds_per_point=seconds_per_point, seed=seed, name=name, **kwargs
+            material,
+            noise=noise,
+            seconds_per_point=seconds_per_point,
+            seed=seed,
+            name=name,
+            **kwargs,
         )
 
 
@@ -278,12 +290,10 @@ class ResistanceBridge(_Instrument):
         Resistance, ohm; the detector.
     """
 
-    temperature = Cpt(SimAxis, value=10.0, egu="K")
-    field = Cpt(SimAxis, value=0.0, egu="Oe", precision=1)
-    resistance = Cpt(SimReading, units="ohm", precision=5, kind="hinted")
-
-    _axes = ("temperature", "field")
-    _reading = "resistance"
+    _spec = RESISTANCE_BRIDGE
+    temperature = _axis(RESISTANCE_BRIDGE.axes[0])
+    field = _axis(RESISTANCE_BRIDGE.axes[1])
+    resistance = _reading(RESISTANCE_BRIDGE)
 
     def __init__(
         self,
@@ -295,11 +305,13 @@ class ResistanceBridge(_Instrument):
         name: str,
         **kwargs: Any,
     ) -> None:
-        material = material if material is not None else SuperconductingFilm()
-        if noise is not None:
-            material = dataclasses.replace(material, noise_ohm=float(noise))
         super().__init__(
-            material, seconds_per_point=seconds_per_point, seed=seed, name=name, **kwargs
+            material,
+            noise=noise,
+            seconds_per_point=seconds_per_point,
+            seed=seed,
+            name=name,
+            **kwargs,
         )
 
 
@@ -333,12 +345,10 @@ class ArpesDetector(_Instrument):
         Photoemission intensity, counts; the detector.
     """
 
-    theta = Cpt(SimAxis, value=0.0, egu="deg")
-    phi = Cpt(SimAxis, value=0.0, egu="deg")
-    intensity = Cpt(SimReading, units="counts", precision=1, kind="hinted")
-
-    _axes = ("theta", "phi")
-    _reading = "intensity"
+    _spec = ARPES_DETECTOR
+    theta = _axis(ARPES_DETECTOR.axes[0])
+    phi = _axis(ARPES_DETECTOR.axes[1])
+    intensity = _reading(ARPES_DETECTOR)
 
     def __init__(
         self,
@@ -350,9 +360,11 @@ class ArpesDetector(_Instrument):
         name: str,
         **kwargs: Any,
     ) -> None:
-        material = material if material is not None else ArpesMap()
-        if noise is not None:
-            material = dataclasses.replace(material, poisson_noise=bool(noise))
         super().__init__(
-            material, seconds_per_point=seconds_per_point, seed=seed, name=name, **kwargs
+            material,
+            noise=noise,
+            seconds_per_point=seconds_per_point,
+            seed=seed,
+            name=name,
+            **kwargs,
         )

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import bluesky.plan_stubs as bps
+import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
@@ -27,9 +28,12 @@ from bluesky import RunEngine
 from bluesky.plans import scan
 from bluesky.utils import RunEngineInterrupted
 from ophyd.sim import SynSignal
+from ophyd_async.core import init_devices
 
 from bluesky_digitwin import DataWarning, DigitwinInputError, SearchSpace, TrainConfig
+from bluesky_digitwin.buffer import DataKeyError
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback, TwinStatus
+from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
 from bluesky_digitwin.sim.devices import Magnetometer
 
 KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
@@ -130,6 +134,25 @@ def test_trains_across_runs_restarts_for_new_data_and_warm_starts(RE, mag, make_
     assert newer.metadata["data"]["n_points"] == 4 * 15 + 2 * 8 + 1  # one point measured twice
     prediction = newer.predict({"T": [30.0], "H": [2.5e4]})
     assert np.isfinite(prediction["M"].values).all()
+
+
+def test_learns_an_ophyd_async_grid_scan_named_by_its_hints(RE, tmp_path):
+    """No names given: the plan's motors are the features, the hinted reading the target;
+    dashed ophyd-async keys go through the training process and back in the twin."""
+    with init_devices():
+        amag = AsyncMagnetometer(seed=0, noise=1e-5)
+    policy = RetrainPolicy(debounce=0.1)
+    with TwinCallback(policy=policy, fit_options=FAST, work_dir=tmp_path / "work") as cb:
+        RE.subscribe(cb)
+        (uid,) = RE(bp.grid_scan([amag], amag.temperature, 10, 60, 8, amag.field, 1e3, 4e4, 4))
+        twin = cb.wait(timeout=TRAINING_TIMEOUT)
+    assert (twin.features, twin.target) == (("amag-temperature", "amag-field"), "amag-moment")
+    assert twin.units == {"amag-temperature": "K", "amag-field": "Oe", "amag-moment": "emu"}
+    assert twin.metadata["provenance"]["run_uids"] == [uid]
+    assert twin.ranges["amag-field"] == (1e3, 4e4)
+    prediction = twin.predict({"amag-temperature": [30.0], "amag-field": [2e4]})
+    assert np.isfinite(prediction["amag-moment"].values).all()
+    assert "amag-moment(amag-temperature, amag-field)" in repr(cb)
 
 
 def test_a_cancelled_training_leaves_no_trial_running_in_its_study(
@@ -288,7 +311,7 @@ def test_an_option_the_data_refuse_fails_in_the_background_in_one_log_line(
 )
 def test_fit_option_values_that_can_never_work_fail_when_the_callback_is_made(option, value):
     with pytest.raises(DigitwinInputError, match=rf"fit_options cannot work: {option} must"):
-        TwinCallback(keys=KEYS, fit_options={**FAST, option: value}, prewarm=False)
+        TwinCallback(fit_options={**FAST, option: value}, prewarm=False)
 
 
 def test_fit_option_values_that_can_work_are_taken():
@@ -297,7 +320,7 @@ def test_fit_option_values_that_can_work_are_taken():
         "heartbeat_interval": None, "validation_fraction": 0.3, "holdout": "auto",
         "n_trials": np.int64(3), "refit_epochs": 0,
     }  # fmt: skip
-    with TwinCallback(keys=KEYS, fit_options=options, prewarm=False) as cb:
+    with TwinCallback(fit_options=options, prewarm=False) as cb:
         assert cb.status.state == "idle"
 
 
@@ -352,14 +375,23 @@ def test_documents_missing_keys_are_skipped_not_raised(RE, mag, make_callback, c
                 assert cb(name, doc) == (name, doc)
     assert "TwinCallback ignored an error" in caplog.text
 
-    # The run's stop asked for a training, which waits for data.
-    status = wait_for_state(cb, {"waiting"})
-    assert "0 points buffered" in status.message
+    # The run's stop asked for a training; there are no points, and the status says why: the
+    # run's keys, with those it has. wait() raises that error, a ValueError.
+    status = wait_for_state(cb, {"error"})
+    assert "lack 'mag_field' (for 'H')" in status.message, status
+    assert "mag_moment, mag_temperature" in status.message
+    assert status.last_error.startswith("DataKeyError: ")
+    with pytest.raises(DataKeyError, match="lack 'mag_field'") as raised:
+        cb.wait(timeout=30)
+    assert isinstance(raised.value, ValueError) and raised.value.run_uid == uid
+    assert "mag_moment" in raised.value.data_keys
+    assert "lack 'mag_field'" in caplog.text  # logged once, at ERROR
+    # With the field in the metadata (under its data key), the same scan is buffered, and
+    # what is missing now is points.
+    RE(scan([mag.moment], mag.temperature, 10, 60, 11, md={"mag_field": 5000}))
+    assert cb.buffer.n_points == 11 and cb.buffer.key_error is None
     with pytest.raises(RuntimeError, match="min_points"):
         cb.wait(timeout=30)
-    # With the field in the metadata (under its data key), the same scan is buffered.
-    RE(scan([mag.moment], mag.temperature, 10, 60, 11, md={"mag_field": 5000}))
-    assert cb.buffer.n_points == 11
 
 
 # -- pause and resume ----------------------------------------------------------------------------
@@ -430,7 +462,7 @@ def test_options_are_checked_when_the_callback_is_made():
 
 
 def test_close_is_idempotent_and_a_context_manager():
-    with TwinCallback(keys=KEYS) as cb:
+    with TwinCallback() as cb:
         work_dir = cb.work_dir
         assert work_dir.is_dir()
         assert cb.status.state == "idle" and "idle" in repr(cb)
@@ -604,10 +636,10 @@ def test_a_killed_session_leaves_no_work_directory_behind(tmp_path, monkeypatch)
     assert left.is_dir()
 
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where TwinCallback's mkdtemp goes
-    with TwinCallback(keys=KEYS, prewarm=False) as live:
+    with TwinCallback(prewarm=False) as live:
         assert not left.exists()  # the next callback removed what the dead one left
         assert live.work_dir.parent == temp
-        with TwinCallback(keys=KEYS, prewarm=False) as other:
+        with TwinCallback(prewarm=False) as other:
             assert live.work_dir.is_dir()  # a living callback's directory is not touched
             assert other.work_dir != live.work_dir
         assert not other.work_dir.exists()

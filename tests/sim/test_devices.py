@@ -196,3 +196,14 @@ def test_arpes_counting_noise_is_reproducible(RE):
     np.testing.assert_array_equal(first, counts(7))
     assert np.all(first == np.round(first))  # Poisson counts are integers
     assert not np.array_equal(first, counts(8))
+
+
+def test_an_instrument_read_whole_hints_its_reading_only(RE):
+    """Its axes are what is scanned or held: bluesky's callbacks should plot the reading."""
+    mag = Magnetometer(name="mag")
+    assert mag.hints == {"fields": ["mag_moment"]}
+    assert mag.temperature.hints == {"fields": ["mag_temperature"]}  # as a motor, its readback
+    docs = run(RE, scan([mag], mag.temperature, 10, 20, 2))
+    (descriptor,) = [doc for name, doc in docs if name == "descriptor"]
+    assert descriptor["hints"] == {"mag": {"fields": ["mag_moment"]}}
+    assert ArpesDetector(name="arpes").hints == {"fields": ["arpes_intensity"]}
