@@ -24,6 +24,7 @@ import statistics
 import time
 from typing import Any
 
+import bluesky.plan_stubs as bps
 import numpy as np
 from _common import machine
 from bluesky import RunEngine
@@ -48,11 +49,14 @@ def scan_documents() -> list[tuple[str, dict[str, Any]]]:
     """Run the grid scan once under a real RunEngine; its documents, in order."""
     RE = RunEngine({})
     documents: list[tuple[str, dict[str, Any]]] = []
-    RE.subscribe(lambda name, doc: documents.append((name, doc)))
     pattern = PatternGenerator()
     with init_devices():
         stage = SimStage(pattern)
         det = SimPointDetector(pattern, num_channels=1)
+    # Instant moves (velocity 0, as SimMotor(instant=True)): the stage's 1 mm/s moves would
+    # make the scan last minutes without changing a reading.
+    RE(bps.mv(stage.x.velocity, 0.0, stage.y.velocity, 0.0))
+    RE.subscribe(lambda name, doc: documents.append((name, doc)))
     RE(grid_scan([det], stage.x, -SPAN, SPAN, X_POINTS, stage.y, -SPAN, SPAN, Y_POINTS))
     return documents
 
