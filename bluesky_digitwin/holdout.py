@@ -164,10 +164,19 @@ def compare_on_holdout(
     result = HoldoutComparison(held_out, len(y_val), twin_rmse, baselines, skipped)
     if warn and not result.twin_is_better and math.isfinite(twin_rmse):
         name, rmse = result.trivial_baseline  # type: ignore[misc]
+        # Random points of densely measured lines are easy for interpolation along the line;
+        # they say nothing of what the user computes between the lines, so the advice says
+        # where it holds.
+        where = (
+            "at points like these (on the measured lines) "
+            if held_out == "points"
+            else "for lines like these "
+        )
         warnings.warn(
             f"the twin predicts the held-out {held_out} no better than {name} interpolation "
-            f"(RMSE {twin_rmse:.4g} against {rmse:.4g}); trust {name} here, or give the search "
-            "more trials or a wider space (SearchSpace)",
+            f"(RMSE {twin_rmse:.4g} against {rmse:.4g}); {where}trust {name}, or give the "
+            "search more trials or a wider space (SearchSpace), or state what you know of the "
+            "shape (monotonic=)",
             TwinNotBetterWarning,
             stacklevel=3,
         )
