@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bluesky_digitwin.data import DigitwinInputError
+from bluesky_digitwin.surrogate.network import check_activation
 from bluesky_digitwin.surrogate.population import train_group
 from bluesky_digitwin.surrogate.training import TrainConfig, TrainResult
 
@@ -68,12 +69,16 @@ class EnsembleRecipe:
         (:func:`~bluesky_digitwin.surrogate.population.train_population`). False: the paper's
         way, the best trials' own networks, ``size`` of them (``configurations`` and
         ``reference`` are not used).
+    reference_activation
+        The reference networks' hidden-layer activation (one of
+        :data:`~bluesky_digitwin.surrogate.network.ACTIVATIONS`).
     """
 
     size: int = 12
     configurations: int = 1
     reference: bool = True
     retrain: bool = True
+    reference_activation: str = "relu"
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -85,6 +90,7 @@ class EnsembleRecipe:
                 "EnsembleRecipe.configurations must be at least 1 (or 0 with reference=True), "
                 f"got {self.configurations}"
             )
+        check_activation(self.reference_activation)
 
     @classmethod
     def paper(cls, size: int = 5) -> EnsembleRecipe:
@@ -109,6 +115,7 @@ class EnsembleRecipe:
                     None,
                     {
                         **REFERENCE_CONFIGURATION,
+                        "activation": self.reference_activation,
                         "batch_size": int(min(batch_sizes)),
                         "l2": 0.0,
                         "dropout": 0.0,

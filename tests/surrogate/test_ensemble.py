@@ -27,6 +27,9 @@ def test_plan_deals_networks_out_evenly_best_first():
     reference = plan[-1][1]
     assert reference["n_units"] == REFERENCE_CONFIGURATION["n_units"]
     assert reference["batch_size"] == 16  # the smallest batch the search offers
+    assert reference["activation"] == "relu"
+    smooth = EnsembleRecipe(size=2, reference_activation="silu").plan(TRIALS, [16])
+    assert smooth[-1][1]["activation"] == "silu"
     assert EnsembleRecipe(size=1).plan(TRIALS, [16]) == [(7, TRIALS[0][1], 1)]
     only_reference = EnsembleRecipe(size=3, configurations=0).plan(TRIALS, [64])
     assert [(trial, count) for trial, _, count in only_reference] == [(None, 3)]
@@ -38,6 +41,7 @@ def test_plan_deals_networks_out_evenly_best_first():
         ({"size": 0}, "at least one network"),
         ({"configurations": 0, "reference": False}, "configurations must be at least 1"),
         ({"configurations": -1}, "configurations must be at least 1"),
+        ({"reference_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
     ],
 )
 def test_bad_recipes_are_one_clear_error(options, message):
