@@ -820,7 +820,9 @@ def build_new_members(
 
     scaling: Scaling = result.scaling
     batch_sizes = (space or SearchSpace()).batch_sizes or default_batch_sizes(data.n_points)
-    plan = recipe.plan([(t.number, trial_params(t)) for t in trials], batch_sizes)
+    plan = recipe.plan(
+        [(t.number, trial_params(t)) for t in trials], batch_sizes, len(result.split.y_train)
+    )
     trained = train_members(
         plan, result.split, train_config=train_config, refit_epochs=refit_epochs, seed=seed or 0
     )

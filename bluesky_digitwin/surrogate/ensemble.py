@@ -72,6 +72,10 @@ class EnsembleRecipe:
     reference_activation
         The reference networks' hidden-layer activation (one of
         :data:`~bluesky_digitwin.surrogate.network.ACTIVATIONS`).
+    reference_steps
+        If given, the reference networks' batch is small enough for at least this many Adam
+        steps an epoch (but at least 16 points): the paper's batch sizes give a 300-point scan
+        5 steps an epoch, too few to learn an oscillating map in 500 epochs (benchmarks/).
     """
 
     size: int = 12
@@ -79,6 +83,7 @@ class EnsembleRecipe:
     reference: bool = True
     retrain: bool = True
     reference_activation: str = "relu"
+    reference_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -91,6 +96,10 @@ class EnsembleRecipe:
                 f"got {self.configurations}"
             )
         check_activation(self.reference_activation)
+        if self.reference_steps is not None and self.reference_steps < 1:
+            raise DigitwinInputError(
+                f"EnsembleRecipe.reference_steps must be at least 1, got {self.reference_steps}"
+            )
 
     @classmethod
     def paper(cls, size: int = 5) -> EnsembleRecipe:
@@ -98,14 +107,21 @@ class EnsembleRecipe:
         return cls(size=size, retrain=False)
 
     def plan(
-        self, trials: Sequence[tuple[int, dict[str, Any]]], batch_sizes: Sequence[int]
+        self,
+        trials: Sequence[tuple[int, dict[str, Any]]],
+        batch_sizes: Sequence[int],
+        n_train: int | None = None,
     ) -> list[tuple[int | None, dict[str, Any], int]]:
         """``(trial or None, hyperparameters, networks)`` for each configuration to train.
 
         ``trials`` are the eligible trials' numbers and hyperparameters, best first. The
         networks are dealt out in turn, best trial first, so each configuration gets an even
-        share of ``size``.
+        share of ``size``. The reference's batch is the smallest of ``batch_sizes``, or
+        smaller for ``reference_steps`` steps an epoch over ``n_train`` training points.
         """
+        reference_batch = int(min(batch_sizes))
+        if n_train is not None and self.reference_steps is not None:
+            reference_batch = min(reference_batch, max(16, n_train // self.reference_steps))
         groups: list[tuple[int | None, dict[str, Any]]] = [
             (number, dict(params)) for number, params in trials[: self.configurations]
         ]
@@ -116,7 +132,7 @@ class EnsembleRecipe:
                     {
                         **REFERENCE_CONFIGURATION,
                         "activation": self.reference_activation,
-                        "batch_size": int(min(batch_sizes)),
+                        "batch_size": reference_batch,
                         "l2": 0.0,
                         "dropout": 0.0,
                         "regularization": "none",

@@ -30,6 +30,12 @@ def test_plan_deals_networks_out_evenly_best_first():
     assert reference["activation"] == "relu"
     smooth = EnsembleRecipe(size=2, reference_activation="silu").plan(TRIALS, [16])
     assert smooth[-1][1]["activation"] == "silu"
+    # A small scan: the reference's batch shrinks to give 16 steps an epoch, never below 16.
+    steps = EnsembleRecipe(size=2, reference_steps=16)
+    assert steps.plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 16
+    assert steps.plan(TRIALS, [64, 128], 646)[-1][1]["batch_size"] == 40
+    assert steps.plan(TRIALS, [256, 512], 24000)[-1][1]["batch_size"] == 256
+    assert EnsembleRecipe(size=2).plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 64
     assert EnsembleRecipe(size=1).plan(TRIALS, [16]) == [(7, TRIALS[0][1], 1)]
     only_reference = EnsembleRecipe(size=3, configurations=0).plan(TRIALS, [64])
     assert [(trial, count) for trial, _, count in only_reference] == [(None, 3)]
@@ -42,6 +48,7 @@ def test_plan_deals_networks_out_evenly_best_first():
         ({"configurations": 0, "reference": False}, "configurations must be at least 1"),
         ({"configurations": -1}, "configurations must be at least 1"),
         ({"reference_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
+        ({"reference_steps": 0}, "reference_steps must be at least 1"),
     ],
 )
 def test_bad_recipes_are_one_clear_error(options, message):
