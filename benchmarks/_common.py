@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -68,3 +69,23 @@ def timed_event_path(
         doc_path.append(time.perf_counter() - start)
 
     return call
+
+
+def fit_options_from_json(options: dict[str, Any]) -> dict[str, Any]:
+    """``DigitalTwin.fit`` options read from JSON: ``train_config`` and ``space`` may be given
+    as objects of :class:`TrainConfig` / :class:`SearchSpace` fields, ``ensemble`` as
+    :class:`EnsembleRecipe` fields (``{"retrain": false, "size": 5}`` is the paper's); the rest
+    are passed as they are."""
+    from bluesky_digitwin import SearchSpace, TrainConfig
+    from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+
+    options = dict(options)
+    if isinstance(options.get("train_config"), dict):
+        options["train_config"] = TrainConfig(**options["train_config"])
+    if isinstance(options.get("ensemble"), dict):
+        options["ensemble"] = EnsembleRecipe(**options["ensemble"])
+    if isinstance(options.get("space"), dict):
+        options["space"] = SearchSpace(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in options["space"].items()}
+        )
+    return options

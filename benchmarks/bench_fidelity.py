@@ -46,9 +46,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
-from _common import ERCO2_MASS_G, SHARED_DATA, erco2_coarse, erco2_fine, machine
+from _common import (
+    ERCO2_MASS_G,
+    SHARED_DATA,
+    erco2_coarse,
+    erco2_fine,
+    fit_options_from_json,
+    machine,
+)
 
-from bluesky_digitwin import DigitalTwin, EnsembleRecipe, SearchSpace, TrainConfig
+from bluesky_digitwin import DigitalTwin
 from bluesky_digitwin.analysis import (
     LinearInterpolator,
     RBFBaseline,
@@ -101,15 +108,7 @@ def fit_twin(
     :class:`EnsembleRecipe` fields (``{"retrain": false, "size": 5}`` is the paper's); the
     rest go to ``DigitalTwin.fit`` as they are.
     """
-    options = dict(options)
-    if isinstance(options.get("train_config"), dict):
-        options["train_config"] = TrainConfig(**options["train_config"])
-    if isinstance(options.get("ensemble"), dict):
-        options["ensemble"] = EnsembleRecipe(**options["ensemble"])
-    if isinstance(options.get("space"), dict):
-        options["space"] = SearchSpace(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in options["space"].items()}
-        )
+    options = fit_options_from_json(options)
     return DigitalTwin.fit(
         data, list(features), target, n_trials=trials, n_workers=workers, seed=seed, **options
     )

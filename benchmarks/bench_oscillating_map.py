@@ -26,7 +26,7 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import numpy as np
-from _common import machine
+from _common import fit_options_from_json, machine
 from bluesky import RunEngine
 from bluesky.plans import grid_scan
 from ophyd_async.core import init_devices
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--fit-options", default="{}", help="JSON of DigitalTwin.fit options")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a training may take")
     args = parser.parse_args()
-    options = json.loads(args.fit_options)
+    options = fit_options_from_json(json.loads(args.fit_options))
     print(f"# oscillating map: ophyd_async.sim, 25 x 13 grid_scan — {machine()}", flush=True)
     start = time.perf_counter()
     documents = scan_documents()
