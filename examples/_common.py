@@ -137,6 +137,7 @@ def fit_twin(
     target: str,
     args: argparse.Namespace,
     say: Summary,
+    monotonic: dict[str, str] | None = None,
 ) -> DigitalTwin:
     """The twin, from the paper's search or, with ``--fast``, a tiny one on one worker; the
     search's progress on stderr, as ``digitwin fit`` shows it."""
@@ -163,6 +164,7 @@ def fit_twin(
             refit_epochs=10 if args.fast else 30,
             provenance={"source": data.attrs.get("source"), "example": Path(args.out).name},
             progress=progress,
+            monotonic=monotonic,
         )
     progress.done()
     search = twin.metadata["search"]

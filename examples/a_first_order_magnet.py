@@ -69,7 +69,9 @@ def main() -> None:
         say(f"simulated material: {magnet.name} ({coarse.attrs['source']}), noise 1e-6 emu")
     say("coarse scan: " + describe_scan(coarse, "T", "H", "M"))
 
-    twin = fit_twin(coarse, ["T", "H"], "M", args, say)
+    # M grows with H (thermodynamic stability): stated, so that no network bends the other
+    # way between the measured fields, where |ΔS_M| is integrated.
+    twin = fit_twin(coarse, ["T", "H"], "M", args, say, monotonic={"H": "increasing"})
     linear = LinearInterpolator.fit(coarse, ["T", "H"], "M")
 
     suggestion, temperatures, fine_fields, fine, linear_dsm = field_step_study(

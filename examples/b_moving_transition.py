@@ -79,7 +79,9 @@ def main() -> None:
         say(f"its transition: {magnet.Tt0_K:g} K at 0 T, moving {magnet.dTt_dB_K_per_T:g} K/T")
     say("coarse scan: " + describe_scan(coarse, "T", "H", "M"))
 
-    twin = fit_twin(coarse, ["T", "H"], "M", args, say)
+    # M grows with H (thermodynamic stability): stated, so that no network bends the other
+    # way between the measured fields, where |ΔS_M| is integrated.
+    twin = fit_twin(coarse, ["T", "H"], "M", args, say, monotonic={"H": "increasing"})
     linear = LinearInterpolator.fit(coarse, ["T", "H"], "M")
 
     suggestion, temperatures, fine_fields, fine, linear_dsm = field_step_study(
