@@ -1372,6 +1372,8 @@ def run_documents(
         The data keys to read from the tables (the others are not fetched); or a function
         giving them, asked once the run's descriptors have been yielded (a buffer that takes
         its names from a run's hints knows them only then); None: every column.
+
+    Every descriptor comes before the first event (a live run may interleave them).
     """
     from bluesky_tiled_plugins.clients.bluesky_run import BlueskyRunV2Mongo
 
@@ -1382,32 +1384,32 @@ def run_documents(
     # bluesky-tiled-plugins 2.0.12 one use of ``catalog.v2`` makes every later run a v2 client.
     run = run.v3
     yield "start", dict(run.metadata["start"])
-    events: list[tuple[float, dict[str, Any]]] = []
     # The baseline first: at equal times its reading precedes the points, as in a live run.
-    for name in dict.fromkeys((BASELINE_STREAM, stream)):
-        if name not in run:
-            continue
-        node = run[name]
-        descriptors = node.descriptors
+    names = [name for name in dict.fromkeys((BASELINE_STREAM, stream)) if name in run]
+    nodes = [(node, node.descriptors) for node in (run[name] for name in names)]
+    # Every descriptor before any event, so that the keys are known when the tables are read.
+    for _, descriptors in nodes:
         for descriptor in descriptors:
             yield "descriptor", descriptor
+    wanted = keys() if callable(keys) else keys
+    events: list[tuple[float, dict[str, Any]]] = []
+    for node, descriptors in nodes:
         if not descriptors:
             continue
         declared = set(descriptors[0].get("data_keys", {}))
-        wanted = keys() if callable(keys) else keys
         columns_wanted = sorted(declared if wanted is None else declared & set(wanted))
         if not columns_wanted:
             continue
         table = node.read(variables=[*columns_wanted, "time", "seq_num"])
         times = np.asarray(table["time"].values, dtype=np.float64)
-        seq_nums = np.asarray(table["seq_num"].values).tolist() if "seq_num" in table else None
+        seq_nums = np.asarray(table["seq_num"].values).tolist()
         columns = {key: table[key].values for key in columns_wanted}
         descriptor_uid = descriptors[0]["uid"]
         for i, time in enumerate(times):
             event = {
                 "uid": f"{descriptor_uid}/{i + 1}",
                 "descriptor": descriptor_uid,
-                "seq_num": i + 1 if seq_nums is None else int(seq_nums[i]),
+                "seq_num": int(seq_nums[i]),
                 "time": float(time),
                 "data": {key: values[i] for key, values in columns.items()},
                 "timestamps": {},
