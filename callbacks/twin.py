@@ -155,7 +155,8 @@ class TwinStatus:
     n_points
         Points buffered.
     trainings
-        Trainings started so far (including failed and cancelled ones).
+        Trainings this callback started so far (including failed and cancelled ones); after
+        :meth:`TwinCallback.from_catalog` they are numbered after the earlier session's.
     twin_id
         Id of the current twin, or None.
     last_error
@@ -385,9 +386,9 @@ class TwinCallback(CallbackBase):
             matches no measured run, or a catalog holding no measured run at all
             (simulated ones only); ``twin`` that holds no twin; names that differ from the
             twin's; runs that give no point (a :class:`DataKeyError` listing their data keys).
-            Raised before anything is written to Tiled or (but for ``DataKeyError``) to
-            ``work_dir``. :class:`~bluesky_digitwin.tiled.DataOriginError` (a
-            ``DigitwinInputError``) when a uid names a simulated run.
+            :class:`~bluesky_digitwin.tiled.DataOriginError` (a ``DigitwinInputError``) when
+            a uid names a simulated run. Nothing is ever written to Tiled, and after an error
+            nothing is left in ``work_dir`` (a directory made for the callback is removed).
 
         Examples
         --------
@@ -419,7 +420,8 @@ class TwinCallback(CallbackBase):
                 keys = dict(recorded) if isinstance(recorded, Mapping) else None
             _check_same_names(previous, previous_dir, features, target)
             if "storage" in options and options.get("study_name") is None:
-                earlier = _STUDY_NAME.match(str(previous.metadata["search"].get("study_name")))
+                searched = previous.metadata.get("search") or {}
+                earlier = _STUDY_NAME.match(str(searched.get("study_name")))
                 if earlier is not None:
                     options["study_name"] = earlier["base"]
         runs = select_runs(catalog, uids, query=query)
