@@ -1325,10 +1325,15 @@ def _no_match(
     """The error for a query that selects no run, saying what the catalog does hold."""
     if include_simulated:
         return DigitwinInputError(f"no run at {where} matches the query {query!r}")
+    # Iterating asks the server (a container's len() may be a second old).
     measured = [c for origin, c in sources if origin != SIMULATED]
-    if not any(len(c) for c in measured):
-        simulated = sum(len(c) for origin, c in sources if origin == SIMULATED)
-        held = f"only {simulated} simulated run(s)" if simulated else "no run at all"
+    if all(next(iter(c), None) is None for c in measured):
+        simulated = [c for origin, c in sources if origin == SIMULATED]
+        held = (
+            "only simulated ones"
+            if any(next(iter(c), None) is not None for c in simulated)
+            else "no run at all"
+        )
         return DigitwinInputError(
             f"no run at {where} matches the query {query!r}: it holds no measured run, "
             f"{held}, and a twin learns from measured runs only; measure first, or name the "
@@ -1386,19 +1391,21 @@ def run_documents(
     yield "start", dict(run.metadata["start"])
     # The baseline first: at equal times its reading precedes the points, as in a live run.
     names = [name for name in dict.fromkeys((BASELINE_STREAM, stream)) if name in run]
-    nodes = [(node, node.descriptors) for node in (run[name] for name in names)]
+    nodes = [(name, node, node.descriptors) for name, node in ((n, run[n]) for n in names)]
     # Every descriptor before any event, so that the keys are known when the tables are read.
-    for _, descriptors in nodes:
+    for _, _, descriptors in nodes:
         for descriptor in descriptors:
             yield "descriptor", descriptor
     wanted = keys() if callable(keys) else keys
     events: list[tuple[float, dict[str, Any]]] = []
-    for node, descriptors in nodes:
+    for name, node, descriptors in nodes:
         if not descriptors:
             continue
         declared = set(descriptors[0].get("data_keys", {}))
         columns_wanted = sorted(declared if wanted is None else declared & set(wanted))
-        if not columns_wanted:
+        # Points lacking the keys wanted are still events, as live, so that a buffer can say
+        # which keys the run has; a baseline without them has nothing to give.
+        if not columns_wanted and name != stream:
             continue
         table = node.read(variables=[*columns_wanted, "time", "seq_num"])
         times = np.asarray(table["time"].values, dtype=np.float64)

@@ -411,8 +411,8 @@ class TwinCallback(CallbackBase):
         directory = None if work_dir is None else Path(work_dir).resolve()
         previous, previous_dir, numbered = _earlier_twin(directory, twin)
         abandoned = _abandoned_training(directory)
-        if abandoned is not None:
-            numbered = max(numbered, int(abandoned.get("number") or 0))
+        if abandoned is not None and isinstance(abandoned.get("number"), int):
+            numbered = max(numbered, abandoned["number"])
         if previous is not None:
             if features is None and target is None and keys is None:
                 features, target = previous.features, previous.target

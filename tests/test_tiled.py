@@ -572,7 +572,7 @@ def test_select_runs_says_what_the_catalog_holds_when_nothing_matches(catalog, R
         RE.unsubscribe(token)
     before = {key: len(only.container(key)) for key in ("measured", "simulated")}
     for source in (only, only.node):
-        with pytest.raises(DigitwinInputError, match="holds no measured run, only 1 simulated"):
+        with pytest.raises(DigitwinInputError, match="holds no measured run, only simulated ones"):
             select_runs(source, query=Key("tag") == tag)
     assert {key: len(only.container(key)) for key in ("measured", "simulated")} == before
 

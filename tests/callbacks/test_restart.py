@@ -340,7 +340,7 @@ def node_count(catalog: TwinCatalog) -> dict[str, int]:
         ("no measured run matches", DigitwinInputError,
          r"no run at .* matches the query .* among the measured runs \(1 simulated run"),
         ("simulated runs only", DigitwinInputError,
-         r"holds no measured run, only 1 simulated run\(s\), and a twin learns from measured"),
+         r"holds no measured run, only simulated ones, and a twin learns from measured runs"),
         ("unknown uid", DigitwinInputError, r"no run 0123456789abcdef at .*; check the uid"),
         ("simulated uid", DataOriginError, r"are simulated .*; a twin learns from measured runs"),
         ("no runs named", DigitwinInputError, r"name the measured runs to start from"),
@@ -370,13 +370,17 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(
     assert not work.exists()
 
 
-def test_runs_without_the_keys_named_are_one_clear_error(catalog, stored, tmp_path):
+@pytest.mark.parametrize("keys", [{"T": "mag_temperature"}, None])
+def test_runs_without_the_keys_named_are_one_clear_error(catalog, stored, tmp_path, keys):
     work = tmp_path / "work"
-    with pytest.raises(DataKeyError, match="none of the 1 measured run"), warnings.catch_warnings():
+    with (
+        pytest.raises(DataKeyError, match=r"none of the 1 measured run.* Data keys of the run: "),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", DataWarning)
         TwinCallback.from_catalog(
-            catalog, stored["measured"], features="T", target="R", keys={"T": "mag_temperature"},
-            work_dir=work, prewarm=False,
+            catalog, stored["measured"], features="T", target="R", keys=keys, work_dir=work,
+            prewarm=False,
         )  # fmt: skip
     assert not work.exists()
 
