@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -125,6 +126,12 @@ class _Run:
     warned: set[str] = field(default_factory=set)
     #: Uids of the events taken while the run is open.
     event_uids: set[str] = field(default_factory=set)
+    #: First seen in documents read back from storage (:meth:`ScanBuffer.replay`), not live.
+    replayed: bool = False
+    #: Of a replayed run still open: how many stored events of the points stream had each
+    #: seq_num, so that the same events seen live are not taken again (storage keeps no
+    #: event uids).
+    stored_seq_nums: Counter[int] = field(default_factory=Counter)
 
 
 @dataclass
@@ -191,6 +198,10 @@ class ScanBuffer:
     after its run's stop, an event whose uid was already taken, an event page whose columns
     differ in length, a malformed document) are skipped with a warning; points already
     buffered are never lost, except by :meth:`clear`.
+
+    Runs stored earlier (in Tiled) are read back with :meth:`replay`, which takes their
+    documents as :meth:`ingest` takes live ones and remembers where each run came from, so
+    that a run arriving both ways is counted once.
 
     Parameters
     ----------
@@ -285,6 +296,7 @@ class ScanBuffer:
         self._streams: dict[str, _Stream] = {}
         self._unknown_descriptors: set[str] = set()
         self._pending: list[str] | None = None  # warnings of the document being taken
+        self._replaying = False  # the document being taken was read back from storage
         self._skipped: dict[str, dict[str, int]] = {}
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "start": self._start,
@@ -345,6 +357,36 @@ class ScanBuffer:
                 self._pending = None
         for message in pending:
             warnings.warn(message, DataWarning, stacklevel=3)
+
+    def replay(self, documents: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Take the documents of runs read back from storage, as :meth:`ingest` takes live ones.
+
+        The points are those a live buffer would have made of the same runs
+        (:func:`bluesky_digitwin.tiled.run_documents` reads a run's documents from Tiled). The
+        buffer remembers which runs came this way, so that a run arriving both ways (the same
+        run uid) is counted once:
+
+        - a run replayed, then seen live: its live documents add only the points storage did
+          not have (a run stored in part, e.g. one still being written), told apart by the
+          events' ``seq_num`` in the points stream, as storage keeps no event uids; a run
+          stored whole adds nothing;
+        - a run seen live, then replayed: the replay adds nothing (the live documents have it).
+
+        Documents of one run seen twice the same way are warned about as by :meth:`ingest`.
+        May be called while live documents arrive from another thread.
+
+        Parameters
+        ----------
+        documents
+            ``(name, doc)`` pairs of whole runs, in the order they were emitted.
+        """
+        for name, doc in documents:
+            with self._state_lock:  # reentrant: ingest takes it again
+                self._replaying = True
+                try:
+                    self.ingest(name, doc)
+                finally:
+                    self._replaying = False
 
     def snapshot(self) -> xr.Dataset:
         """A consistent copy of the points so far, safe to call while documents arrive.
@@ -475,8 +517,10 @@ class ScanBuffer:
         if not isinstance(uid, str):
             self._warn(f"ignored a start document whose uid is a {type(uid).__name__}")
             return
-        if uid in self._runs:
-            self._warn(f"ignored a second start document for run {uid}")
+        known = self._runs.get(uid)
+        if known is not None:
+            if known.replayed == self._replaying:  # else the same run the other way: replay()
+                self._warn(f"ignored a second start document for run {uid}")
             return
         origin = _origin(doc)
         ignored = origin != "measured" and not self.include_simulated
@@ -485,7 +529,9 @@ class ScanBuffer:
                 f"run {uid} has data_origin {doc.get('data_origin')!r}, neither 'measured' nor "
                 "'simulated'; its points are not learned from"
             )
-        self._runs[uid] = run = _Run(uid=uid, start=doc, origin=origin, ignored=ignored)
+        self._runs[uid] = run = _Run(
+            uid=uid, start=doc, origin=origin, ignored=ignored, replayed=self._replaying
+        )
         if not ignored:
             self._take_start_units(run, self.keys)
 
@@ -511,7 +557,8 @@ class ScanBuffer:
             )
             return
         if uid in self._streams:
-            self._warn(f"ignored a second descriptor {uid} of run {run_uid}")
+            if self._streams[uid].run.replayed == self._replaying:  # else see replay()
+                self._warn(f"ignored a second descriptor {uid} of run {run_uid}")
             return
         name = doc.get("name", "primary")  # descriptors before event-model 1.0 had no name
         role = _POINTS if name == self.stream else _BASELINE if name == BASELINE_STREAM else _OTHER
@@ -626,6 +673,8 @@ class ScanBuffer:
             return
         if self._seen(stream.run, doc.get("uid")):
             return
+        if stream.run.replayed and self._stored_before(stream.run, doc.get("seq_num")):
+            return
         row = self._row(stream, doc["data"], doc.get("time"), doc.get("seq_num"))
         if row is not None:
             self._append([row], stream.run)
@@ -662,6 +711,8 @@ class ScanBuffer:
                 continue
             if uids is not None and self._seen(run, uids[i]):
                 continue
+            if run.replayed and self._stored_before(run, None if seq_nums is None else seq_nums[i]):
+                continue
             row = self._row(
                 stream,
                 event_data,
@@ -679,11 +730,15 @@ class ScanBuffer:
         if run is None:
             self._warn(f"ignored a stop document for run {run_uid}, whose start was not seen")
         elif run.closed:
-            self._warn(f"ignored a second stop document for run {run_uid}")
+            if run.replayed == self._replaying:  # else the same run the other way: replay()
+                self._warn(f"ignored a second stop document for run {run_uid}")
+        elif self._replaying and not run.replayed:
+            return  # a run seen live is not taken again from storage, its stop neither
         else:
             run.closed = True
             # Its events are skipped from now on anyway.
             run.event_uids, run.baseline, run.baseline_units = set(), {}, {}
+            run.stored_seq_nums = Counter()
 
     # -- the event path ------------------------------------------------------------------------
 
@@ -706,8 +761,11 @@ class ScanBuffer:
         if run.ignored or stream.role == _OTHER:
             return None
         if run.closed:
-            self._warn_once(run, "closed", f"skipping events of run {run.uid} after its stop")
+            if run.replayed == self._replaying:  # else the same run the other way: replay()
+                self._warn_once(run, "closed", f"skipping events of run {run.uid} after its stop")
             return None
+        if self._replaying and not run.replayed:
+            return None  # a run seen live is not taken again from storage (replay())
         return stream
 
     def _seen(self, run: _Run, uid: Any) -> bool:
@@ -724,6 +782,22 @@ class ScanBuffer:
             return True
         if len(run.event_uids) < _MAX_EVENT_UIDS:
             run.event_uids.add(uid)
+        return False
+
+    def _stored_before(self, run: _Run, seq_num: Any) -> bool:
+        """For a replayed run: count a stored event's seq_num; skip a live event whose
+        seq_num storage had (as often as it had it: a point measured again after a pause
+        repeats a seq_num)."""
+        if not isinstance(seq_num, (int, np.integer)):
+            return False
+        counts = run.stored_seq_nums
+        if self._replaying:
+            counts[int(seq_num)] += 1
+            return False
+        seq_num = int(seq_num)
+        if counts.get(seq_num, 0) > 0:
+            counts[seq_num] -= 1
+            return True
         return False
 
     def _update_baseline(self, run: _Run, data: Mapping[str, Any]) -> None:

@@ -41,7 +41,7 @@ import os
 import re
 import secrets
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -80,8 +80,10 @@ __all__ = [
     "normalize_start",
     "read_backup",
     "read_runs",
+    "run_documents",
     "runs_data_source",
     "runs_provenance",
+    "select_runs",
     "simulated_runs_from_measured",
     "simulated_runs_of_twin",
 ]
@@ -1217,51 +1219,166 @@ def _lookup(uid: str, containers: Iterable[Any]) -> Any | None:
     return None
 
 
-def _select_runs(
-    sources: list[tuple[str, Any]],
-    where: str,
-    uids: Sequence[str] | None,
+def select_runs(
+    source: TwinCatalog | Any,
+    uids: Sequence[str] | str | None = None,
+    *,
+    query: Any = None,
+    include_simulated: bool = False,
+) -> list[Any]:
+    """The stored runs named by ``uids`` or matching ``query``: measured ones only, by default.
+
+    Only reads: nothing is written to Tiled, and a catalog without its containers is not
+    given them.
+
+    Parameters
+    ----------
+    source
+        A :class:`TwinCatalog`, a Tiled node holding ``measured`` (and ``simulated``), or a
+        Tiled catalog of bluesky runs.
+    uids
+        The runs (full or partial uids), looked for in both containers, so that a simulated
+        run is refused as such rather than reported missing.
+    query
+        Instead of ``uids``: a Tiled query (e.g. ``Key("sample") == "ErCo2"``, which searches
+        the start documents), run on ``measured`` (and on ``simulated`` if included).
+    include_simulated
+        Also select simulated runs; by default a twin never learns from simulated data.
+
+    Returns
+    -------
+    list
+        The runs' clients (bluesky-tiled-plugins ``BlueskyRun``), in the order of ``uids``, or
+        of the search.
+
+    Raises
+    ------
+    DigitwinInputError
+        Neither or both of ``uids`` and ``query``; a uid no run has; a query that matches no
+        run (the message says when simulated runs match it, or when the catalog holds no
+        measured run at all). :class:`DataOriginError` when a uid names a simulated run and
+        ``include_simulated`` is false. :class:`TiledConnectionError` when Tiled fails.
+    """
+    return _select(source, uids, query, include_simulated)[0]
+
+
+def _select(
+    source: TwinCatalog | Any,
+    uids: Sequence[str] | str | None,
     query: Any,
     include_simulated: bool,
+) -> tuple[list[Any], str]:
+    """:func:`select_runs`, and where the runs are (for messages)."""
+    if (uids is None) == (query is None):
+        raise DigitwinInputError("give the runs to read: uids or a query (one of them)")
+    if isinstance(uids, str):
+        uids = [uids]
+    sources, where = _sources(source)
+    try:
+        if uids is not None:
+            return _runs_by_uid(sources, where, uids, include_simulated), where
+        runs = [
+            run
+            for origin, container in sources
+            if include_simulated or origin != SIMULATED
+            for run in container.search(query).values()
+        ]
+        # A plain catalog of runs may mix origins: its simulated runs are left out too.
+        if not include_simulated:
+            runs = [run for run in runs if not _is_simulated(run)]
+        if not runs:
+            raise _no_match(sources, where, query, include_simulated)
+        return runs, where
+    except (ClientError, httpx.TransportError) as exc:
+        raise _connection_error(exc, where) from None
+
+
+def _runs_by_uid(
+    sources: list[tuple[str, Any]], where: str, uids: Sequence[str], include_simulated: bool
 ) -> list[Any]:
-    if uids is not None:
-        # Look everywhere, so that a simulated uid is refused as such, not as "not found".
-        runs, missing = [], []
-        for uid in dict.fromkeys(uids):
-            run = _lookup(uid, [c for _, c in sources])
-            if run is None:
-                missing.append(uid)
-            else:
-                runs.append(run)
-        if missing:
-            raise DigitwinInputError(f"no run {', '.join(missing)} at {where}")
-        simulated = [run.metadata["start"]["uid"] for run in runs if _is_simulated(run)]
-        if simulated and not include_simulated:
-            raise DataOriginError(
-                f"run(s) {', '.join(simulated)} are simulated (data_origin 'simulated' or spec "
-                f"{SIMULATED_SPEC}); a twin learns from measured runs only, unless simulated "
-                "ones are included explicitly (include_simulated=True, --include-simulated)"
-            )
-        return runs
-    runs = [
-        run
-        for origin, container in sources
-        if include_simulated or origin != SIMULATED
-        for run in container.search(query).values()
-    ]
-    # A plain catalog of runs may mix origins: its simulated runs are left out too.
-    return runs if include_simulated else [run for run in runs if not _is_simulated(run)]
+    # Look everywhere, so that a simulated uid is refused as such, not as "not found".
+    runs, missing = [], []
+    for uid in dict.fromkeys(uids):
+        run = _lookup(uid, [c for _, c in sources])
+        if run is None:
+            missing.append(uid)
+        else:
+            runs.append(run)
+    if missing:
+        raise DigitwinInputError(
+            f"no run {', '.join(missing)} at {where}; check the uid(s) (a run's full uid, or "
+            "its first characters)"
+        )
+    simulated = [run.metadata["start"]["uid"] for run in runs if _is_simulated(run)]
+    if simulated and not include_simulated:
+        raise DataOriginError(
+            f"run(s) {', '.join(simulated)} are simulated (data_origin 'simulated' or spec "
+            f"{SIMULATED_SPEC}); a twin learns from measured runs only, unless simulated "
+            "ones are included explicitly (include_simulated=True, --include-simulated)"
+        )
+    return runs
 
 
-def _run_documents(
-    run: Any, stream: str, wanted: set[str]
+def _no_match(
+    sources: list[tuple[str, Any]], where: str, query: Any, include_simulated: bool
+) -> DigitwinInputError:
+    """The error for a query that selects no run, saying what the catalog does hold."""
+    if include_simulated:
+        return DigitwinInputError(f"no run at {where} matches the query {query!r}")
+    # Iterating asks the server (a container's len() may be a second old).
+    measured = [c for origin, c in sources if origin != SIMULATED]
+    if all(next(iter(c), None) is None for c in measured):
+        simulated = [c for origin, c in sources if origin == SIMULATED]
+        held = (
+            "only simulated ones"
+            if any(next(iter(c), None) is not None for c in simulated)
+            else "no run at all"
+        )
+        return DigitwinInputError(
+            f"no run at {where} matches the query {query!r}: it holds no measured run, "
+            f"{held}, and a twin learns from measured runs only; measure first, or name the "
+            "catalog that holds the measurements"
+        )
+    matching = [c.search(query) for origin, c in sources if origin == SIMULATED]
+    n_simulated = sum(len(c) for c in matching)
+    also = (
+        f" ({n_simulated} simulated run(s) do, and a twin never learns from simulated runs)"
+        if n_simulated
+        else ""
+    )
+    return DigitwinInputError(
+        f"no run at {where} matches the query {query!r} among the measured runs{also}; "
+        "check the query: it searches the start documents, e.g. Key('sample') == 'ErCo2'"
+    )
+
+
+def run_documents(
+    run: Any,
+    stream: str = "primary",
+    keys: Collection[str] | Callable[[], Collection[str]] | None = None,
 ) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """The documents of ``run`` a ScanBuffer uses, read back through the run's client.
+    """The documents of a stored run that a :class:`~bluesky_digitwin.buffer.ScanBuffer` uses.
 
-    For the SQL-backed layout TiledWriter writes, the start document, the descriptors of the
-    points stream and of the baseline, and events carrying the wanted data keys, in time order
-    (so the latest baseline reading is the one a live buffer would have used). Runs of the
-    MongoDB layout export their documents themselves.
+    Read back through the run's bluesky-tiled-plugins client. For the SQL-backed layout
+    TiledWriter writes: the start document, the descriptors of the points stream and of the
+    baseline, one event per stored row carrying the wanted data keys (in time order, so the
+    latest baseline reading is the one a live buffer would have used) with the row's
+    ``seq_num`` and ``time``, and the stop document when the run has one. Tiled keeps no event
+    uids: each event gets one made of its descriptor's uid and its row. Runs of the MongoDB
+    layout export their documents themselves.
+
+    Parameters
+    ----------
+    run
+        A run of a catalog (``catalog.measured[uid]``, or from :func:`select_runs`).
+    stream
+        The stream of points.
+    keys
+        The data keys to read from the tables (the others are not fetched); or a function
+        giving them, asked once the run's descriptors have been yielded (a buffer that takes
+        its names from a run's hints knows them only then); None: every column.
+
+    Every descriptor comes before the first event (a live run may interleave them).
     """
     from bluesky_tiled_plugins.clients.bluesky_run import BlueskyRunV2Mongo
 
@@ -1272,27 +1389,34 @@ def _run_documents(
     # bluesky-tiled-plugins 2.0.12 one use of ``catalog.v2`` makes every later run a v2 client.
     run = run.v3
     yield "start", dict(run.metadata["start"])
-    events: list[tuple[float, dict[str, Any]]] = []
     # The baseline first: at equal times its reading precedes the points, as in a live run.
-    for name in dict.fromkeys((BASELINE_STREAM, stream)):
-        if name not in run:
-            continue
-        node = run[name]
-        descriptors = node.descriptors
+    names = [name for name in dict.fromkeys((BASELINE_STREAM, stream)) if name in run]
+    nodes = [(name, node, node.descriptors) for name, node in ((n, run[n]) for n in names)]
+    # Every descriptor before any event, so that the keys are known when the tables are read.
+    for _, _, descriptors in nodes:
         for descriptor in descriptors:
             yield "descriptor", descriptor
-        keys = sorted(wanted & set(descriptors[0].get("data_keys", {}))) if descriptors else []
-        if not keys:
+    wanted = keys() if callable(keys) else keys
+    events: list[tuple[float, dict[str, Any]]] = []
+    for name, node, descriptors in nodes:
+        if not descriptors:
             continue
-        table = node.read(variables=[*keys, "time"])
+        declared = set(descriptors[0].get("data_keys", {}))
+        columns_wanted = sorted(declared if wanted is None else declared & set(wanted))
+        # Points lacking the keys wanted are still events, as live, so that a buffer can say
+        # which keys the run has; a baseline without them has nothing to give.
+        if not columns_wanted and name != stream:
+            continue
+        table = node.read(variables=[*columns_wanted, "time", "seq_num"])
         times = np.asarray(table["time"].values, dtype=np.float64)
-        columns = {key: table[key].values for key in keys}
+        seq_nums = np.asarray(table["seq_num"].values).tolist()
+        columns = {key: table[key].values for key in columns_wanted}
         descriptor_uid = descriptors[0]["uid"]
         for i, time in enumerate(times):
             event = {
                 "uid": f"{descriptor_uid}/{i + 1}",
                 "descriptor": descriptor_uid,
-                "seq_num": i + 1,
+                "seq_num": int(seq_nums[i]),
                 "time": float(time),
                 "data": {key: values[i] for key, values in columns.items()},
                 "timestamps": {},
@@ -1301,6 +1425,9 @@ def _run_documents(
     events.sort(key=lambda item: item[0])  # stable: ties keep the baseline first
     for _, event in events:
         yield "event", event
+    stop = run.metadata.get("stop")
+    if isinstance(stop, Mapping):
+        yield "stop", dict(stop)
 
 
 def read_runs(
@@ -1343,22 +1470,14 @@ def read_runs(
         As :meth:`ScanBuffer.snapshot`, with ``attrs["run_uids"]`` (the runs that gave points)
         and ``attrs["tiled_uri"]``; :func:`runs_provenance` turns them into a twin's provenance.
     """
-    if (uids is None) == (query is None):
-        raise DigitwinInputError("give the runs to read: uids or a query (one of them)")
-    if isinstance(uids, str):
-        uids = [uids]
     buffer = ScanBuffer(
         features, target, keys=keys, stream=stream, include_simulated=include_simulated
     )
-    sources, where = _sources(source)
+    runs, where = _select(source, uids, query, include_simulated)
     try:
-        runs = _select_runs(sources, where, uids, query, include_simulated)
-        if not runs:
-            raise DigitwinInputError(f"no run at {where} matches the query")
         wanted = set(buffer.keys.values())
         for run in runs:
-            for name, doc in _run_documents(run, stream, wanted):
-                buffer.ingest(name, doc)
+            buffer.replay(run_documents(run, stream, wanted))
     except (ClientError, httpx.TransportError) as exc:
         raise _connection_error(exc, where) from None
     data = buffer.snapshot()

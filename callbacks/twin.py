@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,7 @@ import traceback
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,13 @@ _FEW_POINTS = "too few points"
 _BOOT = "from bluesky_digitwin.callbacks.twin import _worker_main; _worker_main()"
 #: Warnings of a training that are not relayed to the callback's log.
 _QUIET_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+#: In a work directory: which training is running (its number, its study), removed when it
+#: ends. Left behind by a session that was killed, it tells from_catalog what was abandoned.
+RUNNING_TRAINING = "training.json"
+#: A saved twin in a work directory, or what an interrupted save of one left beside it.
+_TWIN_DIR = re.compile(r"^\.?twin-(\d+)(?:$|\.)")
+#: A study of a training: <study_name>-<number>-<random>.
+_STUDY_NAME = re.compile(r"^(?P<base>.+)-(?P<number>\d+)-[0-9a-f]{8}$")
 #: Keyword arguments of DigitalTwin.fit that the callback sets itself.
 _OWNED_OPTIONS = frozenset({"data", "features", "target", "progress"})
 _FIT_OPTIONS = frozenset(inspect.signature(DigitalTwin.fit).parameters) - {"cls"}
@@ -147,7 +155,8 @@ class TwinStatus:
     n_points
         Points buffered.
     trainings
-        Trainings started so far (including failed and cancelled ones).
+        Trainings this callback started so far (including failed and cancelled ones); after
+        :meth:`TwinCallback.from_catalog` they are numbered after the earlier session's.
     twin_id
         Id of the current twin, or None.
     last_error
@@ -300,6 +309,180 @@ class TwinCallback(CallbackBase):
         # keeping the callback alive.
         self._finalizer = weakref.finalize(self, self._trainer.close)
 
+    @classmethod
+    def from_catalog(
+        cls,
+        catalog: Any,
+        uids: Sequence[str] | str | None = None,
+        *,
+        query: Any = None,
+        twin: str | os.PathLike | DigitalTwin | None = None,
+        features: Iterable[str] | str | None = None,
+        target: str | None = None,
+        keys: Mapping[str, str] | None = None,
+        stream: str = "primary",
+        policy: RetrainPolicy | None = None,
+        fit_options: Mapping[str, Any] | None = None,
+        work_dir: str | os.PathLike | None = None,
+        prewarm: bool = True,
+    ) -> TwinCallback:
+        """A callback that continues an earlier session: its runs from Tiled, its newest twin.
+
+        After a restart (a kernel that crashed, a new shift), the measured runs are in Tiled
+        and the twins in the earlier callback's ``work_dir``. This callback starts where that
+        one stopped:
+
+        - **The buffer** holds the measured runs named by ``uids`` or matching ``query``, read
+          back with :func:`~bluesky_digitwin.tiled.select_runs` and
+          :func:`~bluesky_digitwin.tiled.run_documents` and taken by
+          :meth:`ScanBuffer.replay <bluesky_digitwin.buffer.ScanBuffer.replay>`: the same
+          points the live documents gave. Simulated runs never: a uid naming one is refused,
+          a query leaves them out. A run seen again live (the same run uid) adds no point
+          twice; a run Tiled holds in part adds only the points it lacked.
+        - **The twin** is the newest saved in ``work_dir`` (the highest ``twin-NNNN`` that
+          loads), or ``twin``: :attr:`twin` is ready at once, and the next training starts its
+          search from its hyperparameters (``provenance["warm_start_from"]`` names it). When
+          it learned exactly the points buffered (the same runs, as many points), it is the
+          twin of the buffer; otherwise a training is asked for at once (with
+          ``policy.on_stop``, as the runs' stops would have), warm-started from it. Without a
+          saved twin, the first training starts cold.
+        - **The search** continues: trainings are numbered after the earlier session's
+          (``twin-NNNN`` and, with a ``storage`` in ``fit_options``, the studies
+          ``<study_name>-<n>-<random>``), and without a ``study_name`` the earlier studies'
+          name is kept. Each training still has a study of its own (a study belongs to one
+          set of points, and the buffer has grown), so *continuing* means starting from what
+          the last twin learned, not adding trials to an older study. A training the earlier
+          session was running when it died (recorded in the work directory) is closed: its
+          study's running trials are marked failed, as a cancelled training's are.
+
+        Parameters
+        ----------
+        catalog
+            A :class:`~bluesky_digitwin.tiled.TwinCatalog`, a Tiled node holding ``measured``,
+            or a Tiled catalog of bluesky runs. Only read: nothing is written to it.
+        uids, query
+            The measured runs to start from: run uids (full or partial), or a Tiled query on
+            their start documents (e.g. ``Key("sample") == "ErCo2"``). One of them.
+        twin
+            A saved twin's directory (or a :class:`~bluesky_digitwin.twin.DigitalTwin`) to
+            start from instead of the newest in ``work_dir``.
+        features, target, keys
+            As for the constructor. Left out, those of the twin (its data keys, as its
+            callback recorded them), or, without a twin, the first run's hints.
+        stream, policy, fit_options, work_dir, prewarm
+            As for the constructor. Give the earlier session's ``work_dir`` to continue its
+            numbering and find its twins, and the same ``storage`` in ``fit_options`` to keep
+            its studies together.
+
+        Returns
+        -------
+        TwinCallback
+            Not yet subscribed: ``RE.subscribe(cb)``.
+
+        Raises
+        ------
+        DigitwinInputError
+            Neither or both of ``uids`` and ``query``; a uid that no run has; a query that
+            matches no measured run, or a catalog holding no measured run at all
+            (simulated ones only); ``twin`` that holds no twin; names that differ from the
+            twin's; runs that give no point (a :class:`DataKeyError` listing their data keys).
+            :class:`~bluesky_digitwin.tiled.DataOriginError` (a ``DigitwinInputError``) when
+            a uid names a simulated run. Nothing is ever written to Tiled, and after an error
+            nothing is left in ``work_dir`` (a directory made for the callback is removed).
+
+        Examples
+        --------
+        >>> catalog = TwinCatalog.connect("https://tiled.facility.org/api/v1/metadata/bl")
+        >>> cb = TwinCallback.from_catalog(
+        ...     catalog, query=Key("sample") == "ErCo2", work_dir="erco2-twins",
+        ...     fit_options={"n_trials": 20, "storage": "erco2-twins/searches.journal"})
+        >>> cb.twin  # the newest twin of the earlier session, at once
+        >>> RE.subscribe(cb)
+        """
+        from bluesky_digitwin.tiled import run_documents, select_runs
+
+        # Everything that can be refused is looked at before anything is made or written.
+        if (uids is None) == (query is None):
+            raise DigitwinInputError(
+                "name the measured runs to start from: uids=[...] or query=..., e.g. "
+                "query=Key('sample') == 'ErCo2' (with from tiled.queries import Key); one of them"
+            )
+        options = _check_fit_options(fit_options)
+        directory = None if work_dir is None else Path(work_dir).resolve()
+        previous, previous_dir, numbered = _earlier_twin(directory, twin)
+        abandoned = _abandoned_training(directory)
+        if abandoned is not None and isinstance(abandoned.get("number"), int):
+            numbered = max(numbered, abandoned["number"])
+        if previous is not None:
+            if features is None and target is None and keys is None:
+                features, target = previous.features, previous.target
+                recorded = previous.metadata.get("provenance", {}).get("data_keys")
+                keys = dict(recorded) if isinstance(recorded, Mapping) else None
+            _check_same_names(previous, previous_dir, features, target)
+            if "storage" in options and options.get("study_name") is None:
+                searched = previous.metadata.get("search") or {}
+                earlier = _STUDY_NAME.match(str(searched.get("study_name")))
+                if earlier is not None:
+                    options["study_name"] = earlier["base"]
+        runs = select_runs(catalog, uids, query=query)
+        existed = directory is not None and directory.exists()
+
+        cb = cls(
+            features,
+            target,
+            keys=keys,
+            stream=stream,
+            policy=policy,
+            fit_options=options,
+            work_dir=work_dir,
+            prewarm=prewarm,
+        )
+        try:
+            buffer = cb.buffer
+            for run in runs:
+                buffer.replay(run_documents(run, stream, lambda: buffer.keys.values()))
+            if buffer.n_points == 0:
+                error = buffer.key_error
+                if error is not None:
+                    raise DataKeyError(
+                        f"none of the {len(runs)} measured run(s) gave a point: {error}",
+                        run_uid=error.run_uid,
+                        data_keys=error.data_keys,
+                    )
+                raise DigitwinInputError(
+                    f"none of the {len(runs)} measured run(s) gave a point: stream {stream!r} "
+                    "has no events with the data keys named; check stream= and keys="
+                )
+            if previous is not None:
+                _check_same_names(previous, previous_dir, buffer.features, buffer.target)
+        except BaseException:
+            cb.close()
+            if not existed and directory is not None:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # made for this callback, and empty
+            raise
+        if abandoned is not None:
+            _close_abandoned(abandoned, options, cb.work_dir)
+        learned = previous.metadata.get("provenance", {}) if previous is not None else {}
+        up_to_date = (
+            previous is not None
+            and set(learned.get("run_uids") or ()) == set(buffer.run_uids)
+            and previous.metadata.get("data", {}).get("n_points") == buffer.n_points
+        )
+        cb._trainer.restore(previous, previous_dir, up_to_date=up_to_date, numbered=numbered)
+        cb._n_at_request = buffer.n_points
+        logger.info(
+            "TwinCallback: %d points of %d measured run(s) read from Tiled; %s",
+            buffer.n_points,
+            len(buffer.run_uids),
+            f"twin {previous.id[:8]} restored from {previous_dir or 'the twin given'}"
+            if previous is not None
+            else "no saved twin: the first training starts cold",
+        )
+        if not up_to_date and cb.policy.on_stop:
+            cb._trainer.request("restored from Tiled, with points the twin did not learn")
+        return cb
+
     # -- the document path: append and return -------------------------------------------------
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
@@ -399,6 +582,103 @@ class TwinCallback(CallbackBase):
             f"<TwinCallback {names}: "
             f"{status.state}, {status.n_points} points, twin {status.twin_id or 'none'}>"
         )
+
+
+# -- continuing an earlier session (from_catalog) -------------------------------------------------
+
+
+def _earlier_twin(
+    work_dir: Path | None, twin: str | os.PathLike | DigitalTwin | None
+) -> tuple[DigitalTwin | None, Path | None, int]:
+    """The twin to start from, its directory, and the last training number in ``work_dir``.
+
+    The newest twin of ``work_dir`` is the highest ``twin-NNNN`` that loads; one that does not
+    (damaged) is passed over with a warning, as a restart should not fail for it.
+    """
+    numbers: set[int] = set()
+    if work_dir is not None and work_dir.is_dir():
+        for path in work_dir.iterdir():
+            match = _TWIN_DIR.match(path.name)
+            if match is not None and path.is_dir():
+                numbers.add(int(match[1]))
+    numbered = max(numbers, default=0)
+    if isinstance(twin, DigitalTwin):
+        return twin, None, numbered
+    if twin is not None:
+        path = Path(twin).resolve()
+        return DigitalTwin.load(path), path, numbered
+    for number in sorted(numbers, reverse=True):
+        path = work_dir / f"twin-{number:04d}"  # type: ignore[operator]
+        # DigitalTwin.load finishes (or rolls back) a save that was interrupted.
+        try:
+            return DigitalTwin.load(path), path, numbered
+        except DigitwinInputError as exc:
+            if path.exists():
+                message = f"TwinCallback: passing over {path}, which cannot be loaded: {exc}"
+                logger.warning(message)
+                warnings.warn(message, stacklevel=3)
+    return None, None, numbered
+
+
+def _check_same_names(
+    twin: DigitalTwin,
+    directory: Path | None,
+    features: Iterable[str] | str | None,
+    target: str | None,
+) -> None:
+    """Refuse names other than the twin's: a warm start from another quantity means nothing."""
+    if features is not None:
+        features = (features,) if isinstance(features, str) else tuple(features)
+    if (features is None or features == twin.features) and (
+        target is None or target == twin.target
+    ):
+        return
+    where = f" in {directory}" if directory is not None else ""
+    given = f"{target or '?'}({', '.join(features or ('?',))})"
+    raise DigitwinInputError(
+        f"the twin{where} learned {twin.target}({', '.join(twin.features)}), but the callback "
+        f"would learn {given}; name the features, target and keys as the earlier session did "
+        "(or leave them out to take the twin's), or give twin= of these names"
+    )
+
+
+def _abandoned_training(work_dir: Path | None) -> dict[str, Any] | None:
+    """The training a session that died was running in ``work_dir`` (its RUNNING_TRAINING)."""
+    if work_dir is None:
+        return None
+    record = _read_json(work_dir / RUNNING_TRAINING)
+    if not isinstance(record, dict):
+        return None
+    pid = record.get("pid")
+    if isinstance(pid, int) and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return record  # its session is gone
+        except OSError:
+            pass  # alive, another user's
+        logger.warning(
+            "TwinCallback: process %d, which may still be training in %s, is alive; its "
+            "training is left alone (one callback per work directory)",
+            pid,
+            work_dir,
+        )
+        return None
+    return record
+
+
+def _close_abandoned(record: Mapping[str, Any], options: Mapping[str, Any], work_dir: Path) -> None:
+    """Close the study of a training a dead session left running, and forget it."""
+    study_name, storage = record.get("study_name"), options.get("storage")
+    if isinstance(study_name, str) and isinstance(storage, (str, os.PathLike)):
+        _close_abandoned_study(os.fspath(storage), study_name)
+        logger.info(
+            "TwinCallback: training #%s of the earlier session was cut short; the running "
+            "trials of its study %r are marked failed",
+            record.get("number"),
+            study_name,
+        )
+    (work_dir / RUNNING_TRAINING).unlink(missing_ok=True)
 
 
 def _check_fit_options(fit_options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -557,6 +837,8 @@ class _Trainer:
         self._logged_key_error: DataKeyError | None = None
         self._restarts_in_row = 0
         self._trainings = self._failures = self._cancelled = 0
+        # Trainings numbered before this callback (by a session it continues: from_catalog).
+        self._numbered = 0
         # The status, and whether its message counts the points buffered (then status()
         # writes it anew with the count of now: the buffer grows between publications).
         self._published = (TwinStatus("idle", "no training asked for yet"), False)
@@ -572,6 +854,30 @@ class _Trainer:
         self._thread = threading.Thread(target=self._run, name="digitwin-twin-monitor", daemon=True)
         self._thread.start()
         self._preimport_tensorflow()
+
+    def restore(
+        self, twin: DigitalTwin | None, directory: Path | None, *, up_to_date: bool, numbered: int
+    ) -> None:
+        """Continue an earlier session: its twin as the current one, numbering after its own.
+
+        Called before the callback is handed out (no training can be running).
+        """
+        with self._cond:
+            self._numbered = int(numbered)
+            if twin is not None:
+                # A twin elsewhere is never removed when a newer one replaces it (as one in
+                # the temporary work directory would be).
+                kept = directory if (directory is not None and not self._own_dir) else None
+                version = self.buffer.version if up_to_date else 0
+                self.current = (twin, version, kept)
+                learned = "the points buffered" if up_to_date else "part of the points buffered"
+                self._publish(
+                    "ready",
+                    f"twin {twin.id[:8]} restored (it learned {learned})",
+                    twin_id=twin.id,
+                    twin_version=version,
+                )
+            self._cond.notify_all()
 
     # -- any thread -----------------------------------------------------------------------------
 
@@ -779,7 +1085,7 @@ class _Trainer:
         worker = self._take_spare() or self._start_worker()
         if worker is None:  # closing
             return
-        number = self._trainings + 1
+        number = self._numbered + self._trainings + 1
         version = self.buffer.version
         try:
             job, message = self._prepare(worker, number)
@@ -795,7 +1101,7 @@ class _Trainer:
             with self._cond:
                 self._handled = requests
                 self._attempted = version
-                self._trainings = number
+                self._trainings += 1
                 self._failures += 1
                 self._block("error", f"training #{number} could not start: {exc}")
                 self._publish(*self._settled(), error=exc, pid=None)
@@ -805,7 +1111,7 @@ class _Trainer:
             self._job = job
             self._handled = requests
             self._attempted = version
-            self._trainings = number
+            self._trainings += 1
             self._blocker = self._blocker_error = None
             self._publish(
                 "training",
@@ -821,6 +1127,18 @@ class _Trainer:
             version,
             worker.process.pid,
         )
+        # Which training runs, for a session that continues this one after a crash
+        # (TwinCallback.from_catalog): its number, and its study, left with running trials.
+        with contextlib.suppress(OSError):
+            _write_json(
+                self.work_dir / RUNNING_TRAINING,
+                {
+                    "number": number,
+                    "study_name": job.study[1] if job.study is not None else None,
+                    "pid": os.getpid(),
+                    "started": job.started,
+                },
+            )
         # A spare during the training too: if new data cancel this one, the next starts warm.
         self._ensure_spare()
 
@@ -841,17 +1159,20 @@ class _Trainer:
             options["study_name"] = f"{base}-{number}-{uuid.uuid4().hex[:8]}"
         previous = self.current[0]
         warm_start = _warm_start(previous, options.pop("warm_start", None), options)
+        # Set before the first point (and never changed): the snapshot's names are these.
+        layout = self.buffer.layout
+        if layout is None:
+            raise RuntimeError("the buffer has points but no layout (a bug)")
         provenance = {
             **dict(options.pop("provenance", None) or {}),
             "run_uids": run_uids,
             "buffer_version": version,
             "warm_start_from": previous.id if previous is not None else None,
             "trained_by": "bluesky_digitwin.callbacks.TwinCallback",
+            # What a session continuing this one (from_catalog) reads the runs with.
+            "data_keys": dict(layout.keys),
+            "stream": self.buffer.stream,
         }
-        # Set before the first point (and never changed): the snapshot's names are these.
-        layout = self.buffer.layout
-        if layout is None:
-            raise RuntimeError("the buffer has points but no layout (a bug)")
         message = {
             "data": str(data_path),
             "features": list(layout.features),
@@ -884,6 +1205,7 @@ class _Trainer:
         """Collect a training whose process has exited: swap in its twin, or keep its error."""
         worker = job.worker
         code = worker.process.wait()
+        (self.work_dir / RUNNING_TRAINING).unlink(missing_ok=True)
         # A training that crashed may have left search workers behind in its group.
         _signal_group(worker.process, signal.SIGKILL)
         self._forget(worker)
@@ -945,6 +1267,7 @@ class _Trainer:
         _kill_groups([job.worker], grace=_GRACE)
         if job.study is not None:
             _close_abandoned_study(*job.study)
+        (self.work_dir / RUNNING_TRAINING).unlink(missing_ok=True)
         self._forget(job.worker)
         shutil.rmtree(job.worker.directory, ignore_errors=True)
         shutil.rmtree(job.twin_dir, ignore_errors=True)

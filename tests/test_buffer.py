@@ -507,6 +507,114 @@ def test_version_counts_additions_and_clear_keeps_a_run_going():
     assert buffer.version == 5
 
 
+# -- runs read back from storage (replay) -------------------------------------------------------
+
+
+def as_stored(docs: Sequence[Document], n_events: int | None = None) -> list[Document]:
+    """``docs`` as Tiled gives them back (tiled.run_documents): the same start, descriptors and
+    stop, events with the same seq_num, time and data but uids of their own (Tiled keeps none).
+    ``n_events``: only the first so many events and no stop (a run stored in part)."""
+    stored: list[Document] = []
+    events = 0
+    for name, doc in docs:
+        if name == "event":
+            events += 1
+            if n_events is not None and events > n_events:
+                continue
+            doc = {**doc, "uid": f"{doc['descriptor']}/{events}"}
+        elif name == "stop" and n_events is not None:
+            continue
+        stored.append((name, doc))
+    return stored
+
+
+def point_ids(buffer: ScanBuffer) -> list[tuple[str, int]]:
+    ds = buffer.snapshot()
+    return list(zip(ds["run_uid"].values.tolist(), ds["seq_num"].values.tolist(), strict=True))
+
+
+@pytest.fixture
+def live_runs(RE, mag) -> list[list[Document]]:
+    """The documents of two real line scans, as the RunEngine emitted them."""
+    runs: list[list[Document]] = []
+    for field in FIELDS[:2]:
+        RE(bps.mv(mag.field, field))
+        docs: list[Document] = []
+        RE(
+            scan([mag], mag.temperature, 10, 60, 6),
+            lambda name, doc, docs=docs: docs.append((name, doc)),
+        )
+        runs.append(docs)
+    return runs
+
+
+def test_replayed_runs_give_the_points_live_runs_give(live_runs):
+    live, replayed = (
+        ScanBuffer(("T", "H"), "M", keys=MAG_KEYS),
+        ScanBuffer(("T", "H"), "M", keys=MAG_KEYS),
+    )
+    for docs in live_runs:
+        feed(live, docs)
+        replayed.replay(as_stored(docs))
+    xr.testing.assert_identical(
+        replayed.snapshot().drop_attrs(deep=False), live.snapshot().drop_attrs(deep=False)
+    )
+
+
+def test_a_run_replayed_then_seen_live_is_counted_once(live_runs):
+    whole, part = live_runs
+    buffer = ScanBuffer(("T", "H"), "M", keys=MAG_KEYS)
+    buffer.replay(as_stored(whole))
+    buffer.replay(as_stored(part, n_events=4))  # stored in part: 4 events, no stop yet
+    assert buffer.n_points == 6 + 4
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        feed(buffer, whole)  # all of it was stored: nothing new
+        feed(buffer, part)  # only the 2 points storage did not have
+    assert data_warnings(record) == []
+    ids = point_ids(buffer)
+    assert len(ids) == len(set(ids)) == 12
+    assert buffer.run_uids == [whole[0][1]["uid"], part[0][1]["uid"]]
+    feed(buffer, part)  # and again: nothing
+    assert buffer.n_points == 12
+
+
+def test_a_run_seen_live_then_replayed_is_counted_once(live_runs):
+    whole, running = live_runs
+    buffer = ScanBuffer(("T", "H"), "M", keys=MAG_KEYS)
+    feed(buffer, whole)
+    feed(buffer, running[:5])  # start, descriptor(s) and the first events: still running
+    n = buffer.n_points
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        buffer.replay(as_stored(whole))
+        buffer.replay(as_stored(running))  # stored whole, stop included: the live run wins
+        assert buffer.n_points == n
+        feed(buffer, running[5:])  # the rest of the live run is taken as ever
+    assert data_warnings(record) == []
+    ids = point_ids(buffer)
+    assert len(ids) == len(set(ids)) == 12
+
+
+def test_a_point_measured_twice_after_a_pause_is_kept_twice_across_the_boundary():
+    """After a rewind the RunEngine repeats seq_nums with new event uids: both are points."""
+    bundle = event_model.compose_run()
+    desc = bundle.compose_descriptor(
+        name="primary",
+        data_keys={k: {"source": "s", "dtype": "number", "shape": []} for k in ("T", "M")},
+    )
+    live: list[Document] = [("start", bundle.start_doc), ("descriptor", desc.descriptor_doc)]
+    for i, seq_num in enumerate((1, 2, 3, 2, 3, 4)):  # rewound to the checkpoint before 2
+        data = {"T": float(i), "M": float(seq_num)}
+        event = desc.compose_event(data=data, timestamps=dict.fromkeys(data, 0.0), seq_num=seq_num)
+        live.append(("event", event))
+    live.append(("stop", bundle.compose_stop()))
+    buffer = ScanBuffer(("T",), "M")
+    buffer.replay(as_stored(live, n_events=4))  # seq_nums 1, 2, 3, 2
+    feed(buffer, live)
+    np.testing.assert_array_equal(buffer.snapshot()["T"], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+
+
 # -- bad documents -----------------------------------------------------------------------------
 
 

@@ -41,6 +41,8 @@ from bluesky_digitwin.tiled import (
     normalize_start,
     read_backup,
     read_runs,
+    run_documents,
+    select_runs,
     simulated_runs_from_measured,
     simulated_runs_of_twin,
 )
@@ -544,6 +546,54 @@ def test_read_runs_reports_what_it_cannot_use(catalog, RE, mag, routed, tag):
         read_runs(catalog, [uid], features=["T"], target="R", keys={"T": "mag_temperature"})
     messages = [str(w.message) for w in record if issubclass(w.category, DataWarning)]
     assert f"run(s) {uid} gave no points with mag_temperature, R in stream 'primary'" in messages
+
+
+def test_select_runs_says_what_the_catalog_holds_when_nothing_matches(catalog, RE, mag, tag):
+    """Only reads: a query matching simulated runs only, or a catalog of simulated runs only,
+    is one clear error, and nothing is written to Tiled."""
+    token = catalog.subscribe(RE)
+    try:
+        simulated = simulate(RE, mag, simulated_md(tag))
+    finally:
+        RE.unsubscribe(token)
+    with pytest.raises(DigitwinInputError, match=r"among the measured runs \(1 simulated run"):
+        select_runs(catalog, query=Key("tag") == tag)
+    assert (
+        select_runs(catalog, query=Key("tag") == tag, include_simulated=True)[0].start["uid"]
+        == simulated
+    )
+
+    # A node of its own holding simulated runs only.
+    only = TwinCatalog(catalog.node.create_container(key=f"only-simulated-{tag}"))
+    token = only.subscribe(RE)
+    try:
+        simulate(RE, mag, simulated_md(tag))
+    finally:
+        RE.unsubscribe(token)
+    before = {key: len(only.container(key)) for key in ("measured", "simulated")}
+    for source in (only, only.node):
+        with pytest.raises(DigitwinInputError, match="holds no measured run, only simulated ones"):
+            select_runs(source, query=Key("tag") == tag)
+    assert {key: len(only.container(key)) for key in ("measured", "simulated")} == before
+
+
+def test_run_documents_give_seq_nums_and_the_stop(catalog, RE, mag, routed, tag):
+    emitted: list[tuple[str, dict]] = []
+    RE(bps.mv(mag.field, 1000.0))
+    (uid,) = RE(
+        scan([mag], mag.temperature, 10, 60, 4, md={"tag": tag}),
+        lambda name, doc: emitted.append((name, doc)),
+    )
+    (run,) = select_runs(catalog, [uid])
+    stored = list(run_documents(run, keys={"mag_moment"}))
+    assert [name for name, _ in stored] == ["start", "descriptor", *["event"] * 4, "stop"]
+    live_events = [doc for name, doc in emitted if name == "event"]
+    stored_events = [doc for name, doc in stored if name == "event"]
+    assert [e["seq_num"] for e in stored_events] == [e["seq_num"] for e in live_events]
+    assert [e["data"] for e in stored_events] == [
+        {"mag_moment": e["data"]["mag_moment"]} for e in live_events
+    ]
+    assert stored[-1][1]["uid"] == emitted[-1][1]["uid"]  # the stop document itself
 
 
 # -- searching -----------------------------------------------------------------------------------
