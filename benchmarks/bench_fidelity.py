@@ -559,23 +559,25 @@ def table(results: dict[str, Any]) -> str:
 
 
 def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Results of several runs with the same settings (e.g. cases run side by side) as one."""
-    first = parts[0]["meta"]
+    """Results of several runs with the same settings as one: cases run side by side, or the
+    seeds of a case run in several processes (each seed's record is taken once)."""
+    first = dict(parts[0]["meta"])
     for part in parts[1:]:
         meta = part["meta"]
-        if (meta["trials"], meta["seeds"], meta["fit_options"], meta["fast"]) != (
+        if (meta["trials"], meta["fit_options"], meta["fast"]) != (
             first["trials"],
-            first["seeds"],
             first["fit_options"],
             first["fast"],
         ):
             sys.exit(f"cannot table runs with different settings together: {first} and {meta}")
     cases: dict[str, Any] = {}
     for part in parts:
-        # A case run in several files: the one with the most seeds.
         for name, case in part["cases"].items():
-            if len(case["seeds"]) >= len(cases.get(name, {}).get("seeds", {})):
-                cases[name] = case
+            if name not in cases:
+                cases[name] = {**case, "seeds": dict(case["seeds"])}
+            else:
+                cases[name]["seeds"].update(case["seeds"])
+    first["seeds"] = sorted({int(s) for case in cases.values() for s in case["seeds"]})
     memory = {
         key: max(p.get("peak_memory_mib", {}).get(key, float("nan")) for p in parts)
         for key in ("self", "children")
