@@ -482,6 +482,28 @@ def test_event_pages_give_the_same_points_as_events():
     assert by_page.snapshot().sizes["point"] == 7
 
 
+@pytest.mark.parametrize("column", ["uid", "time", "seq_num"])
+def test_a_ragged_page_is_refused_and_taken_when_whole_without_its_short_column(column):
+    """Regression (tests/test_hostile_documents.py, a stored falsifying example): a page whose
+    ``column`` is one short is refused; the same page without that column (a page may lack
+    uid, time or seq_num, as an event may) is whole, and each row is its own event's values."""
+    start, descriptor, *events, stop = synthetic_run(
+        [{"T": float(i), "M": 10.0 + i} for i in (1, 2)], md={"H": 0.0}
+    )
+    page = event_model.pack_event_page(*(doc for _, doc in events))
+    ragged = {**page, column: page[column][:-1]}
+    buffer = ScanBuffer(("T", "H"), "M")
+    feed(buffer, [start, descriptor])
+    with pytest.warns(DataWarning, match=f"differ in length.*{column}: 1"):
+        buffer("event_page", ragged)
+    assert buffer.n_points == 0
+    feed(buffer, [("event_page", {k: v for k, v in ragged.items() if k != column}), stop])
+    ds = buffer.snapshot()
+    assert ds["T"].values.tolist() == [1.0, 2.0]
+    assert ds["M"].values.tolist() == [11.0, 12.0]
+    assert ds["seq_num"].values.tolist() == ([-1, -1] if column == "seq_num" else [1, 2])
+
+
 def test_baseline_in_an_event_page():
     docs = synthetic_run([{"T": 1.0, "M": 1.0}], baseline={"H": 7.0})
     docs = [

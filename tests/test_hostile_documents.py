@@ -123,8 +123,12 @@ class Run:
     events: list[tuple[str, int, float | None, float | None, str | None]] = field(
         default_factory=list
     )
-    #: Events in ragged pages: never buffered, never counted.
+    #: Events in ragged pages: never buffered, never counted (unless a disturbance drops the
+    #: short column: see :func:`drop_key`).
     ragged: set[str] = field(default_factory=set)
+    #: Uids of the events of each event page (by the page's id(), copies made by
+    #: :func:`drop_key` too): a ragged page lacks the last uid.
+    pages: dict[int, tuple[str, ...]] = field(default_factory=dict)
     #: Events of the unknown stream: points only if its descriptor lost its name (disturbed).
     other: list[tuple[str, int, float, float]] = field(default_factory=list)
 
@@ -198,6 +202,7 @@ def runs(draw: st.DrawFn) -> Run:
             docs.extend(("event", e) for e in chunk)
             continue
         page = event_model.pack_event_page(*chunk)
+        run.pages[id(page)] = tuple(e["uid"] for e in chunk)
         if draw(st.booleans()) and draw(st.booleans()):
             column = draw(st.sampled_from(["uid", "time", "seq_num", *page["data"]]))
             if column in page["data"]:
@@ -238,12 +243,40 @@ class Stream:
     n_bad: int  # documents inserted or changed to be bad
 
 
+def whole(page: dict[str, Any]) -> bool:
+    """Whether an event page's columns (uid, time, seq_num, data) all have one length."""
+    columns = [page[k] for k in ("uid", "time", "seq_num") if page.get(k) is not None]
+    data = page.get("data")
+    columns += list(data.values()) if isinstance(data, dict) else []
+    return len({len(c) for c in columns}) <= 1
+
+
+def drop_key(
+    doc: dict[str, Any], key: str, owner: dict[int, str], by_uid: dict[str, Run]
+) -> dict[str, Any]:
+    """A copy of ``doc`` without ``key``, owned by the run of ``doc``.
+
+    A ragged page whose short column (time or seq_num) is dropped is whole again: its rows
+    are its events' own values, which the buffer takes (an event page may lack uid, time or
+    seq_num, as an event may), so they are no longer ragged in the oracle's eyes.
+    """
+    copy = {k: v for k, v in doc.items() if k != key}
+    owner[id(copy)] = owner.get(id(doc), "")
+    run = by_uid.get(owner[id(copy)])
+    if run is not None and id(doc) in run.pages:
+        run.pages[id(copy)] = run.pages[id(doc)]
+        if whole(copy):
+            run.ragged.difference_update(run.pages[id(doc)])
+    return copy
+
+
 @st.composite
 def streams(draw: st.DrawFn) -> Stream:
     generated = draw(st.lists(runs(), max_size=3))
     # Interleave the runs, each in its own order.
     queues = [list(r.docs) for r in generated]
     owner = {id(doc): r.uid for r in generated for _, doc in r.docs}
+    by_uid = {r.uid: r for r in generated}
     docs: list[Document] = []
     while any(queues):
         queue = draw(st.sampled_from([q for q in queues if q]))
@@ -265,10 +298,13 @@ def streams(draw: st.DrawFn) -> Stream:
         elif action == "earlier":  # out of order: e.g. an event before its descriptor
             docs.insert(draw(st.integers(0, i)), docs.pop(i))
         elif action == "drop-key" and isinstance(doc, dict) and doc:
-            key = draw(st.sampled_from(sorted(k for k in doc if k != "uid" or name != "event")))
-            copy = {k: v for k, v in doc.items() if k != key}
-            owner[id(copy)] = owner.get(id(doc), "")
-            docs[i] = (name, copy)
+            # Never the uid of an event or an event page (whatever name it is delivered
+            # under): the buffer takes events without one, so one delivered twice could not
+            # be told from its repeat, and "taken once" would not hold by construction.
+            key = draw(
+                st.sampled_from(sorted(k for k in doc if k != "uid" or "descriptor" not in doc))
+            )
+            docs[i] = (name, drop_key(doc, key, owner, by_uid))
         elif action == "rename":
             docs[i] = (draw(st.sampled_from(["start", "descriptor", "event", "stop"])), doc)
         n_bad += 1
@@ -464,6 +500,41 @@ def test_a_stop_before_its_start_and_an_event_before_its_descriptor() -> None:
     assert "whose start was not seen" in messages and "was not seen" in messages
     # The stop came too early to close the run, the first event too early to be placed.
     assert buffer.snapshot()["T"].values.tolist() == [2.0]
+
+
+def test_a_ragged_page_made_whole_by_a_dropped_column_gives_good_points() -> None:
+    """Regression (a stored falsifying example, minimal): a page ragged in its time column
+    loses that column to a disturbance; it is whole again, its rows its events' own: the
+    oracle counts them good, as the buffer takes them."""
+    bundle = event_model.compose_run(metadata={"H": 0.0})
+    descriptor = bundle.compose_descriptor(name="primary", data_keys=data_keys(["T", "M"]))
+    events = [
+        descriptor.compose_event(data={"T": t, "M": 1.0}, timestamps={}, validate=False)
+        for t in (1.0, 2.0)
+    ]
+    page = event_model.pack_event_page(*events)
+    page["time"] = page["time"][:-1]
+    start, stop = ("start", bundle.start_doc), ("stop", bundle.compose_stop())
+    run = Run(
+        uid=bundle.start_doc["uid"],
+        docs=[start, ("descriptor", descriptor.descriptor_doc), ("event_page", page), stop],
+        simulated=False,
+        events=[(e["uid"], e["seq_num"], e["data"]["T"], 1.0, None) for e in events],
+        ragged={e["uid"] for e in events},
+        pages={id(page): tuple(e["uid"] for e in events)},
+    )
+    owner = {id(doc): run.uid for _, doc in run.docs}
+    mended = drop_key(page, "time", owner, {run.uid: run})
+    assert run.ragged == set()
+    stream = Stream(
+        docs=[*run.docs[:2], ("event_page", mended), stop],
+        runs=[run],
+        disturbed={run.uid},
+        n_bad=1,
+    )
+    buffer = ScanBuffer(FEATURES, TARGET)
+    check_buffer(buffer, stream, feed_and_watch(buffer, buffer, stream.docs))
+    assert buffer.snapshot()["T"].values.tolist() == [1.0, 2.0]
 
 
 def test_a_seq_num_beyond_int64_does_not_break_snapshots() -> None:
