@@ -27,15 +27,18 @@ def test_plan_deals_networks_out_evenly_best_first():
     reference = plan[-1][1]
     assert reference["n_units"] == REFERENCE_CONFIGURATION["n_units"]
     assert reference["batch_size"] == 16  # the smallest batch the search offers
-    assert reference["activation"] == "relu"
-    smooth = EnsembleRecipe(size=2, reference_activation="silu").plan(TRIALS, [16])
-    assert smooth[-1][1]["activation"] == "silu"
+    assert reference["activation"] == "silu"
+    kinked = EnsembleRecipe(size=2, reference_activation="relu").plan(TRIALS, [16])
+    assert kinked[-1][1]["activation"] == "relu"
     # A small scan: the reference's batch shrinks to give 16 steps an epoch, never below 16.
     steps = EnsembleRecipe(size=2, reference_steps=16)
     assert steps.plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 16
     assert steps.plan(TRIALS, [64, 128], 646)[-1][1]["batch_size"] == 40
     assert steps.plan(TRIALS, [256, 512], 24000)[-1][1]["batch_size"] == 256
-    assert EnsembleRecipe(size=2).plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 64
+    assert EnsembleRecipe(size=2).plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 26
+    assert EnsembleRecipe(size=2).plan(TRIALS, [64, 128], 646)[-1][1]["batch_size"] == 64
+    no_steps = EnsembleRecipe(size=2, reference_steps=None)
+    assert no_steps.plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 64
     assert EnsembleRecipe(size=1).plan(TRIALS, [16]) == [(7, TRIALS[0][1], 1)]
     only_reference = EnsembleRecipe(size=3, configurations=0).plan(TRIALS, [64])
     assert [(trial, count) for trial, _, count in only_reference] == [(None, 3)]
