@@ -66,6 +66,8 @@ def test_fit_records_what_it_learned(twin):
         "configurations": 1,
         "reference": True,
         "retrain": True,
+        "reference_activation": "silu",
+        "reference_steps": 10,
     }
     holdout = twin.holdout
     assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
