@@ -22,17 +22,21 @@ from collections.abc import Mapping
 from typing import IO
 
 __all__ = [
+    "PARENT_ENV",
     "TF_ENVIRONMENT",
     "THREADS_ENV",
     "child_environment",
     "forward_stderr",
     "is_tensorflow_noise",
+    "launching_parent",
     "python_command",
     "python_path",
 ]
 
 #: Environment variable: TensorFlow thread-pool size, set for workers that share the cores.
 THREADS_ENV = "DIGITWIN_TF_THREADS"
+#: The pid of the process that started a child (set by child_environment).
+PARENT_ENV = "DIGITWIN_PARENT_PID"
 #: Environment every process that trains starts with (unless the user set otherwise).
 TF_ENVIRONMENT = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -118,5 +122,20 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {**TF_ENVIRONMENT, **os.environ}
     # What multiprocessing's "spawn" does: the child finds the modules the parent finds.
     env["PYTHONPATH"] = os.pathsep.join(python_path())
+    # Who started it, for the child's watch of its parent (see launching_parent).
+    env[PARENT_ENV] = str(os.getpid())
     env.update(extra or {})
     return env
+
+
+def launching_parent() -> int:
+    """The pid of the process that started this one with :func:`child_environment`.
+
+    Not ``os.getppid()`` read when the child's code starts: a parent killed while the child
+    was still importing has already been replaced by init (or a subreaper) by then, and a
+    child that took that for its parent would never notice its death and run on for ever.
+    """
+    try:
+        return int(os.environ[PARENT_ENV])
+    except (KeyError, ValueError):
+        return os.getppid()

@@ -56,7 +56,7 @@ from bluesky_digitwin._files import atomic_path
 from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.data import MIN_POINTS, DigitwinInputError
 from bluesky_digitwin.names import check_name
-from bluesky_digitwin.processes import child_environment
+from bluesky_digitwin.processes import child_environment, launching_parent
 from bluesky_digitwin.twin import DigitalTwin
 
 __all__ = ["RetrainPolicy", "TwinCallback", "TwinStatus"]
@@ -1535,7 +1535,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 def _worker_main() -> None:
     """Entry point of a training process: start up, take one job from stdin, fit, save, exit."""
-    parent = os.getppid()
+    parent = launching_parent()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     with contextlib.suppress(OSError, AttributeError):
         os.nice(_NICENESS)

@@ -26,6 +26,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bluesky_digitwin.processes import launching_parent
+
 __all__ = [
     "FINISHED",
     "MAX_RETRY",
@@ -180,7 +182,7 @@ def exit_with_parent(interval: float = 1.0) -> threading.Thread:
     Without it, the workers of a killed ``DigitalTwin.fit`` would go on searching for nobody.
     The trial they leave running is recovered when the search is rerun.
     """
-    parent = os.getppid()
+    parent = launching_parent()
 
     def watch() -> None:
         while True:

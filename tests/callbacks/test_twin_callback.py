@@ -629,10 +629,13 @@ def test_a_killed_session_leaves_no_work_directory_behind(tmp_path, monkeypatch)
         if script.poll() is None:
             script.kill()
             script.wait()
-    # Its training notices and ends itself; the callback's directory stays behind.
+    # Its training notices and ends itself, even when the kill came while it was still
+    # starting up (it was once left training for ever, at a full core); the callback's
+    # directory stays behind.
     deadline = time.monotonic() + 30
     while _live_group_members(report["pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert _live_group_members(report["pid"]) == [], "the orphaned training did not end"
     assert left.is_dir()
 
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where TwinCallback's mkdtemp goes
