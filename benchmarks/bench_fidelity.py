@@ -448,6 +448,18 @@ def run_case(case: Case, args: argparse.Namespace, options: dict[str, Any]) -> d
     return out
 
 
+def group_scores(twin: DigitalTwin, case: Case) -> dict[str, dict[str, float]]:
+    """The derived quantity of each group of the twin's networks alone: the reference
+    configuration's and each trial's (a look inside the ensemble, not a separate fit)."""
+    groups: dict[str, list[int]] = {}
+    for i, member in enumerate(twin.metadata["members"]):
+        trial = member.get("trial")
+        groups.setdefault("reference" if trial is None else f"trial {trial}", []).append(i)
+    if len(groups) < 2:
+        return {}
+    return {name: case.score(twin.select(indices)) for name, indices in groups.items()}
+
+
 def run_seed(case: Case, seed: int, args: argparse.Namespace, options: dict[str, Any]) -> dict:
     start = time.perf_counter()
     twin = fit_twin(
@@ -460,6 +472,8 @@ def run_seed(case: Case, seed: int, args: argparse.Namespace, options: dict[str,
         **options,
     )
     fit_seconds = time.perf_counter() - start
+    if args.save_twins is not None:
+        twin.save(args.save_twins / f"{case.name}-seed{seed}")
     search = twin.metadata.get("search", {})
     record = {
         "rmse": case.score(twin),
@@ -470,10 +484,11 @@ def run_seed(case: Case, seed: int, args: argparse.Namespace, options: dict[str,
         "ensemble_size": twin.ensemble_size,
         "validation_rmse": twin.validation_rmse,
         "peak_memory_mib": peak_memory_mib(),
+        "group_rmse": group_scores(twin, case),
     }
     print(
         f"# {case.name} seed {seed}: {record['rmse']} coverage {record['coverage']:.3f}, "
-        f"fit {fit_seconds:.1f} s",
+        f"fit {fit_seconds:.1f} s; by group {record['group_rmse']}",
         flush=True,
     )
     return record
@@ -608,6 +623,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: _work/)")
     parser.add_argument(
         "--table", type=Path, nargs="+", default=None, help="print the table of JSON file(s)"
+    )
+    parser.add_argument(
+        "--save-twins",
+        type=Path,
+        default=None,
+        help="also save each fitted twin in DIR/CASE-seedN (to look inside ensembles later)",
     )
     args = parser.parse_args()
 

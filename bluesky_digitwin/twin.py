@@ -35,13 +35,19 @@ from bluesky_digitwin.data import (
 from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
-from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+from bluesky_digitwin.surrogate.ensemble import (
+    EnsembleRecipe,
+    Member,
+    train_group_members,
+    train_members,
+)
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import (
     HEARTBEAT_INTERVAL,
     Progress,
     SearchResult,
     SearchSpace,
+    SplitData,
     default_batch_sizes,
     run_search,
     trial_params,
@@ -226,6 +232,19 @@ class DigitalTwin:
             train_config = replace(
                 train_config, monotonic=monotonic_pairs(monotonic, prepared.features)
             )
+        batch_sizes = (space or SearchSpace()).batch_sizes or default_batch_sizes(prepared.n_points)
+
+        def train_reference(split: SplitData) -> list[Member]:
+            # The reference networks do not depend on the search: they train on this
+            # process's core while the workers search, instead of after the search with the
+            # other core idle.
+            group = recipe.reference_group(batch_sizes, len(split.y_train))
+            if group is None:
+                return []
+            return train_group_members(
+                group, split, train_config=train_config, refit_epochs=refit_epochs, seed=seed or 0
+            )
+
         result = run_search(
             prepared,
             n_trials=n_trials,
@@ -244,6 +263,7 @@ class DigitalTwin:
             data_source=data_source,
             heartbeat_interval=heartbeat_interval,
             artifact_store=artifact_store,
+            beside=train_reference if recipe.reference_group(batch_sizes) else None,
         )
         best_value = result.best_trials[0].value
         limit = np.inf if ensemble_tolerance is None else ensemble_tolerance * best_value
@@ -271,7 +291,15 @@ class DigitalTwin:
             trials = result.study.get_trials(deepcopy=False)
             if recipe.retrain:
                 members, member_meta, val_scaled = build_new_members(
-                    result, eligible, prepared, recipe, refit_epochs, train_config, space, seed
+                    result,
+                    eligible,
+                    prepared,
+                    recipe,
+                    refit_epochs,
+                    train_config,
+                    space,
+                    seed,
+                    trained=result.beside or (),
                 )
             else:
                 members, member_meta, val_scaled = build_trial_members(
@@ -418,6 +446,29 @@ class DigitalTwin:
     @property
     def ensemble_size(self) -> int:
         return len(self._members)
+
+    def select(self, indices: Sequence[int]) -> DigitalTwin:
+        """A twin of some of this twin's networks (by their index in ``metadata["members"]``).
+
+        For looking inside an ensemble: e.g. the networks of the reference configuration
+        alone (``trial`` is None in their record) against those of the best trial. The held-out
+        comparison and the other records describe the whole twin and are kept as they are.
+
+        Raises
+        ------
+        DigitwinInputError
+            No index, or an index that is not one of the twin's networks.
+        """
+        chosen = [int(i) for i in indices]
+        bad = [i for i in chosen if not 0 <= i < len(self._members)]
+        if not chosen or bad:
+            raise DigitwinInputError(
+                f"select() takes indices of the twin's {len(self._members)} networks "
+                f"(0..{len(self._members) - 1}); got {list(indices)}"
+            )
+        meta = dict(self.metadata)
+        meta["members"] = [self.metadata["members"][i] for i in chosen]
+        return type(self)([self._members[i] for i in chosen], meta)
 
     def __repr__(self) -> str:
         ranges = ", ".join(
@@ -813,9 +864,13 @@ def build_new_members(
     train_config: TrainConfig,
     space: SearchSpace | None,
     seed: int | None,
+    *,
+    trained: Sequence[Member] = (),
 ) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
-    """New networks of the best trials' hyperparameters (and the reference), trained together."""
-    from bluesky_digitwin.surrogate.ensemble import train_members
+    """New networks of the best trials' hyperparameters (and the reference), trained together.
+
+    ``trained``: networks of the plan already trained (the reference's, beside the search).
+    """
     from bluesky_digitwin.surrogate.network import wrap_with_scaling
 
     scaling: Scaling = result.scaling
@@ -823,12 +878,17 @@ def build_new_members(
     plan = recipe.plan(
         [(t.number, trial_params(t)) for t in trials], batch_sizes, len(result.split.y_train)
     )
-    trained = train_members(
-        plan, result.split, train_config=train_config, refit_epochs=refit_epochs, seed=seed or 0
+    ensemble = train_members(
+        plan,
+        result.split,
+        train_config=train_config,
+        refit_epochs=refit_epochs,
+        seed=seed or 0,
+        trained=trained,
     )
     val_var = float(np.var(result.split.y_val)) or 1.0
     members, meta = [], []
-    for rank, member in enumerate(trained.members):
+    for rank, member in enumerate(ensemble.members):
         members.append(wrap_with_scaling(member.model, scaling, name=f"member_{rank}"))
         mse = float(member.result.best_loss)
         meta.append(
@@ -843,7 +903,7 @@ def build_new_members(
                 "epochs_run": member.result.epochs_run,
             }
         )
-    return members, meta, trained.validation_prediction
+    return members, meta, ensemble.validation_prediction
 
 
 def check_replaceable(directory: str | os.PathLike) -> None:

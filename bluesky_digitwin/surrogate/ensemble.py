@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -34,7 +34,9 @@ __all__ = [
     "REFERENCE_CONFIGURATION",
     "EnsembleRecipe",
     "Member",
+    "PlannedGroup",
     "TrainedEnsemble",
+    "train_group_members",
     "train_members",
 ]
 
@@ -48,6 +50,28 @@ REFERENCE_CONFIGURATION: dict[str, Any] = {
     "learning_rate": 1e-3,
     "activation": "silu",
 }
+
+
+class PlannedGroup(NamedTuple):
+    """Networks of one configuration that the twin will hold.
+
+    Attributes
+    ----------
+    trial
+        The search trial whose hyperparameters they take, or None for the reference.
+    params
+        Their hyperparameters (as a trial records them).
+    count
+        How many networks (each of its own seed).
+    rank
+        The group's place in the recipe, from which its networks' seeds are drawn: the same
+        networks whether the group trains after the search or beside it.
+    """
+
+    trial: int | None
+    params: dict[str, Any]
+    count: int
+    rank: int
 
 
 @dataclass(frozen=True)
@@ -112,43 +136,59 @@ class EnsembleRecipe:
         """The paper's ensemble: the ``size`` best trials' own networks."""
         return cls(size=size, retrain=False)
 
+    def reference_group(
+        self, batch_sizes: Sequence[int], n_train: int | None = None
+    ) -> PlannedGroup | None:
+        """The reference networks' group, or None when the recipe has none.
+
+        It depends on the data's size only, not on the search, so it can be trained while the
+        search runs (``DigitalTwin.fit`` does). The reference's batch is the smallest of
+        ``batch_sizes``, or smaller for ``reference_steps`` steps an epoch over ``n_train``
+        training points. Its share of ``size`` is that of the last of ``configurations + 1``
+        groups the networks are dealt out to in turn.
+        """
+        if not (self.retrain and self.reference):
+            return None
+        count = len(range(self.configurations, self.size, self.configurations + 1))
+        if count == 0:
+            return None
+        batch = int(min(batch_sizes))
+        if n_train is not None and self.reference_steps is not None:
+            batch = min(batch, max(16, n_train // self.reference_steps))
+        params = {
+            **REFERENCE_CONFIGURATION,
+            "activation": self.reference_activation,
+            "batch_size": batch,
+            "l2": 0.0,
+            "dropout": 0.0,
+            "regularization": "none",
+        }
+        return PlannedGroup(None, params, count, self.configurations)
+
     def plan(
         self,
         trials: Sequence[tuple[int, dict[str, Any]]],
         batch_sizes: Sequence[int],
         n_train: int | None = None,
-    ) -> list[tuple[int | None, dict[str, Any], int]]:
-        """``(trial or None, hyperparameters, networks)`` for each configuration to train.
+    ) -> list[PlannedGroup]:
+        """The groups of networks to train: the best trials' configurations, then the reference.
 
         ``trials`` are the eligible trials' numbers and hyperparameters, best first. The
         networks are dealt out in turn, best trial first, so each configuration gets an even
-        share of ``size``. The reference's batch is the smallest of ``batch_sizes``, or
-        smaller for ``reference_steps`` steps an epoch over ``n_train`` training points.
+        share of ``size`` (the reference's share is fixed: :meth:`reference_group`).
         """
-        reference_batch = int(min(batch_sizes))
-        if n_train is not None and self.reference_steps is not None:
-            reference_batch = min(reference_batch, max(16, n_train // self.reference_steps))
-        groups: list[tuple[int | None, dict[str, Any]]] = [
-            (number, dict(params)) for number, params in trials[: self.configurations]
+        reference = self.reference_group(batch_sizes, n_train)
+        chosen = list(trials[: self.configurations])
+        share = self.size - (reference.count if reference is not None else 0)
+        counts = [0] * len(chosen)
+        for i in range(share if chosen else 0):
+            counts[i % len(chosen)] += 1
+        groups = [
+            PlannedGroup(number, dict(params), count, rank)
+            for rank, ((number, params), count) in enumerate(zip(chosen, counts, strict=True))
+            if count > 0
         ]
-        if self.reference:
-            groups.append(
-                (
-                    None,
-                    {
-                        **REFERENCE_CONFIGURATION,
-                        "activation": self.reference_activation,
-                        "batch_size": reference_batch,
-                        "l2": 0.0,
-                        "dropout": 0.0,
-                        "regularization": "none",
-                    },
-                )
-            )
-        counts = [0] * len(groups)
-        for i in range(self.size):
-            counts[i % len(groups)] += 1
-        return [(n, p, c) for (n, p), c in zip(groups, counts, strict=True) if c > 0]
+        return groups + ([reference] if reference is not None else [])
 
 
 @dataclass
@@ -160,6 +200,8 @@ class Member:
     seed: int
     source_trial: int | None
     result: TrainResult
+    #: Its prediction of the held-out points (scaled) before the refit on all points.
+    validation: np.ndarray
 
 
 @dataclass
@@ -175,19 +217,20 @@ class TrainedEnsemble:
 
 
 def train_members(
-    plan: Sequence[tuple[int | None, dict[str, Any], int]],
+    plan: Sequence[PlannedGroup],
     split: SplitData,
     *,
     train_config: TrainConfig,
     refit_epochs: int,
     seed: int = 0,
+    trained: Sequence[Member] = (),
 ) -> TrainedEnsemble:
-    """Train new networks of each planned configuration, then refit them on all points.
+    """Train new networks of each planned group, then refit them on all points.
 
     Parameters
     ----------
     plan
-        ``(trial or None, hyperparameters, networks)`` from :meth:`EnsembleRecipe.plan`.
+        The groups, from :meth:`EnsembleRecipe.plan`.
     split
         The search's scaled training and held-out points.
     train_config
@@ -196,63 +239,99 @@ def train_members(
         Then this many epochs on all the points at the final learning rate (0: none).
     seed
         Base of the networks' seeds (each network gets its own).
+    trained
+        Networks already trained (e.g. the reference's, beside the search): a group whose
+        networks are all here is not trained again.
+    """
+    members: list[Member] = []
+    for group in plan:
+        ready = [m for m in trained if m.source_trial == group.trial]
+        if len(ready) == group.count:
+            members.extend(ready)
+        else:
+            members.extend(
+                train_group_members(
+                    group,
+                    split,
+                    train_config=train_config,
+                    refit_epochs=refit_epochs,
+                    seed=seed,
+                )
+            )
+    return TrainedEnsemble(members, np.mean([m.validation for m in members], axis=0))
+
+
+def train_group_members(
+    group: PlannedGroup,
+    split: SplitData,
+    *,
+    train_config: TrainConfig,
+    refit_epochs: int,
+    seed: int = 0,
+) -> list[Member]:
+    """Train the networks of one planned group together, then refit them on all points.
+
+    Parameters as for :func:`train_members`; the networks' seeds come from ``seed`` and the
+    group's rank.
     """
     from bluesky_digitwin.surrogate.network import build_mlp
 
-    x_all = np.concatenate([split.x_train, split.x_val])
-    y_all = np.concatenate([split.y_train, split.y_val])
-    refit = replace(
-        train_config,
-        max_epochs=max(refit_epochs, 1),
-        patience=max(refit_epochs, 1),
-        lr_drop_epoch=max(refit_epochs, 1),
+    params, count = group.params, group.count
+    seeds = [(seed * 1_000_003 + group.rank * 10_007 + j) % (2**31 - 1) for j in range(count)]
+    models = [
+        build_mlp(
+            split.x_train.shape[1],
+            int(params["n_layers"]),
+            int(params["n_units"]),
+            l2=float(params.get("l2", 0.0)),
+            dropout=float(params.get("dropout", 0.0)),
+            activation=str(params.get("activation", "relu")),
+            seed=s,
+        )
+        for s in seeds
+    ]
+    rate = float(params["learning_rate"])
+    batch = int(params["batch_size"])
+    results = train_group(
+        models,
+        split.x_train,
+        split.y_train,
+        split.x_val,
+        split.y_val,
+        batch_size=batch,
+        learning_rates=[rate] * count,
+        seeds=seeds,
+        config=train_config,
     )
-    members: list[Member] = []
-    validation = []
-    for rank, (trial_number, params, count) in enumerate(plan):
-        seeds = [(seed * 1_000_003 + rank * 10_007 + j) % (2**31 - 1) for j in range(count)]
-        models = [
-            build_mlp(
-                split.x_train.shape[1],
-                int(params["n_layers"]),
-                int(params["n_units"]),
-                l2=float(params.get("l2", 0.0)),
-                dropout=float(params.get("dropout", 0.0)),
-                activation=str(params.get("activation", "relu")),
-                seed=s,
-            )
-            for s in seeds
-        ]
-        rate = float(params["learning_rate"])
-        batch = int(params["batch_size"])
-        results = train_group(
+    validation = [np.asarray(m(split.x_val, training=False)).reshape(-1) for m in models]
+    if refit_epochs > 0:
+        # The held-out points join in: a short, gentle continuation at the final learning
+        # rate, keeping the weights with the lowest loss over all points.
+        refit = replace(
+            train_config,
+            max_epochs=refit_epochs,
+            patience=refit_epochs,
+            lr_drop_epoch=refit_epochs,
+        )
+        train_group(
             models,
-            split.x_train,
-            split.y_train,
-            split.x_val,
-            split.y_val,
+            np.concatenate([split.x_train, split.x_val]),
+            np.concatenate([split.y_train, split.y_val]),
+            None,
+            None,
             batch_size=batch,
-            learning_rates=[rate] * count,
-            seeds=seeds,
-            config=train_config,
+            learning_rates=[rate / train_config.lr_drop_factor] * count,
+            seeds=[s + 1 for s in seeds],
+            config=refit,
         )
-        validation.extend(np.asarray(m(split.x_val, training=False)).reshape(-1) for m in models)
-        if refit_epochs > 0:
-            # The held-out points join in: a short, gentle continuation at the final learning
-            # rate, keeping the weights with the lowest loss over all points.
-            train_group(
-                models,
-                x_all,
-                y_all,
-                None,
-                None,
-                batch_size=batch,
-                learning_rates=[rate / train_config.lr_drop_factor] * count,
-                seeds=[s + 1 for s in seeds],
-                config=refit,
-            )
-        members.extend(
-            Member(model=m, params=dict(params), seed=s, source_trial=trial_number, result=r)
-            for m, s, r in zip(models, seeds, results, strict=True)
+    return [
+        Member(
+            model=m,
+            params=dict(params),
+            seed=s,
+            source_trial=group.trial,
+            result=r,
+            validation=v,
         )
-    return TrainedEnsemble(members, np.mean(validation, axis=0))
+        for m, s, r, v in zip(models, seeds, results, validation, strict=True)
+    ]

@@ -287,6 +287,8 @@ class SearchResult:
     wall_time: float
     best_trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     temp_dir: Path | None = None
+    #: What ``run_search(beside=...)`` returned (None without it).
+    beside: Any = None
 
     @property
     def scaling(self) -> Scaling:
@@ -595,6 +597,7 @@ def run_search(
     work_dir: str | os.PathLike | None = None,
     data_source: Mapping[str, Any] | None = None,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+    beside: Callable[[SplitData], Any] | None = None,
 ) -> SearchResult:
     """Search hyperparameters of the surrogate on ``data``.
 
@@ -645,6 +648,12 @@ def run_search(
     heartbeat_interval
         Seconds between heartbeats of running trials on a database storage (see
         :func:`open_storage`).
+    beside
+        Work that needs the split but not the search (e.g. training the twin's reference
+        networks), called with the :class:`SplitData` in this process while the spawned
+        workers search, before this process joins them; what it returns is
+        ``SearchResult.beside``. A core that would idle at the end waiting for this work
+        after the search is used during it instead.
     """
     space = space or SearchSpace()
     train_config = train_config or TrainConfig()
@@ -762,7 +771,10 @@ def run_search(
                 if "tensorflow" not in sys.modules:
                     # This process trains too: share the cores with the workers.
                     os.environ.setdefault(THREADS_ENV, str(threads))
+            beside_result = None
             try:
+                if beside is not None:
+                    beside_result = beside(split)
                 if n_workers == 0:
                     logger.info(
                         "waiting for workers: digitwin worker --storage %s --study %s",
@@ -807,6 +819,7 @@ def run_search(
             wall_time=time.perf_counter() - start,
             best_trials=best,
             temp_dir=tmp_root,
+            beside=beside_result,
         )
         on_failure.pop_all()
         return result

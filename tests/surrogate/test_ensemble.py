@@ -9,6 +9,8 @@ from bluesky_digitwin.data import DigitwinInputError
 from bluesky_digitwin.surrogate.ensemble import (
     REFERENCE_CONFIGURATION,
     EnsembleRecipe,
+    PlannedGroup,
+    train_group_members,
     train_members,
 )
 from bluesky_digitwin.surrogate.network import Scaling
@@ -23,7 +25,7 @@ TRIALS = [
 
 def test_plan_deals_networks_out_evenly_best_first():
     plan = EnsembleRecipe(size=5, configurations=2).plan(TRIALS, [16, 32, 64])
-    assert [(trial, count) for trial, _, count in plan] == [(7, 2), (3, 2), (None, 1)]
+    assert [(g.trial, g.count, g.rank) for g in plan] == [(7, 2, 0), (3, 2, 1), (None, 1, 2)]
     reference = plan[-1][1]
     assert reference["n_units"] == REFERENCE_CONFIGURATION["n_units"]
     assert reference["batch_size"] == 16  # the smallest batch the search offers
@@ -39,9 +41,21 @@ def test_plan_deals_networks_out_evenly_best_first():
     assert EnsembleRecipe(size=2).plan(TRIALS, [64, 128], 646)[-1][1]["batch_size"] == 64
     no_steps = EnsembleRecipe(size=2, reference_steps=None)
     assert no_steps.plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 64
-    assert EnsembleRecipe(size=1).plan(TRIALS, [16]) == [(7, TRIALS[0][1], 1)]
+    assert EnsembleRecipe(size=1).plan(TRIALS, [16]) == [PlannedGroup(7, TRIALS[0][1], 1, 0)]
     only_reference = EnsembleRecipe(size=3, configurations=0).plan(TRIALS, [64])
-    assert [(trial, count) for trial, _, count in only_reference] == [(None, 3)]
+    assert [(g.trial, g.count) for g in only_reference] == [(None, 3)]
+
+
+def test_the_reference_share_is_fixed_before_the_search():
+    # The reference trains beside the search, before anyone knows how many trials qualify:
+    # its share and seeds must not depend on that.
+    recipe = EnsembleRecipe(size=7, configurations=2)
+    alone = recipe.reference_group([16])
+    assert alone is not None and (alone.count, alone.rank) == (2, 2)
+    one_trial = recipe.plan(TRIALS[:1], [16])
+    assert [(g.trial, g.count, g.rank) for g in one_trial] == [(7, 5, 0), (None, 2, 2)]
+    assert EnsembleRecipe.paper().reference_group([16]) is None
+    assert EnsembleRecipe(size=1).reference_group([16]) is None
 
 
 @pytest.mark.parametrize(
@@ -76,10 +90,9 @@ def test_train_members_gives_the_planned_networks():
         y_val=scaling.scale_y(y[48:]),
         scaling=scaling,
     )
-    plan = [(7, TRIALS[0][1], 2), (3, TRIALS[1][1], 1)]
-    trained = train_members(
-        plan, split, train_config=TrainConfig(max_epochs=6, chunk_epochs=3), refit_epochs=2
-    )
+    plan = [PlannedGroup(7, TRIALS[0][1], 2, 0), PlannedGroup(3, TRIALS[1][1], 1, 1)]
+    config = TrainConfig(max_epochs=6, chunk_epochs=3)
+    trained = train_members(plan, split, train_config=config, refit_epochs=2)
     assert [m.source_trial for m in trained.members] == [7, 7, 3]
     assert len({m.seed for m in trained.members}) == 3
     assert trained.validation_prediction.shape == (12,)
@@ -87,3 +100,32 @@ def test_train_members_gives_the_planned_networks():
     first, second = (np.asarray(m.model(grid)).ravel() for m in trained.members[:2])
     assert not np.allclose(first, second)  # two seeds, two networks
     assert all(m.result.epochs_run == 6 for m in trained.members)
+
+
+def test_a_group_trained_beforehand_is_used_not_trained_again():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, size=(40, 2)).astype(np.float32)
+    y = x[:, 0] - x[:, 1] ** 2
+    scaling = Scaling.from_data(x, y)
+    split = SplitData(
+        x_train=scaling.scale_x(x[:32]),
+        y_train=scaling.scale_y(y[:32]),
+        x_val=scaling.scale_x(x[32:]),
+        y_val=scaling.scale_y(y[32:]),
+        scaling=scaling,
+    )
+    config = TrainConfig(max_epochs=4, chunk_epochs=2)
+    plan = EnsembleRecipe(size=3).plan(TRIALS[:1], [16], len(split.y_train))
+    reference = train_group_members(plan[-1], split, train_config=config, refit_epochs=1)
+    together = train_members(plan, split, train_config=config, refit_epochs=1, trained=reference)
+    assert [m.source_trial for m in together.members] == [7, 7, None]
+    assert together.members[-1] is reference[0]
+    # The same seeds as training the whole plan at once: the same networks.
+    at_once = train_members(plan, split, train_config=config, refit_epochs=1)
+    assert [m.seed for m in at_once.members] == [m.seed for m in together.members]
+    np.testing.assert_allclose(
+        np.asarray(at_once.members[-1].model(split.x_val)),
+        np.asarray(reference[0].model(split.x_val)),
+        rtol=1e-5,
+        atol=1e-6,
+    )

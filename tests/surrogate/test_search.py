@@ -6,6 +6,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 
 import numpy as np
 import optuna
@@ -121,6 +122,45 @@ def test_two_worker_processes_share_a_journal(data, tmp_path):
     assert len([t for t in trials if t.state.is_finished()]) >= 6
     assert len({t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}) == 2
     assert (tmp_path / "journal.log.artifacts").is_dir()
+
+
+def test_work_beside_the_search_runs_while_the_workers_search(data, tmp_path):
+    journal = tmp_path / "journal.log"
+    seen = {}
+
+    def beside(split):
+        # The spawned worker searches meanwhile: wait until it has finished a trial.
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            study = optuna.load_study(study_name="beside", storage=storage)
+            finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+            if finished:
+                break
+            time.sleep(0.2)
+        seen["finished_while_beside"] = len(finished)
+        seen["split"] = split
+        return "reference networks"
+
+    result = run_search(
+        data, n_trials=20, n_workers=2, storage=journal, study_name="beside", beside=beside, **TINY
+    )
+    assert result.beside == "reference networks"
+    assert seen["split"] is result.split
+    # Beside the search, not after it: the worker had begun, and the search was not over.
+    assert 1 <= seen["finished_while_beside"] < 20
+
+
+def test_a_failure_beside_the_search_stops_the_workers(data, tmp_path):
+    def beside(split):
+        raise RuntimeError("out of memory while training the reference")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_search(data, n_trials=50, n_workers=2, beside=beside, work_dir=tmp_path, **TINY)
+    # The workers were stopped and waited for; their inputs are gone.
+    assert list(tmp_path.iterdir()) == []
 
 
 #: The README's "Use it from Python", as a scientist saves it: a script without a main guard.
