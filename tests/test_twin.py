@@ -96,6 +96,20 @@ def test_predict_on_a_grid_gives_labelled_mean_and_spread(twin):
     assert float(np.sqrt(np.mean((pred["y"].values - truth) ** 2))) < 0.25
 
 
+def test_select_gives_a_twin_of_some_networks(twin):
+    points = {"x": np.array([0.1, 0.5]), "h": np.array([1.0, 2.0])}
+    members = twin.predict_members(points).values
+    last = twin.select([twin.ensemble_size - 1])
+    assert last.ensemble_size == 1
+    np.testing.assert_allclose(last.predict(points)["y"].values, members[-1], rtol=1e-6)
+    assert last.metadata["members"] == twin.metadata["members"][-1:]
+    assert twin.ensemble_size > 1  # the twin itself is unchanged
+    with pytest.raises(DigitwinInputError, match="indices of the twin's"):
+        twin.select([twin.ensemble_size])
+    with pytest.raises(DigitwinInputError, match="indices of the twin's"):
+        twin.select([])
+
+
 def test_predict_takes_dicts_and_frames(twin):
     from_dict = twin.predict({"x": [0.2, 0.4], "h": [1.0, 1.0]})
     from_frame = twin.predict(pd.DataFrame({"h": [1.0, 1.0], "x": [0.2, 0.4]}))
