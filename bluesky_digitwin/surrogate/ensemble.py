@@ -106,6 +106,10 @@ class EnsembleRecipe:
         paper's batch sizes give a 300-point scan 5 steps an epoch, too few to learn an
         oscillating map in 500 epochs; from about 640 training points on (ErCo2's size) the
         default changes nothing.
+    trial_activation
+        The activation of the new networks of the best trials' configurations; ``None``
+        keeps each trial's own. The search picks shapes by pointwise error on the measured
+        lines; a smooth activation may interpolate between them better (benchmarks/).
     """
 
     size: int = 12
@@ -114,6 +118,7 @@ class EnsembleRecipe:
     retrain: bool = True
     reference_activation: str = "silu"
     reference_steps: int | None = 10
+    trial_activation: str | None = None
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -126,6 +131,8 @@ class EnsembleRecipe:
                 f"got {self.configurations}"
             )
         check_activation(self.reference_activation)
+        if self.trial_activation is not None:
+            check_activation(self.trial_activation)
         if self.reference_steps is not None and self.reference_steps < 1:
             raise DigitwinInputError(
                 f"EnsembleRecipe.reference_steps must be at least 1, got {self.reference_steps}"
@@ -183,6 +190,8 @@ class EnsembleRecipe:
         counts = [0] * len(chosen)
         for i in range(share if chosen else 0):
             counts[i % len(chosen)] += 1
+        if self.trial_activation is not None:
+            chosen = [(n, {**p, "activation": self.trial_activation}) for n, p in chosen]
         groups = [
             PlannedGroup(number, dict(params), count, rank)
             for rank, ((number, params), count) in enumerate(zip(chosen, counts, strict=True))

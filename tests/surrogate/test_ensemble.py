@@ -32,6 +32,9 @@ def test_plan_deals_networks_out_evenly_best_first():
     assert reference["activation"] == "silu"
     kinked = EnsembleRecipe(size=2, reference_activation="relu").plan(TRIALS, [16])
     assert kinked[-1][1]["activation"] == "relu"
+    smooth_trials = EnsembleRecipe(size=2, trial_activation="tanh").plan(TRIALS, [16])
+    assert smooth_trials[0].params == {**TRIALS[0][1], "activation": "tanh"}
+    assert "activation" not in TRIALS[0][1]  # the trial's own record is left alone
     # A small scan: the reference's batch shrinks to give 16 steps an epoch, never below 16.
     steps = EnsembleRecipe(size=2, reference_steps=16)
     assert steps.plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 16
@@ -65,6 +68,7 @@ def test_the_reference_share_is_fixed_before_the_search():
         ({"configurations": 0, "reference": False}, "configurations must be at least 1"),
         ({"configurations": -1}, "configurations must be at least 1"),
         ({"reference_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
+        ({"trial_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
         ({"reference_steps": 0}, "reference_steps must be at least 1"),
     ],
 )
