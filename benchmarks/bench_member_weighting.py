@@ -6,6 +6,7 @@ networks, none of which looks at the truth:
 
 - ``equal``: the mean of all networks (what ``DigitalTwin.predict`` gives by default);
 - ``reference`` / ``trials``: the reference configuration's networks alone, the search's alone;
+- ``reference + n of trials``: the reference's networks and the first ``n`` of the search's;
 - ``median``: the median over networks instead of the mean;
 - ``spread-weighted``: each group of networks (one configuration) weighted by the inverse of
   its own spread (members' variance) over a grid of the whole data box, which lies mostly
@@ -86,6 +87,13 @@ def schemes(twin: DigitalTwin) -> dict[str, Combined]:
     if ref.any() and (~ref).any():
         out["reference"] = Combined(twin, lambda v: v[ref].mean(axis=0))
         out["trials"] = Combined(twin, lambda v: v[~ref].mean(axis=0))
+        trial_members = np.flatnonzero(~ref)
+        for n in (1, 2):
+            keep = ref.copy()
+            keep[trial_members[:n]] = True
+            out[f"reference + {n} of trials"] = Combined(
+                twin, lambda v, keep=keep: v[keep].mean(axis=0)
+            )
     return out
 
 
