@@ -97,6 +97,19 @@ def schemes(twin: DigitalTwin) -> dict[str, Combined]:
     return out
 
 
+def group_coverage(twin: DigitalTwin, case: Any) -> dict[str, float]:
+    """Share of the case's between-line truth within ±2σ of each group's own mean and spread."""
+    members = twin.predict_members(case.between, warn=False).values
+    ref = np.array([m.get("trial") is None for m in twin.metadata["members"]])
+    out = {}
+    for name, keep in (("equal", np.ones_like(ref)), ("reference", ref), ("trials", ~ref)):
+        if keep.sum() < 2:
+            continue
+        mean, std = members[keep].mean(axis=0), members[keep].std(axis=0, ddof=1)
+        out[name] = float(np.mean(np.abs(case.between_truth - mean) <= 2 * std))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("twins", type=Path, help="the --save-twins folder of bench_fidelity.py")
@@ -116,6 +129,8 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scored = {k: cases[name].score(p) for k, p in schemes(twin).items()}
+            for k, share in group_coverage(twin, cases[name]).items():
+                scored[k]["coverage"] = share
         results.setdefault(name, {})[seed] = scored
         print(f"# {name} seed {seed}: " + json.dumps(scored), flush=True)
     if args.out is not None:

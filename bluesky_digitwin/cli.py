@@ -379,11 +379,14 @@ def _check_search_options(args: argparse.Namespace) -> None:
             "URL) and the --study NAME they join"
         )
     args.monotonic = _parse_monotonic(args.monotonic, args.features)
-    if args.activations is not None:
+    if args.activations is not None or args.paper_search:
         from bluesky_digitwin.surrogate.search import SearchSpace
 
+        make = SearchSpace.paper if args.paper_search else SearchSpace
         try:
-            args.space = SearchSpace(activations=tuple(args.activations))
+            args.space = make(
+                **({} if args.activations is None else {"activations": tuple(args.activations)})
+            )
         except DigitwinInputError as exc:
             raise DigitwinInputError(f"--activations: {exc}") from None
     else:
@@ -1057,8 +1060,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="hidden-layer activations the search chooses from (relu; also silu, tanh, "
-        "softplus, gelu)",
+        help="hidden-layer activations the search chooses from (default silu; also relu, "
+        "tanh, softplus, gelu)",
+    )
+    fit.add_argument(
+        "--paper-search",
+        action="store_true",
+        help="the paper's search space: ReLU networks, no L2 penalty",
     )
     fit.add_argument(
         "--monotonic",

@@ -319,8 +319,13 @@ def test_a_one_network_twin_is_said_and_its_spread_left_empty(fitted, tmp_path, 
     data, _ = fitted
     out = tmp_path / "twin"
     argv = ["fit", str(data), "--features", "x", "h", "--target", "y", "--trials", "1"]
-    argv += ["--workers", "1", "--paper-ensemble", "--ensemble", "2"]
+    argv += ["--workers", "1", "--paper-ensemble", "--ensemble", "2", "--paper-search"]
     assert main([*argv, "--out", str(out), "-q"]) == 0
+    # The paper's way throughout: its search space (ReLU, no L2) and the trials' own networks.
+    recorded = json.loads((out / "twin.json").read_text())
+    assert recorded["search"]["space"]["activations"] == ["relu"]
+    assert recorded["search"]["space"]["l2"] is None
+    assert recorded["members"][0]["params"]["activation"] == "relu"
     # A twin this tiny may also be told that it is no better than interpolation.
     err = "".join(
         line

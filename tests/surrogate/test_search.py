@@ -92,7 +92,7 @@ def test_warm_start_tries_the_given_hyperparameters_first(data):
     result = run_search(data, n_trials=2, n_workers=1, warm_start=warm, seed=0, **TINY)
     try:
         # Hyperparameters from before activations were searched: the space's only one fills in.
-        assert result.study.trials[0].params == {**warm, "activation": "relu"}
+        assert result.study.trials[0].params == {**warm, "activation": "silu"}
     finally:
         result.cleanup()
 
