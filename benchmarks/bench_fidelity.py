@@ -21,10 +21,14 @@ benchmarks/_work/ (``--table FILE`` prints the table again from it).
     python benchmarks/bench_fidelity.py --fast                # end-to-end check, NOT the benchmark
     python benchmarks/bench_fidelity.py --cases fo-sharp --fit-options '{"ensemble_size": 15}'
     python benchmarks/bench_fidelity.py --table benchmarks/_work/fidelity-....json
+    python benchmarks/bench_fidelity.py --cases moving --save-twins benchmarks/_work/twins
 
 A lever is measured by rerunning with other ``--fit-options`` (JSON, passed to
 :func:`fit_twin` and from there to ``DigitalTwin.fit``). The data of a case are the same for
 every seed (fixed noise draw): the seeds vary the twin only, so the baselines are computed once.
+Each fit also records the derived quantity of each group of its networks alone (the reference
+configuration's, the best trial's), and ``--save-twins`` keeps the twins for
+``bench_member_weighting.py``.
 """
 
 from __future__ import annotations
