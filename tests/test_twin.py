@@ -68,6 +68,7 @@ def test_fit_records_what_it_learned(twin):
         "retrain": True,
         "reference_activation": "silu",
         "reference_steps": 10,
+        "trial_activation": None,
     }
     holdout = twin.holdout
     assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
