@@ -82,18 +82,21 @@ def test_paper_recipe_keeps_the_trials_networks():
     assert recipe.size == 4 and not recipe.retrain
 
 
-def test_train_members_gives_the_planned_networks():
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, size=(60, 2)).astype(np.float32)
-    y = np.sin(2 * x[:, 0]) * x[:, 1]
+def _split(x: np.ndarray, y: np.ndarray, n_train: int) -> SplitData:
+    """The first ``n_train`` points to train on, the rest held out, scaled."""
     scaling = Scaling.from_data(x, y)
-    split = SplitData(
-        x_train=scaling.scale_x(x[:48]),
-        y_train=scaling.scale_y(y[:48]),
-        x_val=scaling.scale_x(x[48:]),
-        y_val=scaling.scale_y(y[48:]),
+    return SplitData(
+        x_train=scaling.scale_x(x[:n_train]),
+        y_train=scaling.scale_y(y[:n_train]),
+        x_val=scaling.scale_x(x[n_train:]),
+        y_val=scaling.scale_y(y[n_train:]),
         scaling=scaling,
     )
+
+
+def test_train_members_gives_the_planned_networks():
+    x = np.random.default_rng(0).uniform(-1, 1, size=(60, 2)).astype(np.float32)
+    split = _split(x, np.sin(2 * x[:, 0]) * x[:, 1], 48)
     plan = [PlannedGroup(7, TRIALS[0][1], 2, 0), PlannedGroup(3, TRIALS[1][1], 1, 1)]
     config = TrainConfig(max_epochs=6, chunk_epochs=3)
     trained = train_members(plan, split, train_config=config, refit_epochs=2)
@@ -107,17 +110,8 @@ def test_train_members_gives_the_planned_networks():
 
 
 def test_a_group_trained_beforehand_is_used_not_trained_again():
-    rng = np.random.default_rng(1)
-    x = rng.uniform(-1, 1, size=(40, 2)).astype(np.float32)
-    y = x[:, 0] - x[:, 1] ** 2
-    scaling = Scaling.from_data(x, y)
-    split = SplitData(
-        x_train=scaling.scale_x(x[:32]),
-        y_train=scaling.scale_y(y[:32]),
-        x_val=scaling.scale_x(x[32:]),
-        y_val=scaling.scale_y(y[32:]),
-        scaling=scaling,
-    )
+    x = np.random.default_rng(1).uniform(-1, 1, size=(40, 2)).astype(np.float32)
+    split = _split(x, x[:, 0] - x[:, 1] ** 2, 32)
     config = TrainConfig(max_epochs=4, chunk_epochs=2)
     plan = EnsembleRecipe(size=3).plan(TRIALS[:1], [16], len(split.y_train))
     reference = train_group_members(plan[-1], split, train_config=config, refit_epochs=1)
