@@ -48,7 +48,6 @@ from bluesky_digitwin.surrogate.search import (
     SearchResult,
     SearchSpace,
     SplitData,
-    default_batch_sizes,
     run_search,
     trial_params,
 )
@@ -232,7 +231,7 @@ class DigitalTwin:
             train_config = replace(
                 train_config, monotonic=monotonic_pairs(monotonic, prepared.features)
             )
-        batch_sizes = (space or SearchSpace()).batch_sizes or default_batch_sizes(prepared.n_points)
+        batch_sizes = (space or SearchSpace()).batch_choices(prepared.n_points)
 
         def train_reference(split: SplitData) -> list[Member]:
             # The reference networks do not depend on the search: they train on this
@@ -874,7 +873,7 @@ def build_new_members(
     from bluesky_digitwin.surrogate.network import wrap_with_scaling
 
     scaling: Scaling = result.scaling
-    batch_sizes = (space or SearchSpace()).batch_sizes or default_batch_sizes(data.n_points)
+    batch_sizes = (space or SearchSpace()).batch_choices(data.n_points)
     plan = recipe.plan(
         [(t.number, trial_params(t)) for t in trials], batch_sizes, len(result.split.y_train)
     )

@@ -144,6 +144,10 @@ class SearchSpace:
         for name in self.activations:
             check_activation(name)
 
+    def batch_choices(self, n_points: int) -> tuple[int, ...]:
+        """The batch sizes offered for ``n_points`` points: ``batch_sizes``, or by data size."""
+        return tuple(self.batch_sizes or default_batch_sizes(n_points))
+
     def suggest(self, trial: optuna.Trial, n_points: int) -> dict[str, Any]:
         """Ask ``trial`` for one set of hyperparameters."""
         params: dict[str, Any] = {
@@ -151,7 +155,7 @@ class SearchSpace:
             "n_units": trial.suggest_int("n_units", *self.n_units),
             "learning_rate": trial.suggest_float("learning_rate", *self.learning_rate, log=True),
             "batch_size": trial.suggest_categorical(
-                "batch_size", list(self.batch_sizes or default_batch_sizes(n_points))
+                "batch_size", list(self.batch_choices(n_points))
             ),
             "l2": 0.0,
             "dropout": 0.0,
