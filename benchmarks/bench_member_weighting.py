@@ -31,12 +31,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from bench_fidelity import BASELINES, build_cases, rmse  # noqa: F401  (rmse: one definition)
+from bench_fidelity import build_cases
 
 from bluesky_digitwin import DigitalTwin
 from bluesky_digitwin.data import make_grid
-
-Combine = Callable[[np.ndarray, list[str], np.ndarray], np.ndarray]
 
 
 def box_spread_by_group(twin: DigitalTwin, groups: list[str], n: int = 48) -> dict[str, float]:
