@@ -238,8 +238,7 @@ class DigitalTwin:
             # process's core while the workers search, instead of after the search with the
             # other core idle.
             group = recipe.reference_group(batch_sizes, len(split.y_train))
-            if group is None:
-                return []
+            assert group is not None  # only called when the recipe has a reference
             return train_group_members(
                 group, split, train_config=train_config, refit_epochs=refit_epochs, seed=seed or 0
             )
