@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -951,6 +952,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
                 "'digitwin demo' in this directory first"
             )
         storage = DEMO_STORAGE
+    # The contract is "Ctrl-C stops it": a shell starts a background job with SIGINT ignored,
+    # and Python would then keep ignoring it, so `kill -INT` could not stop the server.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     serve_dashboard(
         storage,
         host=args.host,
