@@ -237,6 +237,7 @@ def test_a_foreign_container_in_the_way_is_reported(catalog):
         TwinCatalog.connect(node=other)
 
 
+@pytest.mark.slow
 def test_runs_survive_a_restart(catalog, tmp_path, mag):
     RE = RunEngine({})
     with TwinCatalog.embedded(tmp_path / "store") as first:
@@ -553,6 +554,8 @@ def test_select_runs_says_what_the_catalog_holds_when_nothing_matches(catalog, R
     is one clear error, and nothing is written to Tiled."""
     token = catalog.subscribe(RE)
     try:
+        # The catalog holds measured runs, only none that match (whatever ran before here).
+        measure(RE, mag, 1000.0, {"tag": f"not-{tag}"}, n=4)
         simulated = simulate(RE, mag, simulated_md(tag))
     finally:
         RE.unsubscribe(token)
@@ -630,6 +633,7 @@ KINDS = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=5))
 def test_simulated_runs_are_never_measured_nor_learned_from(catalog, RE, mag, kinds):
@@ -716,6 +720,7 @@ def test_fit_runs_learns_from_measured_runs_only(catalog, RE, mag, routed, tag):
     assert set(measured_runs_of_twin(catalog, twin)) == set(uids)
 
 
+@pytest.mark.slow
 def test_a_worker_elsewhere_reads_the_runs_from_tiled(catalog, RE, mag, routed, tag, tmp_path):
     """A study learned from stored runs names them; a worker process reads them itself."""
     import os
