@@ -347,6 +347,7 @@ def test_a_one_network_twin_is_said_and_its_spread_left_empty(fitted, tmp_path, 
     assert json.loads(capsys.readouterr().out)["suggested_step"]["axis"] == "h"
 
 
+@pytest.mark.slow
 def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
     """The whole story: embedded Tiled, RunEngine, simulated magnetometer, TwinCallback,
     twin_guided_scan and simulate_scan, in fast mode; the last stdout line is the contract."""
@@ -405,6 +406,7 @@ def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
 # -- progress, and -q ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quiet", [False, True])
 def test_fit_shows_the_search_progress_and_q_silences_everything(fitted, tmp_path, quiet):
     """As a user runs it (a fresh process, TensorFlow starting in it): the search's progress
@@ -522,6 +524,7 @@ def _on_a_terminal(argv: list[str], cwd) -> tuple[subprocess.CompletedProcess, s
     return done, received.decode()
 
 
+@pytest.mark.slow
 def test_a_terminal_shows_what_the_command_waits_for_then_only_the_result(fitted, tmp_path):
     _, twin = fitted
     argv = ["suggest-step", str(twin), "--axis", "h", *STEP]

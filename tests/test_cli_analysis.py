@@ -160,6 +160,7 @@ def test_compare_with_a_reference_and_the_entropy_change(saved, capsys):
     assert "|ΔS_M| RMSE @5 T" in captured.err
 
 
+@pytest.mark.slow
 def test_compare_fits_a_twin_without_reference(tmp_path, capsys):
     from digitwin_testing import smooth_table
 

@@ -44,6 +44,7 @@ def err_line(err: str) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_replay_into_an_embedded_catalog(backup, capsys):
     directory, uid = backup
     assert main(["replay", str(directory / "backup"), "--tiled-dir", str(directory)]) == 0
@@ -67,6 +68,7 @@ def test_replay_to_a_server_by_uri(backup, tmp_path, capsys, monkeypatch):
     assert not kept.exists()
 
 
+@pytest.mark.slow
 def test_replay_says_in_one_line_what_it_cannot_do(backup, tmp_path, capsys):
     directory, uid = backup
     kept = directory / "backup" / f"{uid}.jsonl"

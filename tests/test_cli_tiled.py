@@ -48,6 +48,7 @@ def key_in_env(stored, monkeypatch) -> None:
     monkeypatch.setenv("TILED_API_KEY", stored[0].api_key)
 
 
+@pytest.mark.slow
 def test_fit_learns_from_the_runs_named(stored, key_in_env, tmp_path, capsys):
     catalog, measured, _ = stored
     out = tmp_path / "twin"

@@ -27,6 +27,7 @@ def table(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_a_worker_command_joins_the_study_of_a_fit_command(table, tmp_path):
     journal = tmp_path / "search.journal"
     fit = digitwin(

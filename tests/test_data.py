@@ -254,6 +254,7 @@ def test_fit_and_the_baselines_warn_from_the_callers_line_and_obey_its_filters(t
     assert shown[0].filename == __file__
 
 
+@pytest.mark.slow
 def test_digitwin_fit_shows_the_dropped_rows_once(tmp_path, table):
     import subprocess
 

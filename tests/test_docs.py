@@ -92,6 +92,7 @@ def test_the_tutorial_has_only_runnable_python_blocks():
     assert other_python_fences(text) == [], "every Python block must be a ```python block"
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs(tmp_path):
     blocks = python_blocks(TUTORIAL.read_text(encoding="utf-8"))
     (tmp_path / "blocks.json").write_text(json.dumps(blocks))

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from digitwin_testing import SHARED_DATA
 
+# Each script is a new process that imports TensorFlow, searches and simulates: end to end.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: Each script and the figures it writes.
 SCRIPTS = {

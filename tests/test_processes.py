@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from digitwin_testing import smooth_table, subprocess_env
 
 from bluesky_digitwin.processes import is_tensorflow_noise
@@ -72,6 +73,7 @@ print("done", file=sys.stderr)
     ]
 
 
+@pytest.mark.slow
 def test_digitwin_fit_with_a_worker_prints_no_tensorflow_start_up(tmp_path):
     smooth_table().to_csv(tmp_path / "scans.csv", index=False)
     digitwin = Path(sys.executable).with_name("digitwin")
@@ -128,6 +130,7 @@ cb.close()
 """
 
 
+@pytest.mark.slow
 def test_a_twin_callback_training_prints_no_tensorflow_start_up(tmp_path):
     script = tmp_path / "session.py"
     script.write_text(CALLBACK_SCRIPT)

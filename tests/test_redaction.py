@@ -129,6 +129,7 @@ def files_holding(root: Path, secret: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_no_command_shows_a_database_password_of_an_unreachable_server(tmp_path):
     secret = secrets.token_hex(12)
     smooth_table().to_csv(tmp_path / "scans.csv", index=False)
@@ -157,6 +158,7 @@ def test_no_command_shows_a_database_password_of_an_unreachable_server(tmp_path)
     assert files_holding(tmp_path, secret) == []
 
 
+@pytest.mark.slow
 def test_a_sqlite_search_with_a_password_query_keeps_it_out_of_output_and_files(tmp_path):
     secret = secrets.token_hex(12)
     smooth_table().to_csv(tmp_path / "scans.csv", index=False)

@@ -97,6 +97,7 @@ def check_stored(catalog: TwinCatalog, uid: str, events: list[dict[str, Any]]) -
     assert list(table["det"].values) == [event["data"]["det"] for event in events]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [None, 1])
 def test_the_server_disappears_mid_run(tmp_path, devices, no_retries, batch_size):
     catalog = TwinCatalog.embedded(tmp_path / "tiled")
@@ -138,6 +139,7 @@ def test_tiled_refuses_mid_run(tmp_path, devices):
         check_stored(fresh, uid, events)
 
 
+@pytest.mark.slow
 def test_a_router_made_later_says_what_is_still_to_replay(tmp_path, devices, no_retries):
     catalog = TwinCatalog.embedded(tmp_path / "tiled")
     try:
@@ -175,6 +177,7 @@ RE(slow())
 """
 
 
+@pytest.mark.slow
 def test_a_session_killed_mid_run_leaves_its_run_to_replay(tmp_path):
     backups = tmp_path / "backup"
     with TwinCatalog.embedded(tmp_path / "tiled") as catalog:

@@ -90,6 +90,7 @@ def _run_child(script, source, target, kill_at):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replacing", [True, False], ids=["over-a-twin", "new-directory"])
 def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_twin_and_no_debris(
     old_twin, tmp_path, replacing

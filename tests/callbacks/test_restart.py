@@ -228,6 +228,7 @@ def run_first_session(catalog: TwinCatalog, tmp_path: Path, tag: str) -> dict[st
     return {**report, **args}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_a_session_killed_mid_training_is_continued_from_tiled_and_its_twin(catalog, tmp_path, tag):
     first = run_first_session(catalog, tmp_path, tag)
@@ -297,6 +298,7 @@ def test_a_session_killed_mid_training_is_continued_from_tiled_and_its_twin(cata
     assert not (work / RUNNING_TRAINING).exists()
 
 
+@pytest.mark.slow
 def test_a_twin_of_the_same_points_is_the_buffers_twin_and_trains_nothing(catalog, tmp_path, tag):
     """Restarted after the last twin had learned everything: nothing to train."""
     RE = RunEngine({})

@@ -487,6 +487,7 @@ def test_score_lines_disagreement_and_sensitivity():
 # -- the real TwinCallback -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_twin_guided_scan_with_the_real_twin_callback(RE, docs, mag):
     callbacks = pytest.importorskip("bluesky_digitwin.callbacks")
     if not hasattr(callbacks, "TwinCallback"):

@@ -113,6 +113,7 @@ def test_custom_sampler_and_pruner_are_used(data):
         result.cleanup()
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_a_journal(data, tmp_path):
     journal = tmp_path / "journal.log"
     result = run_search(
@@ -124,6 +125,7 @@ def test_two_worker_processes_share_a_journal(data, tmp_path):
     assert (tmp_path / "journal.log.artifacts").is_dir()
 
 
+@pytest.mark.slow
 def test_work_beside_the_search_runs_while_the_workers_search(data, tmp_path):
     journal = tmp_path / "journal.log"
     seen = {}
@@ -191,6 +193,7 @@ print("fitted", twin.id)
 OPTUNA_LINE = re.compile(r"^\[[IW] \d{4}-\d\d-\d\d [\d:,]+\] ")
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_searches_on_two_workers(tmp_path):
     script = tmp_path / "fit_scans.py"
     script.write_text(PLAIN_SCRIPT)

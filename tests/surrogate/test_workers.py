@@ -140,6 +140,7 @@ def test_waiting_for_workers_needs_a_shared_storage(data):
         run_search(data, n_trials=2, n_workers=0)
 
 
+@pytest.mark.slow
 def test_a_coordinator_that_trains_nothing_waits_for_a_worker_process(data, tmp_path):
     journal = tmp_path / "search.journal"
     # The worker starts first and waits for the study to exist, as one would on another machine.
@@ -173,6 +174,7 @@ def test_a_coordinator_that_trains_nothing_waits_for_a_worker_process(data, tmp_
     assert {t.user_attrs["worker"]["pid"] for t in result.best_trials} == {worker.pid}
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_keeping_its_finished_trials(data, tmp_path):
     """SIGKILL a whole search mid-trial, rerun it: nothing finished is repeated or lost."""
     journal = tmp_path / "search.journal"

@@ -24,6 +24,9 @@ from bluesky_digitwin import DigitalTwin, make_grid
 from bluesky_digitwin.surrogate.recovery import count_finished
 from bluesky_digitwin.surrogate.search import STUDY_RECORD, open_storage
 
+# Worker processes killed and restarted against a database server: end to end.
+pytestmark = pytest.mark.slow
+
 URL = os.environ.get("DIGITWIN_TEST_POSTGRES_URL")
 if not URL:
     if os.environ.get("DIGITWIN_REQUIRE_POSTGRES") == "1":
