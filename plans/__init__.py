@@ -6,6 +6,8 @@
 - :func:`twin_guided_scan`: coarse lines, a twin, the suggested step, the lines at that step.
 - :func:`adaptive_line_scan`: each next line where the twin knows least, until a budget or a
   tolerance.
+- :func:`register_twin_source`: a TwinCallback named by string, for plans sent through a
+  queue (bluesky-queueserver) as JSON.
 - :func:`wait_for_twin`, :func:`call_in_thread`: plan stubs that wait without blocking the
   RunEngine.
 
@@ -21,6 +23,12 @@ from .guided import (
     twin_guided_scan,
 )
 from .simulate import TwinPrediction, simulate_scan, twin_provenance
+from .sources import (
+    TwinSourceError,
+    register_twin_source,
+    registered_twin_sources,
+    resolve_twin_source,
+)
 from .stubs import SIMULATED_SPEC, TwinSource, call_in_thread, wait_for_twin
 
 __all__ = [
@@ -29,8 +37,12 @@ __all__ = [
     "AdaptiveResult",
     "TwinPrediction",
     "TwinSource",
+    "TwinSourceError",
     "adaptive_line_scan",
     "call_in_thread",
+    "register_twin_source",
+    "registered_twin_sources",
+    "resolve_twin_source",
     "score_lines",
     "simulate_scan",
     "suggested_lines",

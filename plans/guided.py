@@ -18,7 +18,8 @@ value, and records the plan's decision (the suggested step and its table, or the
 its score), so the run alone tells why it was measured.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: bluesky-queueserver describes a plan's parameters
+# from its annotations as objects (Readable, Movable, float | None); as strings it cannot.
 
 import math
 import warnings
@@ -36,6 +37,7 @@ from bluesky.utils import MsgGenerator, plan
 from bluesky_digitwin.analysis.steps import StepSuggestion, suggest_step
 from bluesky_digitwin.data import make_grid
 
+from .sources import resolve_twin_source
 from .stubs import TwinSource, call_in_thread, check_origin, jsonable, wait_for_twin
 
 __all__ = [
@@ -68,6 +70,28 @@ def _slow_values(values: Any, what: str) -> list[float]:
     if np.unique(array).size != array.size:
         raise ValueError(f"{what} repeats a value: {values!r}")
     return [float(v) for v in array]
+
+
+def _check_devices(detectors: Any, **axes: Any) -> None:
+    """Devices where devices belong: a name a queue could not resolve arrives as a string."""
+
+    def refuse(what: str, value: Any, kind: str) -> None:
+        hint = (
+            " (a name that is no device here: on a queue, RE Manager passes a name it does not "
+            "know on as a string)"
+            if isinstance(value, str)
+            else ""
+        )
+        raise TypeError(f"{what} must be {kind}, got {value!r}{hint}")
+
+    if isinstance(detectors, (str, bytes)) or not isinstance(detectors, Sequence):
+        refuse("detectors", detectors, "a list of readable devices")
+    for index, detector in enumerate(detectors):
+        if not isinstance(detector, Readable):
+            refuse(f"detectors[{index}]", detector, "a readable device")
+    for what, axis in axes.items():
+        if not isinstance(axis, Movable):
+            refuse(what, axis, "a movable device")
 
 
 def _check_features(twin_source: TwinSource, slow_feature: str) -> tuple[str, ...]:
@@ -182,7 +206,7 @@ def twin_guided_scan(
     slow_axis: Movable,
     coarse_values: Sequence[float],
     *,
-    twin_source: TwinSource,
+    twin_source: TwinSource | str,
     slow_feature: str | None = None,
     quantity: Any = "magnetocaloric",
     candidates: Sequence[float] | None = None,
@@ -217,7 +241,8 @@ def twin_guided_scan(
         The preliminary lines: at least two different values of the slow axis.
     twin_source
         Where the twin comes from: a ``TwinCallback`` subscribed to the same RunEngine, whose
-        buffer turns these runs into points.
+        buffer turns these runs into points, or the name it was registered under
+        (:func:`~bluesky_digitwin.plans.register_twin_source`; how a queue names it).
     slow_feature
         The twin's name of the slow axis, e.g. ``"H"`` (default: ``slow_axis.name``).
     quantity
@@ -245,6 +270,8 @@ def twin_guided_scan(
     TimeoutError, RuntimeError
         From :func:`~plans.stubs.wait_for_twin`: no twin in time, or its training failed.
     """
+    _check_devices(detectors, fast_axis=fast_axis, slow_axis=slow_axis)
+    twin_source = resolve_twin_source(twin_source)
     user_md = check_origin(md, "measured")
     coarse = _slow_values(coarse_values, "coarse_values")
     slow_feature = slow_feature or slow_axis.name
@@ -440,7 +467,7 @@ def adaptive_line_scan(
     slow_axis: Movable,
     bounds: tuple[float, float],
     *,
-    twin_source: TwinSource,
+    twin_source: TwinSource | str,
     initial: Sequence[float] | None = None,
     budget: int = 10,
     tol: float | None = None,
@@ -467,7 +494,8 @@ def adaptive_line_scan(
     bounds
         (low, high) of the slow axis: every line lies within.
     twin_source
-        Where the twin comes from (a ``TwinCallback`` subscribed to the same RunEngine).
+        Where the twin comes from (a ``TwinCallback`` subscribed to the same RunEngine, or
+        the name it was registered under).
     initial
         The first lines, within bounds, at least two different values (default: the bounds and
         their middle).
@@ -498,6 +526,8 @@ def adaptive_line_scan(
     AdaptiveResult
         The values measured, the decisions, and why it stopped (returned by ``yield from``).
     """
+    _check_devices(detectors, fast_axis=fast_axis, slow_axis=slow_axis)
+    twin_source = resolve_twin_source(twin_source)
     user_md = check_origin(md, "measured")
     slow_feature = slow_feature or slow_axis.name
     features = _check_features(twin_source, slow_feature)
