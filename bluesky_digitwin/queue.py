@@ -1,0 +1,119 @@
+"""What a bluesky-queueserver client can ask of the twin: JSON in, JSON out.
+
+Behind RE Manager every parameter is JSON and every object is named by string. The
+twin-guided plans (:func:`~bluesky_digitwin.plans.twin_guided_scan`,
+:func:`~bluesky_digitwin.plans.adaptive_line_scan`) take ``twin_source`` as the name the
+startup code registered its TwinCallback under. This module adds the two things a queue needs
+beyond them:
+
+- :func:`simulate_twin_grid`, a plan: the twin's simulation of a grid given as JSON (one list
+  of values per feature), written as a simulated run (``SimulatedRun``), never among the
+  measured ones.
+- :func:`twin_suggestion`, a function for RE Manager's ``function_execute``: the step the
+  twin suggests now, with its candidate table, as JSON, without measuring anything.
+
+``bluesky_digitwin.queue_startup`` is a startup module that uses them.
+"""
+
+# No `from __future__ import annotations`: bluesky-queueserver describes a plan's parameters
+# from its annotations as objects (Readable, Movable, float | None); as strings it cannot.
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bluesky.utils import MsgGenerator, plan
+
+from bluesky_digitwin.analysis.steps import suggest_step
+from bluesky_digitwin.data import DigitwinInputError, make_grid
+from bluesky_digitwin.plans import TwinSource, resolve_twin_source, simulate_scan
+
+__all__ = ["simulate_twin_grid", "twin_suggestion"]
+
+
+def _current_twin(twin_source: TwinSource | str) -> Any:
+    source = resolve_twin_source(twin_source)
+    twin = source.twin
+    if twin is None:
+        raise DigitwinInputError(
+            f"the twin source has no twin yet ({source.status.message}); measure at least two "
+            "lines and wait for its training"
+        )
+    return twin
+
+
+@plan
+def simulate_twin_grid(
+    twin_source: TwinSource | str,
+    axes: Mapping[str, Sequence[float]],
+    *,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Simulate a grid measurement with the twin source's newest twin (a simulated run).
+
+    Parameters
+    ----------
+    twin_source
+        A TwinCallback or the name it was registered under.
+    axes
+        One list of values per feature of the twin, outermost first, e.g.
+        ``{"H": [10000, 20000], "T": [10, 12.5, 15]}`` sweeps T at each H (as
+        :func:`~bluesky_digitwin.data.make_grid`).
+    md
+        Metadata of the start document; ``data_origin`` stays ``"simulated"``.
+
+    Returns
+    -------
+    str
+        The simulated run's uid.
+    """
+    twin = _current_twin(twin_source)
+    if not isinstance(axes, Mapping) or set(axes) != set(twin.features):
+        given = sorted(axes) if isinstance(axes, Mapping) else axes
+        raise DigitwinInputError(
+            f"axes must give one list of values per feature of the twin, "
+            f"{sorted(twin.features)}; got {given!r}"
+        )
+    grid = make_grid(**{name: list(values) for name, values in axes.items()})
+    return (yield from simulate_scan(twin, grid, md=md))
+
+
+def twin_suggestion(
+    twin_source: TwinSource | str = "twin",
+    axis: str = "H",
+    candidates: Sequence[float] | None = None,
+    quantity: str = "map",
+    **suggest_kwargs: Any,
+) -> dict[str, Any]:
+    """The step along ``axis`` that the twin source's newest twin suggests, as JSON.
+
+    For a client of the queue server (``function_execute``): nothing is measured or written.
+
+    Parameters
+    ----------
+    twin_source
+        The registered name of a TwinCallback (default ``"twin"``), or the callback.
+    axis, candidates, quantity, suggest_kwargs
+        As for :func:`~bluesky_digitwin.analysis.steps.suggest_step` (``quantity`` by name:
+        ``"map"`` or ``"magnetocaloric"``, which needs ``mass``).
+
+    Returns
+    -------
+    dict
+        ``twin`` (its id and the points it learned from), ``suggestion`` (the step, its
+        candidate table, the message) and ``warnings`` (what the computation warned about).
+    """
+    twin = _current_twin(twin_source)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        suggestion = suggest_step(twin, axis, candidates, quantity=quantity, **suggest_kwargs)
+    return {
+        "twin": {
+            "id": twin.id,
+            "features": list(twin.features),
+            "target": twin.target,
+            "learned_from": list(twin.metadata.get("provenance", {}).get("run_uids", [])),
+        },
+        "suggestion": suggestion.to_dict(),
+        "warnings": sorted({str(w.message) for w in caught}),
+    }
