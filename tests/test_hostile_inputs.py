@@ -188,7 +188,10 @@ class Table:
         for column in kept.values():
             with np.errstate(all="ignore"):
                 spread, centre = column.std(), column.mean()
-            # One value, or a spread float64 cannot scale (overflow, or below normal floats).
+            # One value (its float64 std need not be 0: 682.95... three times has one of
+            # 1e-13), or a spread float64 cannot scale (overflow, or below normal floats).
+            if np.ptp(column) == 0:
+                return None
             if not (np.isfinite(spread) and np.isfinite(centre) and spread >= TINY):
                 return None
         x = np.column_stack([kept[f] for f in features])
