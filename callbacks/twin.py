@@ -1232,6 +1232,9 @@ class _Trainer:
             )
         for message in result.get("warnings", []):
             logger.warning("TwinCallback: training #%d: %s", job.number, message)
+        if twin is None:
+            # Logged before the status says so: whoever waits for the status finds the line.
+            logger.error("TwinCallback: training #%d failed: %s", job.number, error)
         elapsed = time.monotonic() - job.started_monotonic
         with self._cond:
             self._job = None
@@ -1257,8 +1260,6 @@ class _Trainer:
             logger.info("TwinCallback: %s", self._published[0].message)
             if self._own_dir and old_dir is not None:
                 shutil.rmtree(old_dir, ignore_errors=True)  # only the current twin is kept
-        else:
-            logger.error("TwinCallback: training #%d failed: %s", job.number, error)
         shutil.rmtree(worker.directory, ignore_errors=True)
         if self.buffer.n_points >= self.policy.min_points:
             self._ensure_spare()
