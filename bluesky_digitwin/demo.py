@@ -50,6 +50,7 @@ class _RunLog:
     def __init__(self, say: Callable[[str], None]):
         self.say = say
         self.runs: list[tuple[str, str]] = []  # (uid, data_origin)
+        self.decisions: list[str] = []  # the plans' decisions, written as simulated runs
         self._starts: dict[str, dict] = {}
 
     def __call__(self, name: str, doc: dict) -> None:
@@ -59,6 +60,8 @@ class _RunLog:
             start = self._starts.pop(doc["run_start"], {})
             origin = start.get("data_origin", "measured")
             self.runs.append((doc["run_start"], origin))
+            if start.get("phase") == "decision":
+                self.decisions.append(doc["run_start"])
             events = sum((doc.get("num_events") or {}).values())
             what = start.get("phase") or start.get("plan_name", "run")
             field = (start.get("slow_axis") or {}).get("value")
@@ -223,7 +226,8 @@ def run_demo(
     elapsed = time.perf_counter() - start
     say(
         f"Tiled: {len(measured)} measured runs in {catalog.uri}/measured, "
-        f"{len(simulated)} simulated run(s) in {catalog.uri}/simulated"
+        f"{len(simulated)} simulated run(s) in {catalog.uri}/simulated ({len(log.decisions)} "
+        "of them the plan's decision: the candidate table and the twin's lines at that time)"
     )
     search = twin.metadata.get("search", {})
     if storage is not None:
@@ -236,7 +240,12 @@ def run_demo(
         )
     say(f"done in {elapsed:.0f} s")
     return {
-        "tiled": {"uri": catalog.uri, "measured": measured, "simulated": simulated},
+        "tiled": {
+            "uri": catalog.uri,
+            "measured": measured,
+            "simulated": simulated,
+            "decisions": log.decisions,
+        },
         "suggested_step": suggestion.as_json_step(),
         "step_table": suggestion.to_dict(),
         "twin": {

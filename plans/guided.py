@@ -15,7 +15,10 @@ blocking the RunEngine, then ask the twin where to measure next.
 
 Every line's start document says ``data_origin: "measured"``, its ``phase`` and the slow axis'
 value, and records the plan's decision (the suggested step and its table, or the chosen value and
-its score), so the run alone tells why it was measured.
+its score), so the run alone tells why it was measured. Each decision is also data: a simulated
+run (``phase: "decision"``) of the twin's lines at that moment, whose ``decision`` stream holds
+one event per candidate, linked from the lines by ``decision_run``; it lands among the
+simulated runs, and no twin learns from it.
 """
 
 # No `from __future__ import annotations`: bluesky-queueserver describes a plan's parameters
@@ -37,6 +40,7 @@ from bluesky.utils import MsgGenerator, plan
 from bluesky_digitwin.analysis.steps import StepSuggestion, suggest_step
 from bluesky_digitwin.data import make_grid
 
+from .simulate import simulate_scan
 from .sources import resolve_twin_source
 from .stubs import TwinSource, call_in_thread, check_origin, jsonable, wait_for_twin
 
@@ -165,6 +169,42 @@ def _line_md(
     }
 
 
+def _decision_run(
+    twin: Any,
+    slow_feature: str,
+    slow_values: Sequence[float],
+    fast_values: Sequence[float],
+    table: Mapping[str, Sequence[float]],
+    user_md: Mapping[str, Any],
+    *,
+    decided_by: str,
+    decision: Mapping[str, Any],
+) -> MsgGenerator[str | None]:
+    """Write a decision as data: a simulated run of the twin's lines at decision time, whose
+    ``decision`` stream holds the table it decided by (one event per candidate).
+
+    Returns the run's uid, or ``None`` for a twin of other than two features (no lines to
+    simulate: the decision stays in the measured lines' metadata only).
+    """
+    features = [str(f) for f in twin.features]
+    if len(features) != 2 or slow_feature not in features:
+        return None
+    fast_feature = features[1 - features.index(slow_feature)]
+    grid = make_grid(
+        **{
+            slow_feature: [float(v) for v in slow_values],
+            fast_feature: [float(v) for v in fast_values],
+        }
+    )
+    md = {
+        **{k: v for k, v in user_md.items() if k not in ("data_origin", "tiled_specs")},
+        "phase": "decision",
+        "decided_by": decided_by,
+        "decision": jsonable(dict(decision)),
+    }
+    return (yield from simulate_scan(twin, grid, md=md, tables={"decision": table}))
+
+
 # -- the paper's workflow ------------------------------------------------------------------------
 
 
@@ -226,7 +266,9 @@ def twin_guided_scan(
        RunEngine keeps serving pause and abort.
     4. Measure the lines at that step over the learned range, skipping values already measured
        (``phase: "suggested"``); their start documents record ``suggested_step``,
-       ``step_table`` (one row per candidate) and ``guided_by`` (the twin and the message).
+       ``step_table`` (one row per candidate), ``guided_by`` (the twin and the message) and
+       ``decision_run``: the simulated run, written before them, of the twin's lines at that
+       step with the candidate table as its ``decision`` stream.
 
     Parameters
     ----------
@@ -314,23 +356,9 @@ def twin_guided_scan(
     suggestion = yield from call_in_thread(
         partial(suggest_step, twin, slow_feature, candidates, quantity=quantity, **suggest_kwargs)
     )
-    if suggestion.step is None:
-        warnings.warn(
-            f"twin_guided_scan measured no suggested lines: {suggestion.message}",
-            UserWarning,
-            stacklevel=2,
-        )
-        return suggestion
-
-    positions = suggested_lines(twin, suggestion, suggest_kwargs.get("axis_units"))
-    # A coarse line within a thousandth of the step of a suggested one is that line already
-    # (the largest spacing is the step: only the last one can be shorter).
-    step = float(np.max(np.diff(positions)))
-    todo = [float(p) for p in positions if not _near(p, coarse, 1e-3 * step)]
     record = suggestion.to_dict()
-    extra = {
+    decision = {
         "suggested_step": suggestion.as_json_step(),
-        "step_table": record["table"],
         "guided_by": jsonable(
             {
                 "twin_id": twin.id,
@@ -343,6 +371,36 @@ def twin_guided_scan(
             }
         ),
     }
+    if suggestion.step is not None:
+        positions = suggested_lines(twin, suggestion, suggest_kwargs.get("axis_units"))
+    else:
+        positions = np.asarray(coarse, dtype=float)
+    # The twin's lines at the suggested step (the coarse ones if none converged), and the
+    # candidate table, as data: why these lines, for anyone browsing Tiled.
+    columns = ("step", "n_lines", "error", "max_error", "spread", "time_s")
+    decision_run = yield from _decision_run(
+        twin,
+        slow_feature,
+        positions,
+        np.linspace(fast_start, fast_stop, fast_num),
+        {column: suggestion.table[column].to_numpy() for column in columns},
+        user_md,
+        decided_by="twin_guided_scan",
+        decision=decision,
+    )
+    if suggestion.step is None:
+        warnings.warn(
+            f"twin_guided_scan measured no suggested lines: {suggestion.message}",
+            UserWarning,
+            stacklevel=2,
+        )
+        return suggestion
+
+    # A coarse line within a thousandth of the step of a suggested one is that line already
+    # (the largest spacing is the step: only the last one can be shorter).
+    step = float(np.max(np.diff(positions)))
+    todo = [float(p) for p in positions if not _near(p, coarse, 1e-3 * step)]
+    extra = {**decision, "step_table": record["table"], "decision_run": decision_run}
     for offset, value in enumerate(todo):
         md_ = line_md(phase="suggested", index=len(coarse) + offset, value=value, extra=extra)
         yield from measure(slow_axis, value, md_)
@@ -362,8 +420,9 @@ class AdaptiveResult:
         The slow-axis values measured, in order (the initial ones first).
     decisions
         One per line the twin chose: ``value``, ``score``, ``criterion``, ``units``, ``twin_id``,
-        ``twin_version``, ``candidates`` (how many were allowed), as in the line's ``decision``
-        metadata.
+        ``twin_version``, ``candidates`` (how many were allowed), ``decision_run`` (the uid of the
+        simulated run that records the look at the twin, every candidate's score in its
+        ``decision`` stream), as in the line's ``decision`` metadata.
     reason
         Why it stopped: ``"budget"`` (that many lines measured), ``"tol"`` (the best score fell
         below ``tol``) or ``"exhausted"`` (every candidate lies too close to a measured line).
@@ -613,12 +672,9 @@ def adaptive_line_scan(
         if not allowed.any():
             reason = "exhausted"
             break
-        scores = np.where(np.isfinite(scores), scores, -np.inf)
-        best = int(np.flatnonzero(allowed)[np.argmax(scores[allowed])])
-        final_score = float(scores[best])
-        if tol is not None and final_score < tol:
-            reason = "tol"
-            break
+        ranked = np.where(np.isfinite(scores), scores, -np.inf)
+        best = int(np.flatnonzero(allowed)[np.argmax(ranked[allowed])])
+        final_score = float(ranked[best])
         decision = {
             "value": float(values[best]),
             "score": final_score,
@@ -628,6 +684,22 @@ def adaptive_line_scan(
             "twin_version": version,
             "candidates": int(allowed.sum()),
         }
+        stop = tol is not None and final_score < tol
+        # Every look at the twin as data: its line at the best candidate, and every
+        # candidate's score (NaN where none), whether the plan measures there or stops.
+        decision["decision_run"] = yield from _decision_run(
+            twin,
+            slow_feature,
+            [decision["value"]],
+            fast_values,
+            {"candidate": values, "score": scores, "allowed": allowed.astype(float)},
+            user_md,
+            decided_by="adaptive_line_scan",
+            decision={**decision, "action": "stop: below tol" if stop else "measure"},
+        )
+        if stop:
+            reason = "tol"
+            break
         before = twin_source.buffer.version
         md_ = line_md(
             phase="adaptive",

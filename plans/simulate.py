@@ -183,6 +183,7 @@ def simulate_scan(
     *,
     md: dict[str, Any] | None = None,
     name: str = "twin",
+    tables: Mapping[str, Mapping[str, Sequence[float]] | pd.DataFrame] | None = None,
 ) -> MsgGenerator[str]:
     """Simulate a measurement with a twin: one run of bluesky documents, no hardware.
 
@@ -206,6 +207,10 @@ def simulate_scan(
         ``"simulated"``; ``tiled_specs`` it gives are kept, plus ``"SimulatedRun"``.
     name
         Name of the simulated detector (the descriptor's ``object_keys``).
+    tables
+        More event streams of the run, by name: columns of numbers, one event per row, e.g.
+        the candidate table a plan decided by (``{"decision": suggestion.table}``), so that a
+        Tiled browser can plot why. Their data keys must differ from the primary stream's.
 
     Returns
     -------
@@ -254,6 +259,10 @@ def simulate_scan(
     }
     shape = list(mean.shape)
     readout = TwinPrediction(columns, data_keys, _pages(shape), hinted=[target], name=name)
+    extra_streams = [
+        _table_stream(stream, table, source=f"digitwin:{twin.id}", taken=set(columns))
+        for stream, table in (tables or {}).items()
+    ]
 
     # One dimension per grid axis (grid_scan's hints); a list of points is one trajectory.
     dimensions = [([f for f in features if dim in prediction[f].dims], "primary") for dim in order]
@@ -281,5 +290,30 @@ def simulate_scan(
             yield from bps.checkpoint()
             yield from bps.mv(readout, page)
             yield from bps.collect(readout, return_payload=False)
+        for table in extra_streams:
+            yield from bps.kickoff(table, wait=True)
+            yield from bps.complete(table, wait=True)
+            yield from bps.collect(table, return_payload=False)
 
     return (yield from inner())
+
+
+def _table_stream(
+    stream: str, table: Mapping[str, Sequence[float]] | pd.DataFrame, source: str, taken: set[str]
+) -> TwinPrediction:
+    """A table of numbers as one event page of its own stream."""
+    columns = {
+        str(key): np.asarray(values, dtype=np.float64).ravel() for key, values in table.items()
+    }
+    lengths = {len(values) for values in columns.values()}
+    if stream == "primary" or not columns or len(lengths) != 1:
+        raise ValueError(
+            f"table {stream!r} must be named other than 'primary' and hold columns of equal "
+            f"length; got columns {sorted(columns)} of lengths {sorted(lengths)}"
+        )
+    if taken & set(columns):
+        raise ValueError(
+            f"table {stream!r} repeats data keys of the run: {sorted(taken & set(columns))}"
+        )
+    keys = {key: {"source": source, "dtype": "number", "shape": []} for key in columns}
+    return TwinPrediction(columns, keys, [slice(0, lengths.pop())], name=stream, stream=stream)

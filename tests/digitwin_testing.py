@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,3 +70,56 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.2):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Status:
+    """A twin source's status: ``state`` and ``message``, as TwinCallback's."""
+
+    state: str = "idle"
+    message: str = ""
+
+
+class SyncTwinSource:
+    """TwinCallback's face; trains synchronously when a plan asks for a newer twin.
+
+    ``train=False`` never trains (a search that is slow or stuck); ``on_ask`` is called the
+    first time a plan asks.
+    """
+
+    def __init__(self, buffer: Any, *, train: bool = True, status: Status | None = None):
+        self.buffer = buffer
+        self.twin: Any = None
+        self.status = status or Status()
+        self.train = train
+        self.fits = 0
+        self.on_ask = None
+        self._version = -1
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.buffer(name, doc)
+
+    @property
+    def twin_version(self) -> int:
+        if self.on_ask is not None:
+            self.on_ask, on_ask = None, self.on_ask
+            on_ask()
+        if self.train and self.buffer.version > self._version:
+            self.retrain()
+        return self._version
+
+    def retrain(self) -> None:
+        from bluesky_digitwin import DigitalTwin
+
+        data = self.buffer.snapshot()
+        self.status = Status("training")
+        self.twin = DigitalTwin.fit(
+            data, self.buffer.features, self.buffer.target,
+            provenance={"run_uids": self.buffer.run_uids}, **two_network_fit(),
+        )  # fmt: skip
+        self._version = int(data.attrs["buffer_version"])
+        self.fits += 1
+        self.status = Status("ready")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self.twin

@@ -373,7 +373,9 @@ def test_the_installed_command_runs_the_live_demo_with_json(tmp_path):
     tiled = summary["tiled"]
     assert tiled["uri"].startswith("http://127.0.0.1:")
     assert len(tiled["measured"]) >= 8  # the coarse lines, then the suggested ones
-    assert len(tiled["simulated"]) == 1
+    # The plan's decision (its candidate table, the twin's lines then) and the simulation.
+    assert len(tiled["simulated"]) == 2
+    assert len(tiled["decisions"]) == 1 and set(tiled["decisions"]) < set(tiled["simulated"])
     assert not set(tiled["measured"]) & set(tiled["simulated"])
     step = summary["suggested_step"]
     assert step["axis"] == "H" and step["units"] == "T"

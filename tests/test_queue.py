@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from bluesky import RunEngine
-from digitwin_testing import smooth_table, two_network_fit
+from digitwin_testing import Status, smooth_table, two_network_fit
 
 from bluesky_digitwin import DigitalTwin
 from bluesky_digitwin.buffer import ScanBuffer
@@ -21,19 +21,13 @@ from bluesky_digitwin.queue import simulate_twin_grid, twin_suggestion
 
 
 @dataclass
-class Status:
-    state: str = "idle"
-    message: str = "nothing measured yet"
-
-
-@dataclass
 class FixedSource:
     """A twin source holding a twin trained beforehand (a TwinCallback's face)."""
 
     twin: Any = None
     buffer: ScanBuffer = field(default_factory=lambda: ScanBuffer(("x", "h"), "y"))
     twin_version: int = -1
-    status: Status = field(default_factory=Status)
+    status: Status = field(default_factory=lambda: Status(message="nothing measured yet"))
 
 
 @pytest.fixture(scope="module")

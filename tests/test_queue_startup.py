@@ -185,6 +185,7 @@ def test_a_guided_scan_sent_as_json_measures_learns_and_simulates_apart(manager,
     assert {"twin_guided_scan", "adaptive_line_scan", "simulate_twin_grid"} <= set(allowed)
 
     coarse = [1000.0, 20000.0, 50000.0]
+    candidates = [5000.0, 10000.0, 25000.0]
     guided = BPlan(
         "twin_guided_scan",
         ["mag"],
@@ -197,7 +198,7 @@ def test_a_guided_scan_sent_as_json_measures_learns_and_simulates_apart(manager,
         twin_source="twin",
         slow_feature="H",
         quantity="map",
-        candidates=[5000.0, 10000.0, 25000.0],
+        candidates=candidates,
         timeout=TIMEOUT,
         md={"tag": tag},
     )
@@ -205,7 +206,11 @@ def test_a_guided_scan_sent_as_json_measures_learns_and_simulates_apart(manager,
     assert item["result"]["exit_status"] == "completed", item["result"]
     measured = _tagged(catalog.measured, tag)
     assert len(measured) >= len(coarse)
-    assert not _tagged(catalog.simulated, tag)
+    # Its decision, as data: one simulated run, linked from the lines measured at the step.
+    (decision,) = _tagged(catalog.simulated, tag)
+    start = catalog.simulated[decision].metadata["start"]
+    assert start["phase"] == "decision" and start["decided_by"] == "twin_guided_scan"
+    assert list(catalog.simulated[decision]["decision"].read()["step"].values) == candidates
 
     # A client asks the twin, without measuring: JSON back.
     started = manager.function_execute(
@@ -230,7 +235,7 @@ def test_a_guided_scan_sent_as_json_measures_learns_and_simulates_apart(manager,
     )
     item = _run(manager, simulate)
     assert item["result"]["exit_status"] == "completed", item["result"]
-    (simulated,) = _tagged(catalog.simulated, tag)
+    (simulated,) = _tagged(catalog.simulated, tag) - {decision}
     assert _tagged(catalog.measured, tag) == measured
     run = catalog.simulated[simulated]
     assert SIMULATED_SPEC in {spec.name for spec in run.specs}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import event_model
@@ -19,12 +18,13 @@ import pytest
 import xarray as xr
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted, is_plan
-from digitwin_testing import two_network_fit
+from digitwin_testing import Status, SyncTwinSource, two_network_fit
 
 from bluesky_digitwin import DataWarning, DigitalTwin, make_grid
 from bluesky_digitwin.analysis.steps import StepSuggestion
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.plans import (
+    SIMULATED_SPEC,
     AdaptiveResult,
     adaptive_line_scan,
     score_lines,
@@ -42,12 +42,6 @@ LINE = {"fast_start": 10.0, "fast_stop": 60.0, "fast_num": 6}
 # -- a stand-in for TwinCallback -----------------------------------------------------------------
 
 
-@dataclass
-class Status:
-    state: str = "idle"
-    message: str = ""
-
-
 class StaleError:
     """An error left by an earlier training, gone at the next look (a new training began)."""
 
@@ -60,49 +54,6 @@ class StaleError:
     def state(self) -> str:
         self.looks += 1
         return "error" if self.looks == 1 else "training"
-
-
-class SyncTwinSource:
-    """TwinCallback's face; trains synchronously when a plan asks for a newer twin.
-
-    ``train=False`` never trains (a search that is slow or stuck); ``on_ask`` is called the
-    first time a plan asks.
-    """
-
-    def __init__(self, buffer: ScanBuffer, *, train: bool = True, status: Status | None = None):
-        self.buffer = buffer
-        self.twin: DigitalTwin | None = None
-        self.status = status or Status()
-        self.train = train
-        self.fits = 0
-        self.on_ask = None
-        self._version = -1
-
-    def __call__(self, name: str, doc: dict) -> None:
-        self.buffer(name, doc)
-
-    @property
-    def twin_version(self) -> int:
-        if self.on_ask is not None:
-            self.on_ask, on_ask = None, self.on_ask
-            on_ask()
-        if self.train and self.buffer.version > self._version:
-            self.retrain()
-        return self._version
-
-    def retrain(self) -> None:
-        data = self.buffer.snapshot()
-        self.status = Status("training")
-        self.twin = DigitalTwin.fit(
-            data, self.buffer.features, self.buffer.target,
-            provenance={"run_uids": self.buffer.run_uids}, **FIT,
-        )  # fmt: skip
-        self._version = int(data.attrs["buffer_version"])
-        self.fits += 1
-        self.status = Status("ready")
-
-    def wait(self, timeout: float | None = None) -> DigitalTwin | None:
-        return self.twin
 
 
 # -- fixtures and helpers ------------------------------------------------------------------------
@@ -138,23 +89,36 @@ def validate(docs: list[tuple[str, dict]]) -> None:
 
 
 def runs(docs: list[tuple[str, dict]]) -> list[dict[str, Any]]:
-    """The runs in the documents: start, stop, and the primary events unpacked, in order."""
+    """The runs in the documents: start, stop, the primary events unpacked, in order, and every
+    stream's events by name (``streams``)."""
     by_uid: dict[str, dict[str, Any]] = {}
-    descriptors: dict[str, str] = {}
+    descriptors: dict[str, tuple[str, str]] = {}
     for name, doc in docs:
         if name == "start":
-            by_uid[doc["uid"]] = {"start": doc, "events": [], "stop": None}
+            by_uid[doc["uid"]] = {"start": doc, "events": [], "streams": {}, "stop": None}
         elif name == "descriptor":
-            descriptors[doc["uid"]] = doc["run_start"]
-            by_uid[doc["run_start"]]["descriptor"] = doc
-        elif name == "event":
-            by_uid[descriptors[doc["descriptor"]]]["events"].append(doc)
-        elif name == "event_page":
-            events = list(event_model.unpack_event_page(doc))
-            by_uid[descriptors[doc["descriptor"]]]["events"].extend(events)
+            descriptors[doc["uid"]] = (doc["run_start"], doc["name"])
+            run = by_uid[doc["run_start"]]
+            run["streams"][doc["name"]] = []
+            if doc["name"] == "primary":
+                run["descriptor"] = doc
+        elif name in ("event", "event_page"):
+            events = [doc] if name == "event" else list(event_model.unpack_event_page(doc))
+            uid, stream = descriptors[doc["descriptor"]]
+            by_uid[uid]["streams"][stream].extend(events)
+            if stream == "primary":
+                by_uid[uid]["events"].extend(events)
         elif name == "stop":
             by_uid[doc["run_start"]]["stop"] = doc
     return list(by_uid.values())
+
+
+def measured_runs(docs: list[tuple[str, dict]]) -> list[dict[str, Any]]:
+    return [r for r in runs(docs) if r["start"]["data_origin"] == "measured"]
+
+
+def decision_runs(docs: list[tuple[str, dict]]) -> list[dict[str, Any]]:
+    return [r for r in runs(docs) if r["start"].get("phase") == "decision"]
 
 
 def column(run: dict[str, Any], key: str) -> np.ndarray:
@@ -286,7 +250,7 @@ def test_twin_guided_scan_measures_the_suggested_lines(RE, docs, mag):
     assert isinstance(suggestion, StepSuggestion)
     assert suggestion.step == 24950.0
     assert source.fits == 1  # one twin, after the coarse lines
-    measured = runs(docs)
+    measured = measured_runs(docs)
     assert [r["start"]["phase"] for r in measured] == ["coarse", "coarse", "suggested"]
     for run in measured:
         start = run["start"]
@@ -308,6 +272,27 @@ def test_twin_guided_scan_measures_the_suggested_lines(RE, docs, mag):
     assert start["guided_by"]["twin_id"] == source.twin.id
     assert start["guided_by"]["learned_from"] == [r["start"]["uid"] for r in measured[:2]]
     assert "suggested_step" not in measured[0]["start"]
+
+    # The decision as data: a simulated run between the coarse and the suggested lines, of the
+    # twin's lines at the suggested step, with the candidate table as its `decision` stream.
+    phases = [r["start"]["phase"] for r in runs(docs)]
+    assert phases == ["coarse", "coarse", "decision", "suggested"]
+    (decision,) = decision_runs(docs)
+    assert start["decision_run"] == decision["start"]["uid"]
+    assert decision["start"]["data_origin"] == "simulated"
+    assert SIMULATED_SPEC in decision["start"]["tiled_specs"]
+    assert decision["start"]["decided_by"] == "twin_guided_scan"
+    assert decision["start"]["operator"] == "test"
+    assert decision["start"]["decision"]["suggested_step"] == start["suggested_step"]
+    assert decision["start"]["digital_twin"]["id"] == source.twin.id
+    np.testing.assert_allclose(sorted(set(column(decision, "H"))), [100.0, 25050.0, 50000.0])
+    assert len(decision["events"]) == 3 * 6  # the suggested measurement, simulated
+    table = decision["streams"]["decision"]
+    assert [e["data"]["step"] for e in table] == [12475.0, 24950.0]
+    for event, row in zip(table, start["step_table"], strict=True):
+        assert event["data"]["n_lines"] == row["n_lines"]
+        assert event["data"]["error"] == pytest.approx(row["error"])
+        assert event["data"]["time_s"] == pytest.approx(row["time_s"])
 
 
 def test_twin_guided_scan_refuses_to_label_its_runs_simulated(RE, docs, mag):
@@ -347,7 +332,7 @@ def test_no_twin_ends_the_plan_cleanly(RE, docs, mag, status, error, match):
     with pytest.raises(error, match=match):
         RE(guided(mag, source, timeout=0.3))
     assert RE.state == "idle"
-    measured = runs(docs)
+    measured = measured_runs(docs)
     assert [r["start"]["phase"] for r in measured] == ["coarse", "coarse"]
     assert all(r["stop"]["exit_status"] == "success" for r in measured)
 
@@ -361,7 +346,7 @@ def test_pause_and_abort_while_waiting_for_the_twin(RE, docs, mag):
     assert RE.state == "paused"
     RE.abort("no twin today")
     assert RE.state == "idle"
-    measured = runs(docs)
+    measured = measured_runs(docs)
     assert len(measured) == 2  # the coarse lines, closed before the wait
     assert all(r["stop"]["exit_status"] == "success" for r in measured)
 
@@ -376,7 +361,7 @@ def test_pause_while_waiting_then_resume_measures_no_line_twice(RE, docs, mag):
 
     validate(docs)
     assert isinstance(result.plan_result, StepSuggestion)
-    measured = runs(docs)
+    measured = measured_runs(docs)
     assert [r["start"]["phase"] for r in measured] == ["coarse", "coarse", "suggested"]
     assert all(len(r["events"]) == 6 for r in measured)
 
@@ -418,7 +403,7 @@ def test_adaptive_line_scan_spends_its_budget_where_the_twin_disagrees(RE, docs,
     assert value == candidates[allowed][np.argmax(scores[allowed])]
     assert decision["score"] == pytest.approx(scores[allowed].max())
 
-    measured = runs(docs)
+    measured = measured_runs(docs)
     assert [r["start"]["phase"] for r in measured] == ["initial", "initial", "adaptive"]
     assert all(r["start"]["data_origin"] == "measured" for r in measured)
     assert [r["start"]["uid"] for r in measured] == list(result.run_uids)
@@ -428,6 +413,17 @@ def test_adaptive_line_scan_spends_its_budget_where_the_twin_disagrees(RE, docs,
     assert start["decision"]["twin_id"] == source.twin.id
     np.testing.assert_allclose(column(measured[-1], "mag_field"), value)
 
+    # Each look at the twin as data: its line at the chosen value, every candidate's score.
+    (look,) = decision_runs(docs)
+    assert start["decision"]["decision_run"] == look["start"]["uid"] == decision["decision_run"]
+    assert look["start"]["data_origin"] == "simulated"
+    assert look["start"]["decision"]["action"] == "measure"
+    np.testing.assert_allclose(column(look, "H"), value)
+    table = look["streams"]["decision"]
+    np.testing.assert_allclose([e["data"]["candidate"] for e in table], candidates)
+    np.testing.assert_allclose([e["data"]["score"] for e in table], scores)
+    assert [bool(e["data"]["allowed"]) for e in table] == list(allowed)
+
 
 def test_adaptive_line_scan_stops_at_the_tolerance(RE, docs, mag):
     source = source_for(RE)
@@ -436,7 +432,10 @@ def test_adaptive_line_scan_stops_at_the_tolerance(RE, docs, mag):
     assert result.values == (100.0, 50000.0)
     assert result.decisions == ()
     assert result.final_score < 1e9
-    assert len(runs(docs)) == 2
+    assert len(measured_runs(docs)) == 2
+    # The look that stopped it is data too.
+    (look,) = decision_runs(docs)
+    assert look["start"]["decision"]["action"] == "stop: below tol"
 
 
 def test_adaptive_line_scan_checks_its_arguments(RE, mag):
@@ -506,7 +505,7 @@ def test_twin_guided_scan_with_the_real_twin_callback(RE, docs, mag):
     validate(docs)
     suggestion = result.plan_result
     assert suggestion.step == 24950.0
-    measured = runs(docs)
+    measured = measured_runs(docs)
     assert [r["start"]["phase"] for r in measured] == ["coarse", "coarse", "suggested"]
     start = measured[-1]["start"]
     assert start["data_origin"] == "measured"
