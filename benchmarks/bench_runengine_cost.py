@@ -27,7 +27,11 @@ skipped one, under the same load, in the same scan.
 The stop of a run asks for no training here (``on_stop=False``; ``retrain()`` asks), so that the
 measured scans do not cancel the search they run beside.
 
+``--device ophyd-async`` scans the ophyd-async magnetometer (``sim.async_devices``, made with
+``init_devices``, dashed data keys) instead of the ophyd one.
+
     python benchmarks/bench_runengine_cost.py [--points 200] [--pairs 10] [--trials 60]
+        [--device ophyd|ophyd-async]
 """
 
 from __future__ import annotations
@@ -47,9 +51,14 @@ from bluesky.plans import scan
 
 from bluesky_digitwin import SearchSpace, TrainConfig
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
+from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
 from bluesky_digitwin.sim.devices import Magnetometer
 
-KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
+#: The twin's names of each device's data keys (ophyd joins with "_", ophyd-async with "-").
+KEYS = {
+    "ophyd": {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"},
+    "ophyd-async": {"T": "mag-temperature", "H": "mag-field", "M": "mag-moment"},
+}
 SMALL_SEARCH = {
     "n_trials": 2,
     "n_workers": 1,
@@ -86,9 +95,17 @@ class Timings:
 
 
 class Bench:
-    def __init__(self, points: int) -> None:
-        self.RE = RunEngine({})
-        self.mag = Magnetometer(name="mag", seed=0, seconds_per_point=0)
+    def __init__(self, points: int, device: str = "ophyd") -> None:
+        self.RE = RunEngine({})  # first: init_devices connects in the RunEngine's event loop
+        if device == "ophyd-async":
+            from ophyd_async.core import init_devices
+
+            with init_devices():
+                mag = AsyncMagnetometer(name="mag", seed=0, seconds_per_point=0)
+            self.mag = mag
+        else:
+            self.mag = Magnetometer(name="mag", seed=0, seconds_per_point=0)
+        self.keys = KEYS[device]
         self.points = points
         self.times: list[float] = []
         self.doc_path: list[float] = []  # seconds the TwinCallback took per event
@@ -177,18 +194,19 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200, help="events per scan")
     parser.add_argument("--pairs", type=int, default=10, help="scan pairs per phase")
     parser.add_argument("--trials", type=int, default=60, help="trials of the background search")
+    parser.add_argument("--device", choices=sorted(KEYS), default="ophyd", help="the magnetometer")
     args = parser.parse_args()
 
-    bench = Bench(args.points)
+    bench = Bench(args.points, args.device)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start")
-    print(f"scan: {args.points} points of a zero-latency Magnetometer\n")
+    print(f"scan: {args.points} points of a zero-latency {type(bench.mag).__name__}\n")
     for _ in range(3):  # warm-up: imports, first runs of the RunEngine's code paths
         bench.scan()
 
     policy = RetrainPolicy(on_stop=False, debounce=0.0)
     made = time.monotonic()
     cb = TwinCallback(
-        ("T", "H"), "M", keys=KEYS, policy=policy, fit_options={"n_trials": args.trials}
+        ("T", "H"), "M", keys=bench.keys, policy=policy, fit_options={"n_trials": args.trials}
     )
     importing = cb._trainer._tf_import  # a private attribute: the benchmark looks inside
     print(HEADER)
@@ -218,7 +236,7 @@ def main() -> None:
     cb.close()
 
     # A small search that finishes: the scans run while its twin is loaded and swapped in.
-    small = TwinCallback(("T", "H"), "M", keys=KEYS, policy=policy, fit_options=SMALL_SEARCH)
+    small = TwinCallback(("T", "H"), "M", keys=bench.keys, policy=policy, fit_options=SMALL_SEARCH)
     token = bench.RE.subscribe(small)
     for field_oe in (1e4, 2e4, 3e4):
         bench.scan(field_oe)
