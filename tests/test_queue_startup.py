@@ -169,10 +169,15 @@ def _run(api: REManagerAPI, plan: BPlan) -> dict[str, Any]:
 
 
 def _run_queue(api: REManagerAPI) -> dict[str, Any]:
-    """Run the queue until it is idle and return the history item of the last plan run."""
+    """Run the queue until its plan is in the history and return that history item."""
+    before = len(api.history_get(reload=True)["items"])
     assert api.queue_start()["success"]
+    # Not wait_for_idle alone: on a busy machine it can see "idle" before the queue starts.
+    wait_for(
+        lambda: len(api.history_get(reload=True)["items"]) > before, TIMEOUT, "the plan to end"
+    )
     api.wait_for_idle(timeout=TIMEOUT)
-    return api.history_get()["items"][-1]
+    return api.history_get(reload=True)["items"][-1]
 
 
 def _tagged(container: Any, tag: str) -> set[str]:
