@@ -27,7 +27,10 @@ for _name, _value in TF_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
 
 #: How long the end of the start-up waits for the filter to pass on the last lines, seconds.
-_DRAIN = 2.0
+#: The filter ends as soon as the pipe is drained, so this costs nothing as a rule; it bounds
+#: the wait only when a child started meanwhile keeps the pipe open. 2 s was too short on a
+#: loaded machine: another thread's line then came out after what followed it.
+_DRAIN = 10.0
 
 
 @contextlib.contextmanager
