@@ -26,7 +26,12 @@ from bluesky.utils import MsgGenerator, plan
 
 from bluesky_digitwin.analysis.steps import suggest_step
 from bluesky_digitwin.data import DigitwinInputError, make_grid
-from bluesky_digitwin.plans import TwinSource, resolve_twin_source, simulate_scan
+from bluesky_digitwin.plans import (
+    TwinSource,
+    resolve_twin_source,
+    simulate_scan,
+    twin_provenance,
+)
 
 __all__ = ["simulate_twin_grid", "twin_suggestion"]
 
@@ -100,20 +105,17 @@ def twin_suggestion(
     Returns
     -------
     dict
-        ``twin`` (its id and the points it learned from), ``suggestion`` (the step, its
-        candidate table, the message) and ``warnings`` (what the computation warned about).
+        ``twin`` (what a simulated run records of it,
+        :func:`~bluesky_digitwin.plans.twin_provenance`: its id, the runs it learned from,
+        ...), ``suggestion`` (the step, its candidate table, the message) and ``warnings``
+        (what the computation warned about).
     """
     twin = _current_twin(twin_source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         suggestion = suggest_step(twin, axis, candidates, quantity=quantity, **suggest_kwargs)
     return {
-        "twin": {
-            "id": twin.id,
-            "features": list(twin.features),
-            "target": twin.target,
-            "learned_from": list(twin.metadata.get("provenance", {}).get("run_uids", [])),
-        },
+        "twin": twin_provenance(twin),
         "suggestion": suggestion.to_dict(),
         "warnings": sorted({str(w.message) for w in caught}),
     }
