@@ -11,6 +11,9 @@ beyond them:
   measured ones.
 - :func:`twin_suggestion`, a function for RE Manager's ``function_execute``: the step the
   twin suggests now, with its candidate table, as JSON, without measuring anything.
+- :func:`pending_decision` and :func:`answer_decision`, functions to execute in the background
+  (``function_execute(..., run_in_background=True)``) while a plan run with ``confirm=True``
+  waits: what it proposes, and the answer (accept, edit, decline).
 
 ``bluesky_digitwin.queue_startup`` is a startup module that uses them.
 """
@@ -28,12 +31,13 @@ from bluesky_digitwin.analysis.steps import suggest_step
 from bluesky_digitwin.data import DigitwinInputError, make_grid
 from bluesky_digitwin.plans import (
     TwinSource,
+    approvals,
     resolve_twin_source,
     simulate_scan,
     twin_provenance,
 )
 
-__all__ = ["simulate_twin_grid", "twin_suggestion"]
+__all__ = ["answer_decision", "pending_decision", "simulate_twin_grid", "twin_suggestion"]
 
 
 def _current_twin(twin_source: TwinSource | str) -> Any:
@@ -119,3 +123,53 @@ def twin_suggestion(
         "suggestion": suggestion.to_dict(),
         "warnings": sorted({str(w.message) for w in caught}),
     }
+
+
+def pending_decision() -> dict[str, Any] | None:
+    """What a plan run with ``confirm=True`` proposes and waits for, as JSON; ``None`` if none.
+
+    For a queue client, executed in the background while the plan runs
+    (``function_execute(BFunc("pending_decision"), run_in_background=True)``).
+
+    Returns
+    -------
+    dict or None
+        ``id``, ``plan_name``, ``slow_feature``, ``values`` (what it would measure),
+        ``message`` (why), ``decision_run`` (the simulated run that records the decision),
+        ``max_values`` and ``bounds`` (what an edit may give).
+    """
+    proposal = approvals.pending
+    return None if proposal is None else proposal.to_json()
+
+
+def answer_decision(
+    action: str,
+    values: Sequence[float] | None = None,
+    proposal_id: str | None = None,
+) -> dict[str, Any]:
+    """Answer what a plan run with ``confirm=True`` waits for, from a queue client.
+
+    Executed in the background while the plan runs (``function_execute(BFunc(
+    "answer_decision", "edit", [0.5, 1.5]), run_in_background=True)``).
+
+    Parameters
+    ----------
+    action
+        ``"accept"``, ``"edit"`` or ``"decline"``.
+    values
+        With ``"edit"``: the slow-axis values to measure instead.
+    proposal_id
+        The ``id`` from :func:`pending_decision`: the answer is taken only if that proposal
+        still waits.
+
+    Returns
+    -------
+    dict
+        The answer as the plan records it: ``action``, ``values``, ``by`` (``"queue"``).
+
+    Raises
+    ------
+    ApprovalError
+        Nothing waits, another proposal waits, or the answer is malformed.
+    """
+    return approvals.answer(action, values, proposal_id=proposal_id, by="queue").to_json()

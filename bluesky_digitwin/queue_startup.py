@@ -18,7 +18,9 @@ it and puts its own devices in place of the simulated magnetometer. It builds:
 - ``twin``, a :class:`~bluesky_digitwin.callbacks.TwinCallback` learning M(T, H), registered
   as the twin source ``"twin"``, so that plans sent as JSON name it as they name devices;
 - the plans ``twin_guided_scan``, ``adaptive_line_scan``, ``simulate_twin_grid`` and bluesky's
-  ``scan``, ``list_scan``, ``grid_scan``, ``count``; the function ``twin_suggestion``.
+  ``scan``, ``list_scan``, ``grid_scan``, ``count``; the functions ``twin_suggestion``, and
+  ``pending_decision`` and ``answer_decision`` for plans run with ``confirm=True`` (execute
+  them with ``run_in_background=True`` while the plan waits).
 
 Settings come from the environment, since RE Manager passes no arguments to startup code:
 
@@ -48,7 +50,12 @@ from bluesky.plans import count, grid_scan, list_scan, scan
 
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
 from bluesky_digitwin.plans import adaptive_line_scan, register_twin_source, twin_guided_scan
-from bluesky_digitwin.queue import simulate_twin_grid, twin_suggestion
+from bluesky_digitwin.queue import (
+    answer_decision,
+    pending_decision,
+    simulate_twin_grid,
+    twin_suggestion,
+)
 from bluesky_digitwin.sim import FirstOrderMagnet, Magnetometer
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
@@ -57,11 +64,13 @@ from bluesky_digitwin.tiled import TwinCatalog
 __all__ = [
     "RE",
     "adaptive_line_scan",
+    "answer_decision",
     "catalog",
     "count",
     "grid_scan",
     "list_scan",
     "mag",
+    "pending_decision",
     "scan",
     "simulate_twin_grid",
     "twin",

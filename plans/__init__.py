@@ -10,10 +10,20 @@
   queue (bluesky-queueserver) as JSON.
 - :func:`wait_for_twin`, :func:`call_in_thread`: plan stubs that wait without blocking the
   RunEngine.
+- :data:`approvals`, :func:`wait_for_approval`: with ``confirm=True`` the guided plans wait
+  for a person to accept, edit or decline what the twin proposes.
 
 Measured runs of these plans carry ``data_origin: "measured"``.
 """
 
+from .approval import (
+    Answer,
+    ApprovalError,
+    Approvals,
+    Proposal,
+    approvals,
+    wait_for_approval,
+)
 from .guided import (
     CRITERIA,
     AdaptiveResult,
@@ -35,10 +45,15 @@ __all__ = [
     "CRITERIA",
     "SIMULATED_SPEC",
     "AdaptiveResult",
+    "Answer",
+    "ApprovalError",
+    "Approvals",
+    "Proposal",
     "TwinPrediction",
     "TwinSource",
     "TwinSourceError",
     "adaptive_line_scan",
+    "approvals",
     "call_in_thread",
     "register_twin_source",
     "registered_twin_sources",
@@ -48,5 +63,6 @@ __all__ = [
     "suggested_lines",
     "twin_guided_scan",
     "twin_provenance",
+    "wait_for_approval",
     "wait_for_twin",
 ]

@@ -40,6 +40,7 @@ from bluesky.utils import MsgGenerator, plan
 from bluesky_digitwin.analysis.steps import StepSuggestion, suggest_step
 from bluesky_digitwin.data import make_grid
 
+from .approval import Answer, Proposal, wait_for_approval
 from .simulate import simulate_scan
 from .sources import resolve_twin_source
 from .stubs import TwinSource, call_in_thread, check_origin, jsonable, wait_for_twin
@@ -251,6 +252,7 @@ def twin_guided_scan(
     quantity: Any = "magnetocaloric",
     candidates: Sequence[float] | None = None,
     suggest_kwargs: Mapping[str, Any] | None = None,
+    confirm: bool = False,
     timeout: float | None = 600.0,
     poll: float = 0.5,
     md: dict[str, Any] | None = None,
@@ -269,6 +271,9 @@ def twin_guided_scan(
        ``step_table`` (one row per candidate), ``guided_by`` (the twin and the message) and
        ``decision_run``: the simulated run, written before them, of the twin's lines at that
        step with the candidate table as its ``decision`` stream.
+    5. With ``confirm=True``, before step 4: show the lines it would measure and wait (without
+       blocking pause or abort) until someone accepts, edits or declines them
+       (:mod:`~plans.approval`); the answer is recorded as ``approval`` with the lines.
 
     Parameters
     ----------
@@ -295,6 +300,9 @@ def twin_guided_scan(
     suggest_kwargs
         More arguments of :func:`suggest_step`, e.g. ``{"mass": 0.61, "mass_units": "mg",
         "tol": 0.025, "time_model": TimeModel(...)}``.
+    confirm
+        Wait for a person to accept, edit or decline the suggested lines before measuring
+        them (see :func:`~plans.approval.wait_for_approval`; declined: none is measured).
     timeout, poll
         How long to wait for the twin at most (s; ``None``: for ever) and how often to look.
     md
@@ -339,6 +347,7 @@ def twin_guided_scan(
                 "quantity": quantity if isinstance(quantity, str) else repr(quantity),
                 "candidates": candidates,
                 "suggest_kwargs": suggest_kwargs,
+                "confirm": confirm,
                 "timeout": timeout,
             }
         ),
@@ -401,6 +410,24 @@ def twin_guided_scan(
     step = float(np.max(np.diff(positions)))
     todo = [float(p) for p in positions if not _near(p, coarse, 1e-3 * step)]
     extra = {**decision, "step_table": record["table"], "decision_run": decision_run}
+    if confirm and todo:
+        proposal = Proposal(
+            plan_name="twin_guided_scan",
+            slow_feature=slow_feature,
+            values=tuple(todo),
+            message=f"suggested step {suggestion.as_json_step()}: {suggestion.message}",
+            decision_run=decision_run,
+        )
+        answer: Answer = yield from wait_for_approval(proposal, poll=poll)
+        extra["approval"] = answer.to_json()
+        if answer.action == "decline":
+            warnings.warn(
+                "twin_guided_scan measured no suggested lines: the suggestion was declined",
+                UserWarning,
+                stacklevel=2,
+            )
+            return suggestion
+        todo = list(answer.values)
     for offset, value in enumerate(todo):
         md_ = line_md(phase="suggested", index=len(coarse) + offset, value=value, extra=extra)
         yield from measure(slow_axis, value, md_)
@@ -422,10 +449,12 @@ class AdaptiveResult:
         One per line the twin chose: ``value``, ``score``, ``criterion``, ``units``, ``twin_id``,
         ``twin_version``, ``candidates`` (how many were allowed), ``decision_run`` (the uid of the
         simulated run that records the look at the twin, every candidate's score in its
-        ``decision`` stream), as in the line's ``decision`` metadata.
+        ``decision`` stream), ``approval`` (with ``confirm=True``: the answer, its action, values
+        and origin; the line is measured at its value), as in the line's ``decision`` metadata.
     reason
         Why it stopped: ``"budget"`` (that many lines measured), ``"tol"`` (the best score fell
-        below ``tol``) or ``"exhausted"`` (every candidate lies too close to a measured line).
+        below ``tol``), ``"exhausted"`` (every candidate lies too close to a measured line) or
+        ``"declined"`` (with ``confirm=True``, a person declined the next line).
     run_uids
         The runs, one per line, in order.
     final_score
@@ -534,6 +563,7 @@ def adaptive_line_scan(
     candidates: int | Sequence[float] = 201,
     min_spacing: float | None = None,
     criterion: str = "disagreement",
+    confirm: bool = False,
     timeout: float | None = 600.0,
     poll: float = 0.5,
     md: dict[str, Any] | None = None,
@@ -544,7 +574,10 @@ def adaptive_line_scan(
     trained on every line so far, score the candidate values of the slow axis
     (:func:`score_lines`), and measure the line at the best one that is at least
     ``min_spacing`` away from every measured line. Stop early when the best score is below
-    ``tol`` (the twin knows the map well enough) or no candidate is left.
+    ``tol`` (the twin knows the map well enough) or no candidate is left. With
+    ``confirm=True`` each chosen line waits for a person to accept, edit (another value within
+    bounds) or decline it (the plan then stops); the answer is recorded as the decision's
+    ``approval``.
 
     Parameters
     ----------
@@ -575,6 +608,9 @@ def adaptive_line_scan(
     criterion
         ``"disagreement"`` (default; needs a twin of two or more networks) or
         ``"sensitivity"``; see :func:`score_lines`.
+    confirm
+        Wait for a person's answer before each line the twin chooses (see
+        :func:`~plans.approval.wait_for_approval`).
     timeout, poll
         How long to wait for each twin at most (s) and how often to look.
     md
@@ -636,6 +672,7 @@ def adaptive_line_scan(
                 "candidates": candidates,
                 "min_spacing": min_spacing,
                 "criterion": criterion,
+                "confirm": confirm,
                 "timeout": timeout,
             }
         ),
@@ -700,15 +737,33 @@ def adaptive_line_scan(
         if stop:
             reason = "tol"
             break
+        value = decision["value"]
+        if confirm:
+            proposal = Proposal(
+                plan_name="adaptive_line_scan",
+                slow_feature=slow_feature,
+                values=(value,),
+                message=f"the best {criterion} score, {final_score:.4g} {decision['units']}",
+                decision_run=decision["decision_run"],
+                max_values=1,
+                bounds=(lo, hi),
+            )
+            answer: Answer = yield from wait_for_approval(proposal, poll=poll)
+            decision["approval"] = answer.to_json()
+            if answer.action == "decline":
+                reason = "declined"
+                decisions.append(decision)
+                break
+            (value,) = answer.values
         before = twin_source.buffer.version
         md_ = line_md(
             phase="adaptive",
             index=len(measured),
-            value=decision["value"],
+            value=value,
             extra={"decision": decision},
         )
-        uid = yield from measure(slow_axis, decision["value"], md_)
-        measured.append(decision["value"])
+        uid = yield from measure(slow_axis, value, md_)
+        measured.append(value)
         uids.append(uid)
         decisions.append(decision)
     return AdaptiveResult(

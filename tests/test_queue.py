@@ -16,8 +16,13 @@ from digitwin_testing import Status, smooth_table, two_network_fit
 from bluesky_digitwin import DigitalTwin
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.data import DigitwinInputError
-from bluesky_digitwin.plans import register_twin_source
-from bluesky_digitwin.queue import simulate_twin_grid, twin_suggestion
+from bluesky_digitwin.plans import ApprovalError, Proposal, approvals, register_twin_source
+from bluesky_digitwin.queue import (
+    answer_decision,
+    pending_decision,
+    simulate_twin_grid,
+    twin_suggestion,
+)
 
 
 @dataclass
@@ -76,3 +81,23 @@ def test_a_source_without_a_twin_yet_says_so():
     register_twin_source("queue-test-empty", FixedSource())
     with pytest.raises(DigitwinInputError, match=r"no twin yet.*nothing measured yet"):
         twin_suggestion("queue-test-empty", "h")
+
+
+def test_a_waiting_decision_is_json_and_answered_by_id():
+    assert pending_decision() is None
+    with pytest.raises(ApprovalError, match="no plan is waiting"):
+        answer_decision("accept")
+    proposal = Proposal("adaptive_line_scan", "H", (2.5,), "best score", max_values=1)
+    approvals.post(proposal)
+    try:
+        pending = pending_decision()
+        assert json.loads(json.dumps(pending)) == pending
+        assert pending["values"] == [2.5] and pending["id"] == proposal.id
+        with pytest.raises(ApprovalError, match="give at most 1 value"):
+            answer_decision("edit", [1.0, 2.0], pending["id"])
+        answer = answer_decision("edit", [3.0], pending["id"])
+        assert answer == {"action": "edit", "values": [3.0], "by": "queue"}
+        assert approvals.take(proposal).values == (3.0,)
+        assert pending_decision() is None  # answered
+    finally:
+        approvals.withdraw(proposal)

@@ -247,6 +247,63 @@ def test_a_guided_scan_sent_as_json_measures_learns_and_simulates_apart(manager,
     assert run.metadata["start"]["num_points"] == 8
 
 
+def _call(api: REManagerAPI, function: BFunc) -> Any:
+    """Execute a function in the RE worker's background thread (a plan may be running)."""
+    started = api.function_execute(function, run_in_background=True)
+    assert started["success"], started["msg"]
+    api.wait_for_completed_task(started["task_uid"], timeout=TIMEOUT)
+    answer = api.task_result(started["task_uid"])["result"]
+    assert answer["success"], answer["traceback"]
+    return answer["return_value"]
+
+
+def test_a_client_edits_the_decision_a_confirmed_plan_waits_for(manager, catalog):
+    tag = uuid.uuid4().hex
+    coarse = [1000.0, 50000.0]
+    guided = BPlan(
+        "twin_guided_scan",
+        ["mag"],
+        "mag.temperature",
+        10.0,
+        60.0,
+        11,
+        "mag.field",
+        coarse,
+        twin_source="twin",
+        slow_feature="H",
+        quantity="map",
+        candidates=[24500.0],
+        suggest_kwargs={"tol": 10.0},  # loose: the tiny twin's map must converge at 24.5 kOe
+        confirm=True,
+        timeout=TIMEOUT,
+        md={"tag": tag},
+    )
+    assert manager.item_add(guided)["success"]
+    before = len(manager.history_get(reload=True)["items"])
+    assert manager.queue_start()["success"]
+    # While the plan waits, a client sees what it proposes, with its decision run, and edits it.
+    pending = wait_for(
+        lambda: _call(manager, BFunc("pending_decision")), TIMEOUT, "the plan's proposal"
+    )
+    assert pending["plan_name"] == "twin_guided_scan" and pending["values"] == [25500.0]
+    assert manager.status()["manager_state"] == "executing_queue"
+    (decision,) = _tagged(catalog.simulated, tag)
+    assert pending["decision_run"] == decision
+    answer = _call(manager, BFunc("answer_decision", "edit", [20000.0, 30000.0], pending["id"]))
+    assert answer == {"action": "edit", "values": [20000.0, 30000.0], "by": "queue"}
+    wait_for(
+        lambda: len(manager.history_get(reload=True)["items"]) > before, TIMEOUT, "the plan to end"
+    )
+    manager.wait_for_idle(timeout=TIMEOUT)
+    item = manager.history_get(reload=True)["items"][-1]
+    assert item["result"]["exit_status"] == "completed", item["result"]
+
+    lines = {uid: catalog.measured[uid].metadata["start"] for uid in _tagged(catalog.measured, tag)}
+    suggested = sorted(s["slow_axis"]["value"] for s in lines.values() if s["phase"] == "suggested")
+    assert suggested == [20000.0, 30000.0]
+    assert all(s["approval"] == answer for s in lines.values() if s["phase"] == "suggested")
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [

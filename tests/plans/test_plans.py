@@ -26,7 +26,9 @@ from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.plans import (
     SIMULATED_SPEC,
     AdaptiveResult,
+    Approvals,
     adaptive_line_scan,
+    approvals,
     score_lines,
     simulate_scan,
     twin_guided_scan,
@@ -466,6 +468,95 @@ class FormulaTwin:
         bump = np.exp(-(((H - 30000.0) / 3000.0) ** 2))
         members = [base + i * 0.1 * bump for i in range(self.n_members)]
         return xr.concat(members, dim="member").transpose("member", "T", "H")
+
+
+# -- confirm=True: a person accepts, edits or declines ------------------------------------------
+
+
+def answer_when_posted(desk: Approvals, answer) -> threading.Thread:
+    """Answer from another thread once the plan's proposal waits, as a user or queue client."""
+
+    def run() -> None:
+        for _ in range(3000):
+            proposal = desk.pending
+            if proposal is not None:
+                answer(desk, proposal)
+                return
+            threading.Event().wait(0.01)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_confirmed_guided_scan_measures_the_lines_the_user_edited(RE, docs, mag):
+    seen = []
+
+    def edit(desk, proposal):
+        seen.append(proposal)
+        desk.edit([20000.0, 30000.0], by="queue")
+
+    thread = answer_when_posted(approvals, edit)
+    suggestion = RE(guided(mag, source_for(RE), confirm=True)).plan_result
+    thread.join()
+
+    validate(docs)
+    (proposal,) = seen
+    assert proposal.values == (25050.0,)  # what the twin proposed
+    assert proposal.plan_name == "twin_guided_scan" and proposal.slow_feature == "H"
+    (decision,) = decision_runs(docs)
+    assert proposal.decision_run == decision["start"]["uid"]  # to look at before answering
+    measured = measured_runs(docs)
+    assert [r["start"]["phase"] for r in measured] == ["coarse"] * 2 + ["suggested"] * 2
+    assert [r["start"]["slow_axis"]["value"] for r in measured[2:]] == [20000.0, 30000.0]
+    for run in measured[2:]:
+        assert run["start"]["approval"] == {
+            "action": "edit",
+            "values": [20000.0, 30000.0],
+            "by": "queue",
+        }
+        assert run["start"]["suggested_step"] == suggestion.as_json_step()
+    assert approvals.pending is None
+
+
+def test_declined_guided_scan_measures_no_suggested_line(RE, docs, mag):
+    thread = answer_when_posted(approvals, lambda desk, proposal: desk.decline())
+    with pytest.warns(UserWarning, match="the suggestion was declined"):
+        result = RE(guided(mag, source_for(RE), confirm=True)).plan_result
+    thread.join()
+    assert isinstance(result, StepSuggestion) and result.step == 24950.0
+    assert [r["start"]["phase"] for r in runs(docs)] == ["coarse", "coarse", "decision"]
+
+
+def test_confirmed_adaptive_scan_measures_the_edited_line_and_stops_when_declined(RE, docs, mag):
+    answers = iter([lambda d: d.edit(30000.0), lambda d: d.decline()])
+    proposals = []
+
+    def answer_each() -> None:
+        for answer in answers:
+            for _ in range(3000):
+                proposal = approvals.pending
+                if proposal is not None and proposal not in proposals:
+                    proposals.append(proposal)
+                    answer(approvals)
+                    break
+                threading.Event().wait(0.01)
+
+    thread = threading.Thread(target=answer_each, daemon=True)
+    thread.start()
+    result = RE(adaptive(mag, source_for(RE), budget=5, confirm=True)).plan_result
+    thread.join()
+
+    assert result.reason == "declined"
+    assert result.values == (100.0, 50000.0, 30000.0)
+    first, second = result.decisions
+    assert first["approval"] == {"action": "edit", "values": [30000.0], "by": "python"}
+    assert first["value"] == proposals[0].values[0] != 30000.0  # the twin's choice, kept
+    assert second["approval"]["action"] == "decline"
+    assert all(p.max_values == 1 and p.bounds == (100.0, 50000.0) for p in proposals)
+    measured = measured_runs(docs)
+    np.testing.assert_allclose(column(measured[-1], "mag_field"), 30000.0)
+    assert measured[-1]["start"]["decision"]["approval"]["action"] == "edit"
 
 
 def test_score_lines_disagreement_and_sensitivity():
