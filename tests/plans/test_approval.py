@@ -210,7 +210,7 @@ print("ANSWER", RE(wait_for_approval(proposal, poll=0.02)).plan_result, flush=Tr
 
 
 @pytest.mark.skipif(os.name != "posix", reason="a terminal is read with select(): POSIX only")
-def test_a_plan_in_a_real_terminal_reads_what_the_user_types():
+def test_a_plan_in_a_real_terminal_reads_what_the_user_types(tmp_path):
     import pty
     import subprocess
     import sys
@@ -219,6 +219,7 @@ def test_a_plan_in_a_real_terminal_reads_what_the_user_types():
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-c", SCRIPT],
+        cwd=tmp_path,  # not the checkout, whose bluesky_digitwin/ is not the installed package
         stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
