@@ -17,6 +17,7 @@ from bluesky_digitwin.data import (
     make_grid,
     prepare_training_data,
 )
+from bluesky_digitwin.errors import DigitwinError, DigitwinWarning
 from bluesky_digitwin.holdout import HoldoutComparison, TwinNotBetterWarning
 from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
 from bluesky_digitwin.surrogate.search import SearchSpace
@@ -26,7 +27,9 @@ from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, OutsideRangeWarn
 __all__ = [
     "DataWarning",
     "DigitalTwin",
+    "DigitwinError",
     "DigitwinInputError",
+    "DigitwinWarning",
     "EnsembleRecipe",
     "EnsembleWarning",
     "HoldoutComparison",

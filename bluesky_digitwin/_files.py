@@ -25,6 +25,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bluesky_digitwin.errors import DigitwinError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no locks; recovery still runs
@@ -90,7 +92,7 @@ def check_can_create(path: str | os.PathLike) -> None:
         raise CannotWriteError(f"cannot write in {above} ({exc.strerror or exc})") from None
 
 
-class CannotWriteError(OSError):
+class CannotWriteError(DigitwinError, OSError):
     """A path cannot be written; the message says why, in a phrase."""
 
 

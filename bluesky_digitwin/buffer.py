@@ -5,8 +5,9 @@ event of the chosen stream, the features, the target and where the point came fr
 out consistent copies (:meth:`ScanBuffer.snapshot`) to whoever trains a twin, from any thread.
 
 It is built to sit in the RunEngine's document path: an event costs a few dictionary look-ups
-and list appends, a bad or unexpected document costs a :class:`~bluesky_digitwin.data.DataWarning`,
-never an exception (an exception in a callback would abort the scan).
+and list appends, a bad or unexpected document costs a
+:class:`~bluesky_digitwin.errors.DataWarning`, never an exception (an exception in a callback
+would abort the scan).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class DataKeyError(DigitwinInputError):
 
     The message names what is missing and lists the data keys the run has. A
     :class:`ScanBuffer` never raises it in the document path (an exception there would abort
-    the scan): it issues the message as a :class:`~bluesky_digitwin.data.DataWarning`, once per
+    the scan): it issues the message as a :class:`~bluesky_digitwin.errors.DataWarning`, once per
     run, and keeps the error as :attr:`ScanBuffer.key_error`;
     :meth:`TwinCallback.wait <bluesky_digitwin.callbacks.TwinCallback.wait>` raises it.
 
@@ -168,7 +169,7 @@ class ScanBuffer:
     So a 2-D map can be assembled from many 1-D line scans: a temperature scan at a fixed field
     has no field in its events, but the field can come from the baseline or the metadata. An
     event whose value cannot be found, or is not a finite real number (NaN, inf, text, an
-    array), is skipped; one :class:`~bluesky_digitwin.data.DataWarning` per run and key says
+    array), is skipped; one :class:`~bluesky_digitwin.errors.DataWarning` per run and key says
     so, and :attr:`skipped` counts them.
 
     Which data keys. With ``features`` and ``target`` left out, the buffer takes them from the
@@ -183,7 +184,7 @@ class ScanBuffer:
     A run that does not say which its keys are (no motor, several hinted detector fields), or
     whose documents lack a named key everywhere, is skipped with one
     :class:`DataKeyError` message, listing the data keys it has, as a
-    :class:`~bluesky_digitwin.data.DataWarning`; the latest is :attr:`key_error`.
+    :class:`~bluesky_digitwin.errors.DataWarning`; the latest is :attr:`key_error`.
 
     Units (``attrs["units"]`` of each variable) come from the ``units`` of the data keys of the
     descriptors (the chosen stream's, the baseline's, or the configuration's); failing that,
@@ -329,7 +330,7 @@ class ScanBuffer:
         """Take one document: ``start``, ``descriptor``, ``event``, ``event_page`` or ``stop``.
 
         Other bluesky documents (resource, datum, ...) are passed over. Never raises for a bad
-        document: it is skipped with a :class:`~bluesky_digitwin.data.DataWarning`.
+        document: it is skipped with a :class:`~bluesky_digitwin.errors.DataWarning`.
 
         The warnings are issued after the document is taken, so that warnings turned into
         errors (``warnings.simplefilter("error")``) reach the caller without costing the good

@@ -57,7 +57,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bluesky_digitwin.data import DigitwinInputError
+from bluesky_digitwin.errors import DigitwinError, DigitwinInputError
 from bluesky_digitwin.surrogate.search import HEARTBEAT_INTERVAL, redact_url
 
 __all__ = ["main"]
@@ -1481,7 +1481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code = args.func(args)
             finally:  # before any error: the screen keeps results and errors only
                 args.status_line.clear()
-        except DigitwinInputError as exc:
+        except DigitwinError as exc:  # input, connection, files: the message says what to do
             print(f"digitwin: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:

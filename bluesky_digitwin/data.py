@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+# Defined with the package's other exceptions; importable from here as they always were.
+from bluesky_digitwin.errors import DataWarning, DigitwinInputError
+
 __all__ = [
     "MIN_POINTS",
-    "DataWarning",
-    "DigitwinInputError",
     "TrainingData",
     "as_dataset",
     "load_table",
@@ -38,14 +39,6 @@ __all__ = [
 MIN_POINTS = 10
 
 TableLike = xr.Dataset | pd.DataFrame | str | os.PathLike
-
-
-class DigitwinInputError(ValueError):
-    """The user's input cannot be used; the message says why and what to do instead."""
-
-
-class DataWarning(UserWarning):
-    """Something in the user's data was skipped or repaired; the message says what."""
 
 
 def load_table(path: str | os.PathLike) -> xr.Dataset:

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from bluesky_digitwin.data import DigitwinInputError
+from bluesky_digitwin.errors import DigitwinInputError, DigitwinWarning
 
 __all__ = ["HoldoutComparison", "TwinNotBetterWarning", "compare_on_holdout"]
 
 
-class TwinNotBetterWarning(UserWarning):
+class TwinNotBetterWarning(DigitwinWarning):
     """The twin predicts held-out points no better than linear interpolation of the data."""
 
 

@@ -16,13 +16,14 @@ import pandas as pd
 import xarray as xr
 
 from bluesky_digitwin.data import DataWarning, points_to_arrays
+from bluesky_digitwin.errors import DigitwinWarning
 
 __all__ = ["OutsideRangeWarning", "Points", "prediction_dataset"]
 
 Points = Mapping[str, Any] | xr.Dataset | pd.DataFrame
 
 
-class OutsideRangeWarning(UserWarning):
+class OutsideRangeWarning(DigitwinWarning):
     """A prediction was asked for outside the range the model learned: it extrapolates there."""
 
 
@@ -57,7 +58,7 @@ def prediction_dataset(
         of ``features``, ``outside`` flags the rows outside ``ranges``; both results shape (n,).
         A point with a NaN or infinite coordinate comes as a row of NaN; its result is NaN
         whatever ``evaluate`` returns, it is flagged outside, and a
-        :class:`~bluesky_digitwin.data.DataWarning` counts such points.
+        :class:`~bluesky_digitwin.errors.DataWarning` counts such points.
     warn
         Warn (:class:`OutsideRangeWarning`) when a point lies outside.
     attrs

@@ -58,7 +58,7 @@ from tiled.queries import Contains, Eq, In, SpecsQuery
 from tiled.structures.core import Spec
 
 from bluesky_digitwin.buffer import BASELINE_STREAM, ScanBuffer
-from bluesky_digitwin.data import DataWarning, DigitwinInputError
+from bluesky_digitwin.errors import DataWarning, DigitwinError, DigitwinInputError
 from bluesky_digitwin.redaction import redact
 
 __all__ = [
@@ -123,8 +123,8 @@ class DataOriginError(RunMetadataError):
     """A run was sent where its origin does not belong (measured vs. simulated)."""
 
 
-class TiledConnectionError(DigitwinInputError):
-    """The Tiled server cannot be reached, or refused the API key."""
+class TiledConnectionError(DigitwinError, ConnectionError):
+    """The Tiled server cannot be reached, or refused the API key (a ``ConnectionError``)."""
 
 
 # -- origins -------------------------------------------------------------------------------------
@@ -905,7 +905,7 @@ def read_backup(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
     """The documents of a run kept in a backup file, as ``(name, doc)`` pairs.
 
     A last line cut off (the session was killed while writing it) is left out with a
-    :class:`~bluesky_digitwin.data.DataWarning`.
+    :class:`~bluesky_digitwin.errors.DataWarning`.
 
     Raises
     ------
@@ -1046,7 +1046,7 @@ class OriginRouter:
     :class:`StartNormalizer` that :meth:`TwinCatalog.subscribe` installs stops such runs before
     they start) is not written, and recorded in :attr:`refused`; a failed write (Tiled refuses,
     or is gone) stops the writing of that run and is recorded in :attr:`failed`. Either way the
-    backup is kept, and an error is logged and a :class:`~bluesky_digitwin.data.DataWarning`
+    backup is kept, and an error is logged and a :class:`~bluesky_digitwin.errors.DataWarning`
     issued, with the backup's path and how to store it (:meth:`TwinCatalog.replay`).
 
     Parameters

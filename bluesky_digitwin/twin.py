@@ -32,6 +32,7 @@ from bluesky_digitwin.data import (
     TrainingData,
     prepare_training_data,
 )
+from bluesky_digitwin.errors import DigitwinWarning
 from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
@@ -81,7 +82,7 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-class EnsembleWarning(UserWarning):
+class EnsembleWarning(DigitwinWarning):
     """The twin has fewer networks than asked for, so its uncertainty is poorer or unknown."""
 
 
@@ -630,7 +631,7 @@ class DigitalTwin:
             ``directory`` holds no twin.
         TwinFileError
             Its ``twin.json`` or a network file is damaged, edited or missing (a subclass of
-            :class:`~bluesky_digitwin.data.DigitwinInputError`).
+            :class:`~bluesky_digitwin.errors.DigitwinInputError`).
         """
         from bluesky_digitwin._tf import keras
 

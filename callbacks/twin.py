@@ -54,7 +54,8 @@ from bluesky.callbacks.core import CallbackBase
 
 from bluesky_digitwin._files import atomic_path
 from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
-from bluesky_digitwin.data import MIN_POINTS, DigitwinInputError
+from bluesky_digitwin.data import MIN_POINTS
+from bluesky_digitwin.errors import DigitwinError, DigitwinInputError
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.processes import child_environment, launching_parent
 from bluesky_digitwin.twin import DigitalTwin
@@ -1584,7 +1585,7 @@ def _worker_main() -> None:
                 "ok": False,
                 "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(),
-                "input_error": isinstance(exc, DigitwinInputError),
+                "input_error": isinstance(exc, DigitwinError),
             }
     # The user's business (e.g. a smaller ensemble than asked for), not the libraries' plans.
     relayed = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]

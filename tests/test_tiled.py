@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from tiled.client import from_uri
 from tiled.queries import Key
 
-from bluesky_digitwin import SearchSpace, TrainConfig
+from bluesky_digitwin import DigitwinError, SearchSpace, TrainConfig
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.data import DataWarning, DigitwinInputError
 from bluesky_digitwin.sim import FirstOrderMagnet, Magnetometer
@@ -198,6 +198,23 @@ def test_an_unreachable_server_is_a_clear_error(monkeypatch):
     with pytest.raises(TiledConnectionError, match="cannot reach the Tiled server at http") as info:
         TwinCatalog.connect("http://127.0.0.1:9/api/v1?api_key=secret0key")
     assert "secret0key" not in str(info.value)
+    # What it is: a lost connection, which the CLI reports as a message, not an input error.
+    assert isinstance(info.value, ConnectionError) and isinstance(info.value, DigitwinError)
+    assert not isinstance(info.value, ValueError)
+
+
+def test_the_cli_says_an_unreachable_server_in_one_line(monkeypatch, tmp_path, capsys):
+    import tiled.client.utils
+
+    from bluesky_digitwin.cli import main
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 1)
+    argv = ["fit", "--tiled-uri", "http://127.0.0.1:9/api/v1", "--runs", "abc"]
+    argv += ["--features", "T", "H", "--target", "M", "--out", str(tmp_path / "twin"), "-q"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("digitwin: error: ") and "cannot reach the Tiled server" in error
+    assert "Traceback" not in error and not (tmp_path / "twin").exists()
 
 
 def test_the_api_key_comes_from_the_environment(catalog, monkeypatch):
