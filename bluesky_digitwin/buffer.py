@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from bluesky_digitwin.data import DataWarning, DigitwinInputError
+from bluesky_digitwin.errors import DataWarning, DigitwinInputError
+from bluesky_digitwin.run_documents import MEASURED, DataOriginError, data_origin_of
 
 __all__ = ["BufferLayout", "DataKeyError", "ScanBuffer"]
 
@@ -523,13 +524,14 @@ class ScanBuffer:
             if known.replayed == self._replaying:  # else the same run the other way: replay()
                 self._warn(f"ignored a second start document for run {uid}")
             return
-        origin = _origin(doc)
-        ignored = origin != "measured" and not self.include_simulated
-        if origin not in ("measured", "simulated"):
-            self._warn(
-                f"run {uid} has data_origin {doc.get('data_origin')!r}, neither 'measured' nor "
-                "'simulated'; its points are not learned from"
-            )
+        # Tiled's rule (run_documents): a run that breaks it is warned about, not raised about
+        # (an exception in a callback would abort the scan), and never learned from.
+        try:
+            origin: str = data_origin_of(doc)
+        except DataOriginError as exc:
+            origin = "unknown"
+            self._warn(f"{exc}; its points are not learned from")
+        ignored = origin == "unknown" or (origin != MEASURED and not self.include_simulated)
         self._runs[uid] = run = _Run(
             uid=uid, start=doc, origin=origin, ignored=ignored, replayed=self._replaying
         )
@@ -1055,21 +1057,3 @@ def _length(column: Any) -> int | None:
     if isinstance(column, (list, tuple)) or (isinstance(column, np.ndarray) and column.ndim == 1):
         return len(column)
     return None
-
-
-def _origin(start: Mapping[str, Any]) -> str:
-    """Where a run's points come from, read as the Tiled router reads it: ``data_origin`` in
-    any case with spaces around, or, without it, the ``SimulatedRun`` spec. Anything else is
-    returned as it is (and is not learned from)."""
-    declared = start.get("data_origin")
-    if declared is None:
-        specs = start.get("tiled_specs")
-        specs = [specs] if isinstance(specs, (str, Mapping)) else specs
-        names = {
-            s if isinstance(s, str) else s.get("name") if isinstance(s, Mapping) else None
-            for s in (specs if isinstance(specs, (list, tuple)) else [])
-        }
-        return "simulated" if "SimulatedRun" in names else "measured"
-    if isinstance(declared, str) and declared.strip().lower() in ("measured", "simulated"):
-        return declared.strip().lower()
-    return str(declared)

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bluesky_digitwin.errors import DigitwinError, DigitwinInputError
+from bluesky_digitwin.json_values import jsonable
 from bluesky_digitwin.surrogate.search import HEARTBEAT_INTERVAL, redact_url
 
 __all__ = ["main"]
@@ -694,7 +695,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         summary["reference_entropy_change"] = _reference_entropy(reference, features, target, mce)
     _result(args, _compare_table(summary, mce))
     if args.json:
-        print(json.dumps(_json_safe(summary), allow_nan=False), flush=True)
+        print(json.dumps(jsonable(summary), allow_nan=False), flush=True)
     return 0
 
 
@@ -894,18 +895,6 @@ def _compare_table(summary: dict[str, Any], mce: dict[str, Any] | None) -> str:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
-
-
-def _json_safe(obj: Any) -> Any:
-    import math
-
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # -- worker ------------------------------------------------------------------------------------

@@ -60,6 +60,18 @@ from tiled.structures.core import Spec
 from bluesky_digitwin.buffer import BASELINE_STREAM, ScanBuffer
 from bluesky_digitwin.errors import DataWarning, DigitwinError, DigitwinInputError
 from bluesky_digitwin.redaction import redact
+from bluesky_digitwin.run_documents import (
+    MEASURED,
+    ORIGINS,
+    SIMULATED,
+    SIMULATED_SPEC,
+    DataOriginError,
+    RunMetadataError,
+    data_origin_of,
+    describe_run,
+    normal_origin,
+    spec_names,
+)
 
 __all__ = [
     "API_KEY_ENV",
@@ -90,11 +102,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MEASURED = "measured"
-SIMULATED = "simulated"
-ORIGINS = (MEASURED, SIMULATED)
-#: The Tiled spec on every simulated run.
-SIMULATED_SPEC = "SimulatedRun"
 #: The spec of the two containers; 3.x is the SQL-backed layout TiledWriter writes.
 CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
 #: Where Tiled's client (and this module) look for the API key.
@@ -115,14 +122,6 @@ _DESCRIPTIONS = {
 }
 
 
-class RunMetadataError(DigitwinInputError):
-    """A run's start metadata cannot be stored as given (its ``tiled_specs``, its origin)."""
-
-
-class DataOriginError(RunMetadataError):
-    """A run was sent where its origin does not belong (measured vs. simulated)."""
-
-
 class TiledConnectionError(DigitwinError, ConnectionError):
     """The Tiled server cannot be reached, or refused the API key (a ``ConnectionError``)."""
 
@@ -138,27 +137,6 @@ _RUN_SPEC = ("BlueskyRun", "3.0")
 _LAYOUT_SPECS = ("BlueskyRun", "BlueskyEventStream", CATALOG_SPEC.name)
 
 
-def _spec_names(specs: Any) -> set[str]:
-    """Names in a ``tiled_specs`` entry or a node's specs (strings, dicts or Spec objects)."""
-    if specs is None:
-        return set()
-    if isinstance(specs, (str, Mapping, Spec)) or not isinstance(specs, Iterable):
-        specs = [specs]
-    names = set()
-    for spec in specs:
-        if isinstance(spec, str):
-            names.add(spec)
-        elif isinstance(spec, Mapping):
-            names.add(str(spec.get("name")))
-        else:
-            names.add(str(getattr(spec, "name", spec)))
-    return names
-
-
-def _run(uid: Any) -> str:
-    return f"run {uid}" if uid is not None else "the run"
-
-
 def _normal_specs(specs: Any, uid: Any) -> list[Any]:
     """``tiled_specs`` as the list TiledWriter wants; what cannot be read so is refused.
 
@@ -170,7 +148,7 @@ def _normal_specs(specs: Any, uid: Any) -> list[Any]:
         specs = [specs]
     elif not isinstance(specs, (list, tuple)):
         raise RunMetadataError(
-            f"{_run(uid)} has tiled_specs {specs!r} ({type(specs).__name__}); {fix}"
+            f"{describe_run(uid)} has tiled_specs {specs!r} ({type(specs).__name__}); {fix}"
         )
     normal, seen = [], set()
     for spec in specs:
@@ -185,19 +163,19 @@ def _normal_specs(specs: Any, uid: Any) -> list[Any]:
             name, version = spec["name"], spec.get("version")
         else:
             raise RunMetadataError(
-                f"{_run(uid)} has {spec!r} among its tiled_specs; each spec is a name (text) "
-                "or {'name': ..., 'version': ...}: " + fix
+                f"{describe_run(uid)} has {spec!r} among its tiled_specs; each spec is a name "
+                "(text) or {'name': ..., 'version': ...}: " + fix
             )
         if not name.strip() or max(len(name), len(version or "")) > _MAX_SPEC_TEXT:
             raise RunMetadataError(
-                f"{_run(uid)} has the spec {spec!r} in tiled_specs; a spec's name is 1 to "
+                f"{describe_run(uid)} has the spec {spec!r} in tiled_specs; a spec's name is 1 to "
                 f"{_MAX_SPEC_TEXT} characters, not all blank (its version at most {_MAX_SPEC_TEXT})"
             )
         if name in _LAYOUT_SPECS and (name, version or _RUN_SPEC[1]) != _RUN_SPEC:
             raise RunMetadataError(
-                f"{_run(uid)} has the spec {spec!r} in tiled_specs; {name} is a spec of the "
-                "bluesky layout, set by TiledWriter (every run is a BlueskyRun 3.0): leave it "
-                "out, or name a spec of your own"
+                f"{describe_run(uid)} has the spec {spec!r} in tiled_specs; {name} is a spec of "
+                "the bluesky layout, set by TiledWriter (every run is a BlueskyRun 3.0): leave "
+                "it out, or name a spec of your own"
             )
         if (name, version or _RUN_SPEC[1]) == _RUN_SPEC:
             continue  # TiledWriter sets it
@@ -205,49 +183,13 @@ def _normal_specs(specs: Any, uid: Any) -> list[Any]:
             seen.add((name, version))
             normal.append(spec if isinstance(spec, str) else {"name": name, "version": version})
     # TiledWriter adds BlueskyRun; a simulated run gets SimulatedRun.
-    room = _MAX_SPECS - 1 - (SIMULATED_SPEC not in _spec_names(normal))
+    room = _MAX_SPECS - 1 - (SIMULATED_SPEC not in spec_names(normal))
     if len(normal) > room:
         raise RunMetadataError(
-            f"{_run(uid)} has {len(normal)} tiled_specs; Tiled stores at most {room} besides "
-            "those added for it: name fewer"
+            f"{describe_run(uid)} has {len(normal)} tiled_specs; Tiled stores at most {room} "
+            "besides those added for it: name fewer"
         )
     return normal
-
-
-def _normal_origin(declared: Any, uid: Any) -> str:
-    """``"measured"`` or ``"simulated"`` from a declared ``data_origin`` (any case, spaces)."""
-    if isinstance(declared, str) and declared.strip().lower() in ORIGINS:
-        return declared.strip().lower()
-    raise DataOriginError(
-        f"{_run(uid)} has data_origin {declared!r}; it must be 'measured' or 'simulated' "
-        "(or be left out for a measurement)"
-    )
-
-
-def data_origin_of(start: Mapping[str, Any]) -> str:
-    """``"measured"`` or ``"simulated"``: where the run of this start document belongs.
-
-    A run is simulated when its ``data_origin`` says so (in any case, spaces around ignored),
-    or, without ``data_origin``, when its ``tiled_specs`` name ``SimulatedRun``; every other
-    run is measured.
-
-    Raises
-    ------
-    DataOriginError
-        ``data_origin`` is neither value, or it says "measured" while the specs say simulated.
-    """
-    uid = start.get("uid")
-    declared = start.get("data_origin")
-    simulated_spec = SIMULATED_SPEC in _spec_names(start.get("tiled_specs"))
-    if declared is None:
-        return SIMULATED if simulated_spec else MEASURED
-    origin = _normal_origin(declared, uid)
-    if origin == MEASURED and simulated_spec:
-        raise DataOriginError(
-            f"{_run(uid)} says data_origin {declared!r} but its tiled_specs name "
-            f"{SIMULATED_SPEC!r}; a run is either measured or simulated: drop one of them"
-        )
-    return origin
 
 
 def normalize_start(start: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,7 +210,7 @@ def normalize_start(start: Mapping[str, Any]) -> dict[str, Any]:
     if doc.get("tiled_specs") is not None:
         doc["tiled_specs"] = _normal_specs(doc["tiled_specs"], uid)
     if doc.get("data_origin") is not None:
-        doc["data_origin"] = _normal_origin(doc["data_origin"], uid)
+        doc["data_origin"] = normal_origin(doc["data_origin"], uid)
     data_origin_of(doc)  # a measured run naming SimulatedRun is refused
     return doc
 
@@ -298,7 +240,7 @@ def _is_simulated(run: Any) -> bool:
     """Whether a stored run is anything but plainly measured (judged on metadata and specs)."""
     start = run.metadata.get("start", {})
     declared = start.get("data_origin", MEASURED)
-    return declared != MEASURED or SIMULATED_SPEC in _spec_names(run.specs)
+    return declared != MEASURED or SIMULATED_SPEC in spec_names(run.specs)
 
 
 def _stamp(origin: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -308,7 +250,7 @@ def _stamp(origin: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         # TiledWriter hands its patches a copy: the RunEngine's document is untouched.
         doc = normalize_start(doc)
         doc["data_origin"] = origin
-        if origin == SIMULATED and SIMULATED_SPEC not in _spec_names(doc.get("tiled_specs")):
+        if origin == SIMULATED and SIMULATED_SPEC not in spec_names(doc.get("tiled_specs")):
             doc["tiled_specs"] = [*(doc.get("tiled_specs") or []), SIMULATED_SPEC]
         return doc
 
@@ -1193,7 +1135,7 @@ def _sources(source: TwinCatalog | Any) -> tuple[list[tuple[str, Any]], str]:
     """The containers to look for runs in, as (origin or "", container), and where they are."""
     if isinstance(source, TwinCatalog):
         catalog = source
-    elif CATALOG_SPEC.name in _spec_names(getattr(source, "specs", None)):
+    elif CATALOG_SPEC.name in spec_names(getattr(source, "specs", None)):
         # A catalog of runs itself: its runs are told apart by their metadata and specs.
         return [("", source)], _node_uri(source)
     else:

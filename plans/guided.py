@@ -39,11 +39,12 @@ from bluesky.utils import MsgGenerator, plan
 
 from bluesky_digitwin.analysis.steps import StepSuggestion, suggest_step
 from bluesky_digitwin.data import make_grid
+from bluesky_digitwin.json_values import jsonable
 
 from .approval import Answer, Proposal, wait_for_approval
 from .simulate import simulate_scan
 from .sources import resolve_twin_source
-from .stubs import TwinSource, call_in_thread, check_origin, jsonable, wait_for_twin
+from .stubs import TwinSource, call_in_thread, check_origin, wait_for_twin
 
 __all__ = [
     "CRITERIA",

@@ -27,7 +27,9 @@ import xarray as xr
 from bluesky.utils import MsgGenerator, plan
 from ophyd.status import StatusBase
 
-from .stubs import SIMULATED_SPEC, check_origin, jsonable
+from bluesky_digitwin.json_values import jsonable
+
+from .stubs import SIMULATED_SPEC, check_origin
 
 __all__ = ["TwinPrediction", "simulate_scan", "twin_provenance"]
 

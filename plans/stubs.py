@@ -15,13 +15,12 @@ from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import bluesky.plan_stubs as bps
-import numpy as np
 from bluesky.utils import MsgGenerator, plan
+
+from bluesky_digitwin.run_documents import MEASURED, SIMULATED_SPEC, Origin
 
 __all__ = ["SIMULATED_SPEC", "TwinSource", "call_in_thread", "wait_for_twin"]
 
-#: The Tiled spec that marks every simulated run.
-SIMULATED_SPEC = "SimulatedRun"
 
 #: Seconds between two looks at a computation running in a thread (they take ~0.1-2 s).
 COMPUTE_POLL = 0.05
@@ -157,7 +156,7 @@ def call_in_thread(func: Callable[[], T], poll: float = COMPUTE_POLL) -> MsgGene
 # -- metadata ------------------------------------------------------------------------------------
 
 
-def check_origin(md: Mapping[str, Any] | None, origin: str) -> dict[str, Any]:
+def check_origin(md: Mapping[str, Any] | None, origin: Origin) -> dict[str, Any]:
     """A copy of the user's ``md``, refused if it claims a ``data_origin`` other than ``origin``.
 
     Measured and simulated runs are kept apart by ``start.data_origin``: a plan that measures
@@ -174,27 +173,6 @@ def check_origin(md: Mapping[str, Any] | None, origin: str) -> dict[str, Any]:
     specs = md.get("tiled_specs", [])
     if isinstance(specs, str) or not isinstance(specs, (list, tuple)):
         raise ValueError(f"md['tiled_specs'] must be a list of spec names, got {specs!r}")
-    if origin == "measured" and SIMULATED_SPEC in specs:
+    if origin == MEASURED and SIMULATED_SPEC in specs:
         raise ValueError(f"measured runs cannot carry the Tiled spec {SIMULATED_SPEC!r}")
     return md
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` made fit for a start document: numbers, strings, lists and dicts; the rest
-    as its repr (devices, callables), as bluesky's own plans record their arguments."""
-    if value is None or isinstance(value, (bool, str, int)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None  # NaN is not JSON
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return repr(value)

@@ -208,8 +208,13 @@ def test_simulated_runs_are_known_however_they_are_marked(RE, mag, md):
 def test_a_run_of_unknown_origin_is_not_learned_from(RE, mag):
     measured = ScanBuffer(("T", "H"), "M", keys=MAG_KEYS)
     RE.subscribe(measured)
-    with pytest.warns(DataWarning, match="neither 'measured' nor 'simulated'"):
+    with pytest.warns(DataWarning, match="it must be 'measured' or 'simulated'"):
         RE(scan([mag], mag.temperature, 10, 60, 4, md={"data_origin": "twin"}))
+    assert measured.n_points == 0
+    # Measured by its word, simulated by its spec: Tiled refuses it, and nothing learns from it.
+    contradictory = {"data_origin": "measured", "tiled_specs": ["SimulatedRun"]}
+    with pytest.warns(DataWarning, match="a run is either measured or simulated"):
+        RE(scan([mag], mag.temperature, 10, 60, 4, md=contradictory))
     assert measured.n_points == 0
 
 

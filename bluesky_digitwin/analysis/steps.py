@@ -70,6 +70,7 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 from bluesky_digitwin.data import DigitwinInputError, make_grid
+from bluesky_digitwin.json_values import jsonable
 
 from .magnetocaloric import entropy_change
 from .units import ENTROPY_UNITS, FIELD_UNITS, MOMENT_UNITS, normalize_unit
@@ -283,12 +284,12 @@ class StepSuggestion:
         """Everything but the curves, JSON-serialisable (NaN becomes ``None``)."""
         rows = [
             {
-                "step": _json_float(row.step),
+                "step": jsonable(row.step),
                 "n_lines": int(row.n_lines),
-                "error": _json_float(row.error),
-                "max_error": _json_float(row.max_error),
-                "spread": _json_float(row.spread),
-                "time_s": _json_float(row.time_s),
+                "error": jsonable(row.error),
+                "max_error": jsonable(row.max_error),
+                "spread": jsonable(row.spread),
+                "time_s": jsonable(row.time_s),
                 "time": format_duration(row.time_s),
             }
             for row in self.table.itertuples(index=False)
@@ -296,14 +297,14 @@ class StepSuggestion:
         return {
             "axis": self.axis,
             "units": self.units,
-            "step": _json_float(self.step),
+            "step": jsonable(self.step),
             "tol": self.tol,
             "relative": self.relative,
             "error_units": self.error_units,
             "quantity": self.quantity,
             "description": self.description,
             "reference_step": self.reference_step,
-            "reference_spread": _json_float(self.reference_spread),
+            "reference_spread": jsonable(self.reference_spread),
             "time_model": asdict(self.time_model),
             "table": rows,
             "suggested_step": self.as_json_step(),
@@ -342,13 +343,6 @@ class StepSuggestion:
             lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + mark)
         lines.append(self.message)
         return "\n".join(lines)
-
-
-def _json_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 # -- the search ----------------------------------------------------------------------------------
