@@ -30,6 +30,14 @@ import xarray as xr
 
 from bluesky_digitwin.analysis.steps import StepSuggestion, format_duration
 from bluesky_digitwin.data import DigitwinInputError, as_dataset
+from bluesky_digitwin.plot_style import (
+    MEASURED_STYLE,
+    SIMULATED_STYLE,
+    axis_label,
+    origin_label,
+    require_matplotlib,
+    root_figure,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -37,14 +45,10 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_entropy_change", "plot_lines", "plot_map", "plot_step_table"]
 
-_INSTALL_HINT = 'plotting needs matplotlib: pip install "bluesky-digitwin[plot]"'
 #: Point data is drawn as a mesh, not as markers, when it fills this share of its grid...
 _MIN_GRID_FILL = 0.25
 #: ... and has at least this many distinct values along each axis.
 _MIN_GRID_LINES = 20
-#: Style of each kind of data, so they look the same in every figure.
-_MEASURED_STYLE = {"marker": "o", "markersize": 3.5, "linestyle": "none", "fillstyle": "none"}
-_SIMULATED_STYLE = {"linestyle": "-", "linewidth": 1.3}
 _BASELINE_STYLE = {"linestyle": "--", "linewidth": 1.0}
 _TRUTH_STYLE = {"color": "black", "linestyle": ":", "linewidth": 2.0}
 
@@ -54,52 +58,15 @@ Table = xr.Dataset | pd.DataFrame
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _require_matplotlib() -> None:
-    """Import matplotlib or explain how to install it."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(_INSTALL_HINT) from exc
-
-
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """The caller's axes and its figure, or a new figure (no pyplot) with one axes."""
-    _require_matplotlib()
+    require_matplotlib()
     from matplotlib.figure import Figure
 
     if ax is not None:
-        return _root_figure(ax), ax
+        return root_figure(ax), ax
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
-
-
-def _root_figure(ax: Axes) -> Figure:
-    """The top-level figure of ``ax`` (the one that saves), even when ``ax`` is in a subfigure."""
-    try:
-        return ax.get_figure(root=True)  # matplotlib >= 3.10
-    except TypeError:  # older: a subfigure's .figure is the top-level figure, a figure's itself
-        return getattr(ax.figure, "figure", None) or ax.figure
-
-
-def _label(name: str, *sources: xr.DataArray | None) -> str:
-    """``"long name (units)"`` for an axis, from the first of ``sources`` that says each."""
-    attrs = [obj.attrs for obj in sources if obj is not None]
-    long_name = next((str(a["long_name"]) for a in attrs if a.get("long_name")), name)
-    units = next((str(a["units"]) for a in attrs if a.get("units")), "")
-    if long_name != name and len(name) <= 3 and name not in long_name.split():
-        # Short symbols help: "temperature T (K)" reads better than "temperature (K)".
-        long_name = f"{long_name} {name}"
-    return f"{long_name} ({units})" if units else long_name
-
-
-def _origin_label(obj: xr.DataArray | xr.Dataset, default: str = "simulated") -> str:
-    """How to name simulated data: by its twin, its interpolation method, or just simulated."""
-    attrs = obj.attrs
-    if attrs.get("twin_id"):
-        return f"simulated by twin {str(attrs['twin_id'])[:8]}"
-    if attrs.get("method"):
-        return f"simulated by {str(attrs['method']).replace('_', ' ')} interpolation"
-    return default
 
 
 def _measured_label(ds: xr.Dataset) -> str:
@@ -264,13 +231,13 @@ def plot_lines(
         y = np.asarray(meas[target].values, dtype=float)
         for idx in _groups(s):
             idx = idx[np.argsort(x[idx], kind="stable")]
-            ax.plot(x[idx], y[idx], color=colours.to_rgba(s[idx[0]]), **_MEASURED_STYLE)
+            ax.plot(x[idx], y[idx], color=colours.to_rgba(s[idx[0]]), **MEASURED_STYLE)
         label = measured_label or _measured_label(meas)
-        handles.append(Line2D([], [], color="0.3", label=label, **_MEASURED_STYLE))
+        handles.append(Line2D([], [], color="0.3", label=label, **MEASURED_STYLE))
     if base is not None:
         for value, line in zip(base[slow].values, base.values, strict=True):
             ax.plot(base[fast].values, line, color=colours.to_rgba(value), **_BASELINE_STYLE)
-        handles.append(Line2D([], [], color="0.3", label=_origin_label(base), **_BASELINE_STYLE))
+        handles.append(Line2D([], [], color="0.3", label=origin_label(base), **_BASELINE_STYLE))
     if sim is not None:
         std = None
         if show_std and isinstance(simulated, xr.Dataset) and f"{sim.name}_std" in simulated:
@@ -278,20 +245,20 @@ def plot_lines(
         x = np.asarray(sim[fast].values, dtype=float)
         for i, (value, line) in enumerate(zip(sim[slow].values, sim.values, strict=True)):
             colour = colours.to_rgba(value)
-            ax.plot(x, line, color=colour, **_SIMULATED_STYLE)
+            ax.plot(x, line, color=colour, **SIMULATED_STYLE)
             if std is not None and np.any(std[i] > 0):
                 ax.fill_between(x, line - std[i], line + std[i], color=colour, alpha=0.2, lw=0)
-        handles.append(Line2D([], [], color="0.3", label=_origin_label(sim), **_SIMULATED_STYLE))
+        handles.append(Line2D([], [], color="0.3", label=origin_label(sim), **SIMULATED_STYLE))
         if std is not None and np.any(std > 0):
             handles.append(Patch(label="± ensemble spread (simulated)", color="0.3", alpha=0.2))
 
     # Measured data usually carries long names; predictions carry units.
     sources = [g for g in (meas, sim, base) if g is not None]
-    ax.set_xlabel(_label(fast, *(g[fast] for g in sources)))
+    ax.set_xlabel(axis_label(fast, *(g[fast] for g in sources)))
     ax.set_ylabel(
-        _label(str(target), *(g if isinstance(g, xr.DataArray) else g[target] for g in sources))
+        axis_label(str(target), *(g if isinstance(g, xr.DataArray) else g[target] for g in sources))
     )
-    fig.colorbar(colours, ax=ax, label=_label(slow, *(g[slow] for g in sources)))
+    fig.colorbar(colours, ax=ax, label=axis_label(slow, *(g[slow] for g in sources)))
     ax.legend(handles=handles, loc="best", fontsize="small")
     return fig
 
@@ -365,7 +332,7 @@ def plot_map(
             rasterized=True,
         )
         xs, ys, values = da[x], da[y], da
-        origin = _origin_label(da) if _is_simulated(da) else "measured"
+        origin = origin_label(da) if _is_simulated(da) else "measured"
     else:
         name = _target_of(data, target)
         axes = [str(n) for n in data.data_vars if n != name]
@@ -374,7 +341,7 @@ def plot_map(
         _points(data, [x, y, name])
         xs, ys, values = data[x], data[y], data[name]
         mesh = _point_map(ax, xs.values, ys.values, values.values, cmap, vmin, vmax)
-        origin = _origin_label(data) if _is_simulated(data) else _measured_label(data)
+        origin = origin_label(data) if _is_simulated(data) else _measured_label(data)
     if measured is not None:
         points = _points(measured, [x, y])
         # White dots ringed in black show on light and dark colours alike.
@@ -390,9 +357,9 @@ def plot_map(
             label=_measured_label(points),
         )
         origin += f"; dots: {_measured_label(points)}"
-    ax.set_xlabel(_label(x, xs))
-    ax.set_ylabel(_label(y, ys))
-    fig.colorbar(mesh, ax=ax, label=_label(str(values.name or target or ""), values))
+    ax.set_xlabel(axis_label(x, xs))
+    ax.set_ylabel(axis_label(y, ys))
+    fig.colorbar(mesh, ax=ax, label=axis_label(str(values.name or target or ""), values))
     ax.set_title(title if title is not None else origin, fontsize="medium")
     return fig
 
@@ -544,12 +511,12 @@ def plot_entropy_change(
     for label, curve in (compare or {}).items():
         ax.plot(*_xy(curve, sweep), color=next(extra_colours), label=label, **_BASELINE_STYLE)
     for label, curve in (measured or {}).items():
-        style = {**_MEASURED_STYLE, "linestyle": "-", "linewidth": 0.6}
+        style = {**MEASURED_STYLE, "linestyle": "-", "linewidth": 0.6}
         ax.plot(*_xy(curve, sweep), color=next(extra_colours), label=label, **style)
     if truth is not None:
         ax.plot(*_xy(truth, sweep), label="true value (model)", **_TRUTH_STYLE)
-    ax.set_xlabel(_label(sweep, curves[sweep]))
-    ax.set_ylabel(_label(str(curves.name or "quantity"), curves))
+    ax.set_xlabel(axis_label(sweep, curves[sweep]))
+    ax.set_ylabel(axis_label(str(curves.name or "quantity"), curves))
     if title:
         ax.set_title(title, fontsize="medium")
     legend_title = None if single else f"{source}, step{f' of {axis}' if axis else ''}:"
@@ -602,7 +569,7 @@ def plot_step_table(
     matplotlib.figure.Figure
         The error axes, its twin axes of the time and, with ``table``, an axes holding the table.
     """
-    _require_matplotlib()
+    require_matplotlib()
     if not isinstance(suggestion, StepSuggestion):
         raise DigitwinInputError(f"expected a StepSuggestion, got {type(suggestion).__name__}")
     from matplotlib.figure import Figure
@@ -617,7 +584,7 @@ def plot_step_table(
         else:
             ax = fig.add_subplot()
     else:
-        fig = _root_figure(ax)
+        fig = root_figure(ax)
     steps = rows["step"].to_numpy(dtype=float)
     scale, err_unit = (100.0, "%") if suggestion.relative else (1.0, suggestion.error_units)
     error = rows["error"].to_numpy(dtype=float) * scale

@@ -18,7 +18,8 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import IO
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "launching_parent",
     "python_command",
     "python_path",
+    "watch_parent",
 ]
 
 #: Environment variable: TensorFlow thread-pool size, set for workers that share the cores.
@@ -139,3 +141,23 @@ def launching_parent() -> int:
         return int(os.environ[PARENT_ENV])
     except (KeyError, ValueError):
         return os.getppid()
+
+
+def watch_parent(on_orphaned: Callable[[], object], interval: float = 0.5) -> threading.Thread:
+    """Call ``on_orphaned()`` once, from a daemon thread, when this process's parent dies.
+
+    A child started with :func:`child_environment` (a search worker, a TwinCallback's
+    training) must not outlive the process that started it, even one killed by SIGKILL that
+    could not stop it: ``on_orphaned`` ends it (and cleans up what only it knows of). The
+    parent is :func:`launching_parent`, checked every ``interval`` seconds.
+    """
+    parent = launching_parent()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        on_orphaned()
+
+    thread = threading.Thread(target=watch, daemon=True, name="digitwin-parent-watch")
+    thread.start()
+    return thread

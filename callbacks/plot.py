@@ -51,13 +51,13 @@ from bluesky.callbacks.mpl_plotting import QtAwareCallback
 from bluesky_digitwin.analysis.steps import StepSuggestion
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.data import DigitwinInputError, make_grid
-from bluesky_digitwin.plot import (
-    _MEASURED_STYLE,
-    _SIMULATED_STYLE,
-    _label,
-    _origin_label,
-    _require_matplotlib,
-    _root_figure,
+from bluesky_digitwin.plot_style import (
+    MEASURED_STYLE,
+    SIMULATED_STYLE,
+    axis_label,
+    origin_label,
+    require_matplotlib,
+    root_figure,
 )
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ class LiveTwinPlot(QtAwareCallback):
         figsize: tuple[float, float] | None = None,
         use_teleporter: bool | None = None,
     ) -> None:
-        _require_matplotlib()
+        require_matplotlib()
         if use_teleporter is None:  # QtAwareCallback's rule, decided here to be known below
             import matplotlib
 
@@ -548,7 +548,7 @@ class LiveTwinPlot(QtAwareCallback):
         from matplotlib.backend_bases import FigureCanvasBase
 
         axes = self._make_axes()
-        self.figure = _root_figure(axes[0])
+        self.figure = root_figure(axes[0])
         canvas = self.figure.canvas
         # Agg and the inline backend render only when saved or shown: redrawing there during
         # the run would spend the RunEngine's time on pictures nobody sees.
@@ -807,7 +807,7 @@ class LiveTwinPlot(QtAwareCallback):
                 artist = self._measured_artists[i]
             else:
                 colour = None if self.slow is not None else f"C{i % 10}"
-                (artist,) = ax.plot([], [], gid="measured", color=colour, **_MEASURED_STYLE)
+                (artist,) = ax.plot([], [], gid="measured", color=colour, **MEASURED_STYLE)
                 self._measured_artists.append(artist)
             if i >= len(drawn) or drawn[i] != _span(idx):  # only the lines that grew
                 artist.set_data(x[idx], y[idx])
@@ -929,7 +929,7 @@ class LiveTwinPlot(QtAwareCallback):
         self._label_units = units
 
         def label(name: str) -> str:
-            return _label(name, _attrs(units.get(name), self._labels.get(name)))
+            return axis_label(name, _attrs(units.get(name), self._labels.get(name)))
 
         wanted = {"x": label(self.x)}
         if self.mode == "lines":
@@ -1015,7 +1015,7 @@ class LiveTwinPlot(QtAwareCallback):
             self._rescale()  # the old twin's curves no longer count for the limits
         if twin is None:
             return
-        self._twin_label = _origin_label(xr.Dataset(attrs={"twin_id": getattr(twin, "id", "")}))
+        self._twin_label = origin_label(xr.Dataset(attrs={"twin_id": getattr(twin, "id", "")}))
         features = tuple(getattr(twin, "features", ()))
         wanted = (self.x,) if self.slow is None else (self.x, self.slow)
         if set(features) != set(wanted) or getattr(twin, "target", None) != self.y:
@@ -1069,7 +1069,7 @@ class LiveTwinPlot(QtAwareCallback):
             if key in self._curve_artists:
                 continue
             colour = self._colour(key)
-            (line,) = ax.plot(xs, mean, color=colour, gid="twin", zorder=2.5, **_SIMULATED_STYLE)
+            (line,) = ax.plot(xs, mean, color=colour, gid="twin", zorder=2.5, **SIMULATED_STYLE)
             band = None
             if np.any(np.nan_to_num(std) > 0):
                 band = ax.fill_between(
@@ -1262,9 +1262,9 @@ class LiveTwinPlot(QtAwareCallback):
         self._legend_key = key
         handles = []
         if key[0]:
-            handles.append(Line2D([], [], color="0.3", label="measured", **_MEASURED_STYLE))
+            handles.append(Line2D([], [], color="0.3", label="measured", **MEASURED_STYLE))
         if key[1] is not None:
-            handles.append(Line2D([], [], color="0.3", label=key[1], **_SIMULATED_STYLE))
+            handles.append(Line2D([], [], color="0.3", label=key[1], **SIMULATED_STYLE))
         if has_band:
             handles.append(
                 Patch(color="0.3", alpha=0.22, label=f"mean ± {self.n_std:g}σ of its networks")

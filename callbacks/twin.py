@@ -57,7 +57,7 @@ from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.data import MIN_POINTS
 from bluesky_digitwin.errors import DigitwinError, DigitwinInputError
 from bluesky_digitwin.names import check_name
-from bluesky_digitwin.processes import child_environment, launching_parent
+from bluesky_digitwin.processes import child_environment, watch_parent
 from bluesky_digitwin.twin import DigitalTwin
 
 __all__ = ["RetrainPolicy", "TwinCallback", "TwinStatus"]
@@ -1537,8 +1537,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 def _worker_main() -> None:
     """Entry point of a training process: start up, take one job from stdin, fit, save, exit."""
-    parent = launching_parent()
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    watch_parent(_end_orphaned_training)
     with contextlib.suppress(OSError, AttributeError):
         os.nice(_NICENESS)
     startup_error = None
@@ -1593,17 +1592,14 @@ def _worker_main() -> None:
     _write_json(result_path, result)
 
 
-def _watch_parent(parent: int) -> None:
-    """End this process group when the parent dies without killing it (e.g. SIGKILL)."""
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            # Nobody is left to clean up after this training: its files go with it.
-            directory = os.environ.get("DIGITWIN_WORKER_DIR")
-            if directory:
-                shutil.rmtree(directory, ignore_errors=True)
-            # Only as the leader of its own group (as the callback starts it): never signal
-            # a group this process merely belongs to.
-            if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
-                os.killpg(os.getpgrp(), signal.SIGKILL)
-            os._exit(1)
+def _end_orphaned_training() -> None:
+    """End this process group: its parent died without stopping it (e.g. SIGKILL)."""
+    # Nobody is left to clean up after this training: its files go with it.
+    directory = os.environ.get("DIGITWIN_WORKER_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+    # Only as the leader of its own group (as the callback starts it): never signal a group
+    # this process merely belongs to.
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from digitwin_testing import smooth_table, subprocess_env
 
-from bluesky_digitwin.processes import is_tensorflow_noise
+from bluesky_digitwin.processes import PARENT_ENV, is_tensorflow_noise
 
 #: What TensorFlow prints from C++ while it starts on a CPU-only machine.
 START_UP = ("oneDNN", "cuInit", "cuda", "This TensorFlow binary", "absl::InitializeLog")
@@ -146,3 +146,32 @@ def test_a_twin_callback_training_prints_no_tensorflow_start_up(tmp_path):
     assert session.stdout.startswith("twin ") and "ready" in session.stdout, session.stdout
     _assert_quiet(session.stderr)
     assert "Traceback" not in session.stderr
+
+
+WATCHER = """
+import os, time
+from bluesky_digitwin.processes import watch_parent
+
+watch_parent(lambda: os._exit(7), interval=0.05)
+print("watching", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize(("launcher", "orphaned"), [("me", False), ("gone", True)])
+def test_a_child_ends_when_the_process_that_launched_it_is_gone(tmp_path, launcher, orphaned):
+    # PARENT_ENV names who launched the child: this test (alive), or a process that is gone.
+    env = {**subprocess_env(), PARENT_ENV: str(os.getpid() if launcher == "me" else 1)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", WATCHER], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if orphaned:
+            assert child.wait(timeout=30) == 7  # on_orphaned ran, at its first look
+        else:
+            assert child.stdout.readline().strip() == "watching"
+            with pytest.raises(subprocess.TimeoutExpired):
+                child.wait(timeout=1)
+    finally:
+        child.kill()
+        child.wait()

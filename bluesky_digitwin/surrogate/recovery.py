@@ -20,13 +20,12 @@ import logging
 import os
 import socket
 import threading
-import time
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bluesky_digitwin.processes import launching_parent
+from bluesky_digitwin.processes import watch_parent
 
 __all__ = [
     "FINISHED",
@@ -182,15 +181,9 @@ def exit_with_parent(interval: float = 1.0) -> threading.Thread:
     Without it, the workers of a killed ``DigitalTwin.fit`` would go on searching for nobody.
     The trial they leave running is recovered when the search is rerun.
     """
-    parent = launching_parent()
 
-    def watch() -> None:
-        while True:
-            time.sleep(interval)
-            if os.getppid() != parent:
-                logger.warning("the search that started this worker is gone; exiting")
-                os._exit(3)
+    def leave() -> None:
+        logger.warning("the search that started this worker is gone; exiting")
+        os._exit(3)
 
-    thread = threading.Thread(target=watch, daemon=True, name="digitwin-parent-watch")
-    thread.start()
-    return thread
+    return watch_parent(leave, interval)
