@@ -31,7 +31,7 @@ measured scans do not cancel the search they run beside.
 ``init_devices``, dashed data keys) instead of the ophyd one.
 
     python benchmarks/bench_runengine_cost.py [--points 200] [--pairs 10] [--trials 60]
-        [--device ophyd|ophyd-async]
+        [--device ophyd|ophyd-async] [--swaps 1]
 """
 
 from __future__ import annotations
@@ -82,6 +82,11 @@ class Timings:
         self.per_event.append((times[-1] - times[0]) / (len(times) - 1))
         self.intervals.extend(gaps.tolist())
         self.max_gap = max(self.max_gap, float(gaps.max()))
+
+    def merge(self, other: Timings) -> None:
+        self.per_event.extend(other.per_event)
+        self.intervals.extend(other.intervals)
+        self.max_gap = max(self.max_gap, other.max_gap)
 
     @property
     def wall(self) -> float:
@@ -195,6 +200,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10, help="scan pairs per phase")
     parser.add_argument("--trials", type=int, default=60, help="trials of the background search")
     parser.add_argument("--device", choices=sorted(KEYS), default="ophyd", help="the magnetometer")
+    parser.add_argument("--swaps", type=int, default=1, help="twins swapped in, one after another")
     args = parser.parse_args()
 
     bench = Bench(args.points, args.device)
@@ -235,14 +241,21 @@ def main() -> None:
     status = cb.status
     cb.close()
 
-    # A small search that finishes: the scans run while its twin is loaded and swapped in.
+    # A small search that finishes: the scans run while its twin is loaded and swapped in,
+    # --swaps times (one swap is a few pairs: too few for a ratio on its own).
     small = TwinCallback(("T", "H"), "M", keys=bench.keys, policy=policy, fit_options=SMALL_SEARCH)
     token = bench.RE.subscribe(small)
     for field_oe in (1e4, 2e4, 3e4):
         bench.scan(field_oe)
     bench.RE.unsubscribe(token)
-    small.retrain()
-    without, with_cb, n = bench.pairs(small, 1, until=lambda: small.twin is not None)
+    without, with_cb, n = Timings(), Timings(), 0
+    for _ in range(args.swaps):
+        old = small.twin
+        small.retrain()
+        w, c, k = bench.pairs(small, 1, until=lambda old=old: small.twin is not old)
+        without.merge(w)
+        with_cb.merge(c)
+        n += k
     report(bench, "twin swap", without, with_cb, n)
     swapped = small.status
     small.close()
@@ -261,7 +274,8 @@ idle:      no training anywhere
 start-up:  a training process starting ({to_search:.0f} s until its search reported progress)
 searching: a {args.trials}-trial search (default space and recipe) in the background;
            {status.trials_finished or 0} trials had finished, state: {status.state}
-twin swap: a 2-trial search until its twin was loaded and swapped in (state: {swapped.state})
+twin swap: a 2-trial search until its twin was loaded and swapped in, {args.swaps} time(s)
+           (state: {swapped.state})
 load average at the end: {os.getloadavg()[0]:.1f}"""
     )
 
