@@ -58,6 +58,7 @@ from bluesky_digitwin.data import MIN_POINTS
 from bluesky_digitwin.errors import DigitwinError, DigitwinInputError
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.processes import child_environment, watch_parent
+from bluesky_digitwin.protocols import TwinState
 from bluesky_digitwin.twin import DigitalTwin
 
 __all__ = ["RetrainPolicy", "TwinCallback", "TwinStatus"]
@@ -150,7 +151,8 @@ class TwinStatus:
     state
         ``"idle"`` (nothing asked yet), ``"waiting"`` (a training is asked for and debounced,
         or there are too few points), ``"training"``, ``"ready"`` (a twin of the newest data
-        asked for), ``"error"`` (the last training failed) or ``"closed"``.
+        asked for), ``"error"`` (the last training failed) or ``"closed"``
+        (:data:`~bluesky_digitwin.protocols.TwinState`).
     message
         One line about the state.
     n_points
@@ -176,7 +178,7 @@ class TwinStatus:
         Progress of the running training's search, when known.
     """
 
-    state: str
+    state: TwinState
     message: str
     n_points: int = 0
     trainings: int = 0
@@ -1078,7 +1080,7 @@ class _Trainer:
             )
         return f"{n} points buffered, enough to train at the next request (a run's end, retrain())"
 
-    def _block(self, state: str, reason: str) -> None:
+    def _block(self, state: TwinState, reason: str) -> None:
         """Record (under _cond) why the data asked for will get no twin for now."""
         self._blocker, self._blocker_state, self._blocker_error = reason, state, None
 
@@ -1280,7 +1282,9 @@ class _Trainer:
             self._cond.notify_all()
         logger.info("TwinCallback: training #%d cancelled: %s", job.number, reason)
 
-    def _publish(self, state: str, message: str, *, error: Any = None, **changes: Any) -> None:
+    def _publish(
+        self, state: TwinState, message: str, *, error: Any = None, **changes: Any
+    ) -> None:
         """Replace the status (under _cond): a new frozen object, so readers need no lock."""
         if error is not None:
             changes["last_error"] = (

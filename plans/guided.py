@@ -40,6 +40,7 @@ from bluesky.utils import MsgGenerator, plan
 from bluesky_digitwin.analysis.steps import StepSuggestion, suggest_step
 from bluesky_digitwin.data import make_grid
 from bluesky_digitwin.json_values import jsonable
+from bluesky_digitwin.protocols import EnsembleTwin, Twin
 
 from .approval import Answer, Proposal, wait_for_approval
 from .simulate import simulate_scan
@@ -211,7 +212,7 @@ def _decision_run(
 
 
 def suggested_lines(
-    twin: Any, suggestion: StepSuggestion, axis_units: str | None = None
+    twin: Twin, suggestion: StepSuggestion, axis_units: str | None = None
 ) -> np.ndarray:
     """The slow-axis values a measurement at the suggested step covers, in the axis' units.
 
@@ -470,7 +471,7 @@ class AdaptiveResult:
 
 
 def score_lines(
-    twin: Any,
+    twin: EnsembleTwin,
     slow_feature: str,
     candidates: Sequence[float] | np.ndarray,
     fast_values: Sequence[float] | np.ndarray,

@@ -28,6 +28,7 @@ from bluesky.utils import MsgGenerator, plan
 from ophyd.status import StatusBase
 
 from bluesky_digitwin.json_values import jsonable
+from bluesky_digitwin.protocols import Twin
 
 from .stubs import SIMULATED_SPEC, check_origin
 
@@ -180,7 +181,7 @@ def _describe_grid(columns: Mapping[str, np.ndarray], order: list[str], shape: l
 
 @plan
 def simulate_scan(
-    twin: Any,
+    twin: Twin,
     grid: Mapping[str, Any] | xr.Dataset | pd.DataFrame,
     *,
     md: dict[str, Any] | None = None,

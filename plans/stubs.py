@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 import bluesky.plan_stubs as bps
 from bluesky.utils import MsgGenerator, plan
 
+from bluesky_digitwin.protocols import TwinSource
 from bluesky_digitwin.run_documents import MEASURED, SIMULATED_SPEC, Origin
 
 __all__ = ["SIMULATED_SPEC", "TwinSource", "call_in_thread", "wait_for_twin"]
@@ -26,28 +27,6 @@ __all__ = ["SIMULATED_SPEC", "TwinSource", "call_in_thread", "wait_for_twin"]
 COMPUTE_POLL = 0.05
 
 T = TypeVar("T")
-
-
-@runtime_checkable
-class TwinSource(Protocol):
-    """Where a plan gets its twin: :class:`bluesky_digitwin.callbacks.TwinCallback` or alike.
-
-    Attributes
-    ----------
-    buffer
-        The :class:`~bluesky_digitwin.buffer.ScanBuffer` the RunEngine's documents feed.
-    twin
-        The newest :class:`~bluesky_digitwin.twin.DigitalTwin`, or ``None``.
-    twin_version
-        The ``buffer.version`` the current twin was trained on (-1 if there is none).
-    status
-        Has ``state`` (``"error"`` when the last training failed) and ``message``.
-    """
-
-    buffer: Any
-    twin: Any
-    twin_version: int
-    status: Any
 
 
 @plan

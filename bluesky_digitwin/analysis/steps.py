@@ -71,6 +71,7 @@ from numpy.typing import ArrayLike
 
 from bluesky_digitwin.data import DigitwinInputError, make_grid
 from bluesky_digitwin.json_values import jsonable
+from bluesky_digitwin.protocols import Twin
 
 from .magnetocaloric import entropy_change
 from .units import ENTROPY_UNITS, FIELD_UNITS, MOMENT_UNITS, normalize_unit
@@ -349,7 +350,7 @@ class StepSuggestion:
 
 
 def suggest_step(
-    twin: Any,
+    twin: Twin,
     axis: str,
     candidates: Sequence[float] | ArrayLike | None = None,
     *,
