@@ -28,6 +28,7 @@ import numpy as np
 
 from bluesky_digitwin.analysis.magnetocaloric import entropy_change
 from bluesky_digitwin.data import make_grid
+from bluesky_digitwin.run_documents import SlowAxis
 from bluesky_digitwin.sim import FirstOrderMagnet
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
@@ -64,7 +65,8 @@ class _RunLog:
                 self.decisions.append(doc["run_start"])
             events = sum((doc.get("num_events") or {}).values())
             what = start.get("phase") or start.get("plan_name", "run")
-            field = (start.get("slow_axis") or {}).get("value")
+            slow_axis = SlowAxis.from_start(start)
+            field = None if slow_axis is None else slow_axis.value
             where = f" at H = {field:g} Oe" if field is not None else ""
             self.say(f"  {origin} run {doc['run_start'][:8]} ({what}{where}): {events} points")
 

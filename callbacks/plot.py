@@ -59,6 +59,7 @@ from bluesky_digitwin.plot_style import (
     require_matplotlib,
     root_figure,
 )
+from bluesky_digitwin.run_documents import RecordedDecision
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -1368,30 +1369,16 @@ def _step_suggestion(
 
 def _suggestion_from_start(doc: Mapping[str, Any]) -> _Suggestion | None:
     """The decision a plan of :mod:`bluesky_digitwin.plans` recorded in a line's start document."""
-    step = doc.get("suggested_step")
-    if isinstance(step, Mapping) and step.get("axis") is not None:
-        guided = doc.get("guided_by")
-        message = guided.get("message") if isinstance(guided, Mapping) else None
-        value = step.get("value")
-        return _step_suggestion(
-            str(step["axis"]),
-            None if value is None else float(value),
-            str(step.get("units") or ""),
-            message,
-        )
-    decision = doc.get("decision")
-    slow_axis = doc.get("slow_axis")
-    if isinstance(decision, Mapping) and isinstance(slow_axis, Mapping):
-        value = float(decision["value"])
-        axis = str(slow_axis.get("feature"))
-        score = decision.get("score")
-        units = f" {decision['units']}" if decision.get("units") else ""
-        criterion = decision.get("criterion", "score")
-        message = f"the twin chose the line {axis} = {value:g}"
-        if isinstance(score, (int, float)):
-            message += f" ({criterion} {score:.3g}{units})"
-        return _Suggestion(axis=axis, message=message, value=value)
-    return None
+    recorded = RecordedDecision.from_start(doc)
+    if recorded is None:
+        return None
+    if recorded.value is None:
+        return _step_suggestion(recorded.axis, recorded.step, recorded.step_units, recorded.message)
+    message = f"the twin chose the line {recorded.axis} = {recorded.value:g}"
+    if recorded.score is not None:
+        units = f" {recorded.score_units}" if recorded.score_units else ""
+        message += f" ({recorded.criterion} {recorded.score:.3g}{units})"
+    return _Suggestion(axis=recorded.axis, message=message, value=recorded.value)
 
 
 def _simulate_lines(

@@ -41,6 +41,7 @@ from bluesky_digitwin.analysis.steps import StepSuggestion, suggest_step
 from bluesky_digitwin.data import make_grid
 from bluesky_digitwin.json_values import jsonable
 from bluesky_digitwin.protocols import EnsembleTwin, Twin
+from bluesky_digitwin.run_documents import LINE, MEASURED, PHASE, SLOW_AXIS, Phase, SlowAxis
 
 from .approval import Answer, Proposal, wait_for_approval
 from .simulate import simulate_scan
@@ -153,7 +154,7 @@ def _line_md(
     plan_md: Mapping[str, Any],
     user_md: Mapping[str, Any],
     *,
-    phase: str,
+    phase: Phase,
     index: int,
     slow_axis: Movable,
     slow_feature: str,
@@ -163,12 +164,12 @@ def _line_md(
     """The start document metadata of one line: the plan's, the line's, then the user's."""
     return {
         **plan_md,
-        "phase": phase,
-        "line": index,
-        "slow_axis": {"name": slow_axis.name, "feature": slow_feature, "value": value},
+        PHASE: phase,
+        LINE: index,
+        SLOW_AXIS: SlowAxis(slow_axis.name, slow_feature, value).to_doc(),
         **(extra or {}),
         **user_md,
-        "data_origin": "measured",
+        "data_origin": MEASURED,
     }
 
 
