@@ -465,9 +465,7 @@ def _fmt(value: Any) -> str:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import math
 
-    import pandas as pd
-
-    from bluesky_digitwin._files import CannotWriteError, check_can_create
+    from bluesky_digitwin._files import CannotWriteError, atomic_path, check_can_create
     from bluesky_digitwin.data import load_table
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
 
@@ -501,7 +499,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             stacklevel=1,
         )
     try:
-        _write_atomic_csv(frame, out, pd)
+        with atomic_path(out) as staging:
+            frame.to_csv(staging, index=False)
     except OSError as exc:  # e.g. an immutable file there: the check above cannot tell
         raise DigitwinInputError(f"cannot write --out {out} ({exc.strerror or exc})") from None
     outside = int(prediction["outside_range"].sum())
@@ -511,21 +510,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         + (f" ({outside} outside the learned range)" if outside else ""),
     )
     return 0
-
-
-def _write_atomic_csv(frame: Any, path: Path, pd: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # -- demo --------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from bluesky_digitwin.plot_style import (
     require_matplotlib,
     root_figure,
 )
+from bluesky_digitwin.scan_lines import line_indices
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -114,14 +115,6 @@ def _target_of(ds: xr.Dataset, target: str | None) -> str:
         raise DigitwinInputError("the data has no variable to plot; pass target=...")
     # Scan tables list the axes first and the measured quantity last (T, H, M).
     return candidates[-1]
-
-
-def _groups(values: np.ndarray) -> list[np.ndarray]:
-    """Indices of the points of each scan line: equal slow-axis values, up to rounding."""
-    order = np.argsort(values, kind="stable")
-    span = float(np.ptp(values)) if values.size else 0.0
-    breaks = np.flatnonzero(np.diff(values[order]) > 1e-9 * max(span, 1.0)) + 1
-    return np.split(order, breaks)
 
 
 def _gridded(da: xr.DataArray, fast: str, slow: str) -> xr.DataArray:
@@ -229,7 +222,7 @@ def plot_lines(
         x = np.asarray(meas[fast].values, dtype=float)
         s = np.asarray(meas[slow].values, dtype=float)
         y = np.asarray(meas[target].values, dtype=float)
-        for idx in _groups(s):
+        for idx in line_indices(s):
             idx = idx[np.argsort(x[idx], kind="stable")]
             ax.plot(x[idx], y[idx], color=colours.to_rgba(s[idx[0]]), **MEASURED_STYLE)
         label = measured_label or _measured_label(meas)

@@ -1524,9 +1524,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: readers see the old file or the new one."""
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(json.dumps(obj, default=str))
-    os.replace(staging, path)
+    with atomic_path(path) as staging:
+        staging.write_text(json.dumps(obj, default=str))
 
 
 def _tail(path: Path, lines: int = 20) -> str:

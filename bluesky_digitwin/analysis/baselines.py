@@ -47,6 +47,7 @@ from bluesky_digitwin.data import (
     prepare_training_data,
 )
 from bluesky_digitwin.prediction import Points, prediction_dataset
+from bluesky_digitwin.scan_lines import line_labels
 
 __all__ = [
     "RBF_KERNELS",
@@ -160,16 +161,6 @@ def _prepare(
 # -- linear and cubic spline: along each sweep, then across sweeps -----------------------------
 
 
-def _group(values: np.ndarray, atol: float) -> tuple[np.ndarray, int]:
-    """Label values into groups whose sorted neighbours are at most ``atol`` apart."""
-    order = np.argsort(values, kind="stable")
-    starts = np.diff(values[order]) > atol
-    sorted_labels = np.concatenate([[0], np.cumsum(starts)])
-    labels = np.empty(len(values), dtype=np.int64)
-    labels[order] = sorted_labels
-    return labels, int(sorted_labels[-1]) + 1
-
-
 def _default_atol(values: np.ndarray) -> float:
     return _REL_ATOL * float(np.ptp(values))
 
@@ -259,7 +250,7 @@ class _SweepInterpolator(_Baseline):
             return cls(prepared, params, 0, None, np.array([np.nan]), [curve])
 
         if slow_axis is None:
-            counts = [_group(x[:, i], _default_atol(x[:, i]))[1] for i in range(2)]
+            counts = [line_labels(x[:, i], _default_atol(x[:, i]))[1] for i in range(2)]
             # Fewest distinct values; "<=" picks the later feature on a tie, as in ("T", "H").
             slow = 1 if counts[1] <= counts[0] else 0
         else:
@@ -267,7 +258,7 @@ class _SweepInterpolator(_Baseline):
         fast = 1 - slow
         slow_name, fast_name = names[slow], names[fast]
         atol = _default_atol(x[:, slow]) if slow_atol is None else float(slow_atol)
-        labels, n_sweeps = _group(x[:, slow], atol)
+        labels, n_sweeps = line_labels(x[:, slow], atol)
         if n_sweeps < 2:
             raise DigitwinInputError(
                 f"the {cls.method} baseline interpolates across sweeps along the slow axis "
