@@ -32,7 +32,7 @@ from tiled.queries import Key
 from bluesky_digitwin import DataWarning, DigitwinInputError, SearchSpace, TrainConfig
 from bluesky_digitwin.buffer import DataKeyError
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
-from bluesky_digitwin.callbacks.twin import RUNNING_TRAINING
+from bluesky_digitwin.callbacks.training import RUNNING_TRAINING
 from bluesky_digitwin.sim.devices import Magnetometer
 from bluesky_digitwin.tiled import SIMULATED_SPEC, DataOriginError, TwinCatalog
 
