@@ -44,6 +44,8 @@ from .status import RetrainPolicy, TwinStatus
 __all__ = [
     "RUNNING_TRAINING",
     "Trainer",
+    "TrainingJob",
+    "TrainingOutcome",
     "close_abandoned_study",
     "read_json",
     "remove_stale_work_dirs",
@@ -82,6 +84,65 @@ class _Worker:
     number: int
     directory: Path
     process: subprocess.Popen
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What a training process is sent (pickled through its standard input): the data's file,
+    what :meth:`DigitalTwin.fit` is to learn and with which options, and where to answer."""
+
+    data: str
+    features: tuple[str, ...]
+    target: str
+    options: dict[str, Any]
+    warm_start: list[dict[str, Any]] | None
+    provenance: dict[str, Any]
+    twin_dir: str
+    result: str
+    progress: str
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training process answers (``result.json``): its twin's directory, or its error.
+
+    Attributes
+    ----------
+    ok
+        Whether a twin was trained and saved in ``twin_dir``.
+    error, traceback
+        Why not, in one line and in full.
+    input_error
+        The error is the user's input or the world's (a :class:`DigitwinError`, whose message
+        says what to do) rather than a bug.
+    warnings
+        What the training warned the user about, one line each.
+    """
+
+    ok: bool
+    twin_dir: str | None = None
+    id: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    input_error: bool = False
+    warnings: tuple[str, ...] = ()
+
+    def write(self, path: Path) -> None:
+        _write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> TrainingOutcome | None:
+        """The outcome in ``path``, or ``None`` if there is none (the process died first)."""
+        record = read_json(path)
+        if not record:
+            return None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in record.items() if k in fields}
+        known["warnings"] = tuple(known.get("warnings") or ())
+        try:
+            return cls(**known)
+        except TypeError:  # no "ok": not an outcome this code wrote
+            return None
 
 
 @dataclass(eq=False)
@@ -461,7 +522,7 @@ class Trainer:
         # A spare during the training too: if new data cancel this one, the next starts warm.
         self._ensure_spare()
 
-    def _prepare(self, worker: _Worker, number: int) -> tuple[_Job, dict[str, Any]]:
+    def _prepare(self, worker: _Worker, number: int) -> tuple[_Job, TrainingJob]:
         """Write the data for ``worker`` and compose its job message."""
         snapshot = self.buffer.snapshot()
         version = int(snapshot.attrs["buffer_version"])
@@ -492,17 +553,17 @@ class Trainer:
             "data_keys": dict(layout.keys),
             "stream": self.buffer.stream,
         }
-        message = {
-            "data": str(data_path),
-            "features": list(layout.features),
-            "target": layout.target,
-            "options": options,
-            "warm_start": warm_start,
-            "provenance": provenance,
-            "twin_dir": str(twin_dir),
-            "result": str(worker.directory / "result.json"),
-            "progress": str(worker.directory / "progress.json"),
-        }
+        message = TrainingJob(
+            data=str(data_path),
+            features=tuple(layout.features),
+            target=layout.target,
+            options=options,
+            warm_start=warm_start,
+            provenance=provenance,
+            twin_dir=str(twin_dir),
+            result=str(worker.directory / "result.json"),
+            progress=str(worker.directory / "progress.json"),
+        )
         job = _Job(
             number=number,
             worker=worker,
@@ -528,28 +589,28 @@ class Trainer:
         # A training that crashed may have left search workers behind in its group.
         _signal_group(worker.process, signal.SIGKILL)
         self._forget(worker)
-        result = read_json(worker.directory / "result.json") or {}
+        outcome = TrainingOutcome.read(worker.directory / "result.json")
         twin, error = None, None
-        if result.get("ok"):
+        if outcome is not None and outcome.ok:
             try:
-                twin = DigitalTwin.load(result["twin_dir"])
+                twin = DigitalTwin.load(outcome.twin_dir)
             except Exception as exc:
                 error = f"the trained twin could not be loaded: {type(exc).__name__}: {exc}"
-        elif result:
-            error = str(result.get("error"))
+        elif outcome is not None:
+            error = str(outcome.error)
             # Bad data or options: the one line logged below says what to do. Anything else
             # is a bug, and its traceback is what a report needs.
             logger.log(
-                logging.DEBUG if result.get("input_error") else logging.ERROR,
+                logging.DEBUG if outcome.input_error else logging.ERROR,
                 "TwinCallback: training #%d failed:\n%s",
                 job.number,
-                result.get("traceback"),
+                outcome.traceback,
             )
         else:
             error = f"the training process exited with code {code} and no result" + (
                 f"; its output ended with:\n{_tail(worker.directory / 'worker.log')}"
             )
-        for message in result.get("warnings", []):
+        for message in outcome.warnings if outcome is not None else ():
             logger.warning("TwinCallback: training #%d: %s", job.number, message)
         if twin is None:
             # Logged before the status says so: whoever waits for the status finds the line.
@@ -870,12 +931,12 @@ def run_training_process() -> None:
         job = pickle.load(sys.stdin.buffer)
     except EOFError:
         return  # the parent went away, or closed without a job for this process
-    result_path = Path(job["result"])
+    result_path = Path(job.result)
     if startup_error is not None:
         last = startup_error.strip().splitlines()[-1]
-        _write_json(result_path, {"ok": False, "error": last, "traceback": startup_error})
+        TrainingOutcome(ok=False, error=last, traceback=startup_error).write(result_path)
         return
-    progress_path = Path(job["progress"])
+    progress_path = Path(job.progress)
 
     def progress(p: Any) -> None:
         _write_json(progress_path, dataclasses.asdict(p))
@@ -885,30 +946,30 @@ def run_training_process() -> None:
         try:
             import xarray as xr
 
-            with xr.open_dataset(job["data"], engine="scipy") as opened:
+            with xr.open_dataset(job.data, engine="scipy") as opened:
                 data = opened.load()
             twin = DigitalTwin.fit(
                 data,
-                job["features"],
-                job["target"],
-                **job["options"],
-                warm_start=job["warm_start"],
-                provenance=job["provenance"],
+                list(job.features),
+                job.target,
+                **job.options,
+                warm_start=job.warm_start,
+                provenance=job.provenance,
                 progress=progress,
             )
-            twin.save(job["twin_dir"])
-            result = {"ok": True, "twin_dir": job["twin_dir"], "id": twin.id}
+            twin.save(job.twin_dir)
+            outcome = TrainingOutcome(ok=True, twin_dir=job.twin_dir, id=twin.id)
         except BaseException as exc:
-            result = {
-                "ok": False,
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-                "input_error": isinstance(exc, DigitwinError),
-            }
+            outcome = TrainingOutcome(
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+                input_error=isinstance(exc, DigitwinError),
+            )
     # The user's business (e.g. a smaller ensemble than asked for), not the libraries' plans.
     relayed = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]
-    result["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in relayed))
-    _write_json(result_path, result)
+    lines = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in relayed))
+    dataclasses.replace(outcome, warnings=lines).write(result_path)
 
 
 def _end_orphaned_training() -> None:
