@@ -1,0 +1,7 @@
+"""``python -m bluesky_digitwin.cli``: the ``digitwin`` command."""
+
+import sys
+
+from bluesky_digitwin.cli import main
+
+sys.exit(main())
