@@ -419,9 +419,14 @@ def _settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial
     """:func:`_ranked_trials` once no trial runs any more (the other processes' last ones).
 
     A process that ends its share of the search first waits here for the others' last
-    trials, since the best trial is known only then.
+    trials, since the best trial is known only then. Trials of dead workers are failed as
+    :func:`_wait_for_workers` fails them (heartbeats, local processes), so they cannot keep
+    it waiting.
     """
     while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         recover_orphaned_trials(study)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return _ranked_trials(study)
