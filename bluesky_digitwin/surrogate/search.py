@@ -742,9 +742,10 @@ def run_search(
         n_workers = cores or 1
     n_workers = min(n_workers, n_trials)
     if n_workers > 1:
-        for what, obj in (("sampler", sampler), ("pruner", pruner)):
+        for what, obj in (("sampler", sampler), ("pruner", pruner), ("after", after)):
             # Workers are fresh interpreters: they cannot import the caller's script.
-            if obj is not None and type(obj).__module__ == "__main__":
+            module = getattr(obj, "__module__", None) or type(obj).__module__
+            if obj is not None and module == "__main__":
                 raise DigitwinInputError(
                     f"the custom {what} {type(obj).__name__} is defined in the script, where "
                     "the search's worker processes cannot import it; define it in a module, "

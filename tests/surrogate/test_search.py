@@ -258,6 +258,15 @@ def test_a_sampler_defined_in_the_script_is_refused_before_workers_start(data, t
         )
 
 
+def test_work_after_the_search_defined_in_the_script_is_refused_before_workers_start(data):
+    def after(split, trials, part, parts):
+        return part
+
+    after.__module__ = "__main__"  # as a function of the user's script is
+    with pytest.raises(DigitwinInputError, match="custom after function is defined in the"):
+        run_search(data, n_trials=2, n_workers=2, after=after, **TINY)
+
+
 def test_several_workers_need_a_shareable_storage(data):
     with pytest.raises(DigitwinInputError, match="storage they can all open"):
         run_search(data, n_trials=2, n_workers=2, storage=optuna.storages.InMemoryStorage())
