@@ -37,10 +37,13 @@ from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
 from bluesky_digitwin.surrogate.ensemble import (
+    BestShapeShare,
     EnsembleRecipe,
     Member,
+    gather_shares,
     train_group_members,
     train_members,
+    within_tolerance,
 )
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import (
@@ -244,6 +247,14 @@ class DigitalTwin:
                 group, split, train_config=train_config, refit_epochs=refit_epochs, seed=seed or 0
             )
 
+        shares = BestShapeShare(
+            recipe,
+            tuple(batch_sizes),
+            train_config,
+            refit_epochs,
+            seed=seed or 0,
+            tolerance=ensemble_tolerance,
+        )
         result = run_search(
             prepared,
             n_trials=n_trials,
@@ -263,10 +274,11 @@ class DigitalTwin:
             heartbeat_interval=heartbeat_interval,
             artifact_store=artifact_store,
             beside=train_reference if recipe.reference_group(batch_sizes) else None,
+            # The best trial's networks train in every searching process as soon as the
+            # search ends, not in this one alone after the workers have exited.
+            after=shares if recipe.retrain else None,
         )
-        best_value = result.best_trials[0].value
-        limit = np.inf if ensemble_tolerance is None else ensemble_tolerance * best_value
-        eligible = [t for t in result.best_trials if t.value <= limit]
+        eligible = within_tolerance(result.best_trials, ensemble_tolerance)
         if not recipe.retrain and len(eligible) < recipe.size:
             within = (
                 ""
@@ -298,7 +310,10 @@ class DigitalTwin:
                     train_config,
                     space,
                     seed,
-                    trained=result.beside or (),
+                    trained=[
+                        *(result.beside or ()),
+                        *gather_shares(result.after or (), len(prepared.features)),
+                    ],
                 )
             else:
                 members, member_meta, val_scaled = build_trial_members(

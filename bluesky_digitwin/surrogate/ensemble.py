@@ -27,17 +27,22 @@ from bluesky_digitwin.surrogate.training import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     import keras
+    import optuna
 
     from bluesky_digitwin.surrogate.search import SplitData
 
 __all__ = [
     "REFERENCE_CONFIGURATION",
+    "BestShapeShare",
     "EnsembleRecipe",
     "Member",
+    "MemberRecord",
     "PlannedGroup",
     "TrainedEnsemble",
+    "gather_shares",
     "train_group_members",
     "train_members",
+    "within_tolerance",
 ]
 
 
@@ -214,6 +219,57 @@ class Member:
 
 
 @dataclass
+class MemberRecord:
+    """A trained :class:`Member` as plain values (its weights as arrays), to pass between
+    processes: a search worker trains some of the twin's networks and sends them this way."""
+
+    params: dict[str, Any]
+    seed: int
+    source_trial: int | None
+    result: TrainResult
+    validation: np.ndarray
+    weights: list[np.ndarray]
+    #: Its place in its group (which of the group's seeds it has).
+    index: int
+
+    @classmethod
+    def of(cls, member: Member, index: int) -> MemberRecord:
+        return cls(
+            params=dict(member.params),
+            seed=member.seed,
+            source_trial=member.source_trial,
+            result=member.result,
+            validation=member.validation,
+            weights=[np.asarray(w) for w in member.model.get_weights()],
+            index=index,
+        )
+
+    def member(self, n_features: int) -> Member:
+        """The network again, in this process."""
+        from bluesky_digitwin.surrogate.network import build_mlp
+
+        params = self.params
+        model = build_mlp(
+            n_features,
+            int(params["n_layers"]),
+            int(params["n_units"]),
+            l2=float(params.get("l2", 0.0)),
+            dropout=float(params.get("dropout", 0.0)),
+            activation=str(params.get("activation", "relu")),
+            seed=self.seed,
+        )
+        model.set_weights(self.weights)
+        return Member(
+            model=model,
+            params=dict(params),
+            seed=self.seed,
+            source_trial=self.source_trial,
+            result=self.result,
+            validation=self.validation,
+        )
+
+
+@dataclass
 class TrainedEnsemble:
     """The networks, and the ensemble's prediction of the held-out points before the refit.
 
@@ -277,16 +333,22 @@ def train_group_members(
     train_config: TrainConfig,
     refit_epochs: int,
     seed: int = 0,
+    indices: Sequence[int] | None = None,
 ) -> list[Member]:
     """Train the networks of one planned group together, then refit them on all points.
 
     Parameters as for :func:`train_members`; the networks' seeds come from ``seed`` and the
-    group's rank.
+    group's rank. ``indices`` trains only those of the group's networks (each with the seed
+    it has in the whole group, so the same networks whichever process trains which).
     """
     from bluesky_digitwin.surrogate.network import build_mlp
 
-    params, count = group.params, group.count
-    seeds = [(seed * 1_000_003 + group.rank * 10_007 + j) % (2**31 - 1) for j in range(count)]
+    params = group.params
+    chosen = range(group.count) if indices is None else indices
+    seeds = [(seed * 1_000_003 + group.rank * 10_007 + j) % (2**31 - 1) for j in chosen]
+    count = len(seeds)
+    if count == 0:
+        return []
     models = [
         build_mlp(
             split.x_train.shape[1],
@@ -344,3 +406,70 @@ def train_group_members(
         )
         for m, s, r, v in zip(models, seeds, results, validation, strict=True)
     ]
+
+
+def within_tolerance(
+    trials: Sequence[optuna.trial.FrozenTrial], tolerance: float | None
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials (best first) whose validation MSE is at most ``tolerance`` times the best
+    one's; all of them when ``tolerance`` is None."""
+    if not trials or tolerance is None:
+        return list(trials)
+    limit = tolerance * trials[0].value
+    return [t for t in trials if t.value <= limit]
+
+
+@dataclass(frozen=True)
+class BestShapeShare:
+    """The twin's networks of the best trials' shapes, shared out to the processes that
+    searched (``run_search(after=...)``).
+
+    Part ``p`` of ``n`` trains networks ``p, p + n, ...`` of each planned group of a trial's
+    configuration, as one population, with the seeds they have in the whole group: the same
+    networks as one process training all of them, while the spawned search worker's core
+    would otherwise idle after the search. The reference group is left out (it trains beside
+    the search).
+    """
+
+    recipe: EnsembleRecipe
+    batch_sizes: tuple[int, ...]
+    train_config: TrainConfig
+    refit_epochs: int
+    seed: int = 0
+    tolerance: float | None = None
+
+    def __call__(
+        self,
+        split: SplitData,
+        trials: Sequence[optuna.trial.FrozenTrial],
+        part: int,
+        parts: int,
+    ) -> list[MemberRecord]:
+        # Imported here: search imports nothing of this module, and must not come to.
+        from bluesky_digitwin.surrogate.search import trial_params
+
+        eligible = within_tolerance(trials, self.tolerance)
+        plan = self.recipe.plan(
+            [(t.number, trial_params(t)) for t in eligible], self.batch_sizes, len(split.y_train)
+        )
+        records: list[MemberRecord] = []
+        for group in plan:
+            if group.trial is None:
+                continue
+            indices = range(part, group.count, parts)
+            members = train_group_members(
+                group,
+                split,
+                train_config=self.train_config,
+                refit_epochs=self.refit_epochs,
+                seed=self.seed,
+                indices=indices,
+            )
+            records.extend(MemberRecord.of(m, j) for m, j in zip(members, indices, strict=True))
+        return records
+
+
+def gather_shares(shares: Sequence[Sequence[MemberRecord] | None], n_features: int) -> list[Member]:
+    """The networks :class:`BestShapeShare`'s parts trained, in each group's order."""
+    records = sorted((r for share in shares for r in share or ()), key=lambda r: r.index)
+    return [r.member(n_features) for r in records]

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +43,7 @@ __all__ = [
     "PopulationStopCheck",
     "activation_name",
     "dense_layers",
+    "traced_loops",
     "train_group",
     "train_population",
 ]
@@ -128,8 +131,6 @@ def train_population(
     list of TrainResult
         One per member, in order, as :func:`~bluesky_digitwin.surrogate.training.train` reports.
     """
-    from bluesky_digitwin._tf import tf
-
     k = len(models)
     if k == 0:
         raise ValueError("a population needs at least one network")
@@ -151,105 +152,251 @@ def train_population(
             "the networks of a population must share one activation; got "
             + ", ".join(sorted(activations))
         )
-    hidden_activation = stacks[0][0].activation
-
     data = TrainingArrays.of(x_train, y_train, x_val, y_val, batch_size, config)
-    x_train, y_train, xv, yv = data.x, data.y, tf.constant(data.x_val), tf.constant(data.y_val)
     n, unit, config, batch_size = len(data.x), data.unit, data.config, data.batch_size
-
     n_layers = len(shapes[0])
-    # Stacked weights: kernels (k, in, out), biases (k, 1, out); one Adam state per variable.
-    kernels = [
-        tf.Variable(np.stack([s[i].kernel.numpy() for s in stacks])) for i in range(n_layers)
-    ]
-    biases = [
-        tf.Variable(np.stack([s[i].bias.numpy()[None, :] for s in stacks])) for i in range(n_layers)
-    ]
-    weights = [w for pair in zip(kernels, biases, strict=True) for w in pair]
     # Each member's L2 penalty per layer (build_mlp regularises the hidden kernels only).
     l2 = [
-        tf.constant(np.array([_layer_l2(s[i]) for s in stacks], np.float32).reshape(k, 1, 1))
+        np.array([_layer_l2(s[i]) for s in stacks], np.float32).reshape(k, 1, 1)
         for i in range(n_layers)
     ]
-    has_regularization = any(float(tf.reduce_max(c)) > 0 for c in l2)
-    moments = [tf.Variable(tf.zeros_like(w)) for w in weights]
-    velocities = [tf.Variable(tf.zeros_like(w)) for w in weights]
-    steps = tf.Variable(tf.zeros((k, 1, 1), tf.float32))
-    rates = tf.Variable(np.asarray(learning_rates, np.float32).reshape(k, 1, 1))
-    best_weights = [tf.Variable(w.value(), trainable=False) for w in weights]
-    best_loss = tf.Variable(np.full(k, np.inf, np.float32))
-    best_epoch = tf.Variable(np.full(k, -1, np.int64))
-
-    def forward(x):
-        # x: (k, points, features), or (1, points, features) broadcast over the members.
-        h = x
-        for i in range(n_layers):
-            h = tf.matmul(h, kernels[i]) + biases[i]
-            if i < n_layers - 1:
-                h = hidden_activation(h)
-        return h
-
-    x_all = tf.constant(x_train)
-    y_all = tf.constant(y_train)
-    n_batches = math.ceil(n / batch_size)
-    padded = n_batches * batch_size
-    # Padding to whole batches, masked out of the loss, as train() does.
-    mask = tf.constant((np.arange(padded) < n).astype(np.float32).reshape(n_batches, batch_size, 1))
-    seed_pairs = [tf.constant([int(s), 0], dtype=tf.int64) for s in seeds]
-    xv_batch, yv_batch = xv[None], yv[None]
-    directions = tf.constant(data.directions)
     monotonic = bool(config.monotonic)
-    low, high = tf.constant(data.x.min(axis=0)), tf.constant(data.x.max(axis=0))
+    key = _GraphKey(
+        members=k,
+        n_layers=n_layers,
+        n_features=data.x.shape[1],
+        activation=activation_name(stacks[0][0]),
+        regularized=any(float(c.max()) > 0 for c in l2),
+        monotonic=monotonic,
+        monotonic_weight=float(config.monotonic_weight) if monotonic else 0.0,
+        jit_compile=bool(config.jit_compile),
+    )
+    with _borrowed_graph(key) as graph:
+        return _train_with(
+            graph, stacks, data, l2, n, unit, config, batch_size, learning_rates, seeds, should_stop
+        )
 
-    def run_chunk(first_epoch, n_epochs, active):
-        # active: (k,) 1.0 for members still training; the others stay exactly as they are.
-        gate = tf.reshape(active, (k, 1, 1))
-        losses = tf.TensorArray(tf.float32, size=n_epochs)
-        for i in tf.range(n_epochs):
-            epoch = tf.cast(first_epoch, tf.int64) + tf.cast(i, tf.int64)
-            # Each member's own permutation, drawn exactly as train() draws it from its seed.
-            offset = tf.stack([tf.constant(0, tf.int64), epoch])
-            order = tf.stack(
-                [tf.argsort(tf.random.stateless_uniform([n], seed=p + offset)) for p in seed_pairs]
-            )
-            order = tf.reshape(tf.pad(order, [[0, 0], [0, padded - n]]), (k, n_batches, batch_size))
-            for b in tf.range(n_batches):
-                xb = tf.gather(x_all, order[:, b])  # (k, batch, features)
-                yb = tf.gather(y_all, order[:, b])
-                mb = mask[b]
-                with tf.GradientTape() as tape:
-                    pred = forward(xb)
-                    # Members' losses are summed: each one's gradient is its own loss's.
-                    loss = tf.reduce_sum(mb * tf.square(pred - yb)) / tf.reduce_sum(mb)
-                    if has_regularization:
-                        for c, w in zip(l2, kernels, strict=True):
-                            loss += tf.reduce_sum(c * tf.square(w))
-                    if monotonic:
-                        step = epoch * n_batches + tf.cast(b, tf.int64)
-                        points = tf.stack(
-                            [slope_points(tf, p, step, batch_size, low, high) for p in seed_pairs]
-                        )
-                        loss += config.monotonic_weight * slope_penalty(
-                            tf, forward, points, directions
-                        )
-                grads = tape.gradient(loss, weights)
-                steps.assign_add(gate)
-                alpha = rates * tf.sqrt(1 - _BETA_2**steps) / (1 - _BETA_1**steps)
-                for w, g, m, v in zip(weights, grads, moments, velocities, strict=True):
-                    m.assign_add(gate * (g - m) * (1 - _BETA_1))
-                    v.assign_add(gate * (tf.square(g) - v) * (1 - _BETA_2))
-                    w.assign_sub(gate * alpha * m / (tf.sqrt(v) + _EPSILON))
-            val_loss = tf.reduce_mean(tf.square(forward(xv_batch) - yv_batch), axis=[1, 2])
-            losses = losses.write(i, val_loss)
-            improved = tf.logical_and(val_loss < best_loss, active > 0)
-            best_loss.assign(tf.where(improved, val_loss, best_loss))
-            best_epoch.assign(tf.where(improved, epoch, best_epoch))
-            keep = tf.reshape(improved, (k, 1, 1))
-            for kept, w in zip(best_weights, weights, strict=True):
-                kept.assign(tf.where(keep, w, kept))
-        return losses.stack()
 
-    compiled = tf.function(run_chunk, jit_compile=config.jit_compile, reduce_retracing=True)
+@dataclass(frozen=True)
+class _GraphKey:
+    """What shapes a population's compiled training loop; everything else is data to it.
+
+    Widths, batch size, numbers of points, learning rates, seeds and penalties are values in
+    variables of relaxed shape, so a search's trials of one depth share one traced graph
+    instead of tracing their own (about 0.4-0.7 s a trial, benchmarks/RESULTS.md).
+    """
+
+    members: int
+    n_layers: int
+    n_features: int
+    activation: str
+    regularized: bool
+    monotonic: bool
+    monotonic_weight: float
+    jit_compile: bool
+
+
+class _Graph:
+    """One compiled training loop (``run_chunk``) and the variables it reads and updates.
+
+    The variables have relaxed shapes (``None`` for widths and point counts): each training
+    run assigns its own values, of its own sizes, and the traced graph stays valid.
+    """
+
+    def __init__(self, key: _GraphKey) -> None:
+        from bluesky_digitwin._tf import keras, tf
+
+        k, f, n_layers = key.members, key.n_features, key.n_layers
+        self.key = key
+        self.used = False  # not called yet: its first call instantiates the graph
+
+        def variable(shape: list[int | None], dtype: Any = tf.float32, trainable=False) -> Any:
+            zeros = np.zeros([1 if d is None else d for d in shape], dtype.as_numpy_dtype)
+            return tf.Variable(zeros, shape=tf.TensorShape(shape), trainable=trainable)
+
+        # Trainable: the gradient tape watches these (and only these).
+        kernels = [variable([k, None, None], trainable=True) for _ in range(n_layers)]
+        biases = [variable([k, 1, None], trainable=True) for _ in range(n_layers)]
+        self.weights = [w for pair in zip(kernels, biases, strict=True) for w in pair]
+        self.moments = [variable([k, None, None]) for _ in self.weights]
+        self.velocities = [variable([k, None, None]) for _ in self.weights]
+        self.best_weights = [variable([k, None, None]) for _ in self.weights]
+        self.l2 = [variable([k, 1, 1]) for _ in range(n_layers)]
+        self.steps = variable([k, 1, 1])
+        self.rates = variable([k, 1, 1])
+        self.best_loss = variable([k])
+        self.best_epoch = variable([k], tf.int64)
+        self.seeds = variable([k, 2], tf.int64)
+        self.x = variable([None, f])
+        self.y = variable([None, 1])
+        self.x_val = variable([None, f])
+        self.y_val = variable([None, 1])
+        self.mask = variable([None, None, 1])
+        self.low = variable([f])
+        self.high = variable([f])
+        self.directions = variable([f])
+
+        hidden_activation = keras.activations.get(key.activation)
+        weights, moments, velocities = self.weights, self.moments, self.velocities
+        best_weights, best_loss, best_epoch = self.best_weights, self.best_loss, self.best_epoch
+        l2, steps, rates, seeds, mask = self.l2, self.steps, self.rates, self.seeds, self.mask
+
+        def forward(x):
+            # x: (k, points, features), or (1, points, features) broadcast over the members.
+            h = x
+            for i in range(n_layers):
+                h = tf.matmul(h, kernels[i]) + biases[i]
+                if i < n_layers - 1:
+                    h = hidden_activation(h)
+            return h
+
+        def run_chunk(first_epoch, n_epochs, active):
+            # active: (k,) 1.0 for members still training; the others stay exactly as they are.
+            gate = tf.reshape(active, (k, 1, 1))
+            x_all, y_all = self.x.value(), self.y.value()
+            n = tf.shape(x_all, out_type=tf.int64)[0]
+            n_batches = tf.shape(mask, out_type=tf.int64)[0]
+            batch_size = tf.shape(mask, out_type=tf.int64)[1]
+            xv_batch, yv_batch = self.x_val.value()[None], self.y_val.value()[None]
+            directions = self.directions.value()
+            low, high = self.low.value(), self.high.value()
+            losses = tf.TensorArray(tf.float32, size=n_epochs)
+            for i in tf.range(n_epochs):
+                epoch = tf.cast(first_epoch, tf.int64) + tf.cast(i, tf.int64)
+                # Each member's own permutation, drawn exactly as train() draws it from its seed.
+                offset = tf.stack([tf.constant(0, tf.int64), epoch])
+                order = tf.stack(
+                    [
+                        tf.argsort(tf.random.stateless_uniform([n], seed=seeds[j] + offset))
+                        for j in range(k)
+                    ]
+                )
+                order = tf.reshape(
+                    tf.pad(order, [[0, 0], [0, n_batches * batch_size - n]]),
+                    (k, n_batches, batch_size),
+                )
+                for b in tf.range(n_batches):
+                    xb = tf.gather(x_all, order[:, b])  # (k, batch, features)
+                    yb = tf.gather(y_all, order[:, b])
+                    mb = mask[b]
+                    with tf.GradientTape() as tape:
+                        pred = forward(xb)
+                        # Members' losses are summed: each one's gradient is its own loss's.
+                        loss = tf.reduce_sum(mb * tf.square(pred - yb)) / tf.reduce_sum(mb)
+                        if key.regularized:
+                            for c, w in zip(l2, kernels, strict=True):
+                                loss += tf.reduce_sum(c * tf.square(w))
+                        if key.monotonic:
+                            step = epoch * n_batches + tf.cast(b, tf.int64)
+                            points = tf.stack(
+                                [
+                                    slope_points(tf, seeds[j], step, batch_size, low, high)
+                                    for j in range(k)
+                                ]
+                            )
+                            loss += key.monotonic_weight * slope_penalty(
+                                tf, forward, points, directions
+                            )
+                    grads = tape.gradient(loss, weights)
+                    steps.assign_add(gate)
+                    alpha = rates * tf.sqrt(1 - _BETA_2**steps) / (1 - _BETA_1**steps)
+                    for w, g, m, v in zip(weights, grads, moments, velocities, strict=True):
+                        m.assign_add(gate * (g - m) * (1 - _BETA_1))
+                        v.assign_add(gate * (tf.square(g) - v) * (1 - _BETA_2))
+                        w.assign_sub(gate * alpha * m / (tf.sqrt(v) + _EPSILON))
+                val_loss = tf.reduce_mean(tf.square(forward(xv_batch) - yv_batch), axis=[1, 2])
+                losses = losses.write(i, val_loss)
+                improved = tf.logical_and(val_loss < best_loss, active > 0)
+                best_loss.assign(tf.where(improved, val_loss, best_loss))
+                best_epoch.assign(tf.where(improved, epoch, best_epoch))
+                keep = tf.reshape(improved, (k, 1, 1))
+                for kept, w in zip(best_weights, weights, strict=True):
+                    kept.assign(tf.where(keep, w, kept))
+            return losses.stack()
+
+        # Only scalars are passed, and every array is a variable of relaxed shape: one trace.
+        self.run_chunk = tf.function(run_chunk, jit_compile=key.jit_compile)
+
+
+#: Compiled training loops not in use, by what shapes them. A process (a search worker) keeps
+#: them for its lifetime: a few per depth it trains, each holding its last run's arrays.
+_idle_graphs: dict[_GraphKey, list[_Graph]] = {}
+_idle_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _borrowed_graph(key: _GraphKey) -> Iterator[_Graph]:
+    """A compiled loop for ``key``, for this run alone (two threads never share one)."""
+    with _idle_lock:
+        idle = _idle_graphs.get(key)
+        graph = idle.pop() if idle else None
+    if graph is None:
+        graph = _Graph(key)
+    try:
+        yield graph
+    finally:
+        with _idle_lock:
+            _idle_graphs.setdefault(key, []).append(graph)
+
+
+def traced_loops() -> int:
+    """How many times this process has traced a population's training loop.
+
+    One per depth, activation and kind of penalty a process trains (and per number of members),
+    not one per network: for tests and benchmarks of the graph reuse.
+    """
+    with _idle_lock:
+        graphs = [graph for idle in _idle_graphs.values() for graph in idle]
+    return sum(graph.run_chunk.experimental_get_tracing_count() for graph in graphs)
+
+
+def _train_with(
+    graph: _Graph,
+    stacks: list[list[Any]],
+    data: TrainingArrays,
+    l2: list[np.ndarray],
+    n: int,
+    unit: float,
+    config: TrainConfig,
+    batch_size: int,
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
+    should_stop: PopulationStopCheck | None,
+) -> list[TrainResult]:
+    """Load the members and data into ``graph``'s variables, train, write the best back."""
+    from bluesky_digitwin._tf import tf
+
+    k = len(stacks)
+    # Stacked weights: kernels (k, in, out), biases (k, 1, out); one Adam state per variable.
+    values = []
+    for i in range(len(stacks[0])):
+        values.append(np.stack([s[i].kernel.numpy() for s in stacks]))
+        values.append(np.stack([s[i].bias.numpy()[None, :] for s in stacks]))
+    for w, m, v, kept, value in zip(
+        graph.weights, graph.moments, graph.velocities, graph.best_weights, values, strict=True
+    ):
+        w.assign(value)
+        kept.assign(value)
+        m.assign(np.zeros_like(value))
+        v.assign(np.zeros_like(value))
+    for c, value in zip(graph.l2, l2, strict=True):
+        c.assign(value)
+    graph.steps.assign(np.zeros((k, 1, 1), np.float32))
+    graph.best_loss.assign(np.full(k, np.inf, np.float32))
+    graph.best_epoch.assign(np.full(k, -1, np.int64))
+    graph.seeds.assign(np.array([[int(s), 0] for s in seeds], np.int64))
+    n_batches = math.ceil(n / batch_size)
+    # Padding to whole batches, masked out of the loss, as train() does.
+    graph.mask.assign(
+        (np.arange(n_batches * batch_size) < n).astype(np.float32).reshape(n_batches, batch_size, 1)
+    )
+    graph.x.assign(data.x)
+    graph.y.assign(data.y)
+    graph.x_val.assign(data.x_val)
+    graph.y_val.assign(data.y_val)
+    graph.low.assign(data.x.min(axis=0))
+    graph.high.assign(data.x.max(axis=0))
+    graph.directions.assign(data.directions)
 
     active = np.ones(k, bool)
     stopped_by = ["max_epochs"] * k
@@ -265,16 +412,18 @@ def train_population(
             current = base_rates
         else:
             current = base_rates / np.float32(config.lr_drop_factor)
-        rates.assign(current.reshape(k, 1, 1))
-        with grappler_disabled(tf) if epochs_done == 0 else contextlib.nullcontext():
-            chunk = compiled(
+        graph.rates.assign(current.reshape(k, 1, 1))
+        # The first call instantiates the graph: do that without Grappler.
+        with grappler_disabled(tf) if not graph.used else contextlib.nullcontext():
+            graph.used = True
+            chunk = graph.run_chunk(
                 tf.constant(epochs_done, tf.int64),
                 tf.constant(n_epochs, tf.int32),
                 tf.constant(active.astype(np.float32)),
             ).numpy()  # (epochs, k)
         epochs_done += n_epochs
-        best = best_loss.numpy()
-        best_at = best_epoch.numpy()
+        best = graph.best_loss.numpy()
+        best_at = graph.best_epoch.numpy()
         for j in np.flatnonzero(active):
             histories[j].extend(float(v) for v in chunk[:, j])
             rate_logs[j].extend([float(current[j])] * n_epochs)
@@ -289,9 +438,9 @@ def train_population(
                 stopped_by[j], active[j] = "pruned", False
 
     # Each member ends with its best weights (or, if it never improved, as it ended).
-    best_at = best_epoch.numpy()
-    best_values = [w.numpy() for w in best_weights]
-    last_values = [w.numpy() for w in weights]
+    best_at = graph.best_epoch.numpy()
+    best_values = [w.numpy() for w in graph.best_weights]
+    last_values = [w.numpy() for w in graph.weights]
     for j, layers in enumerate(stacks):
         values = best_values if best_at[j] >= 0 else last_values
         for i, layer in enumerate(layers):
@@ -299,7 +448,7 @@ def train_population(
             layer.bias.assign(values[2 * i + 1][j][0])
     return [
         TrainResult(
-            best_loss=float(best_loss.numpy()[j]),
+            best_loss=float(graph.best_loss.numpy()[j]),
             best_epoch=int(best_at[j]),
             epochs_run=int(epochs_run[j]),
             stopped_by=stopped_by[j],

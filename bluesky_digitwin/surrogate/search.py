@@ -62,6 +62,7 @@ from bluesky_digitwin.surrogate.training import TrainConfig
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "STUDY_RECORD",
+    "AfterSearch",
     "Progress",
     "SearchResult",
     "SearchSpace",
@@ -80,6 +81,12 @@ STUDY_RECORD = "digitwin"
 #: Seconds between a running trial's heartbeats on a database storage. A trial silent for twice
 #: this long is failed and queued again (by whichever worker starts a trial next).
 HEARTBEAT_INTERVAL = 10
+
+
+#: Work shared out to every process that searched, once no trial runs any more: called with the
+#: split, the complete trials (best first), this process's part and the number of parts. What it
+#: returns crosses processes by pickle (plain values, arrays: no model objects).
+AfterSearch = Callable[["SplitData", list[optuna.trial.FrozenTrial], int, int], Any]
 
 
 def default_batch_sizes(n_points: int) -> tuple[int, ...]:
@@ -302,6 +309,8 @@ class SearchResult:
     temp_dir: Path | None = None
     #: What ``run_search(beside=...)`` returned (None without it).
     beside: Any = None
+    #: What ``run_search(after=...)`` returned in each process, by part (None without it).
+    after: list[Any] | None = None
 
     @property
     def scaling(self) -> Scaling:
@@ -392,6 +401,36 @@ class _WorkerSpec:
     sampler: Any = None
     pruner: Any = None
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL
+    after: AfterSearch | None = None
+    parts: int = 1
+
+
+def _after_path(data_dir: str | os.PathLike, part: int) -> Path:
+    return Path(data_dir) / f"after-{part}.pickle"
+
+
+def _ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials that stored a network, best first."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted((t for t in complete if MODEL_ARTIFACT in t.user_attrs), key=lambda t: t.value)
+
+
+def _settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial.FrozenTrial]:
+    """:func:`_ranked_trials` once no trial runs any more (the other processes' last ones).
+
+    A process that ends its share of the search first waits here for the others' last
+    trials, since the best trial is known only then. Trials of dead workers are failed as
+    :func:`_wait_for_workers` fails them (heartbeats, local processes), so they cannot keep
+    it waiting.
+    """
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        recover_orphaned_trials(study)
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return _ranked_trials(study)
+        time.sleep(poll)
 
 
 def _objective_factory(
@@ -588,6 +627,15 @@ def _search_in_worker(spec: _WorkerSpec) -> None:
     store = FileSystemArtifactStore(spec.artifact_dir)
     objective = _objective_factory(split, spec.space, spec.train_config, store, spec.seed)
     _optimize(study, objective, spec.n_trials)
+    if spec.after is not None:
+        trials = _settled_trials(study)
+        if trials:
+            # An error here ends this worker with a traceback; the search's own process then
+            # does this part itself.
+            output = spec.after(split, trials, spec.worker_index, spec.parts)
+            path = _after_path(spec.data_dir, spec.worker_index)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                pickle.dump(output, f)
 
 
 def run_search(
@@ -611,6 +659,7 @@ def run_search(
     data_source: Mapping[str, Any] | None = None,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     beside: Callable[[SplitData], Any] | None = None,
+    after: AfterSearch | None = None,
 ) -> SearchResult:
     """Search hyperparameters of the surrogate on ``data``.
 
@@ -667,6 +716,13 @@ def run_search(
         workers search, before this process joins them; what it returns is
         ``SearchResult.beside``. A core that would idle at the end waiting for this work
         after the search is used during it instead.
+    after
+        Work to share out once the search has ended (e.g. training the twin's networks of the
+        best trial's shape), run in every process that searched here (this one and the
+        spawned workers, each given its part) as soon as no trial runs any more, instead of
+        in this process alone after the workers have exited; what each part returned is
+        ``SearchResult.after``. It must pickle (a module-level class or function, not one
+        defined in a script), as do its results. A part whose worker failed is done here.
     """
     space = space or SearchSpace()
     train_config = train_config or TrainConfig()
@@ -686,9 +742,10 @@ def run_search(
         n_workers = cores or 1
     n_workers = min(n_workers, n_trials)
     if n_workers > 1:
-        for what, obj in (("sampler", sampler), ("pruner", pruner)):
+        for what, obj in (("sampler", sampler), ("pruner", pruner), ("after", after)):
             # Workers are fresh interpreters: they cannot import the caller's script.
-            if obj is not None and type(obj).__module__ == "__main__":
+            module = getattr(obj, "__module__", None) or type(obj).__module__
+            if obj is not None and module == "__main__":
                 raise DigitwinInputError(
                     f"the custom {what} {type(obj).__name__} is defined in the script, where "
                     "the search's worker processes cannot import it; define it in a module, "
@@ -779,12 +836,18 @@ def run_search(
                         sampler=sampler,
                         pruner=pruner,
                         heartbeat_interval=heartbeat_interval,
+                        after=after,
+                        parts=n_workers,
                     )
                     processes.append(_start_worker(spec))
                 if "tensorflow" not in sys.modules:
                     # This process trains too: share the cores with the workers.
                     os.environ.setdefault(THREADS_ENV, str(threads))
             beside_result = None
+            parts = max(1, len(processes) + 1)
+            after_results: list[Any] = [None] * parts
+            settled: list[optuna.trial.FrozenTrial] = []
+            search_end = None
             try:
                 if beside is not None:
                     beside_result = beside(split)
@@ -798,6 +861,11 @@ def run_search(
                 else:
                     objective = _objective_factory(split, space, train_config, store, seed)
                     _optimize(study, objective, n_trials)
+                if after is not None:
+                    settled = _settled_trials(study)
+                    search_end = time.perf_counter()
+                    if settled:
+                        after_results[0] = after(split, settled, 0, parts)
             except BaseException:
                 # Interrupted or broken here: the workers must not search on for nobody.
                 for worker in processes:
@@ -809,6 +877,14 @@ def run_search(
             failed_workers = [w for w in processes if w.process.returncode != 0]
             if failed_workers:
                 logger.warning("%d search worker(s) exited with an error", len(failed_workers))
+            for part in range(1, parts if settled else 1):
+                path = _after_path(tmp_root / "data", part)
+                if path.exists():
+                    with open(path, "rb") as f:
+                        after_results[part] = pickle.load(f)
+                else:
+                    logger.warning("search worker %d did not do its part after the search", part)
+                    after_results[part] = after(split, settled, part, parts)
         finally:
             stop_progress.set()
             if watcher is not None:
@@ -821,7 +897,7 @@ def run_search(
                 f"no trial of study {study.study_name!r} completed ({len(states)} trials: "
                 f"{', '.join(sorted(set(states)))}); see the log for the failures"
             )
-        best = sorted(complete, key=lambda t: t.value)
+        best = _ranked_trials(study)
         if storage_text.endswith("journal.log") and tmp_root in Path(storage_text).parents:
             storage_text = "temporary journal"
         result = SearchResult(
@@ -829,10 +905,11 @@ def run_search(
             artifact_store=store,
             split=split,
             storage_description=storage_text,
-            wall_time=time.perf_counter() - start,
+            wall_time=(search_end or time.perf_counter()) - start,
             best_trials=best,
             temp_dir=tmp_root,
             beside=beside_result,
+            after=after_results if after is not None else None,
         )
         on_failure.pop_all()
         return result

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import optuna
 import pytest
 
 from bluesky_digitwin.data import DigitwinInputError
 from bluesky_digitwin.surrogate.ensemble import (
     REFERENCE_CONFIGURATION,
+    BestShapeShare,
     EnsembleRecipe,
     PlannedGroup,
+    gather_shares,
     train_group_members,
     train_members,
 )
@@ -127,3 +130,38 @@ def test_a_group_trained_beforehand_is_used_not_trained_again():
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_a_group_shared_out_in_parts_is_the_group_trained_at_once():
+    # What the search's processes do after the search: each trains every second network of
+    # the best trial's group; gathered, they are the networks one process would have trained.
+    x = np.random.default_rng(2).uniform(-1, 1, size=(50, 2)).astype(np.float32)
+    split = _split(x, np.cos(2 * x[:, 0]) + x[:, 1], 40)
+    config = TrainConfig(max_epochs=6, chunk_epochs=3)
+    _, params = TRIALS[0]
+    distributions = {
+        "n_layers": optuna.distributions.IntDistribution(1, 4),
+        "n_units": optuna.distributions.IntDistribution(4, 16),
+        "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "batch_size": optuna.distributions.CategoricalDistribution([16, 32]),
+    }
+    trial = optuna.trial.create_trial(
+        params={k: params[k] for k in distributions}, distributions=distributions, value=0.1
+    )
+    recipe = EnsembleRecipe(size=5, reference=False)
+    share = BestShapeShare(recipe, (16, 32), config, refit_epochs=1, seed=3)
+    parts = [share(split, [trial], part, 2) for part in range(2)]
+    assert [[r.index for r in part] for part in parts] == [[0, 2, 4], [1, 3]]
+    members = gather_shares(parts, n_features=2)
+    (group,) = recipe.plan([(trial.number, params)], [16, 32], len(split.y_train))
+    at_once = train_group_members(group, split, train_config=config, refit_epochs=1, seed=3)
+    assert [m.seed for m in members] == [m.seed for m in at_once]
+    for shared, alone in zip(members, at_once, strict=True):
+        assert shared.result.epochs_run == alone.result.epochs_run
+        np.testing.assert_allclose(shared.validation, alone.validation, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(shared.model(split.x_val)),
+            np.asarray(alone.model(split.x_val)),
+            rtol=1e-4,
+            atol=1e-5,
+        )

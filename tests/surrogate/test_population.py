@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bluesky_digitwin.surrogate.network import build_mlp
-from bluesky_digitwin.surrogate.population import train_population
+from bluesky_digitwin.surrogate.population import traced_loops, train_population
 from bluesky_digitwin.surrogate.training import TrainConfig, train
 
 
@@ -119,3 +119,38 @@ def test_population_refuses_mixed_shapes_and_dropout():
             seeds=[0],
             config=CONFIG,
         )
+
+
+def test_networks_of_another_width_and_batch_reuse_the_traced_loop():
+    # A search's trials differ in width, batch size and learning rate: with the depth and
+    # activation of an earlier one, a trial trains in that one's graph, to the same result.
+    x, y, xv, yv = _data()
+    first = build_mlp(2, 3, 12, activation="silu", seed=5)
+    train_population(
+        [first], x, y, xv, yv, batch_size=16, learning_rates=[1e-3], seeds=[5], config=CONFIG
+    )
+    traced = traced_loops()
+    alone, together = (build_mlp(2, 3, 7, activation="silu", seed=6) for _ in range(2))
+    expected = train(alone, x, y, xv, yv, batch_size=32, learning_rate=3e-3, config=CONFIG, seed=6)
+    (result,) = train_population(
+        [together], x, y, xv, yv, batch_size=32, learning_rates=[3e-3], seeds=[6], config=CONFIG
+    )
+    # And a refit on all points (another number of points, no validation set) reuses it too.
+    train_population(
+        [build_mlp(2, 3, 9, activation="silu", seed=7)],
+        np.concatenate([x, xv]),
+        np.concatenate([y, yv]),
+        batch_size=8,
+        learning_rates=[1e-3],
+        seeds=[7],
+        config=replace(CONFIG, max_epochs=5),
+    )
+    assert traced_loops() == traced
+    assert result.best_epoch == expected.best_epoch
+    assert result.epochs_run == expected.epochs_run
+    assert result.stopped_by == expected.stopped_by
+    assert result.history == pytest.approx(expected.history, rel=1e-3, abs=1e-5)
+    grid = np.random.default_rng(2).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(together(grid)), np.asarray(alone(grid)), rtol=1e-3, atol=1e-4
+    )

@@ -14,6 +14,7 @@ import pytest
 from digitwin_testing import smooth_table, subprocess_env
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
+from bluesky_digitwin.surrogate.ensemble import BestShapeShare, EnsembleRecipe
 from bluesky_digitwin.surrogate.search import (
     SearchSpace,
     default_batch_sizes,
@@ -155,6 +156,23 @@ def test_work_beside_the_search_runs_while_the_workers_search(data, tmp_path):
     assert 1 <= seen["finished_while_beside"] < 20
 
 
+def test_work_after_the_search_is_shared_with_the_worker(data, tmp_path):
+    share = BestShapeShare(EnsembleRecipe(size=3, reference=False), (16,), TINY["train_config"], 0)
+    result = run_search(data, n_trials=6, n_workers=2, seed=2, after=share, **TINY)
+    try:
+        # The worker did its part (it left it for this process to read) ...
+        assert (result.temp_dir / "data" / "after-1.pickle").is_file()
+        assert [[r.index for r in part] for part in result.after] == [[0, 2], [1]]
+        # ... on the same best trial, to the same network this process would have trained.
+        (again,) = share(result.split, result.best_trials, 1, 2)
+        (done,) = result.after[1]
+        assert done.source_trial == result.best_trials[0].number == again.source_trial
+        for a, b in zip(done.weights, again.weights, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    finally:
+        result.cleanup()
+
+
 def test_a_failure_beside_the_search_stops_the_workers(data, tmp_path):
     def beside(split):
         raise RuntimeError("out of memory while training the reference")
@@ -238,6 +256,15 @@ def test_a_sampler_defined_in_the_script_is_refused_before_workers_start(data, t
         run_search(
             data, n_trials=2, n_workers=2, storage=tmp_path / "j.log", sampler=ScriptSampler()
         )
+
+
+def test_work_after_the_search_defined_in_the_script_is_refused_before_workers_start(data):
+    def after(split, trials, part, parts):
+        return part
+
+    after.__module__ = "__main__"  # as a function of the user's script is
+    with pytest.raises(DigitwinInputError, match="custom after function is defined in the"):
+        run_search(data, n_trials=2, n_workers=2, after=after, **TINY)
 
 
 def test_several_workers_need_a_shareable_storage(data):
