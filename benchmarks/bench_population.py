@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
-    from bluesky_digitwin._tf import tf
+    from bluesky_digitwin.tensorflow_runtime import tf
 
     x, y, xv, yv = data()
     flops = flops_per_epoch(len(x), len(xv))

@@ -17,8 +17,8 @@ import numpy as np
 from _common import erco2_coarse, machine
 
 from bluesky_digitwin import DigitalTwin
-from bluesky_digitwin._tf import keras
 from bluesky_digitwin.surrogate.network import Scaling, build_mlp
+from bluesky_digitwin.tensorflow_runtime import keras
 
 
 def reference_fit(x: np.ndarray, y: np.ndarray, batch: int) -> float:

@@ -15,9 +15,9 @@ import time
 import numpy as np
 from _common import SHARED_DATA, erco2_coarse, machine
 
-from bluesky_digitwin._tf import keras
 from bluesky_digitwin.surrogate.network import Scaling, build_mlp
 from bluesky_digitwin.surrogate.training import TrainConfig, train
+from bluesky_digitwin.tensorflow_runtime import keras
 
 
 def load_xy() -> tuple[np.ndarray, np.ndarray, str]:

@@ -140,7 +140,7 @@ def run_demo(
     say("starting TensorFlow ...")
     # In the main thread, before any server thread runs, where its start-up noise is kept off
     # the terminal (the callback would otherwise import it in a background thread).
-    import bluesky_digitwin._tf  # noqa: F401
+    import bluesky_digitwin.tensorflow_runtime  # noqa: F401
 
     # Every resource is closed whatever happens: the embedded server's thread, in particular,
     # would otherwise keep the process from exiting.

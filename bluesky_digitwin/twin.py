@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin._files import CannotWriteError, check_can_create, recover_dir, replace_dir
+from bluesky_digitwin.atomic_files import (
+    CannotWriteError,
+    check_can_create,
+    recover_dir,
+    replace_dir,
+)
 from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
@@ -648,7 +653,7 @@ class DigitalTwin:
             Its ``twin.json`` or a network file is damaged, edited or missing (a subclass of
             :class:`~bluesky_digitwin.errors.DigitwinInputError`).
         """
-        from bluesky_digitwin._tf import keras
+        from bluesky_digitwin.tensorflow_runtime import keras
 
         path = Path(directory)
         recover_dir(path, _is_complete)
@@ -814,10 +819,10 @@ def build_trial_members(
     """
     from optuna.artifacts import download_artifact
 
-    from bluesky_digitwin._tf import keras
     from bluesky_digitwin.surrogate.network import wrap_with_scaling
     from bluesky_digitwin.surrogate.search import MODEL_ARTIFACT
     from bluesky_digitwin.surrogate.training import train
+    from bluesky_digitwin.tensorflow_runtime import keras
 
     scaling: Scaling = result.scaling
     x_all = scaling.scale_x(data.x)

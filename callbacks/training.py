@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bluesky_digitwin._files import atomic_path
+from bluesky_digitwin.atomic_files import atomic_path
 from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.errors import DigitwinError
 from bluesky_digitwin.processes import child_environment, watch_parent
@@ -887,7 +887,7 @@ def _warm_start(
 
 def _import_tensorflow() -> None:
     try:
-        import bluesky_digitwin._tf  # noqa: F401
+        import bluesky_digitwin.tensorflow_runtime  # noqa: F401
     except Exception:  # loading the twin will say what is wrong
         logger.debug("importing TensorFlow ahead of the first twin failed", exc_info=True)
 
@@ -924,7 +924,7 @@ def run_training_process() -> None:
     if os.environ.get("DIGITWIN_PREWARM") == "1":
         try:
             # The slow part of starting (TensorFlow), done before the job arrives.
-            import bluesky_digitwin._tf  # noqa: F401
+            import bluesky_digitwin.tensorflow_runtime  # noqa: F401
         except BaseException:
             startup_error = traceback.format_exc()
     try:

@@ -145,8 +145,9 @@ def fit_twin(
     trials = args.trials or (FAST_TRIALS if args.fast else TRIALS)
     start = time.perf_counter()
     # TensorFlow first, while this is the only thread: its C++ start-up lines are then kept
-    # off the terminal (bluesky_digitwin._tf), which the search's progress thread would prevent.
-    import bluesky_digitwin._tf  # noqa: F401
+    # off the terminal (bluesky_digitwin.tensorflow_runtime), which the search's progress
+    # thread would prevent.
+    import bluesky_digitwin.tensorflow_runtime  # noqa: F401
 
     progress = ProgressLine("search", quiet=args.quiet)
     with warnings.catch_warnings():

@@ -10,7 +10,7 @@ import bluesky_digitwin
 import bluesky_digitwin.plans
 import bluesky_digitwin.tiled
 from bluesky_digitwin import DigitwinError, DigitwinInputError, DigitwinWarning
-from bluesky_digitwin._files import CannotWriteError
+from bluesky_digitwin.atomic_files import CannotWriteError
 from bluesky_digitwin.buffer import DataKeyError
 
 PUBLIC = (bluesky_digitwin, bluesky_digitwin.tiled, bluesky_digitwin.plans)

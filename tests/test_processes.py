@@ -57,7 +57,7 @@ def talk():
     print("other thread while TensorFlow starts", file=sys.stderr, flush=True)
 thread = threading.Thread(target=talk)
 thread.start()
-import bluesky_digitwin._tf
+import bluesky_digitwin.tensorflow_runtime
 thread.join()
 print("done", file=sys.stderr)
 """

@@ -384,7 +384,7 @@ def _replace_member(path, data: bytes):
 def test_a_member_that_holds_code_is_refused_without_advice_to_run_it(twin, tmp_path):
     """A Lambda layer (arbitrary code) with a matching checksum: refused by Keras' safe_mode,
     in one line of ours, never Keras' advice to pass safe_mode=False."""
-    from bluesky_digitwin._tf import keras
+    from bluesky_digitwin.tensorflow_runtime import keras
     from bluesky_digitwin.twin import TwinFileError
 
     inputs = keras.Input((2,))

@@ -272,7 +272,7 @@ def _fmt(value: Any) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     import math
 
-    from bluesky_digitwin._files import CannotWriteError, atomic_path, check_can_create
+    from bluesky_digitwin.atomic_files import CannotWriteError, atomic_path, check_can_create
     from bluesky_digitwin.data import load_table
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
 

@@ -161,8 +161,8 @@ def one_line_warnings(status: StatusLine | None = None) -> Iterator[None]:
 
 def start_tensorflow() -> None:
     """Import TensorFlow now, under a status line: it takes seconds (its C++ start-up lines are
-    kept off the terminal, see bluesky_digitwin._tf)."""
-    import bluesky_digitwin._tf  # noqa: F401
+    kept off the terminal, see bluesky_digitwin.tensorflow_runtime)."""
+    import bluesky_digitwin.tensorflow_runtime  # noqa: F401
 
 
 def quiet_libraries() -> None:

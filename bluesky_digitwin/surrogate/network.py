@@ -108,7 +108,9 @@ def build_mlp(
     seed
         Seed of the weight initialisers, so a trial is repeatable.
     """
-    from bluesky_digitwin._tf import keras  # TensorFlow loads only when a network is built
+    from bluesky_digitwin.tensorflow_runtime import (
+        keras,  # TensorFlow loads only when a network is built
+    )
 
     check_activation(activation)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
@@ -145,7 +147,7 @@ def wrap_with_scaling(
     Uses only built-in layers, so the saved ``.keras`` file loads with ``safe_mode=True`` and no
     custom objects.
     """
-    from bluesky_digitwin._tf import keras
+    from bluesky_digitwin.tensorflow_runtime import keras
 
     n_features = len(scaling.x_mean)
     inputs = keras.Input(shape=(n_features,), name="coordinates")

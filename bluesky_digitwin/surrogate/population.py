@@ -66,7 +66,7 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     ValueError
         The network has layers a population cannot stack (dropout, anything but Dense).
     """
-    from bluesky_digitwin._tf import keras
+    from bluesky_digitwin.tensorflow_runtime import keras
 
     layers = []
     for layer in model.layers:
@@ -83,7 +83,7 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
 
 def activation_name(layer: keras.layers.Dense) -> str:
     """The Keras name of a Dense layer's activation (``"relu"``, ``"silu"``, ...)."""
-    from bluesky_digitwin._tf import keras
+    from bluesky_digitwin.tensorflow_runtime import keras
 
     return str(keras.activations.serialize(layer.activation))
 
@@ -204,7 +204,7 @@ class _Graph:
     """
 
     def __init__(self, key: _GraphKey) -> None:
-        from bluesky_digitwin._tf import keras, tf
+        from bluesky_digitwin.tensorflow_runtime import keras, tf
 
         k, f, n_layers = key.members, key.n_features, key.n_layers
         self.key = key
@@ -364,7 +364,7 @@ def _train_with(
     should_stop: PopulationStopCheck | None,
 ) -> list[TrainResult]:
     """Load the members and data into ``graph``'s variables, train, write the best back."""
-    from bluesky_digitwin._tf import tf
+    from bluesky_digitwin.tensorflow_runtime import tf
 
     k = len(stacks)
     # Stacked weights: kernels (k, in, out), biases (k, 1, out); one Adam state per variable.

@@ -36,7 +36,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from bluesky_digitwin._files import atomic_path
+from bluesky_digitwin.atomic_files import atomic_path
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.processes import (
@@ -68,7 +68,11 @@ __all__ = [
     "SearchSpace",
     "SplitData",
     "default_batch_sizes",
+    "make_objective",
+    "make_pruner",
+    "make_sampler",
     "open_storage",
+    "optimize_until",
     "run_search",
     "scan_lines",
 ]
@@ -433,13 +437,15 @@ def _settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial
         time.sleep(poll)
 
 
-def _objective_factory(
+def make_objective(
     split: SplitData,
     space: SearchSpace,
     train_config: TrainConfig,
     artifact_store: Any,
     seed: int | None,
 ) -> Callable[[optuna.Trial], float]:
+    """The search's objective: train the trial's network on ``split``, report each chunk's
+    validation loss to the pruner, and return the best (every worker runs this one)."""
     # Imported here: the module must import without TensorFlow for light tools (e.g. the CLI's
     # argument errors) and for the coordinator's progress thread.
     from bluesky_digitwin.surrogate.network import build_mlp
@@ -500,7 +506,7 @@ def _objective_factory(
     return objective
 
 
-def _optimize(
+def optimize_until(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     n_trials: int,
@@ -537,12 +543,14 @@ def _wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> 
         time.sleep(poll)
 
 
-def _make_sampler(seed: int | None, worker_index: int) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int | None, worker_index: int) -> optuna.samplers.BaseSampler:
+    """The paper's sampler (TPE, 10 random trials first), seeded apart for each worker."""
     worker_seed = None if seed is None else seed + worker_index
     return optuna.samplers.TPESampler(seed=worker_seed, n_startup_trials=10)
 
 
-def _make_pruner(train_config: TrainConfig) -> optuna.pruners.BasePruner:
+def make_pruner(train_config: TrainConfig) -> optuna.pruners.BasePruner:
+    """The paper's pruner: ASHA (successive halving) on the validation loss by epoch."""
     # Rungs at 20, 60, 180 epochs: a poor trial costs 20 epochs, a mediocre one 60.
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=max(train_config.chunk_epochs, 20), reduction_factor=3
@@ -620,13 +628,13 @@ def _search_in_worker(spec: _WorkerSpec) -> None:
     study = optuna.load_study(
         study_name=spec.study_name,
         storage=storage,
-        sampler=spec.sampler or _make_sampler(spec.seed, spec.worker_index),
-        pruner=spec.pruner or _make_pruner(spec.train_config),
+        sampler=spec.sampler or make_sampler(spec.seed, spec.worker_index),
+        pruner=spec.pruner or make_pruner(spec.train_config),
     )
     split = SplitData.load(Path(spec.data_dir), Scaling.from_dict(spec.scaling))
     store = FileSystemArtifactStore(spec.artifact_dir)
-    objective = _objective_factory(split, spec.space, spec.train_config, store, spec.seed)
-    _optimize(study, objective, spec.n_trials)
+    objective = make_objective(split, spec.space, spec.train_config, store, spec.seed)
+    optimize_until(study, objective, spec.n_trials)
     if spec.after is not None:
         trials = _settled_trials(study)
         if trials:
@@ -778,8 +786,8 @@ def run_search(
             storage=storage_obj,
             study_name=study_name,
             direction="minimize",
-            sampler=sampler or _make_sampler(seed, 0),
-            pruner=pruner or _make_pruner(train_config),
+            sampler=sampler or make_sampler(seed, 0),
+            pruner=pruner or make_pruner(train_config),
             load_if_exists=True,
         )
         split_seed = _claim_study(study, data, seed, validation_fraction)
@@ -859,8 +867,8 @@ def run_search(
                     )
                     _wait_for_workers(study, n_trials)
                 else:
-                    objective = _objective_factory(split, space, train_config, store, seed)
-                    _optimize(study, objective, n_trials)
+                    objective = make_objective(split, space, train_config, store, seed)
+                    optimize_until(study, objective, n_trials)
                 if after is not None:
                     settled = _settled_trials(study)
                     search_end = time.perf_counter()

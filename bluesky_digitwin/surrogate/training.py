@@ -259,7 +259,10 @@ def train(
     TrainResult
         With ``best_epoch`` and ``epochs_run`` in real epochs.
     """
-    from bluesky_digitwin._tf import keras, tf  # TensorFlow loads only when training starts
+    from bluesky_digitwin.tensorflow_runtime import (  # TensorFlow loads only when training starts
+        keras,
+        tf,
+    )
 
     data = TrainingArrays.of(x_train, y_train, x_val, y_val, batch_size, config)
     x_train, y_train, xv, yv = data.x, data.y, tf.constant(data.x_val), tf.constant(data.y_val)

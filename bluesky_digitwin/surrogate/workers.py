@@ -32,11 +32,11 @@ from bluesky_digitwin.surrogate.search import (
     STUDY_RECORD,
     SearchSpace,
     SplitData,
-    _make_pruner,
-    _make_sampler,
-    _objective_factory,
-    _optimize,
+    make_objective,
+    make_pruner,
+    make_sampler,
     open_storage,
+    optimize_until,
 )
 from bluesky_digitwin.surrogate.training import TrainConfig
 
@@ -222,16 +222,16 @@ def run_worker(
     study = optuna.load_study(
         study_name=study_name,
         storage=study._storage,
-        sampler=sampler or _make_sampler(seed, 0),
-        pruner=pruner or _make_pruner(train_config),
+        sampler=sampler or make_sampler(seed, 0),
+        pruner=pruner or make_pruner(train_config),
     )
     target = int(n_trials if n_trials is not None else record["n_trials"])
     store = _artifact_store(record, artifacts)
     split = _load_split(study, record, store)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     # Networks are seeded by the search's seed and the trial number, whichever worker runs them.
-    objective = _objective_factory(split, _space(record), train_config, store, record["seed"])
-    _optimize(study, objective, target)
+    objective = make_objective(split, _space(record), train_config, store, record["seed"])
+    optimize_until(study, objective, target)
     mine = [
         t
         for t in study.get_trials(deepcopy=False)

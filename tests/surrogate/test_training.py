@@ -166,7 +166,7 @@ def test_large_data_count_epochs_in_passes_over_the_reference_size():
 
 
 def _slopes(model, grid):
-    from bluesky_digitwin._tf import tf
+    from bluesky_digitwin.tensorflow_runtime import tf
 
     points = tf.constant(grid)
     with tf.GradientTape() as tape:

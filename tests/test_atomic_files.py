@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bluesky_digitwin._files import atomic_path, recover_dir, replace_dir
+from bluesky_digitwin.atomic_files import atomic_path, recover_dir, replace_dir
 
 
 def test_a_finished_write_replaces_the_file(tmp_path):
