@@ -7,12 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bluesky_digitwin.errors import DigitwinInputError
 from bluesky_digitwin.json_values import jsonable
 
 from .output import ProgressLine, clear_status, say, show_result, show_status, start_tensorflow
+
+if TYPE_CHECKING:
+    from bluesky_digitwin.analysis.compare import MagnetocaloricSetup
 
 __all__ = ["cmd_compare", "cmd_suggest_step"]
 
@@ -65,13 +68,12 @@ def cmd_suggest_step(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from bluesky_digitwin.analysis.baselines import (
         LinearInterpolator,
         RBFBaseline,
         SplineInterpolator,
     )
+    from bluesky_digitwin.analysis.compare import compare_models
     from bluesky_digitwin.data import load_table, prepare_training_data
     from bluesky_digitwin.twin import DigitalTwin
 
@@ -131,30 +133,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rbf = RBFBaseline.fit(args.data, features, target, n_trials=args.rbf_trials, seed=args.seed)
     models.append(("rbf", rbf, f"{rbf.params['kernel']}, CV RMSE {rbf.cv_rmse:.4g}"))
 
-    rows = []
-    for name, model, fit in models:
-        row: dict[str, Any] = {"model": name, "fit": fit}
-        if reference is not None:
-            points = {f: reference[f].values for f in features}
-            predicted = model.predict(points, warn=False)
-            diff = predicted[target].values - reference[target].values
-            usable = np.isfinite(diff)
-            row["target_rmse"] = (
-                float(np.sqrt(np.mean(diff[usable] ** 2))) if usable.any() else None
-            )
-            row["n_outside"] = int(predicted["outside_range"].sum())
-        if mce is not None:
-            row["entropy_change"] = _compare_entropy(model, reference, features, target, mce)
-        rows.append(row)
+    comparison = compare_models(models, features, target, reference=reference, magnetocaloric=mce)
     summary: dict[str, Any] = {
         "data": str(args.data),
         "reference": str(args.reference) if args.reference else None,
         "features": features,
         "target": target,
-        "models": rows,
+        "models": [score.to_dict() for score in comparison.models],
     }
-    if mce is not None and reference is not None:
-        summary["reference_entropy_change"] = _reference_entropy(reference, features, target, mce)
+    if comparison.reference_entropy_change is not None:
+        summary["reference_entropy_change"] = {
+            c: e.to_dict() for c, e in comparison.reference_entropy_change.items()
+        }
     show_result(args, _compare_table(summary, mce))
     if args.json:
         print(json.dumps(jsonable(summary), allow_nan=False), flush=True)
@@ -192,7 +182,9 @@ def _load_reference(args: argparse.Namespace, features: list[str], target: str, 
 
 def _mce_options(
     args: argparse.Namespace, features: list[str], units: dict[str, str]
-) -> dict[str, Any]:
+) -> MagnetocaloricSetup:
+    from bluesky_digitwin.analysis.compare import MagnetocaloricSetup
+
     if len(features) != 2:
         raise DigitwinInputError("--quantity magnetocaloric needs two features: temperature, field")
     field = args.field or features[-1]
@@ -214,119 +206,23 @@ def _mce_options(
             "--quantity magnetocaloric needs the sample mass: --mass 0.61 --mass-units mg "
             "(or --target-units emu/g if the target is already per mass)"
         )
-    return {
-        "field": field,
-        "temperature": next(f for f in features if f != field),
-        "at": list(args.at or [5.0]),
-        "options": {
-            "mass": args.mass,
-            "mass_units": args.mass_units,
-            "field_units": field_units,
-            "magnetization_units": target_units,
-            "absolute": True,
-        },
-    }
-
-
-def _entropy(points, features: list[str], target: str, mce: dict[str, Any]):
-    from bluesky_digitwin.analysis.magnetocaloric import entropy_change
-
-    try:
-        return entropy_change(
-            points,
-            temperature=mce["temperature"],
-            field=mce["field"],
-            magnetization=target,
-            **mce["options"],
-        )
-    except ValueError as exc:
-        raise DigitwinInputError(f"|ΔS_M|: {exc}") from None
-
-
-def _at_field(dsm, field: str, change: float) -> int:
-    """Index of the upper field whose μ0ΔH is ``change`` (T), within half a field step."""
-    import numpy as np
-
-    delta = np.asarray(dsm[f"delta_{field}"].values, dtype=float)
-    # The first field is H0 itself (no field change), never a match.
-    i = 1 + int(np.argmin(np.abs(delta[1:] - change)))
-    half_step = 0.5 * float(np.median(np.diff(delta))) if delta.size > 1 else 0.0
-    if abs(delta[i] - change) > half_step + 1e-9:
-        raise DigitwinInputError(
-            f"no field change of {change:g} T in the grid; available μ0ΔH: "
-            f"{', '.join(f'{d:.3g}' for d in delta[1:])} T"
-        )
-    return i
-
-
-def _grid_points(model: Any, features: list[str], mce: dict[str, Any]):
-    """A dense grid over the learned range: 201 temperatures, 0.1 T field steps."""
-    import numpy as np
-
-    from bluesky_digitwin.analysis.steps import axis_grid
-    from bluesky_digitwin.analysis.units import field_to_tesla
-    from bluesky_digitwin.data import make_grid
-
-    lo_t, hi_t = model.ranges[mce["temperature"]]
-    lo_h, hi_h = model.ranges[mce["field"]]
-    per_tesla = 1.0 / float(field_to_tesla(1.0, mce["options"]["field_units"]))
-    grid = make_grid(
-        **{
-            mce["field"]: axis_grid(lo_h, hi_h, 0.1 * per_tesla),
-            mce["temperature"]: np.linspace(lo_t, hi_t, 201),
-        }
+    return MagnetocaloricSetup(
+        temperature=next(f for f in features if f != field),
+        field=field,
+        field_units=field_units,
+        magnetization_units=target_units,
+        at=tuple(args.at or [5.0]),
+        mass=args.mass,
+        mass_units=args.mass_units,
     )
-    return grid
 
 
-def _compare_entropy(model, reference, features, target, mce) -> dict[str, Any]:
-    """Per field change: peak |ΔS_M| from the model and, with a reference, the RMSE against it."""
-    import numpy as np
-    import xarray as xr
-
-    if reference is not None:
-        points = xr.Dataset({f: reference[f] for f in features})
-    else:
-        points = _grid_points(model, features, mce)
-    predicted = model.predict(points, warn=False)[target]
-    if reference is not None:
-        data = xr.Dataset({**{f: reference[f] for f in features}, target: predicted})
-        ref_dsm = _entropy(reference, features, target, mce)
-    else:
-        data, ref_dsm = predicted, None
-    dsm = _entropy(data, features, target, mce)
-    field, temperature = mce["field"], mce["temperature"]
-    out = {}
-    for change in mce["at"]:
-        row = dsm.isel({field: _at_field(dsm, field, change)})
-        entry = {"peak": float(np.nanmax(row.values))}
-        if ref_dsm is not None:
-            ref_row = ref_dsm.isel({field: _at_field(ref_dsm, field, change)})
-            on_ref = row.interp({temperature: ref_row[temperature].values}).values
-            diff = on_ref - ref_row.values
-            usable = np.isfinite(diff)
-            entry["rmse"] = float(np.sqrt(np.mean(diff[usable] ** 2))) if usable.any() else None
-        out[f"{change:g}"] = entry
-    return out
-
-
-def _reference_entropy(reference, features, target, mce) -> dict[str, Any]:
-    import numpy as np
-
-    dsm = _entropy(reference, features, target, mce)
-    field = mce["field"]
-    return {
-        f"{c:g}": {"peak": float(np.nanmax(dsm.isel({field: _at_field(dsm, field, c)}).values))}
-        for c in mce["at"]
-    }
-
-
-def _compare_table(summary: dict[str, Any], mce: dict[str, Any] | None) -> str:
+def _compare_table(summary: dict[str, Any], mce: MagnetocaloricSetup | None) -> str:
     header = ["model", "fit"]
     has_ref = summary["reference"] is not None
     if has_ref:
         header.append(f"{summary['target']} RMSE")
-    changes = [f"{c:g}" for c in mce["at"]] if mce else []
+    changes = [f"{c:g}" for c in mce.at] if mce else []
     for c in changes:
         if has_ref:
             header.append(f"|ΔS_M| RMSE @{c} T")
