@@ -163,14 +163,14 @@ def artifact_dir_for(storage: StorageLike) -> Path | None:
 def recorded_artifact_dir(storage: Any, study: str) -> Path | None:
     """The trial models' directory that ``study`` records (searches write where their models
     go into the study, for workers elsewhere), if it is a directory here."""
-    from bluesky_digitwin.surrogate.search import STUDY_RECORD
+    from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, StudyRecord
 
     try:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
     except KeyError:
         return None
-    record = attrs.get(STUDY_RECORD)
-    where = record.get("artifacts") if isinstance(record, dict) else None
+    record = StudyRecord.from_json(attrs.get(STUDY_RECORD))
+    where = record.artifacts if record is not None else None
     if isinstance(where, dict) and where.get("kind") == "filesystem" and where.get("path"):
         directory = Path(where["path"])
         return directory if directory.is_dir() else None

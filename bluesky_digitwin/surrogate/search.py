@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ from bluesky_digitwin.surrogate.recovery import (
     retry_trial,
     worker_identity,
 )
+from bluesky_digitwin.surrogate.search_space import SearchSpace, default_batch_sizes
+from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, StudyRecord
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = [
@@ -80,8 +82,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model_artifact_id"
-#: The study attribute that tells a worker joining from anywhere what to search and on what data.
-STUDY_RECORD = "digitwin"
 #: Seconds between a running trial's heartbeats on a database storage. A trial silent for twice
 #: this long is failed and queued again (by whichever worker starts a trial next).
 HEARTBEAT_INTERVAL = 10
@@ -91,99 +91,6 @@ HEARTBEAT_INTERVAL = 10
 #: split, the complete trials (best first), this process's part and the number of parts. What it
 #: returns crosses processes by pickle (plain values, arrays: no model objects).
 AfterSearch = Callable[["SplitData", list[optuna.trial.FrozenTrial], int, int], Any]
-
-
-def default_batch_sizes(n_points: int) -> tuple[int, ...]:
-    """The paper's batch-size choices by data size."""
-    if n_points < 256:
-        return (16, 32, 64)
-    if n_points < 1024:
-        return (64, 128, 256)
-    if n_points < 4096:
-        return (128, 256, 512)
-    return (256, 512, 1024)
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Where the search looks. Defaults are the paper's space with SiLU instead of ReLU, plus
-    an optional L2 penalty; :meth:`paper` is the paper's own.
-
-    Attributes
-    ----------
-    n_layers, n_units
-        Inclusive integer ranges of hidden layers and of nodes per layer.
-    learning_rate
-        Range of Adam's initial learning rate, searched on a log scale.
-    batch_sizes
-        Choices of batch size; ``None`` picks them by data size (:func:`default_batch_sizes`).
-    l2
-        Log range of the L2 penalty, offered as a choice beside "none"; ``None`` never
-        regularises.
-    dropout
-        Range of the dropout rate, offered as a choice beside "none"; ``None`` (default) never
-        uses dropout.
-    activations
-        Hidden-layer activations to choose from (names in
-        :data:`~bluesky_digitwin.surrogate.network.ACTIVATIONS`). SiLU by default: smooth, so
-        the derivative a derived quantity integrates is smooth too, where a ReLU network's is
-        piecewise constant; on the fidelity benchmark it cut the |ΔS_M| error between widely
-        spaced fields by a third or more (benchmarks/RESULTS.md). The paper's is ReLU.
-    """
-
-    n_layers: tuple[int, int] = (2, 10)
-    n_units: tuple[int, int] = (50, 200)
-    learning_rate: tuple[float, float] = (5e-4, 5e-3)
-    batch_sizes: tuple[int, ...] | None = None
-    l2: tuple[float, float] | None = (1e-7, 1e-3)
-    dropout: tuple[float, float] | None = None
-    activations: tuple[str, ...] = ("silu",)
-
-    @classmethod
-    def paper(cls, **changes: Any) -> SearchSpace:
-        """The paper's space: ReLU networks, no L2 penalty (``changes`` override fields)."""
-        return cls(**{"activations": ("relu",), "l2": None, **changes})
-
-    def __post_init__(self) -> None:
-        from bluesky_digitwin.surrogate.network import check_activation
-
-        if isinstance(self.activations, str) or not self.activations:
-            raise DigitwinInputError(
-                "SearchSpace.activations must be a non-empty tuple of names, e.g. "
-                f"('relu', 'silu'); got {self.activations!r}"
-            )
-        for name in self.activations:
-            check_activation(name)
-
-    def batch_choices(self, n_points: int) -> tuple[int, ...]:
-        """The batch sizes offered for ``n_points`` points: ``batch_sizes``, or by data size."""
-        return tuple(self.batch_sizes or default_batch_sizes(n_points))
-
-    def suggest(self, trial: optuna.Trial, n_points: int) -> dict[str, Any]:
-        """Ask ``trial`` for one set of hyperparameters."""
-        params: dict[str, Any] = {
-            "n_layers": trial.suggest_int("n_layers", *self.n_layers),
-            "n_units": trial.suggest_int("n_units", *self.n_units),
-            "learning_rate": trial.suggest_float("learning_rate", *self.learning_rate, log=True),
-            "batch_size": trial.suggest_categorical(
-                "batch_size", list(self.batch_choices(n_points))
-            ),
-            "l2": 0.0,
-            "dropout": 0.0,
-            "activation": trial.suggest_categorical("activation", list(self.activations)),
-        }
-        choices = ["none"]
-        if self.l2 is not None:
-            choices.append("l2")
-        if self.dropout is not None:
-            choices.append("dropout")
-        if len(choices) > 1:
-            regularization = trial.suggest_categorical("regularization", choices)
-            if regularization == "l2":
-                params["l2"] = trial.suggest_float("l2", *self.l2, log=True)
-            elif regularization == "dropout":
-                params["dropout"] = trial.suggest_float("dropout", *self.dropout)
-        return params
 
 
 def scan_lines(x: np.ndarray, max_lines: int = 64) -> tuple[np.ndarray, int] | None:
@@ -981,27 +888,25 @@ def _record_study(
     Written once per study (a study searches one space on one data set); only the number of
     trials asked for is updated by each run. JSON only: storages keep attributes as JSON.
     """
-    record = study.user_attrs.get(STUDY_RECORD)
+    record = StudyRecord.from_json(study.user_attrs.get(STUDY_RECORD))
     if record is None:
         if data_source is not None:
             data = dict(data_source)
         else:
             data = {"kind": "artifact", "artifact_id": _upload_split(study, split, store)}
-        record = {
-            "format": 1,
-            "space": asdict(space),
-            "train_config": asdict(train_config),
-            "holdout": holdout,
-            "seed": seed,
-            "scaling": split.scaling.to_dict(),
-            "data": data,
-            "artifacts": describe_artifact_store(store),
+        record = StudyRecord(
+            space=space,
+            train_config=train_config,
+            holdout=holdout,
+            seed=seed,
+            scaling=split.scaling.to_dict(),
+            data=data,
+            artifacts=describe_artifact_store(store),
             # Sampler and pruner objects cannot be recorded: workers elsewhere use TPE and
             # ASHA unless given the same objects (run_worker's sampler and pruner).
-            "custom_sampler_or_pruner": custom,
-        }
-    record["n_trials"] = n_trials
-    study.set_user_attr(STUDY_RECORD, record)
+            custom_sampler_or_pruner=custom,
+        )
+    study.set_user_attr(STUDY_RECORD, replace(record, n_trials=n_trials).to_json())
 
 
 def _upload_split(study: optuna.Study, split: SplitData, store: Any) -> str:

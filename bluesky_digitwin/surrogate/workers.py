@@ -2,7 +2,7 @@
 
 A search started with a shared storage (``digitwin fit ... --storage postgresql://... --study
 NAME``) records in its study what it searches and on what data (:data:`~bluesky_digitwin.
-surrogate.search.STUDY_RECORD`). :func:`run_worker` needs nothing else: it reads the record,
+surrogate.study_record.STUDY_RECORD`). :func:`run_worker` needs nothing else: it reads the record,
 fetches the training data (from the study's data artifact, or from the Tiled runs it names),
 and runs trials until the study holds its number of finished trials. Optuna coordinates the
 workers through the storage; there is no scheduler of ours.
@@ -14,7 +14,6 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,6 @@ from bluesky_digitwin.surrogate.recovery import WORKER_ATTR, count_finished
 from bluesky_digitwin.surrogate.search import (
     HEARTBEAT_INTERVAL,
     STUDY_RECORD,
-    SearchSpace,
     SplitData,
     make_objective,
     make_pruner,
@@ -38,7 +36,7 @@ from bluesky_digitwin.surrogate.search import (
     open_storage,
     optimize_until,
 )
-from bluesky_digitwin.surrogate.training import TrainConfig
+from bluesky_digitwin.surrogate.study_record import StudyRecord
 
 __all__ = ["WorkerReport", "load_study_record", "run_worker"]
 
@@ -72,7 +70,7 @@ def load_study_record(
     study_name: str,
     *,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
-) -> tuple[optuna.Study, dict[str, Any]]:
+) -> tuple[optuna.Study, StudyRecord]:
     """Open ``study_name`` on ``storage`` and return it with its search record.
 
     Raises
@@ -98,8 +96,8 @@ def load_study_record(
             "first (digitwin fit ... --storage URL --study NAME), then the workers"
         )
     study = optuna.load_study(study_name=study_name, storage=storage_obj)
-    record = study.user_attrs.get(STUDY_RECORD)
-    if not isinstance(record, dict) or record.get("format") != 1:
+    record = StudyRecord.from_json(study.user_attrs.get(STUDY_RECORD))
+    if record is None:
         raise DigitwinInputError(
             f"study {study_name!r} in {where} was not made by a bluesky-digitwin search (it has "
             f"no {STUDY_RECORD!r} record); workers join studies that `digitwin fit` started"
@@ -107,10 +105,10 @@ def load_study_record(
     return study, record
 
 
-def _artifact_store(record: Mapping[str, Any], artifacts: str | os.PathLike | Any | None) -> Any:
+def _artifact_store(record: StudyRecord, artifacts: str | os.PathLike | Any | None) -> Any:
     if artifacts is not None and not isinstance(artifacts, (str, os.PathLike)):
         return artifacts  # a ready Optuna artifact store
-    described = record["artifacts"]
+    described = record.artifacts
     if artifacts is None and described.get("kind") != "filesystem":
         raise DigitwinInputError(
             f"this study keeps its trial models in a {described.get('kind')} artifact store; "
@@ -125,10 +123,10 @@ def _artifact_store(record: Mapping[str, Any], artifacts: str | os.PathLike | An
     return FileSystemArtifactStore(path)
 
 
-def _load_split(study: optuna.Study, record: Mapping[str, Any], store: Any) -> SplitData:
+def _load_split(study: optuna.Study, record: StudyRecord, store: Any) -> SplitData:
     """The study's training data, from its artifact or read again from Tiled."""
-    scaling = Scaling.from_dict(record["scaling"])
-    data = record["data"]
+    scaling = Scaling.from_dict(record.scaling)
+    data = record.data
     if data["kind"] == "artifact":
         from optuna.artifacts import download_artifact
 
@@ -161,15 +159,9 @@ def _load_split(study: optuna.Study, record: Mapping[str, Any], store: Any) -> S
                 "was started on (they changed since); start a new study"
             )
         return SplitData.split(
-            prepared, attrs["validation_fraction"], int(attrs["split_seed"]), record["holdout"]
+            prepared, attrs["validation_fraction"], int(attrs["split_seed"]), record.holdout
         )
     raise DigitwinInputError(f"unknown kind of training data in the study: {data['kind']!r}")
-
-
-def _space(record: Mapping[str, Any]) -> SearchSpace:
-    # JSON turned the tuples into lists.
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record["space"].items()}
-    return SearchSpace(**values)
 
 
 def run_worker(
@@ -211,26 +203,26 @@ def run_worker(
         How many trials this worker ran and how many the study holds finished.
     """
     study, record = load_study_record(storage, study_name, heartbeat_interval=heartbeat_interval)
-    if record.get("custom_sampler_or_pruner") and (sampler is None or pruner is None):
+    if record.custom_sampler_or_pruner and (sampler is None or pruner is None):
         warnings.warn(
             f"study {study_name!r} was started with a custom sampler or pruner; this worker "
             "uses TPE and ASHA unless given the same ones (run_worker(sampler=..., pruner=...))",
             UserWarning,
             stacklevel=2,
         )
-    train_config = TrainConfig(**record["train_config"])
+    train_config = record.train_config
     study = optuna.load_study(
         study_name=study_name,
         storage=study._storage,
         sampler=sampler or make_sampler(seed, 0),
         pruner=pruner or make_pruner(train_config),
     )
-    target = int(n_trials if n_trials is not None else record["n_trials"])
+    target = int(n_trials if n_trials is not None else record.n_trials)
     store = _artifact_store(record, artifacts)
     split = _load_split(study, record, store)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     # Networks are seeded by the search's seed and the trial number, whichever worker runs them.
-    objective = make_objective(split, _space(record), train_config, store, record["seed"])
+    objective = make_objective(split, record.space, train_config, store, record.seed)
     optimize_until(study, objective, target)
     mine = [
         t
