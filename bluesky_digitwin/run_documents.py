@@ -105,10 +105,12 @@ def spec_names(specs: Any) -> set[str]:
     """Names in a ``tiled_specs`` entry or a node's specs (strings, dicts or Spec objects)."""
     if specs is None:
         return set()
-    if isinstance(specs, (str, Mapping)) or hasattr(specs, "name"):
-        specs = [specs]
-    elif not isinstance(specs, Iterable):
-        specs = [specs]
+    if (
+        isinstance(specs, (str, Mapping))
+        or hasattr(specs, "name")
+        or not isinstance(specs, Iterable)
+    ):
+        specs = [specs]  # one spec
     names = set()
     for spec in specs:
         if isinstance(spec, str):

@@ -12,12 +12,9 @@ from dataclasses import dataclass
 
 from bluesky_digitwin.data import MIN_POINTS
 from bluesky_digitwin.errors import DigitwinInputError
-from bluesky_digitwin.protocols import TWIN_STATES, TwinState
+from bluesky_digitwin.protocols import TwinState
 
-__all__ = ["STATES", "RetrainPolicy", "TwinStatus"]
-
-#: States of :class:`TwinStatus` (:data:`~bluesky_digitwin.protocols.TwinState`).
-STATES = TWIN_STATES
+__all__ = ["RetrainPolicy", "TwinStatus"]
 
 
 @dataclass(frozen=True)

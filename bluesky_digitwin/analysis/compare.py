@@ -23,7 +23,7 @@ twin's face, :class:`~bluesky_digitwin.protocols.Twin`) is scored
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -145,12 +145,11 @@ class ModelScore:
     target_rmse: float | None = None
     n_outside: int | None = None
     entropy_change: Mapping[str, EntropyAt] | None = None
-    reference: bool = field(default=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """As ``digitwin compare --json`` prints it."""
         row: dict[str, Any] = {"model": self.name, "fit": self.fit}
-        if self.reference:
+        if self.n_outside is not None:  # scored against a reference
             row["target_rmse"] = self.target_rmse
             row["n_outside"] = self.n_outside
         if self.entropy_change is not None:
@@ -229,7 +228,6 @@ def score_model(
         target_rmse=target_rmse,
         n_outside=n_outside,
         entropy_change=entropy,
-        reference=reference is not None,
     )
 
 

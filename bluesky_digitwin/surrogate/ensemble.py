@@ -14,7 +14,7 @@ early stopping on the held-out points, then refitted briefly on all points.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -218,6 +218,21 @@ class Member:
     validation: np.ndarray
 
 
+def _network(params: Mapping[str, Any], n_features: int, seed: int) -> keras.Model:
+    """A new network of the shape ``params`` (a trial's hyperparameters) describe."""
+    from bluesky_digitwin.surrogate.network import build_mlp
+
+    return build_mlp(
+        n_features,
+        int(params["n_layers"]),
+        int(params["n_units"]),
+        l2=float(params.get("l2", 0.0)),
+        dropout=float(params.get("dropout", 0.0)),
+        activation=str(params.get("activation", "relu")),
+        seed=seed,
+    )
+
+
 @dataclass
 class MemberRecord:
     """A trained :class:`Member` as plain values (its weights as arrays), to pass between
@@ -246,22 +261,11 @@ class MemberRecord:
 
     def member(self, n_features: int) -> Member:
         """The network again, in this process."""
-        from bluesky_digitwin.surrogate.network import build_mlp
-
-        params = self.params
-        model = build_mlp(
-            n_features,
-            int(params["n_layers"]),
-            int(params["n_units"]),
-            l2=float(params.get("l2", 0.0)),
-            dropout=float(params.get("dropout", 0.0)),
-            activation=str(params.get("activation", "relu")),
-            seed=self.seed,
-        )
+        model = _network(self.params, n_features, self.seed)
         model.set_weights(self.weights)
         return Member(
             model=model,
-            params=dict(params),
+            params=dict(self.params),
             seed=self.seed,
             source_trial=self.source_trial,
             result=self.result,
@@ -341,26 +345,13 @@ def train_group_members(
     group's rank. ``indices`` trains only those of the group's networks (each with the seed
     it has in the whole group, so the same networks whichever process trains which).
     """
-    from bluesky_digitwin.surrogate.network import build_mlp
-
     params = group.params
     chosen = range(group.count) if indices is None else indices
     seeds = [(seed * 1_000_003 + group.rank * 10_007 + j) % (2**31 - 1) for j in chosen]
     count = len(seeds)
     if count == 0:
         return []
-    models = [
-        build_mlp(
-            split.x_train.shape[1],
-            int(params["n_layers"]),
-            int(params["n_units"]),
-            l2=float(params.get("l2", 0.0)),
-            dropout=float(params.get("dropout", 0.0)),
-            activation=str(params.get("activation", "relu")),
-            seed=s,
-        )
-        for s in seeds
-    ]
+    models = [_network(params, split.x_train.shape[1], s) for s in seeds]
     rate = float(params["learning_rate"])
     batch = int(params["batch_size"])
     results = train_group(
