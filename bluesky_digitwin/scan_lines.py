@@ -4,18 +4,25 @@ A scan measures lines: a sweep of a fast axis at one value of a slow axis. Point
 slow-axis values, sorted, lie within ``atol`` of their neighbour are one line. By default
 ``atol`` is a billionth of the values' range: equal up to float rounding. A jittering readback
 (a field that settles to within a few oersted) needs a larger ``atol``, given by the caller
-that knows the instrument (``slow_atol`` of the baselines) or by the search (a ten-thousandth of
-the range).
+that knows the instrument (``slow_atol`` of the baselines) or, where no one says, by
+:func:`slow_axis_lines` (:data:`READBACK_JITTER` of the range), which also finds which feature
+is the slow axis.
+
+Neighbours are chained rather than binned: a line whose readbacks straddle a bin edge stays one
+line.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ROUNDING", "line_indices", "line_labels"]
+__all__ = ["READBACK_JITTER", "ROUNDING", "line_indices", "line_labels", "slow_axis_lines"]
 
 #: The default tolerance, relative to the values' range: equal up to float rounding.
 ROUNDING = 1e-9
+#: The tolerance, relative to the range, when lines must be found with no instrument's word on
+#: its readback: a field swept over 5 T whose readback settles within 5 Oe is still one line.
+READBACK_JITTER = 1e-4
 
 
 def line_labels(values: np.ndarray, atol: float | None = None) -> tuple[np.ndarray, int]:
@@ -27,13 +34,13 @@ def line_labels(values: np.ndarray, atol: float | None = None) -> tuple[np.ndarr
         The slow-axis value of each point (1-D).
     atol
         Neighbouring sorted values at most this far apart are one line (default:
-        :data:`ROUNDING` times the range, or times 1 for a range below 1).
+        :data:`ROUNDING` times the range).
     """
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return np.zeros(0, dtype=np.int64), 0
     if atol is None:
-        atol = ROUNDING * max(float(np.ptp(values)), 1.0)
+        atol = ROUNDING * float(np.ptp(values))
     order = np.argsort(values, kind="stable")
     starts = np.diff(values[order]) > atol
     sorted_labels = np.concatenate([[0], np.cumsum(starts)])
@@ -47,3 +54,42 @@ def line_indices(values: np.ndarray, atol: float | None = None) -> list[np.ndarr
     labels, n_lines = line_labels(values, atol)
     order = np.argsort(labels, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if n_lines else []
+
+
+def slow_axis_lines(
+    x: np.ndarray, max_lines: int = 64, rtol: float = READBACK_JITTER
+) -> tuple[np.ndarray, int] | None:
+    """Find the scan lines of a table of features: which column is the slow axis, and its lines.
+
+    A column is a candidate slow axis when its values fall into between 3 and ``max_lines``
+    lines (values within ``rtol`` of the column's range chained together) of at least 3 points
+    each; the candidate with the fewest lines wins.
+
+    Parameters
+    ----------
+    x
+        Feature values, one row per point (2-D).
+    max_lines
+        More lines than this is a scatter of points, not a scan.
+    rtol
+        Neighbouring values closer than this fraction of the range are one line.
+
+    Returns
+    -------
+    tuple or None
+        ``(line of every point, number of lines)``, lines numbered along the slow axis; None
+        when no column qualifies.
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 2:
+        return None
+    best: tuple[np.ndarray, int] | None = None
+    for column in x.T:
+        span = float(np.ptp(column))
+        if span == 0:
+            continue
+        labels, n_lines = line_labels(column, rtol * span)
+        if 3 <= n_lines <= max_lines and np.bincount(labels).min() >= 3:
+            if best is None or n_lines < best[1]:
+                best = (labels, n_lines)
+    return best

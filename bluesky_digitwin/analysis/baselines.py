@@ -47,7 +47,7 @@ from bluesky_digitwin.data import (
     prepare_training_data,
 )
 from bluesky_digitwin.prediction import Points, prediction_dataset
-from bluesky_digitwin.scan_lines import line_labels
+from bluesky_digitwin.scan_lines import ROUNDING, line_labels
 
 __all__ = [
     "RBF_KERNELS",
@@ -78,10 +78,6 @@ _SCALE_FREE_KERNELS = frozenset({"thin_plate_spline", "cubic", "quintic", "linea
 LARGE_DATA = 5000
 #: Neighbourhood size used for large data.
 LARGE_DATA_NEIGHBORS = 50
-
-# Slow-axis values closer than this fraction of the axis' span are the same sweep by default:
-# equal up to float rounding only. Pass ``slow_atol`` when the readback jitters.
-_REL_ATOL = 1e-9
 
 _S = TypeVar("_S", bound="_SweepInterpolator")
 
@@ -159,10 +155,6 @@ def _prepare(
 
 
 # -- linear and cubic spline: along each sweep, then across sweeps -----------------------------
-
-
-def _default_atol(values: np.ndarray) -> float:
-    return _REL_ATOL * float(np.ptp(values))
 
 
 class _SweepInterpolator(_Baseline):
@@ -250,14 +242,15 @@ class _SweepInterpolator(_Baseline):
             return cls(prepared, params, 0, None, np.array([np.nan]), [curve])
 
         if slow_axis is None:
-            counts = [line_labels(x[:, i], _default_atol(x[:, i]))[1] for i in range(2)]
+            counts = [line_labels(x[:, i])[1] for i in range(2)]
             # Fewest distinct values; "<=" picks the later feature on a tie, as in ("T", "H").
             slow = 1 if counts[1] <= counts[0] else 0
         else:
             slow = names.index(slow_axis)
         fast = 1 - slow
         slow_name, fast_name = names[slow], names[fast]
-        atol = _default_atol(x[:, slow]) if slow_atol is None else float(slow_atol)
+        # By default equal up to float rounding only (scan_lines.ROUNDING of the range).
+        atol = ROUNDING * float(np.ptp(x[:, slow])) if slow_atol is None else float(slow_atol)
         labels, n_sweeps = line_labels(x[:, slow], atol)
         if n_sweeps < 2:
             raise DigitwinInputError(

@@ -42,6 +42,8 @@ from numpy.typing import ArrayLike
 from scipy.integrate import cumulative_trapezoid
 from scipy.interpolate import make_interp_spline
 
+from bluesky_digitwin.scan_lines import line_indices
+
 from .units import ENTROPY_UNITS, check_temperature_units, field_to_tesla, magnetization_to_si
 
 __all__ = [
@@ -150,7 +152,12 @@ def _curves_from_points(
             raise ValueError(f"point data must be 1-D; {name!r} has dims {data[name].dims}")
         columns.append(values)
     lab, x, m = columns
-    curves = [_Curve(float(v), x[lab == v], m[lab == v]) for v in np.unique(lab[np.isfinite(lab)])]
+    finite = np.flatnonzero(np.isfinite(lab))
+    # One curve per field, by the scan-line rule (equal up to float rounding).
+    curves = [
+        _Curve(float(np.median(lab[idx])), x[idx], m[idx])
+        for idx in (finite[line] for line in line_indices(lab[finite]))
+    ]
     units = {
         "label": _attr_units(data[label]),
         "axis": _attr_units(data[axis]),

@@ -46,6 +46,7 @@ from bluesky_digitwin.processes import (
     python_command,
 )
 from bluesky_digitwin.redaction import redact, redact_url
+from bluesky_digitwin.scan_lines import slow_axis_lines
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import (
     FINISHED,
@@ -76,7 +77,6 @@ __all__ = [
     "open_storage",
     "optimize_until",
     "run_search",
-    "scan_lines",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,29 +91,6 @@ HEARTBEAT_INTERVAL = 10
 #: split, the complete trials (best first), this process's part and the number of parts. What it
 #: returns crosses processes by pickle (plain values, arrays: no model objects).
 AfterSearch = Callable[["SplitData", list[optuna.trial.FrozenTrial], int, int], Any]
-
-
-def scan_lines(x: np.ndarray, max_lines: int = 64) -> tuple[np.ndarray, int] | None:
-    """Find the scan lines of a 2-feature table: the slow axis and each point's line.
-
-    Values of the slow axis that agree to 1e-4 of its range are one line (readbacks jitter).
-    Returns ``(line index of every point, number of lines)`` ordered along the slow axis, or
-    None when no feature has between 3 and ``max_lines`` lines of at least 3 points each.
-    """
-    if x.ndim != 2 or x.shape[1] < 2:
-        return None
-    best = None
-    for column in range(x.shape[1]):
-        values = x[:, column]
-        span = np.ptp(values)
-        if span == 0:
-            continue
-        keys = np.round((values - values.min()) / span * 1e4).astype(np.int64)
-        unique, line_of_point, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        if 3 <= len(unique) <= max_lines and counts.min() >= 3:
-            if best is None or len(unique) < best[1]:
-                best = (line_of_point, len(unique))
-    return best
 
 
 @dataclass(frozen=True)
@@ -138,7 +115,8 @@ class SplitData:
         one field), chosen among the interior lines of the slow axis: what the twin is for is
         interpolating *between* lines, and random points of measured lines do not test that.
         ``"points"`` holds out random points; ``"auto"`` uses lines when the data are scan
-        lines (:func:`scan_lines`) with at least one interior line, else points.
+        lines (:func:`~bluesky_digitwin.scan_lines.slow_axis_lines`) with at least one interior
+        line, else points.
         """
         if not 0 < validation_fraction < 1:
             raise DigitwinInputError(
@@ -149,7 +127,7 @@ class SplitData:
                 f"holdout must be 'auto', 'points' or 'lines', got {holdout!r}"
             )
         rng = np.random.default_rng(seed)
-        lines = scan_lines(data.x) if holdout != "points" else None
+        lines = slow_axis_lines(data.x) if holdout != "points" else None
         if lines is not None:
             line_of_point, n_lines = lines
             interior = np.arange(1, n_lines - 1)

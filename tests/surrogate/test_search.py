@@ -289,19 +289,6 @@ def test_an_unreachable_database_is_one_clear_line_without_the_password():
     assert "PGPASSWORD" in message and len(message.splitlines()) == 1
 
 
-def test_scan_lines_are_found_despite_readback_jitter():
-    from bluesky_digitwin.surrogate.search import scan_lines
-
-    table = smooth_table(slow=(0.0, 0.5, 1.0, 1.5, 2.0))
-    x = table[["x", "h"]].to_numpy().copy()
-    x[:, 1] += np.random.default_rng(0).normal(0, 1e-6, len(x))  # jittering field readback
-    line_of_point, n_lines = scan_lines(x)
-    assert n_lines == 5
-    assert len(set(line_of_point[table["h"].to_numpy() == 1.0])) == 1
-    # Scattered points are not scan lines.
-    assert scan_lines(np.random.default_rng(1).uniform(size=(200, 2))) is None
-
-
 def test_line_holdout_keeps_whole_interior_lines_out(data):
     from bluesky_digitwin.surrogate.search import SplitData
 
