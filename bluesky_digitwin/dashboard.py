@@ -171,8 +171,8 @@ def recorded_artifact_dir(storage: Any, study: str) -> Path | None:
         return None
     record = StudyRecord.from_json(attrs.get(STUDY_RECORD))
     where = record.artifacts if record is not None else None
-    if isinstance(where, dict) and where.get("kind") == "filesystem" and where.get("path"):
-        directory = Path(where["path"])
+    if where is not None and where.kind == "filesystem" and where.path:
+        directory = Path(where.path)
         return directory if directory.is_dir() else None
     return None
 

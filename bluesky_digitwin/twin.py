@@ -37,6 +37,7 @@ from bluesky_digitwin.data import (
     TrainingData,
     prepare_training_data,
 )
+from bluesky_digitwin.data_sources import TiledRunsSource, data_source_from_json
 from bluesky_digitwin.errors import DigitwinWarning
 from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
 from bluesky_digitwin.names import check_name
@@ -151,7 +152,7 @@ class DigitalTwin:
         units: Mapping[str, str] | None = None,
         progress: Callable[[Progress], None] | None = None,
         provenance: Mapping[str, Any] | None = None,
-        data_source: Mapping[str, Any] | None = None,
+        data_source: TiledRunsSource | None = None,
         heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
         artifact_store: Any = None,
         monotonic: Mapping[str, str] | None = None,
@@ -210,11 +211,11 @@ class DigitalTwin:
         provenance
             Extra JSON-serialisable facts to record, e.g. the run uids the data came from.
         data_source, heartbeat_interval, artifact_store
-            For workers on other machines: where they read the data again (see
-            :func:`~bluesky_digitwin.surrogate.search.run_search`; by default the data are
-            stored in the study), their heartbeat on a database storage, and where trial
-            models go (an Optuna artifact store; by default a directory beside a journal, or
-            the user cache for a database).
+            For workers on other machines: where they read the data again (the runs in
+            Tiled, a :class:`~bluesky_digitwin.data_sources.TiledRunsSource` as
+            :meth:`fit_runs` gives it; by default the data are stored in the study), their
+            heartbeat on a database storage, and where trial models go (an Optuna artifact
+            store; by default a directory beside a journal, or the user cache for a database).
         monotonic
             Shape knowledge, by feature: ``"increasing"`` or ``"decreasing"``, e.g.
             ``{"H": "increasing"}`` for a magnetisation that grows with field. Every network
@@ -228,6 +229,15 @@ class DigitalTwin:
                 f"ensemble must be an EnsembleRecipe, got {type(ensemble).__name__}; e.g. "
                 "EnsembleRecipe(size=12) or EnsembleRecipe.paper()"
             )
+        if data_source is not None and not isinstance(data_source, TiledRunsSource):
+            # A mapping of the layout a study keeps is read as such; anything else is refused.
+            data_source = data_source_from_json(data_source)
+            if not isinstance(data_source, TiledRunsSource):
+                raise DigitwinInputError(
+                    "data_source must be runs to read again from Tiled (TiledRunsSource, "
+                    "from bluesky_digitwin.tiled.runs_data_source); without one the data are "
+                    "stored in the study"
+                )
         recipe = ensemble or EnsembleRecipe()
         if ensemble_size is not None:
             recipe = replace(recipe, size=ensemble_size)

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bluesky_digitwin.data_sources import TiledRunsSource
 from bluesky_digitwin.errors import DigitwinInputError
-from bluesky_digitwin.surrogate.search import redact_url
+from bluesky_digitwin.redaction import redact_url
 
 from .output import ProgressLine, say, show_status
 
@@ -235,7 +236,7 @@ def _artifact_store(directory: str | None) -> Any:
 
 def _read_tiled_runs(
     args: argparse.Namespace,
-) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
+) -> tuple[Any, str, dict[str, Any], TiledRunsSource]:
     """The points of the Tiled runs, where they came from, the provenance to record, and how
     search workers elsewhere read them again."""
     from bluesky_digitwin.tiled import TwinCatalog, read_runs, runs_data_source, runs_provenance

@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 
 from bluesky_digitwin.atomic_files import atomic_path
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
+from bluesky_digitwin.data_sources import ArtifactSource, DataSource, TiledRunsSource
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.processes import (
     THREADS_ENV,
@@ -59,7 +60,7 @@ from bluesky_digitwin.surrogate.recovery import (
     worker_identity,
 )
 from bluesky_digitwin.surrogate.search_space import SearchSpace, default_batch_sizes
-from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, StudyRecord
+from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, ArtifactLocation, StudyRecord
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = [
@@ -549,7 +550,7 @@ def run_search(
     holdout: str = "points",
     progress: Callable[[Progress], None] | None = None,
     work_dir: str | os.PathLike | None = None,
-    data_source: Mapping[str, Any] | None = None,
+    data_source: TiledRunsSource | None = None,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     beside: Callable[[SplitData], Any] | None = None,
     after: AfterSearch | None = None,
@@ -596,10 +597,10 @@ def run_search(
     work_dir
         Where worker inputs are written; a temporary directory by default.
     data_source
-        Where ``data`` can be read again, for workers on other machines: ``{"kind": "tiled",
-        "uri": ..., "runs": [...], ...}`` as
-        :meth:`bluesky_digitwin.twin.DigitalTwin.fit_runs` gives. Without it the data are
-        stored in the study as an artifact.
+        Where ``data`` can be read again, for workers on other machines: the runs in Tiled,
+        as :meth:`bluesky_digitwin.twin.DigitalTwin.fit_runs` gives them
+        (:func:`bluesky_digitwin.tiled.runs_data_source`). Without it the data are stored in
+        the study as an artifact.
     heartbeat_interval
         Seconds between heartbeats of running trials on a database storage (see
         :func:`open_storage`).
@@ -858,7 +859,7 @@ def _record_study(
     seed: int | None,
     holdout: str,
     store: Any,
-    data_source: Mapping[str, Any] | None,
+    data_source: TiledRunsSource | None,
     custom: bool,
 ) -> None:
     """Write into the study what a worker joining from anywhere needs (:data:`STUDY_RECORD`).
@@ -868,10 +869,11 @@ def _record_study(
     """
     record = StudyRecord.from_json(study.user_attrs.get(STUDY_RECORD))
     if record is None:
-        if data_source is not None:
-            data = dict(data_source)
-        else:
-            data = {"kind": "artifact", "artifact_id": _upload_split(study, split, store)}
+        data: DataSource = (
+            data_source
+            if data_source is not None
+            else ArtifactSource(_upload_split(study, split, store))
+        )
         record = StudyRecord(
             space=space,
             train_config=train_config,
@@ -899,11 +901,11 @@ def _upload_split(study: optuna.Study, split: SplitData, store: Any) -> str:
         )
 
 
-def describe_artifact_store(store: Any) -> dict[str, Any]:
-    """JSON that tells a worker where trial models go: a directory path, or the store's kind."""
+def describe_artifact_store(store: Any) -> ArtifactLocation:
+    """What tells a worker where trial models go: a directory path, or the store's kind."""
     if isinstance(store, FileSystemArtifactStore):
-        return {"kind": "filesystem", "path": os.path.abspath(store._base_path)}
-    return {"kind": type(store).__name__}
+        return ArtifactLocation("filesystem", os.path.abspath(store._base_path))
+    return ArtifactLocation(type(store).__name__)
 
 
 def _watch(

@@ -16,15 +16,43 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bluesky_digitwin.data_sources import DataSource, data_source_from_json
+
 from .search_space import SearchSpace
 from .training import TrainConfig
 
-__all__ = ["RECORD_FORMAT", "STUDY_RECORD", "StudyRecord"]
+__all__ = ["RECORD_FORMAT", "STUDY_RECORD", "ArtifactLocation", "StudyRecord"]
 
 #: The study attribute that tells a worker joining from anywhere what to search and on what data.
 STUDY_RECORD = "digitwin"
 #: The layout of the record this code writes and reads.
 RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ArtifactLocation:
+    """Where a study's trial models go, as far as a worker elsewhere can be told.
+
+    Attributes
+    ----------
+    kind
+        ``"filesystem"`` for Optuna's ``FileSystemArtifactStore``, else the store's class name
+        (a worker must then be given the same store).
+    path
+        The directory of a filesystem store.
+    """
+
+    kind: str
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As the study keeps it."""
+        return {"kind": self.kind, "path": self.path} if self.path else {"kind": self.kind}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> ArtifactLocation:
+        """The location a study keeps."""
+        return cls(kind=str(value.get("kind")), path=value.get("path"))
 
 
 @dataclass(frozen=True)
@@ -42,10 +70,11 @@ class StudyRecord:
     scaling
         The standardisation of the data (``Scaling.to_dict()``).
     data
-        Where the training data are: ``{"kind": "artifact", "artifact_id": ...}`` or the runs
-        to read again (``{"kind": "tiled", "uri", "runs", "features", "target", ...}``).
+        Where the training data are: a copy stored in the study
+        (:class:`~bluesky_digitwin.data_sources.ArtifactSource`) or the runs to read again
+        (:class:`~bluesky_digitwin.data_sources.TiledRunsSource`).
     artifacts
-        Where trial models go (``{"kind": "filesystem", "path": ...}`` or another store).
+        Where trial models go.
     custom_sampler_or_pruner
         The search used its own sampler or pruner, which a record cannot carry.
     n_trials
@@ -57,8 +86,8 @@ class StudyRecord:
     holdout: str
     seed: int | None
     scaling: Mapping[str, Any]
-    data: Mapping[str, Any]
-    artifacts: Mapping[str, Any]
+    data: DataSource
+    artifacts: ArtifactLocation
     custom_sampler_or_pruner: bool = False
     n_trials: int = 0
     format: int = field(default=RECORD_FORMAT)
@@ -72,8 +101,8 @@ class StudyRecord:
             "holdout": self.holdout,
             "seed": self.seed,
             "scaling": dict(self.scaling),
-            "data": dict(self.data),
-            "artifacts": dict(self.artifacts),
+            "data": self.data.to_json(),
+            "artifacts": self.artifacts.to_json(),
             "custom_sampler_or_pruner": self.custom_sampler_or_pruner,
             "n_trials": self.n_trials,
         }
@@ -91,8 +120,8 @@ class StudyRecord:
             holdout=record["holdout"],
             seed=record["seed"],
             scaling=record["scaling"],
-            data=record["data"],
-            artifacts=record["artifacts"],
+            data=data_source_from_json(record["data"]),
+            artifacts=ArtifactLocation.from_json(record["artifacts"]),
             custom_sampler_or_pruner=bool(record.get("custom_sampler_or_pruner", False)),
             n_trials=int(record.get("n_trials", 0)),
         )

@@ -22,6 +22,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
+from bluesky_digitwin.data_sources import ArtifactSource
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.redaction import redact_url
 from bluesky_digitwin.surrogate.network import Scaling
@@ -109,12 +110,12 @@ def _artifact_store(record: StudyRecord, artifacts: str | os.PathLike | Any | No
     if artifacts is not None and not isinstance(artifacts, (str, os.PathLike)):
         return artifacts  # a ready Optuna artifact store
     described = record.artifacts
-    if artifacts is None and described.get("kind") != "filesystem":
+    if artifacts is None and (described.kind != "filesystem" or not described.path):
         raise DigitwinInputError(
-            f"this study keeps its trial models in a {described.get('kind')} artifact store; "
+            f"this study keeps its trial models in a {described.kind} artifact store; "
             "give the worker the same store (run_worker(..., artifacts=store))"
         )
-    path = os.fspath(artifacts) if artifacts is not None else described["path"]
+    path = os.fspath(artifacts) if artifacts is not None else described.path
     if not os.path.isdir(path):
         raise DigitwinInputError(
             f"the study's trial-model directory {path} is not on this machine; mount the shared "
@@ -127,41 +128,39 @@ def _load_split(study: optuna.Study, record: StudyRecord, store: Any) -> SplitDa
     """The study's training data, from its artifact or read again from Tiled."""
     scaling = Scaling.from_dict(record.scaling)
     data = record.data
-    if data["kind"] == "artifact":
+    if isinstance(data, ArtifactSource):
         from optuna.artifacts import download_artifact
 
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "training-data.npz")
-            download_artifact(artifact_store=store, file_path=path, artifact_id=data["artifact_id"])
+            download_artifact(artifact_store=store, file_path=path, artifact_id=data.artifact_id)
             with np.load(path, allow_pickle=False) as arrays:
                 return SplitData(**{k: arrays[k] for k in arrays.files}, scaling=scaling)
-    if data["kind"] == "tiled":
-        from bluesky_digitwin.tiled import open_node, read_runs
+    from bluesky_digitwin.tiled import open_node, read_runs
 
-        # The API key comes from TILED_API_KEY or the user's profile, as for every client.
-        node = open_node(data["uri"], None, None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the coordinator has warned about these data
-            table = read_runs(
-                node,
-                data["runs"],
-                features=data["features"],
-                target=data["target"],
-                keys=data.get("keys"),
-                stream=data.get("stream", "primary"),
-                include_simulated=data.get("include_simulated", False),
-            )
-            prepared = prepare_training_data(table, data["features"], data["target"])
-        attrs = study.user_attrs
-        if prepared.sha256() != attrs["data_sha256"]:
-            raise DigitwinInputError(
-                f"the runs at {data['uri']} no longer give the data study {study.study_name!r} "
-                "was started on (they changed since); start a new study"
-            )
-        return SplitData.split(
-            prepared, attrs["validation_fraction"], int(attrs["split_seed"]), record.holdout
+    # The API key comes from TILED_API_KEY or the user's profile, as for every client.
+    node = open_node(data.uri, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the coordinator has warned about these data
+        table = read_runs(
+            node,
+            list(data.runs),
+            features=list(data.features),
+            target=data.target,
+            keys=data.keys,
+            stream=data.stream,
+            include_simulated=data.include_simulated,
         )
-    raise DigitwinInputError(f"unknown kind of training data in the study: {data['kind']!r}")
+        prepared = prepare_training_data(table, list(data.features), data.target)
+    attrs = study.user_attrs
+    if prepared.sha256() != attrs["data_sha256"]:
+        raise DigitwinInputError(
+            f"the runs at {data.uri} no longer give the data study {study.study_name!r} "
+            "was started on (they changed since); start a new study"
+        )
+    return SplitData.split(
+        prepared, attrs["validation_fraction"], int(attrs["split_seed"]), record.holdout
+    )
 
 
 def run_worker(

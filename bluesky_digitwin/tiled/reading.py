@@ -16,6 +16,7 @@ from tiled.client.utils import ClientError
 from tiled.queries import Contains, Eq, In, SpecsQuery
 
 from bluesky_digitwin.buffer import BASELINE_STREAM, ScanBuffer
+from bluesky_digitwin.data_sources import TiledRunsSource
 from bluesky_digitwin.errors import DataWarning, DigitwinInputError
 from bluesky_digitwin.run_documents import (
     MEASURED,
@@ -425,19 +426,18 @@ def runs_data_source(
     keys: Mapping[str, str] | None = None,
     stream: str = "primary",
     include_simulated: bool = False,
-) -> dict[str, Any]:
+) -> TiledRunsSource:
     """How to read the Dataset of :func:`read_runs` again: a search's ``data_source``.
 
     Search workers on other machines read the same runs from Tiled
     (:mod:`bluesky_digitwin.surrogate.workers`), so the study needs no copy of the data.
     """
-    return {
-        "kind": "tiled",
-        "uri": data.attrs["tiled_uri"],
-        "runs": list(data.attrs["run_uids"]),
-        "features": [features] if isinstance(features, str) else list(features),
-        "target": target,
-        "keys": dict(keys) if keys else None,
-        "stream": stream,
-        "include_simulated": include_simulated,
-    }
+    return TiledRunsSource(
+        uri=data.attrs["tiled_uri"],
+        runs=tuple(data.attrs["run_uids"]),
+        features=features,
+        target=target,
+        keys=keys or None,
+        stream=stream,
+        include_simulated=include_simulated,
+    )
