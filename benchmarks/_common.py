@@ -72,20 +72,38 @@ def timed_event_path(
 
 
 def fit_options_from_json(options: dict[str, Any]) -> dict[str, Any]:
-    """``DigitalTwin.fit`` options read from JSON: ``train_config`` and ``space`` may be given
-    as objects of :class:`TrainConfig` / :class:`SearchSpace` fields, ``ensemble`` as
-    :class:`EnsembleRecipe` fields (``{"retrain": false, "size": 5}`` is the paper's); the rest
-    are passed as they are."""
-    from bluesky_digitwin import SearchSpace, TrainConfig
-    from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+    """``DigitalTwin.fit`` options read from JSON.
+
+    ``train_config``, ``space``, ``ensemble`` and ``strategy`` may be given as objects of the
+    fields of :class:`TrainConfig`, :class:`SearchSpace`, :class:`EnsembleRecipe` (``{"retrain":
+    false, "size": 5}`` is the paper's) and :class:`SearchStrategy`. The flat names ``fit``
+    took before its settings were grouped (``ensemble_size``, ``refit_epochs``, ``holdout``,
+    ...; ``bluesky_digitwin.twin.MOVED_KEYWORDS``) are put into their objects, so the commands
+    recorded in RESULTS.md keep meaning what they meant. The rest are passed as they are.
+    """
+    from bluesky_digitwin import EnsembleRecipe, SearchSpace, SearchStrategy, TrainConfig
 
     options = dict(options)
-    if isinstance(options.get("train_config"), dict):
-        options["train_config"] = TrainConfig(**options["train_config"])
-    if isinstance(options.get("ensemble"), dict):
-        options["ensemble"] = EnsembleRecipe(**options["ensemble"])
-    if isinstance(options.get("space"), dict):
-        options["space"] = SearchSpace(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in options["space"].items()}
-        )
+    flat = {
+        "ensemble": {
+            "ensemble_size": "size",
+            "ensemble_tolerance": "tolerance",
+            "refit_epochs": "refit_epochs",
+        },
+        "strategy": {"validation_fraction": "validation_fraction", "holdout": "holdout"},
+    }
+    for group, names in flat.items():
+        moved = {field: options.pop(name) for name, field in names.items() if name in options}
+        if moved:
+            options[group] = {**dict(options.get(group) or {}), **moved}
+    kinds = {
+        "train_config": TrainConfig,
+        "ensemble": EnsembleRecipe,
+        "strategy": SearchStrategy,
+        "space": SearchSpace,
+    }
+    for name, kind in kinds.items():
+        if isinstance(options.get(name), dict):
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options[name].items()}
+            options[name] = kind(**fields)
     return options

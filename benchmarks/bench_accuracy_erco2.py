@@ -20,7 +20,7 @@ import optuna
 import xarray as xr
 from _common import ERCO2_MASS_G, erco2_coarse, erco2_fine, machine
 
-from bluesky_digitwin import DigitalTwin, TrainConfig
+from bluesky_digitwin import DigitalTwin, SearchStrategy, TrainConfig
 from bluesky_digitwin.analysis import (
     LinearInterpolator,
     RBFBaseline,
@@ -58,8 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     options = {}
     if args.min_resource or args.reduction_factor:
-        options["pruner"] = optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=args.min_resource or 20, reduction_factor=args.reduction_factor or 3
+        options["strategy"] = SearchStrategy(
+            pruner=optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=args.min_resource or 20, reduction_factor=args.reduction_factor or 3
+            )
         )
     if args.patience:
         options["train_config"] = TrainConfig(patience=args.patience)

@@ -107,10 +107,8 @@ def fit_twin(
 ) -> DigitalTwin:
     """The twin of one case and seed: ``DigitalTwin.fit`` with ``options`` on top of defaults.
 
-    ``options`` come from ``--fit-options`` (JSON). ``train_config`` and ``space`` may be given
-    as objects of :class:`TrainConfig` / :class:`SearchSpace` fields, ``ensemble`` as
-    :class:`EnsembleRecipe` fields (``{"retrain": false, "size": 5}`` is the paper's); the
-    rest go to ``DigitalTwin.fit`` as they are.
+    ``options`` come from ``--fit-options`` (JSON), read by ``fit_options_from_json``: the
+    settings objects may be given as JSON objects of their fields.
     """
     options = fit_options_from_json(options)
     return DigitalTwin.fit(

@@ -47,16 +47,14 @@ FIELDS = np.linspace(1000.0, 49000.0, 12)
 
 
 def tiny_search() -> dict[str, Any]:
-    from bluesky_digitwin import SearchSpace, TrainConfig
+    from bluesky_digitwin import EnsembleRecipe, SearchSpace, SearchStrategy, TrainConfig
 
     return {
         "n_trials": 2,
         "n_workers": 1,
-        "ensemble_size": 2,
-        "ensemble_tolerance": 1e6,
-        "pruner": optuna.pruners.NopPruner(),
+        "ensemble": EnsembleRecipe(size=2, tolerance=1e6, refit_epochs=5),
+        "strategy": SearchStrategy(pruner=optuna.pruners.NopPruner()),
         "seed": 0,
-        "refit_epochs": 5,
         "train_config": TrainConfig(max_epochs=20),
         "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
     }

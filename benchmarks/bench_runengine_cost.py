@@ -49,7 +49,7 @@ from _common import machine, timed_event_path
 from bluesky import RunEngine
 from bluesky.plans import scan
 
-from bluesky_digitwin import SearchSpace, TrainConfig
+from bluesky_digitwin import EnsembleRecipe, SearchSpace, TrainConfig
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
 from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
 from bluesky_digitwin.sim.devices import Magnetometer
@@ -62,8 +62,7 @@ KEYS = {
 SMALL_SEARCH = {
     "n_trials": 2,
     "n_workers": 1,
-    "ensemble_size": 1,
-    "refit_epochs": 5,
+    "ensemble": EnsembleRecipe(size=1, refit_epochs=5),
     "train_config": TrainConfig(max_epochs=20),
     "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
 }

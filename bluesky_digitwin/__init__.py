@@ -20,7 +20,8 @@ from bluesky_digitwin.data import (
 from bluesky_digitwin.errors import DigitwinError, DigitwinWarning
 from bluesky_digitwin.holdout import HoldoutComparison, TwinNotBetterWarning
 from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
-from bluesky_digitwin.surrogate.search import SearchSpace
+from bluesky_digitwin.surrogate.search_settings import RemoteWorkers, SearchStrategy
+from bluesky_digitwin.surrogate.search_space import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, OutsideRangeWarning, TwinFileError
 
@@ -34,7 +35,9 @@ __all__ = [
     "EnsembleWarning",
     "HoldoutComparison",
     "OutsideRangeWarning",
+    "RemoteWorkers",
     "SearchSpace",
+    "SearchStrategy",
     "TrainConfig",
     "TwinFileError",
     "TwinNotBetterWarning",

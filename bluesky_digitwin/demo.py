@@ -30,7 +30,8 @@ from bluesky_digitwin.analysis.magnetocaloric import entropy_change
 from bluesky_digitwin.data import make_grid
 from bluesky_digitwin.run_documents import SlowAxis
 from bluesky_digitwin.sim import FirstOrderMagnet
-from bluesky_digitwin.surrogate.search import SearchSpace
+from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+from bluesky_digitwin.surrogate.search_space import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = ["COARSE_FIELDS_OE", "DEMO_STORAGE", "run_demo"]
@@ -291,7 +292,7 @@ def _fit_options(
         "n_trials": n_trials or 4,
         "n_workers": n_workers or 1,
         "seed": seed,
-        "ensemble_size": 3,
+        "ensemble": EnsembleRecipe(size=3),
         "train_config": TrainConfig(max_epochs=40),
         "space": SearchSpace(n_layers=(2, 4), n_units=(32, 96)),
     }

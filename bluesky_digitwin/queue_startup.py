@@ -57,7 +57,8 @@ from bluesky_digitwin.queue import (
     twin_suggestion,
 )
 from bluesky_digitwin.sim import FirstOrderMagnet, Magnetometer
-from bluesky_digitwin.surrogate.search import SearchSpace
+from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+from bluesky_digitwin.surrogate.search_space import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 from bluesky_digitwin.tiled import TwinCatalog
 
@@ -99,7 +100,7 @@ if os.environ.get("DIGITWIN_QUEUE_FAST") == "1":
     _fit_options.update(
         n_trials=2,
         n_workers=1,
-        ensemble_size=2,
+        ensemble=EnsembleRecipe(size=2),
         train_config=TrainConfig(max_epochs=30),
         space=SearchSpace(n_layers=(2, 2), n_units=(32, 32)),
     )

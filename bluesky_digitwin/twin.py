@@ -37,7 +37,6 @@ from bluesky_digitwin.data import (
     TrainingData,
     prepare_training_data,
 )
-from bluesky_digitwin.data_sources import TiledRunsSource, data_source_from_json
 from bluesky_digitwin.errors import DigitwinWarning
 from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
 from bluesky_digitwin.names import check_name
@@ -53,7 +52,6 @@ from bluesky_digitwin.surrogate.ensemble import (
 )
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import (
-    HEARTBEAT_INTERVAL,
     Progress,
     SearchResult,
     SearchSpace,
@@ -61,17 +59,22 @@ from bluesky_digitwin.surrogate.search import (
     run_search,
     trial_params,
 )
+from bluesky_digitwin.surrogate.search_settings import RemoteWorkers, SearchStrategy
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = [
+    "MOVED_KEYWORDS",
+    "SETTINGS",
     "DigitalTwin",
     "EnsembleWarning",
     "OutsideRangeWarning",
     "TwinFileError",
     "build_new_members",
     "build_trial_members",
+    "check_moved",
     "check_replaceable",
     "check_save_destination",
+    "check_settings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,65 @@ def _versions() -> dict[str, str]:
 
 class EnsembleWarning(DigitwinWarning):
     """The twin has fewer networks than asked for, so its uncertainty is poorer or unknown."""
+
+
+#: The settings objects :meth:`DigitalTwin.fit` takes, by keyword: what is searched, how a
+#: network trains, how the search chooses, how the ensemble is built, what workers elsewhere
+#: need.
+SETTINGS: dict[str, type] = {
+    "space": SearchSpace,
+    "train_config": TrainConfig,
+    "strategy": SearchStrategy,
+    "ensemble": EnsembleRecipe,
+    "remote": RemoteWorkers,
+}
+
+
+#: Keywords ``fit`` took before its settings were grouped, and where each went.
+MOVED_KEYWORDS = {
+    "ensemble_size": "ensemble=EnsembleRecipe(size=...)",
+    "ensemble_tolerance": "ensemble=EnsembleRecipe(tolerance=...)",
+    "refit_epochs": "ensemble=EnsembleRecipe(refit_epochs=...)",
+    "sampler": "strategy=SearchStrategy(sampler=...)",
+    "pruner": "strategy=SearchStrategy(pruner=...)",
+    "warm_start": "strategy=SearchStrategy(warm_start=...)",
+    "validation_fraction": "strategy=SearchStrategy(validation_fraction=...)",
+    "holdout": "strategy=SearchStrategy(holdout=...)",
+    "data_source": "remote=RemoteWorkers(data_source=...)",
+    "heartbeat_interval": "remote=RemoteWorkers(heartbeat_interval=...)",
+    "artifact_store": "remote=RemoteWorkers(artifact_store=...)",
+}
+
+
+def check_moved(keywords: Mapping[str, Any]) -> None:
+    """Raise :class:`DigitwinInputError` for keywords ``fit`` does not take, saying where the
+    moved ones went (:data:`MOVED_KEYWORDS`)."""
+    if not keywords:
+        return
+    moved = [f"{k} -> {MOVED_KEYWORDS[k]}" for k in sorted(keywords) if k in MOVED_KEYWORDS]
+    unknown = sorted(k for k in keywords if k not in MOVED_KEYWORDS)
+    parts = []
+    if moved:
+        parts.append("these keywords moved into settings objects: " + "; ".join(moved))
+    if unknown:
+        parts.append(f"DigitalTwin.fit takes no keyword {', '.join(map(repr, unknown))}")
+    raise DigitwinInputError(" and ".join(parts) + " (from bluesky_digitwin import ...)")
+
+
+def check_settings(**settings: Any) -> None:
+    """Raise :class:`DigitwinInputError` unless each given setting is its settings object.
+
+    A plain dict or a keyword of an older version (``ensemble_size=5``) gets a message with
+    the object to use instead.
+    """
+    for name, value in settings.items():
+        kind = SETTINGS[name]
+        if value is not None and not isinstance(value, kind):
+            article = "an" if kind.__name__[0] in "AEIOU" else "a"
+            raise DigitwinInputError(
+                f"{name} must be {article} {kind.__name__}, got {type(value).__name__}; e.g. "
+                f"{name}={kind.__name__}(...) (from bluesky_digitwin import {kind.__name__})"
+            )
 
 
 class TwinFileError(DigitwinInputError):
@@ -135,27 +197,19 @@ class DigitalTwin:
         *,
         n_trials: int = 30,
         n_workers: int | None = None,
-        ensemble_size: int | None = None,
-        ensemble_tolerance: float | None = None,
-        ensemble: EnsembleRecipe | None = None,
         seed: int | None = None,
         storage: Any = None,
         study_name: str | None = None,
         space: SearchSpace | None = None,
         train_config: TrainConfig | None = None,
-        sampler: Any = None,
-        pruner: Any = None,
-        warm_start: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-        validation_fraction: float = 0.2,
-        holdout: str = "points",
-        refit_epochs: int = 30,
+        strategy: SearchStrategy | None = None,
+        ensemble: EnsembleRecipe | None = None,
+        remote: RemoteWorkers | None = None,
         units: Mapping[str, str] | None = None,
+        monotonic: Mapping[str, str] | None = None,
         progress: Callable[[Progress], None] | None = None,
         provenance: Mapping[str, Any] | None = None,
-        data_source: TiledRunsSource | None = None,
-        heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
-        artifact_store: Any = None,
-        monotonic: Mapping[str, str] | None = None,
+        **moved: Any,
     ) -> DigitalTwin:
         """Learn ``target`` as a function of ``features`` and return the twin.
 
@@ -171,76 +225,61 @@ class DigitalTwin:
         n_workers
             Parallel search workers on this machine (default: one per core). ``0`` trains
             nothing here and waits for workers elsewhere (``digitwin worker``) on ``storage``.
-        ensemble_size
-            Networks in the twin (default: ``ensemble.size``, 12); their spread is its
-            uncertainty.
-        ensemble_tolerance
-            If given, a trial's hyperparameters (or, with ``EnsembleRecipe.paper()``, its
-            network) are used only if its validation MSE is at most this many times the best
-            one's. Off by default: on ErCo2, dropping the networks that fit M less well made
-            |ΔS_M| worse, not better (benchmarks/RESULTS.md).
-        ensemble
-            How the twin's networks are made from the search
-            (:class:`~bluesky_digitwin.surrogate.ensemble.EnsembleRecipe`): by default new
-            networks of the best trial's hyperparameters and of a wide reference network,
-            trained together; ``EnsembleRecipe.paper()`` keeps the best trials' own networks
-            as the paper did.
         seed
             Makes the search repeatable on one machine (exactly so with one worker).
         storage, study_name
             Optuna storage (journal file path or database URL) and study to create or
             continue; by default a temporary journal.
-        space, train_config, sampler, pruner
-            Replace the search space, the training recipe, TPE or ASHA.
-        warm_start
-            Hyperparameters to try first, e.g. ``previous_twin.hyperparameters``.
-        validation_fraction
-            Share of points held out to choose the networks on.
-        holdout
-            What is held out: random ``"points"`` (default), whole scan ``"lines"`` (e.g. the
-            sweep at one field, chosen among interior fields, so models are chosen on
-            interpolating between lines), or ``"auto"``: lines when the data are scan lines.
-            On ErCo2, lines chose no better twins for |ΔS_M| than points (benchmarks/).
-        refit_epochs
-            After the search, each chosen network trains this many more epochs on *all* the
-            points (held-out ones included) at its final learning rate. 0 skips it.
+        space
+            Where the search looks
+            (:class:`~bluesky_digitwin.surrogate.search_space.SearchSpace`; ``SearchSpace.paper()``
+            is the paper's).
+        train_config
+            How each network trains
+            (:class:`~bluesky_digitwin.surrogate.training.TrainConfig`).
+        strategy
+            How the search proposes, stops and judges trials: sampler and pruner (TPE and
+            ASHA), hyperparameters to try first (e.g. ``previous_twin.hyperparameters``), the
+            held-out share, and whether random points or whole scan lines are held out
+            (:class:`~bluesky_digitwin.surrogate.search_settings.SearchStrategy`).
+        ensemble
+            How the twin's networks are made from the search
+            (:class:`~bluesky_digitwin.surrogate.ensemble.EnsembleRecipe`): by default 12 new
+            networks of the best trial's hyperparameters and of a wide reference network,
+            trained together, each refitted on all the points; ``EnsembleRecipe(size=...)``
+            changes their number (their spread is the twin's uncertainty);
+            ``EnsembleRecipe.paper()`` keeps the best trials' own networks as the paper did.
+        remote
+            What workers on other machines need: where they read the data again (the runs in
+            Tiled, as :meth:`fit_runs` gives them; by default the data are stored in the
+            study), their heartbeat on a database storage, and where trial models go
+            (:class:`~bluesky_digitwin.surrogate.search_settings.RemoteWorkers`).
         units
             Units by name, for columns whose data carries no ``units`` attribute.
-        progress
-            Called with a :class:`~bluesky_digitwin.surrogate.search.Progress` while searching.
-        provenance
-            Extra JSON-serialisable facts to record, e.g. the run uids the data came from.
-        data_source, heartbeat_interval, artifact_store
-            For workers on other machines: where they read the data again (the runs in
-            Tiled, a :class:`~bluesky_digitwin.data_sources.TiledRunsSource` as
-            :meth:`fit_runs` gives it; by default the data are stored in the study), their
-            heartbeat on a database storage, and where trial models go (an Optuna artifact
-            store; by default a directory beside a journal, or the user cache for a database).
         monotonic
             Shape knowledge, by feature: ``"increasing"`` or ``"decreasing"``, e.g.
             ``{"H": "increasing"}`` for a magnetisation that grows with field. Every network
             (search trials and the twin's members) is then penalised where its slope has the
             other sign, also between the measured lines (``TrainConfig.monotonic``).
+        progress
+            Called with a :class:`~bluesky_digitwin.surrogate.search.Progress` while searching.
+        provenance
+            Extra JSON-serialisable facts to record, e.g. the run uids the data came from.
+        **moved
+            Keywords of earlier versions that are now fields of a settings object
+            (:data:`MOVED_KEYWORDS`, e.g. ``ensemble_size`` is ``EnsembleRecipe.size``): each
+            is an error that says where it went.
         """
-        if ensemble_size is not None and ensemble_size < 1:
-            raise DigitwinInputError(f"ensemble_size must be at least 1, got {ensemble_size}")
-        if ensemble is not None and not isinstance(ensemble, EnsembleRecipe):
-            raise DigitwinInputError(
-                f"ensemble must be an EnsembleRecipe, got {type(ensemble).__name__}; e.g. "
-                "EnsembleRecipe(size=12) or EnsembleRecipe.paper()"
-            )
-        if data_source is not None and not isinstance(data_source, TiledRunsSource):
-            # A mapping of the layout a study keeps is read as such; anything else is refused.
-            data_source = data_source_from_json(data_source)
-            if not isinstance(data_source, TiledRunsSource):
-                raise DigitwinInputError(
-                    "data_source must be runs to read again from Tiled (TiledRunsSource, "
-                    "from bluesky_digitwin.tiled.runs_data_source); without one the data are "
-                    "stored in the study"
-                )
+        check_moved(moved)
+        check_settings(
+            space=space,
+            train_config=train_config,
+            strategy=strategy,
+            ensemble=ensemble,
+            remote=remote,
+        )
         recipe = ensemble or EnsembleRecipe()
-        if ensemble_size is not None:
-            recipe = replace(recipe, size=ensemble_size)
+        strategy = strategy or SearchStrategy()
         # Data warnings point at the user's call of fit, and respect the user's filters.
         prepared = prepare_training_data(data, features, target, stacklevel=2)
         if units:
@@ -259,17 +298,14 @@ class DigitalTwin:
             group = recipe.reference_group(batch_sizes, len(split.y_train))
             assert group is not None  # only called when the recipe has a reference
             return train_group_members(
-                group, split, train_config=train_config, refit_epochs=refit_epochs, seed=seed or 0
+                group,
+                split,
+                train_config=train_config,
+                refit_epochs=recipe.refit_epochs,
+                seed=seed or 0,
             )
 
-        shares = BestShapeShare(
-            recipe,
-            tuple(batch_sizes),
-            train_config,
-            refit_epochs,
-            seed=seed or 0,
-            tolerance=ensemble_tolerance,
-        )
+        shares = BestShapeShare(recipe, tuple(batch_sizes), train_config, seed=seed or 0)
         result = run_search(
             prepared,
             n_trials=n_trials,
@@ -279,26 +315,20 @@ class DigitalTwin:
             study_name=study_name,
             space=space,
             train_config=train_config,
-            sampler=sampler,
-            pruner=pruner,
-            warm_start=warm_start,
-            validation_fraction=validation_fraction,
-            holdout=holdout,
+            strategy=strategy,
+            remote=remote,
             progress=progress,
-            data_source=data_source,
-            heartbeat_interval=heartbeat_interval,
-            artifact_store=artifact_store,
             beside=train_reference if recipe.reference_group(batch_sizes) else None,
             # The best trial's networks train in every searching process as soon as the
             # search ends, not in this one alone after the workers have exited.
             after=shares if recipe.retrain else None,
         )
-        eligible = within_tolerance(result.best_trials, ensemble_tolerance)
+        eligible = within_tolerance(result.best_trials, recipe.tolerance)
         if not recipe.retrain and len(eligible) < recipe.size:
             within = (
                 ""
-                if ensemble_tolerance is None
-                else f" within {ensemble_tolerance:g}x the best validation MSE"
+                if recipe.tolerance is None
+                else f" within {recipe.tolerance:g}x the best validation MSE"
             )
             warnings.warn(
                 f"only {len(eligible)} trial(s) completed{within} (the others were pruned, "
@@ -321,7 +351,7 @@ class DigitalTwin:
                     eligible,
                     prepared,
                     recipe,
-                    refit_epochs,
+                    recipe.refit_epochs,
                     train_config,
                     space,
                     seed,
@@ -332,7 +362,7 @@ class DigitalTwin:
                 )
             else:
                 members, member_meta, val_scaled = build_trial_members(
-                    result, eligible[: recipe.size], prepared, refit_epochs, train_config
+                    result, eligible[: recipe.size], prepared, recipe.refit_epochs, train_config
                 )
         finally:
             result.cleanup()
@@ -367,10 +397,10 @@ class DigitalTwin:
                 "n_failed": sum(t.state.name == "FAIL" for t in trials),
                 "wall_time_s": round(result.wall_time, 3),
                 "seed": seed,
-                "validation_fraction": validation_fraction,
-                "holdout": holdout,
-                "refit_epochs": refit_epochs,
-                "ensemble_tolerance": ensemble_tolerance,
+                "validation_fraction": strategy.validation_fraction,
+                "holdout": strategy.holdout,
+                "refit_epochs": recipe.refit_epochs,
+                "ensemble_tolerance": recipe.tolerance,
                 "ensemble": asdict(recipe),
                 "space": asdict(space or SearchSpace()),
                 "train_config": asdict(train_config),
@@ -425,12 +455,17 @@ class DigitalTwin:
             stream=stream,
             include_simulated=include_simulated,
         )
+        # Workers elsewhere read the same runs (the rest of what they need is the caller's).
+        remote = replace(
+            fit_options.pop("remote", None) or RemoteWorkers(),
+            data_source=runs_data_source(data, features, target, keys, stream, include_simulated),
+        )
         return cls.fit(
             data,
             features,
             target,
             provenance={**runs_provenance(data), **(provenance or {})},
-            data_source=runs_data_source(data, features, target, keys, stream, include_simulated),
+            remote=remote,
             **fit_options,
         )
 

@@ -28,7 +28,7 @@ import traceback
 import uuid
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.errors import DigitwinError
 from bluesky_digitwin.processes import child_environment, watch_parent
 from bluesky_digitwin.protocols import TwinState
+from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 from bluesky_digitwin.twin import DigitalTwin
 
 from .status import RetrainPolicy, TwinStatus
@@ -538,7 +539,9 @@ class Trainer:
             base = options.get("study_name") or "twin-callback"
             options["study_name"] = f"{base}-{number}-{uuid.uuid4().hex[:8]}"
         previous = self.current[0]
-        warm_start = _warm_start(previous, options.pop("warm_start", None), options)
+        strategy = options.pop("strategy", None) or SearchStrategy()
+        warm_start = _warm_start(previous, strategy.warm_start, options)
+        options["strategy"] = replace(strategy, warm_start=None)
         # Set before the first point (and never changed): the snapshot's names are these.
         layout = self.buffer.layout
         if layout is None:
@@ -948,12 +951,14 @@ def run_training_process() -> None:
 
             with xr.open_dataset(job.data, engine="scipy") as opened:
                 data = opened.load()
+            options = dict(job.options)
+            strategy = options.pop("strategy", None) or SearchStrategy()
             twin = DigitalTwin.fit(
                 data,
                 list(job.features),
                 job.target,
-                **job.options,
-                warm_start=job.warm_start,
+                **options,
+                strategy=replace(strategy, warm_start=job.warm_start),
                 provenance=job.provenance,
                 progress=progress,
             )

@@ -43,7 +43,7 @@ from bluesky.callbacks.core import CallbackBase
 from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.errors import DigitwinInputError
 from bluesky_digitwin.names import check_name
-from bluesky_digitwin.twin import DigitalTwin
+from bluesky_digitwin.twin import MOVED_KEYWORDS, SETTINGS, DigitalTwin, check_moved, check_settings
 
 from .status import RetrainPolicy, TwinStatus
 from .training import RUNNING_TRAINING, Trainer, close_abandoned_study, read_json
@@ -58,7 +58,11 @@ _TWIN_DIR = re.compile(r"^\.?twin-(\d+)(?:$|\.)")
 _STUDY_NAME = re.compile(r"^(?P<base>.+)-(?P<number>\d+)-[0-9a-f]{8}$")
 #: Keyword arguments of DigitalTwin.fit that the callback sets itself.
 _OWNED_OPTIONS = frozenset({"data", "features", "target", "progress"})
-_FIT_OPTIONS = frozenset(inspect.signature(DigitalTwin.fit).parameters) - {"cls"}
+_FIT_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(DigitalTwin.fit).parameters.items()
+    if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+) - {"cls"}
 
 
 class TwinCallback(CallbackBase):
@@ -547,12 +551,23 @@ def _check_fit_options(fit_options: Mapping[str, Any] | None) -> dict[str, Any]:
             f"fit_options cannot set {', '.join(owned)}: the callback sets them (progress is "
             "in cb.status)"
         )
+    moved = {name: options[name] for name in options.keys() & MOVED_KEYWORDS.keys()}
+    if moved:
+        try:
+            check_moved(moved)
+        except DigitwinInputError as exc:
+            raise DigitwinInputError(f"fit_options: {exc}") from None
     unknown = sorted(options.keys() - _FIT_OPTIONS)
     if unknown:
         raise DigitwinInputError(
             f"fit_options has {', '.join(map(repr, unknown))}, which DigitalTwin.fit does not "
             f"take (it takes {', '.join(sorted(_FIT_OPTIONS - _OWNED_OPTIONS))})"
         )
+    try:
+        # The settings objects checked their own values when they were made.
+        check_settings(**{name: options[name] for name in options.keys() & SETTINGS.keys()})
+    except DigitwinInputError as exc:
+        raise DigitwinInputError(f"fit_options: {exc}") from None
     problems = [problem for name, value in options.items() if (problem := _bad_value(name, value))]
     if problems:
         raise DigitwinInputError(
@@ -580,27 +595,11 @@ def _bad_value(name: str, value: Any) -> str | None:
     def whole(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
-            v, (bool, np.bool_)
-        )
-
-    if name in ("n_trials", "ensemble_size") and not (whole(value) and value >= 1):
+    if name == "n_trials" and not (whole(value) and value >= 1):
         return f"{name} must be a whole number >= 1, got {value!r}"
     if name == "n_workers" and value is not None and not (whole(value) and value >= 1):
         # 0 would wait for workers elsewhere, which cannot know each training's new study.
         return f"n_workers must be None (one per core) or a whole number >= 1, got {value!r}"
     if name == "seed" and value is not None and not (whole(value) and value >= 0):
         return f"seed must be None or a whole number >= 0, got {value!r}"
-    if name == "refit_epochs" and not (whole(value) and value >= 0):
-        return f"refit_epochs must be a whole number >= 0, got {value!r}"
-    if name == "heartbeat_interval" and value is not None and not (whole(value) and value >= 1):
-        return f"heartbeat_interval must be None or whole seconds >= 1, got {value!r}"
-    if name == "ensemble_tolerance" and value is not None and not (number(value) and value >= 1):
-        # Members are the trials within this factor of the best one: below 1, not even it.
-        return f"ensemble_tolerance must be None or a number >= 1, got {value!r}"
-    if name == "validation_fraction" and not (number(value) and 0 < value < 1):
-        return f"validation_fraction must be between 0 and 1, got {value!r}"
-    if name == "holdout" and value not in ("auto", "points", "lines"):
-        return f"holdout must be 'auto', 'points' or 'lines', got {value!r}"
     return None

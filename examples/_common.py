@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin import DigitalTwin, TrainConfig, TwinNotBetterWarning
+from bluesky_digitwin import DigitalTwin, EnsembleRecipe, TrainConfig, TwinNotBetterWarning
 from bluesky_digitwin.cli import ProgressLine
 
 #: The paper's published data (no licence: read in place, never copied into the repository).
@@ -159,10 +159,11 @@ def fit_twin(
             target,
             n_trials=trials,
             n_workers=1 if args.fast and args.workers is None else args.workers,
-            ensemble_size=3 if args.fast else 5,
+            ensemble=EnsembleRecipe(size=3, refit_epochs=10)
+            if args.fast
+            else EnsembleRecipe(size=5),
             seed=args.seed,
             train_config=TrainConfig(max_epochs=FAST_EPOCHS) if args.fast else TrainConfig(),
-            refit_epochs=10 if args.fast else 30,
             provenance={"source": data.attrs.get("source"), "example": Path(args.out).name},
             progress=progress,
             monotonic=monotonic,

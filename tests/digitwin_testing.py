@@ -38,16 +38,14 @@ def two_network_fit() -> dict:
     """
     import optuna
 
-    from bluesky_digitwin import EnsembleRecipe, SearchSpace, TrainConfig
+    from bluesky_digitwin import EnsembleRecipe, SearchSpace, SearchStrategy, TrainConfig
 
     return {
         "n_trials": 2,
         "n_workers": 1,
-        "ensemble": EnsembleRecipe.paper(2),
-        "ensemble_tolerance": 1e6,
-        "pruner": optuna.pruners.NopPruner(),
+        "ensemble": EnsembleRecipe(size=2, retrain=False, tolerance=1e6, refit_epochs=5),
+        "strategy": SearchStrategy(pruner=optuna.pruners.NopPruner()),
         "seed": 0,
-        "refit_epochs": 5,
         "train_config": TrainConfig(max_epochs=20),
         "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
     }

@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from bluesky_digitwin import EnsembleRecipe, SearchStrategy
 from bluesky_digitwin.cli import main
 from bluesky_digitwin.sim import FirstOrderMagnet, coarse_magnetization, isofield_scans
 from bluesky_digitwin.surrogate.search import SearchSpace
@@ -34,11 +35,11 @@ def saved(tmp_path_factory):
             "M",
             n_trials=2,
             n_workers=1,
-            ensemble_size=2,
+            ensemble=EnsembleRecipe(size=2),
             seed=0,
             train_config=TrainConfig(max_epochs=30),
             space=SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
-            pruner=optuna.pruners.NopPruner(),
+            strategy=SearchStrategy(pruner=optuna.pruners.NopPruner()),
         )
     twin.save(root / "twin")
     # The same networks, as if learned from a CSV without units.

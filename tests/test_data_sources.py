@@ -43,8 +43,11 @@ def test_a_source_this_code_cannot_read_is_one_clear_error(value, message):
         data_source_from_json(value)
 
 
-def test_fit_refuses_a_data_source_other_than_runs_before_any_work():
-    from bluesky_digitwin import DigitalTwin
+def test_workers_elsewhere_read_runs_again_or_nothing():
+    from bluesky_digitwin import RemoteWorkers
 
+    assert RemoteWorkers(data_source=RUNS).data_source is RUNS
     with pytest.raises(DigitwinInputError, match="data_source must be runs to read again"):
-        DigitalTwin.fit(None, ["T"], "M", data_source={"kind": "artifact", "artifact_id": "a"})
+        RemoteWorkers(data_source=ArtifactSource("a"))
+    with pytest.raises(DigitwinInputError, match="data_source must be runs to read again"):
+        RemoteWorkers(data_source=RUNS.to_json())

@@ -36,7 +36,7 @@ from digitwin_testing import smooth_table
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from bluesky_digitwin import DigitalTwin
+from bluesky_digitwin import DigitalTwin, EnsembleRecipe, SearchStrategy
 from bluesky_digitwin.data import (
     DataWarning,
     DigitwinInputError,
@@ -730,11 +730,10 @@ def tiny_twin() -> DigitalTwin:
             list(FEATURES),
             "y",
             n_trials=2,
-            ensemble_size=2,
+            ensemble=EnsembleRecipe(size=2, refit_epochs=2),
             seed=0,
             n_workers=1,
-            refit_epochs=2,
-            pruner=optuna.pruners.NopPruner(),
+            strategy=SearchStrategy(pruner=optuna.pruners.NopPruner()),
             space=SearchSpace(n_layers=(2, 2), n_units=(8, 8), l2=None),
             train_config=TrainConfig(max_epochs=10, chunk_epochs=5),
         )

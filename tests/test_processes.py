@@ -99,7 +99,7 @@ import bluesky.plan_stubs as bps
 from bluesky import RunEngine
 from bluesky.plans import scan
 
-from bluesky_digitwin import SearchSpace, TrainConfig
+from bluesky_digitwin import EnsembleRecipe, SearchSpace, TrainConfig
 from bluesky_digitwin.callbacks import TwinCallback
 from bluesky_digitwin.sim.devices import Magnetometer
 
@@ -113,9 +113,8 @@ cb = TwinCallback(
     fit_options={
         "n_trials": 2,
         "n_workers": 2,
-        "ensemble_size": 1,
+        "ensemble": EnsembleRecipe(size=1, refit_epochs=5),
         "seed": 0,
-        "refit_epochs": 5,
         "train_config": TrainConfig(max_epochs=20),
         "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
     },

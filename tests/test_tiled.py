@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from tiled.client import from_uri
 from tiled.queries import Key
 
-from bluesky_digitwin import DigitwinError, SearchSpace, TrainConfig
+from bluesky_digitwin import DigitwinError, EnsembleRecipe, SearchSpace, TrainConfig
 from bluesky_digitwin.buffer import ScanBuffer
 from bluesky_digitwin.data import DataWarning, DigitwinInputError
 from bluesky_digitwin.sim import FirstOrderMagnet, Magnetometer
@@ -720,7 +720,7 @@ def test_fit_runs_learns_from_measured_runs_only(catalog, RE, mag, routed, tag):
             keys=MAG_KEYS,
             n_trials=2,
             n_workers=1,
-            ensemble_size=1,
+            ensemble=EnsembleRecipe(size=1),
             seed=0,
             train_config=TrainConfig(max_epochs=20),
             space=SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
@@ -760,7 +760,7 @@ def test_a_worker_elsewhere_reads_the_runs_from_tiled(catalog, RE, mag, routed, 
             keys=MAG_KEYS,
             n_trials=1,
             n_workers=1,
-            ensemble_size=1,
+            ensemble=EnsembleRecipe(size=1),
             storage=journal,
             study_name="from-tiled",
             train_config=TrainConfig(max_epochs=10),

@@ -20,11 +20,12 @@ from bluesky_digitwin import (
     make_grid,
 )
 from bluesky_digitwin.surrogate.search import SearchSpace
+from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 from bluesky_digitwin.surrogate.training import TrainConfig
 from bluesky_digitwin.twin import EnsembleWarning
 
 FAST = {
-    "pruner": optuna.pruners.NopPruner(),  # every trial completes: a full ensemble
+    "strategy": SearchStrategy(pruner=optuna.pruners.NopPruner()),  # a full ensemble
     "space": SearchSpace(n_layers=(2, 3), n_units=(16, 32), l2=None),
     "train_config": TrainConfig(max_epochs=60, chunk_epochs=10),
     "n_workers": 1,
@@ -40,7 +41,7 @@ def twin() -> DigitalTwin:
         ["x", "h"],
         "y",
         n_trials=4,
-        ensemble_size=3,
+        ensemble=EnsembleRecipe(size=3),
         seed=0,
         units={"y": "V"},
         provenance={"run_uids": ["abc"]},
@@ -69,7 +70,11 @@ def test_fit_records_what_it_learned(twin):
         "reference_activation": "silu",
         "reference_steps": 10,
         "trial_activation": None,
+        "tolerance": None,
+        "refit_epochs": 30,
     }
+    # The recipe's tolerance and refit as the twin.json of earlier versions recorded them too.
+    assert (meta["search"]["ensemble_tolerance"], meta["search"]["refit_epochs"]) == (None, 30)
     holdout = twin.holdout
     assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
     assert set(holdout.baselines) == {"linear", "thin-plate RBF"}
@@ -266,8 +271,7 @@ def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
             ["x", "h"],
             "y",
             n_trials=3,
-            ensemble=EnsembleRecipe.paper(3),
-            ensemble_tolerance=1.0,
+            ensemble=EnsembleRecipe(size=3, retrain=False, tolerance=1.0),
             seed=0,
             **FAST,
         )
@@ -275,8 +279,11 @@ def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
 
 
 def test_bad_ensemble_size():
-    with pytest.raises(DigitwinInputError, match="ensemble_size"):
+    # A keyword of an earlier version says where it went, before any work.
+    with pytest.raises(DigitwinInputError, match=r"ensemble_size -> ensemble=EnsembleRecipe\(size"):
         DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble_size=0)
+    with pytest.raises(DigitwinInputError, match="takes no keyword 'ensembel'"):
+        DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensembel=EnsembleRecipe())
     with pytest.raises(DigitwinInputError, match="ensemble must be an EnsembleRecipe"):
         DigitalTwin.fit(smooth_table(), ["x", "h"], "y", ensemble={"size": 3})
     with pytest.raises(DigitwinInputError, match="at least one network"):
@@ -302,7 +309,7 @@ def test_stated_shape_and_smooth_activations_reach_every_network():
         ["x", "h"],
         "y",
         n_trials=2,
-        ensemble_size=2,
+        ensemble=EnsembleRecipe(size=2),
         seed=0,
         monotonic={"h": "Increasing"},
         **{**FAST, "space": SearchSpace(n_layers=(2, 2), n_units=(8, 16), activations=("tanh",))},

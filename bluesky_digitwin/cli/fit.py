@@ -8,14 +8,18 @@ import argparse
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bluesky_digitwin.data_sources import TiledRunsSource
 from bluesky_digitwin.errors import DigitwinInputError
 from bluesky_digitwin.redaction import redact_url
 
 from .output import ProgressLine, say, show_status
+
+if TYPE_CHECKING:
+    from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
 
 __all__ = ["cmd_fit", "cmd_predict"]
 
@@ -26,7 +30,7 @@ __all__ = ["cmd_fit", "cmd_predict"]
 def cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
     from bluesky_digitwin.holdout import TwinNotBetterWarning
-    from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+    from bluesky_digitwin.surrogate.search_settings import RemoteWorkers
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, check_save_destination
 
     out = Path(args.out)
@@ -64,8 +68,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             args.target,
             n_trials=args.trials,
             n_workers=args.workers,
-            ensemble_size=args.ensemble,
-            ensemble=EnsembleRecipe.paper() if args.paper_ensemble else None,
+            ensemble=_ensemble_recipe(args),
             space=args.space,
             monotonic=args.monotonic,
             seed=args.seed,
@@ -73,9 +76,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
             study_name=args.study,
             progress=progress,
             provenance=provenance,
-            data_source=data_source,
-            heartbeat_interval=args.heartbeat,
-            artifact_store=_artifact_store(args.artifacts),
+            remote=RemoteWorkers(
+                artifact_store=_artifact_store(args.artifacts),
+                data_source=data_source,
+                heartbeat_interval=args.heartbeat,
+            ),
         )
     progress.done()
     _save_or_fall_back(twin, out)
@@ -222,6 +227,14 @@ def _parse_monotonic(items: list[str] | None, features: list[str]) -> dict[str, 
     except DigitwinInputError as exc:
         raise DigitwinInputError(f"--monotonic: {exc}") from None
     return stated
+
+
+def _ensemble_recipe(args: argparse.Namespace) -> EnsembleRecipe:
+    """The recipe --paper-ensemble and --ensemble ask for."""
+    from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+
+    recipe = EnsembleRecipe.paper() if args.paper_ensemble else EnsembleRecipe()
+    return recipe if args.ensemble is None else replace(recipe, size=args.ensemble)
 
 
 def _artifact_store(directory: str | None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bluesky_digitwin.surrogate.search import HEARTBEAT_INTERVAL
+from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
 
 from .analysis import cmd_compare, cmd_suggest_step
 from .commands import cmd_dashboard, cmd_demo, cmd_replay, cmd_worker

@@ -115,6 +115,14 @@ class EnsembleRecipe:
         The activation of the new networks of the best trials' configurations; ``None``
         keeps each trial's own. The search picks shapes by pointwise error on the measured
         lines; a smooth activation may interpolate between them better (benchmarks/).
+    tolerance
+        If given, a trial's hyperparameters (or, with :meth:`paper`, its network) are used
+        only if its validation MSE is at most this many times the best one's. Off by default:
+        on ErCo2, dropping the networks that fit M less well made |ΔS_M| worse, not better
+        (benchmarks/RESULTS.md).
+    refit_epochs
+        After the search, each chosen network trains this many more epochs on *all* the
+        points (held-out ones included) at its final learning rate. 0 skips it.
     """
 
     size: int = 12
@@ -124,6 +132,8 @@ class EnsembleRecipe:
     reference_activation: str = "silu"
     reference_steps: int | None = 10
     trial_activation: str | None = None
+    tolerance: float | None = None
+    refit_epochs: int = 30
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -138,6 +148,15 @@ class EnsembleRecipe:
         check_activation(self.reference_activation)
         if self.trial_activation is not None:
             check_activation(self.trial_activation)
+        if self.tolerance is not None and not self.tolerance >= 1:
+            raise DigitwinInputError(
+                f"EnsembleRecipe.tolerance is a factor on the best validation MSE, at least 1; "
+                f"got {self.tolerance}"
+            )
+        if self.refit_epochs < 0:
+            raise DigitwinInputError(
+                f"EnsembleRecipe.refit_epochs must be 0 or more, got {self.refit_epochs}"
+            )
         if self.reference_steps is not None and self.reference_steps < 1:
             raise DigitwinInputError(
                 f"EnsembleRecipe.reference_steps must be at least 1, got {self.reference_steps}"
@@ -425,9 +444,7 @@ class BestShapeShare:
     recipe: EnsembleRecipe
     batch_sizes: tuple[int, ...]
     train_config: TrainConfig
-    refit_epochs: int
     seed: int = 0
-    tolerance: float | None = None
 
     def __call__(
         self,
@@ -439,7 +456,7 @@ class BestShapeShare:
         # Imported here: search imports nothing of this module, and must not come to.
         from bluesky_digitwin.surrogate.search import trial_params
 
-        eligible = within_tolerance(trials, self.tolerance)
+        eligible = within_tolerance(trials, self.recipe.tolerance)
         plan = self.recipe.plan(
             [(t.number, trial_params(t)) for t in eligible], self.batch_sizes, len(split.y_train)
         )
@@ -452,7 +469,7 @@ class BestShapeShare:
                 group,
                 split,
                 train_config=self.train_config,
-                refit_epochs=self.refit_epochs,
+                refit_epochs=self.recipe.refit_epochs,
                 seed=self.seed,
                 indices=indices,
             )

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,18 @@ from bluesky_digitwin.surrogate.recovery import (
     retry_trial,
     worker_identity,
 )
+from bluesky_digitwin.surrogate.search_settings import (
+    HEARTBEAT_INTERVAL,
+    RemoteWorkers,
+    SearchStrategy,
+    check_heartbeat,
+    check_split,
+)
 from bluesky_digitwin.surrogate.search_space import SearchSpace, default_batch_sizes
 from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, ArtifactLocation, StudyRecord
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = [
-    "HEARTBEAT_INTERVAL",
     "STUDY_RECORD",
     "AfterSearch",
     "Progress",
@@ -83,9 +89,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model_artifact_id"
-#: Seconds between a running trial's heartbeats on a database storage. A trial silent for twice
-#: this long is failed and queued again (by whichever worker starts a trial next).
-HEARTBEAT_INTERVAL = 10
 
 
 #: Work shared out to every process that searched, once no trial runs any more: called with the
@@ -119,14 +122,7 @@ class SplitData:
         lines (:func:`~bluesky_digitwin.scan_lines.slow_axis_lines`) with at least one interior
         line, else points.
         """
-        if not 0 < validation_fraction < 1:
-            raise DigitwinInputError(
-                f"validation_fraction must be between 0 and 1, got {validation_fraction}"
-            )
-        if holdout not in ("auto", "points", "lines"):
-            raise DigitwinInputError(
-                f"holdout must be 'auto', 'points' or 'lines', got {holdout!r}"
-            )
+        check_split(validation_fraction, holdout)
         rng = np.random.default_rng(seed)
         lines = slow_axis_lines(data.x) if holdout != "points" else None
         if lines is not None:
@@ -229,11 +225,7 @@ def open_storage(
         return storage
     text = os.fspath(storage)
     if "://" in text:
-        if heartbeat_interval is not None and heartbeat_interval < 1:
-            raise DigitwinInputError(
-                f"the heartbeat interval must be a whole number of seconds >= 1, "
-                f"got {heartbeat_interval}"
-            )
+        check_heartbeat(heartbeat_interval)
         with warnings.catch_warnings():
             # Heartbeats have been "experimental" in Optuna since 2.9; they are what we need.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -542,16 +534,10 @@ def run_search(
     study_name: str | None = None,
     space: SearchSpace | None = None,
     train_config: TrainConfig | None = None,
-    sampler: optuna.samplers.BaseSampler | None = None,
-    pruner: optuna.pruners.BasePruner | None = None,
-    artifact_store: Any = None,
-    warm_start: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-    validation_fraction: float = 0.2,
-    holdout: str = "points",
+    strategy: SearchStrategy | None = None,
+    remote: RemoteWorkers | None = None,
     progress: Callable[[Progress], None] | None = None,
     work_dir: str | os.PathLike | None = None,
-    data_source: TiledRunsSource | None = None,
-    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     beside: Callable[[SplitData], Any] | None = None,
     after: AfterSearch | None = None,
 ) -> SearchResult:
@@ -579,31 +565,21 @@ def run_search(
         journal file in a temporary directory.
     study_name
         The study to create or continue; ``None`` makes a new name.
-    space, train_config, sampler, pruner
-        Replace the defaults: the paper's space, 500 epochs with early stopping, TPE, and ASHA.
-    artifact_store
-        Where trial models go (an Optuna artifact store). Defaults to a directory beside a
-        journal file, or the user cache for a database; workers on other machines need a store
-        they reach too (a shared directory, or any Optuna artifact store given to them).
-    warm_start
-        Hyperparameters (one dict or several) to try first, e.g. a previous twin's best.
-    validation_fraction
-        Share of points (or of scan lines) held out to choose models on.
-    holdout
-        ``"points"`` (default), ``"lines"`` or ``"auto"`` (lines for scan data): see
-        :meth:`SplitData.split`.
+    space, train_config
+        Where the search looks (default: :class:`SearchSpace`) and how each trial's network
+        trains (default: 500 epochs with early stopping, :class:`TrainConfig`).
+    strategy
+        How trials are proposed, stopped early and judged: the sampler (TPE) and pruner
+        (ASHA), hyperparameters to try first, the held-out share and what is held out
+        (:class:`~bluesky_digitwin.surrogate.search_settings.SearchStrategy`).
+    remote
+        What workers joining from other machines need: where trial models go, where the data
+        can be read again, the heartbeat on a database storage
+        (:class:`~bluesky_digitwin.surrogate.search_settings.RemoteWorkers`).
     progress
         Called about twice a second with a :class:`Progress`.
     work_dir
         Where worker inputs are written; a temporary directory by default.
-    data_source
-        Where ``data`` can be read again, for workers on other machines: the runs in Tiled,
-        as :meth:`bluesky_digitwin.twin.DigitalTwin.fit_runs` gives them
-        (:func:`bluesky_digitwin.tiled.runs_data_source`). Without it the data are stored in
-        the study as an artifact.
-    heartbeat_interval
-        Seconds between heartbeats of running trials on a database storage (see
-        :func:`open_storage`).
     beside
         Work that needs the split but not the search (e.g. training the twin's reference
         networks), called with the :class:`SplitData` in this process while the spawned
@@ -620,6 +596,9 @@ def run_search(
     """
     space = space or SearchSpace()
     train_config = train_config or TrainConfig()
+    strategy = strategy or SearchStrategy()
+    remote = remote or RemoteWorkers()
+    sampler, pruner = strategy.sampler, strategy.pruner
     if study_name is not None:
         check_name(study_name, "study name")
     if n_trials < 1:
@@ -662,11 +641,11 @@ def run_search(
             artifact_dir = tmp_root / "artifacts"
         else:
             artifact_dir = default_artifact_dir(storage)
-        storage_obj = open_storage(storage, heartbeat_interval=heartbeat_interval)
+        storage_obj = open_storage(storage, heartbeat_interval=remote.heartbeat_interval)
         storage_text = (
             redact_url(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else "object"
         )
-        store = artifact_store or FileSystemArtifactStore(str(_mkdir(artifact_dir)))
+        store = remote.artifact_store or FileSystemArtifactStore(str(_mkdir(artifact_dir)))
 
         study = optuna.create_study(
             storage=storage_obj,
@@ -676,8 +655,8 @@ def run_search(
             pruner=pruner or make_pruner(train_config),
             load_if_exists=True,
         )
-        split_seed = _claim_study(study, data, seed, validation_fraction)
-        split = SplitData.split(data, validation_fraction, split_seed, holdout)
+        split_seed = _claim_study(study, data, seed, strategy.validation_fraction)
+        split = SplitData.split(data, strategy.validation_fraction, split_seed, strategy.holdout)
         _record_study(
             study,
             split=split,
@@ -685,12 +664,12 @@ def run_search(
             train_config=train_config,
             n_trials=n_trials,
             seed=seed,
-            holdout=holdout,
+            holdout=strategy.holdout,
             store=store,
-            data_source=data_source,
-            custom=sampler is not None or pruner is not None,
+            data_source=remote.data_source,
+            custom=strategy.custom,
         )
-        for params in _as_list(warm_start):
+        for params in strategy.warm_start_params:
             study.enqueue_trial(dict(params), skip_if_exists=True)
 
         stop_progress = threading.Event()
@@ -708,7 +687,7 @@ def run_search(
             if n_workers > 1:
                 data_dir = tmp_root / "data"
                 split.save(data_dir)
-                if not isinstance(artifact_store, (type(None), FileSystemArtifactStore)):
+                if not isinstance(remote.artifact_store, (type(None), FileSystemArtifactStore)):
                     raise DigitwinInputError(
                         "several local workers share trial models through a directory; "
                         "use n_workers=1 with a custom artifact store"
@@ -729,7 +708,7 @@ def run_search(
                         threads=threads,
                         sampler=sampler,
                         pruner=pruner,
-                        heartbeat_interval=heartbeat_interval,
+                        heartbeat_interval=remote.heartbeat_interval,
                         after=after,
                         parts=n_workers,
                     )
@@ -812,14 +791,6 @@ def run_search(
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _as_list(warm_start: Any) -> list[Mapping[str, Any]]:
-    if warm_start is None:
-        return []
-    if isinstance(warm_start, Mapping):
-        return [warm_start]
-    return list(warm_start)
 
 
 def _claim_study(

@@ -28,7 +28,6 @@ from bluesky_digitwin.redaction import redact_url
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import WORKER_ATTR, count_finished
 from bluesky_digitwin.surrogate.search import (
-    HEARTBEAT_INTERVAL,
     STUDY_RECORD,
     SplitData,
     make_objective,
@@ -37,6 +36,7 @@ from bluesky_digitwin.surrogate.search import (
     open_storage,
     optimize_until,
 )
+from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
 from bluesky_digitwin.surrogate.study_record import StudyRecord
 
 __all__ = ["WorkerReport", "load_study_record", "run_worker"]

@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 from digitwin_testing import SHARED_DATA
 
+from bluesky_digitwin import EnsembleRecipe, SearchStrategy
 from bluesky_digitwin.analysis import LinearInterpolator
 from bluesky_digitwin.analysis.steps import (
     DEFAULT_FIELD_CANDIDATES_T,
@@ -450,11 +451,12 @@ def twin():
             "M",
             n_trials=2,
             n_workers=1,
-            ensemble_size=2,
+            ensemble=EnsembleRecipe(size=2),
             seed=0,
             train_config=TrainConfig(max_epochs=30),
             space=SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
-            pruner=optuna.pruners.NopPruner(),  # both trials finish: an ensemble of two
+            # Both trials finish: an ensemble of two.
+            strategy=SearchStrategy(pruner=optuna.pruners.NopPruner()),
         )
 
 

@@ -29,7 +29,13 @@ from bluesky import RunEngine
 from bluesky.plans import scan
 from tiled.queries import Key
 
-from bluesky_digitwin import DataWarning, DigitwinInputError, SearchSpace, TrainConfig
+from bluesky_digitwin import (
+    DataWarning,
+    DigitwinInputError,
+    EnsembleRecipe,
+    SearchSpace,
+    TrainConfig,
+)
 from bluesky_digitwin.buffer import DataKeyError
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback
 from bluesky_digitwin.callbacks.training import RUNNING_TRAINING
@@ -40,9 +46,8 @@ KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
 FAST = {
     "n_trials": 2,
     "n_workers": 1,
-    "ensemble_size": 1,
+    "ensemble": EnsembleRecipe(size=1, refit_epochs=5),
     "seed": 0,
-    "refit_epochs": 5,
     "train_config": TrainConfig(max_epochs=20),
     "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
 }

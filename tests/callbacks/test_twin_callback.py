@@ -31,7 +31,15 @@ from digitwin_testing import wait_for
 from ophyd.sim import SynSignal
 from ophyd_async.core import init_devices
 
-from bluesky_digitwin import DataWarning, DigitwinInputError, SearchSpace, TrainConfig
+from bluesky_digitwin import (
+    DataWarning,
+    DigitwinInputError,
+    EnsembleRecipe,
+    RemoteWorkers,
+    SearchSpace,
+    SearchStrategy,
+    TrainConfig,
+)
 from bluesky_digitwin.buffer import DataKeyError
 from bluesky_digitwin.callbacks import RetrainPolicy, TwinCallback, TwinStatus
 from bluesky_digitwin.sim.async_devices import AsyncMagnetometer
@@ -41,9 +49,8 @@ KEYS = {"T": "mag_temperature", "H": "mag_field", "M": "mag_moment"}
 FAST = {
     "n_trials": 2,
     "n_workers": 1,
-    "ensemble_size": 1,
+    "ensemble": EnsembleRecipe(size=1, refit_epochs=5),
     "seed": 0,
-    "refit_epochs": 5,
     "train_config": TrainConfig(max_epochs=20),
     "space": SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
 }
@@ -292,7 +299,7 @@ def test_an_option_the_data_refuse_fails_in_the_background_in_one_log_line(
     RE, mag, make_callback, caplog
 ):
     # Two scan lines: holdout="lines" needs three. Only the data can tell.
-    options = {**FAST, "holdout": "lines"}
+    options = {**FAST, "strategy": SearchStrategy(holdout="lines")}
     cb = make_callback(policy=RetrainPolicy(debounce=0), fit_options=options, prewarm=False)
     RE.subscribe(cb)
     caplog.set_level(logging.INFO, logger="bluesky_digitwin.callbacks")
@@ -316,15 +323,9 @@ def test_an_option_the_data_refuse_fails_in_the_background_in_one_log_line(
         ("n_trials", 0),
         ("n_trials", 2.5),
         ("n_trials", True),
-        ("ensemble_size", 0),
         ("n_workers", -1),
         ("n_workers", 0),
         ("seed", -1),
-        ("refit_epochs", -1),
-        ("heartbeat_interval", 0),
-        ("ensemble_tolerance", 0.5),
-        ("validation_fraction", 1.5),
-        ("holdout", "rows"),
     ],
 )
 def test_fit_option_values_that_can_never_work_fail_when_the_callback_is_made(option, value):
@@ -332,11 +333,35 @@ def test_fit_option_values_that_can_never_work_fail_when_the_callback_is_made(op
         TwinCallback(fit_options={**FAST, option: value}, prewarm=False)
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: EnsembleRecipe(size=0), "at least one network"),
+        (lambda: EnsembleRecipe(refit_epochs=-1), "refit_epochs must be 0 or more"),
+        (lambda: EnsembleRecipe(tolerance=0.5), "tolerance is a factor .* at least 1"),
+        (lambda: RemoteWorkers(heartbeat_interval=0), "heartbeat_interval must be None or"),
+        (lambda: SearchStrategy(validation_fraction=1.5), "validation_fraction must be between"),
+        (lambda: SearchStrategy(holdout="rows"), "holdout must be 'auto', 'points' or 'lines'"),
+    ],
+)
+def test_settings_that_can_never_work_fail_when_they_are_made(make, message):
+    with pytest.raises(DigitwinInputError, match=message):
+        make()
+
+
+def test_fit_options_of_the_wrong_kind_or_an_earlier_version_say_what_to_use():
+    with pytest.raises(DigitwinInputError, match="ensemble must be an EnsembleRecipe, got dict"):
+        TwinCallback(fit_options={**FAST, "ensemble": {"size": 3}}, prewarm=False)
+    with pytest.raises(DigitwinInputError, match=r"holdout -> strategy=SearchStrategy\(holdout"):
+        TwinCallback(fit_options={**FAST, "holdout": "lines"}, prewarm=False)
+
+
 def test_fit_option_values_that_can_work_are_taken():
     options = {
-        **FAST, "n_workers": None, "seed": None, "ensemble_tolerance": None,
-        "heartbeat_interval": None, "validation_fraction": 0.3, "holdout": "auto",
-        "n_trials": np.int64(3), "refit_epochs": 0,
+        **FAST, "n_workers": None, "seed": None, "n_trials": np.int64(3),
+        "ensemble": EnsembleRecipe(size=1, tolerance=None, refit_epochs=0),
+        "remote": RemoteWorkers(heartbeat_interval=None),
+        "strategy": SearchStrategy(validation_fraction=0.3, holdout="auto"),
     }  # fmt: skip
     with TwinCallback(fit_options=options, prewarm=False) as cb:
         assert cb.status.state == "idle"
@@ -474,7 +499,7 @@ def test_options_are_checked_when_the_callback_is_made():
     with pytest.raises(DigitwinInputError, match=r"'n_trial'.*does not take"):
         TwinCallback(fit_options={"n_trial": 3})
     with pytest.raises(DigitwinInputError, match="picklable"):
-        TwinCallback(fit_options={"sampler": lambda: None})
+        TwinCallback(fit_options={"strategy": SearchStrategy(sampler=lambda: None)})
     with pytest.raises(DigitwinInputError, match=r"study_name '\.\./up' is not allowed"):
         TwinCallback(fit_options={"study_name": "../up"})
 

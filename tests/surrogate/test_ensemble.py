@@ -148,8 +148,8 @@ def test_a_group_shared_out_in_parts_is_the_group_trained_at_once():
     trial = optuna.trial.create_trial(
         params={k: params[k] for k in distributions}, distributions=distributions, value=0.1
     )
-    recipe = EnsembleRecipe(size=5, reference=False)
-    share = BestShapeShare(recipe, (16, 32), config, refit_epochs=1, seed=3)
+    recipe = EnsembleRecipe(size=5, reference=False, refit_epochs=1)
+    share = BestShapeShare(recipe, (16, 32), config, seed=3)
     parts = [share(split, [trial], part, 2) for part in range(2)]
     assert [[r.index for r in part] for part in parts] == [[0, 2, 4], [1, 3]]
     members = gather_shares(parts, n_features=2)

@@ -22,6 +22,7 @@ from bluesky_digitwin.surrogate.search import (
     redact_url,
     run_search,
 )
+from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 TINY = {
@@ -90,7 +91,8 @@ def test_warm_start_tries_the_given_hyperparameters_first(data):
         "batch_size": 32,
         "regularization": "none",
     }
-    result = run_search(data, n_trials=2, n_workers=1, warm_start=warm, seed=0, **TINY)
+    strategy = SearchStrategy(warm_start=warm)
+    result = run_search(data, n_trials=2, n_workers=1, strategy=strategy, seed=0, **TINY)
     try:
         # Hyperparameters from before activations were searched: the space's only one fills in.
         assert result.study.trials[0].params == {**warm, "activation": "silu"}
@@ -103,8 +105,9 @@ def test_custom_sampler_and_pruner_are_used(data):
         data,
         n_trials=2,
         n_workers=1,
-        sampler=optuna.samplers.RandomSampler(seed=1),
-        pruner=optuna.pruners.NopPruner(),
+        strategy=SearchStrategy(
+            sampler=optuna.samplers.RandomSampler(seed=1), pruner=optuna.pruners.NopPruner()
+        ),
         **TINY,
     )
     try:
@@ -157,7 +160,8 @@ def test_work_beside_the_search_runs_while_the_workers_search(data, tmp_path):
 
 
 def test_work_after_the_search_is_shared_with_the_worker(data, tmp_path):
-    share = BestShapeShare(EnsembleRecipe(size=3, reference=False), (16,), TINY["train_config"], 0)
+    recipe = EnsembleRecipe(size=3, reference=False, refit_epochs=0)
+    share = BestShapeShare(recipe, (16,), TINY["train_config"])
     result = run_search(data, n_trials=6, n_workers=2, seed=2, after=share, **TINY)
     try:
         # The worker did its part (it left it for this process to read) ...
@@ -187,7 +191,7 @@ def test_a_failure_beside_the_search_stops_the_workers(data, tmp_path):
 PLAIN_SCRIPT = """
 from digitwin_testing import smooth_table
 
-from bluesky_digitwin import DigitalTwin
+from bluesky_digitwin import DigitalTwin, EnsembleRecipe
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
 
@@ -201,7 +205,7 @@ twin = DigitalTwin.fit(
     seed=0,
     storage="search.journal",
     study_name="plain",
-    ensemble_size=2,
+    ensemble=EnsembleRecipe(size=2),
     space=SearchSpace(n_layers=(1, 2), n_units=(4, 16)),
     train_config=TrainConfig(max_epochs=20, chunk_epochs=5),
 )
@@ -254,7 +258,11 @@ ScriptSampler.__module__ = "__main__"
 def test_a_sampler_defined_in_the_script_is_refused_before_workers_start(data, tmp_path):
     with pytest.raises(DigitwinInputError, match="ScriptSampler is defined in the script"):
         run_search(
-            data, n_trials=2, n_workers=2, storage=tmp_path / "j.log", sampler=ScriptSampler()
+            data,
+            n_trials=2,
+            n_workers=2,
+            storage=tmp_path / "j.log",
+            strategy=SearchStrategy(sampler=ScriptSampler()),
         )
 
 

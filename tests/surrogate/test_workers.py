@@ -34,6 +34,7 @@ import sys
 from digitwin_testing import smooth_table
 from bluesky_digitwin.data import prepare_training_data
 from bluesky_digitwin.surrogate.search import SearchSpace, run_search
+from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 from bluesky_digitwin.surrogate.training import TrainConfig
 import optuna
 
@@ -47,7 +48,7 @@ run_search(
     seed=0,
     space=SearchSpace(n_layers=(2, 3), n_units=(32, 64)),
     train_config=TrainConfig(max_epochs=150, patience=150, lr_drop_epoch=150, chunk_epochs=5),
-    pruner=optuna.pruners.NopPruner(),
+    strategy=SearchStrategy(pruner=optuna.pruners.NopPruner()),
 ).cleanup()
 """
 

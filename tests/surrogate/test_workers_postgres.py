@@ -45,7 +45,7 @@ N_TRIALS = 6
 #: the middle of one), trains nothing itself (n_workers=0), then builds and saves the twin.
 COORDINATOR = """
 import sys
-from bluesky_digitwin import DigitalTwin, SearchSpace, TrainConfig
+from bluesky_digitwin import DigitalTwin, EnsembleRecipe, RemoteWorkers, SearchSpace, TrainConfig
 
 twin = DigitalTwin.fit(
     sys.argv[1],
@@ -53,13 +53,13 @@ twin = DigitalTwin.fit(
     "y",
     n_trials=int(sys.argv[5]),
     n_workers=0,
-    ensemble_size=2,
+    ensemble=EnsembleRecipe(size=2),
     seed=0,
     storage=sys.argv[2],
     study_name=sys.argv[3],
     space=SearchSpace(n_layers=(2, 3), n_units=(32, 64)),
     train_config=TrainConfig(max_epochs=150, patience=150, lr_drop_epoch=100, chunk_epochs=5),
-    heartbeat_interval=1,
+    remote=RemoteWorkers(heartbeat_interval=1),
 )
 twin.save(sys.argv[4])
 print("saved", twin.id)

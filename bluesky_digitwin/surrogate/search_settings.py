@@ -1,0 +1,140 @@
+"""How a search chooses its trials, and what workers on other machines need: two settings objects.
+
+:func:`~bluesky_digitwin.surrogate.search.run_search` and
+:meth:`~bluesky_digitwin.twin.DigitalTwin.fit` take their settings in a few typed groups, the
+way Optuna groups a study's sampler, pruner and storage, instead of a long train of keywords:
+
+- :class:`~bluesky_digitwin.surrogate.search_space.SearchSpace`: where the search looks;
+- :class:`SearchStrategy` (here): how trials are proposed, stopped early, seeded and judged;
+- :class:`~bluesky_digitwin.surrogate.training.TrainConfig`: how one network trains;
+- :class:`~bluesky_digitwin.surrogate.ensemble.EnsembleRecipe`: how the twin's networks are
+  made from the finished search;
+- :class:`RemoteWorkers` (here): what workers joining from other machines need.
+
+The number of trials and of local workers, the seed, the storage and the study's name stay
+plain keywords: they are what a user sets most often (and what ``digitwin fit`` has flags for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bluesky_digitwin.data_sources import TiledRunsSource
+from bluesky_digitwin.errors import DigitwinInputError
+
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "HOLDOUTS",
+    "RemoteWorkers",
+    "SearchStrategy",
+    "check_heartbeat",
+    "check_split",
+]
+
+#: Seconds between a running trial's heartbeats on a database storage. A trial silent for twice
+#: this long is failed and queued again (by whichever worker starts a trial next).
+HEARTBEAT_INTERVAL = 10
+#: What a search may hold out to choose networks on (see ``SplitData.split``).
+HOLDOUTS = ("points", "lines", "auto")
+
+
+def check_heartbeat(interval: int | None) -> None:
+    """Raise :class:`DigitwinInputError` unless ``interval`` is None or whole seconds >= 1."""
+    whole = isinstance(interval, int) and not isinstance(interval, bool)
+    if interval is not None and not (whole and interval >= 1):
+        raise DigitwinInputError(
+            f"heartbeat_interval must be None or whole seconds >= 1, got {interval!r}"
+        )
+
+
+def check_split(validation_fraction: float, holdout: str) -> None:
+    """Raise :class:`DigitwinInputError` unless the held-out share and kind make sense."""
+    if not 0 < validation_fraction < 1:
+        raise DigitwinInputError(
+            f"validation_fraction must be between 0 and 1, got {validation_fraction}"
+        )
+    if holdout not in HOLDOUTS:
+        raise DigitwinInputError(f"holdout must be 'auto', 'points' or 'lines', got {holdout!r}")
+
+
+@dataclass(frozen=True)
+class SearchStrategy:
+    """How the search proposes, stops and judges its trials.
+
+    Attributes
+    ----------
+    sampler, pruner
+        Optuna's sampler and pruner; ``None`` uses TPE (seeded by the search's seed) and ASHA
+        (rungs at the training recipe's epochs), the paper's choices. Several local workers
+        need them defined in a module, not in the user's script (workers are fresh
+        interpreters).
+    warm_start
+        Hyperparameters (one mapping or several) to try first, e.g.
+        ``previous_twin.hyperparameters``.
+    validation_fraction
+        Share of points (or of scan lines) held out to choose networks on.
+    holdout
+        What is held out: random ``"points"`` (default), whole scan ``"lines"`` (chosen among
+        interior lines, so networks are chosen on interpolating between lines), or ``"auto"``:
+        lines when the data are scan lines. On ErCo2, lines chose no better twins for |ΔS_M|
+        than points (benchmarks/).
+    """
+
+    sampler: Any = None
+    pruner: Any = None
+    warm_start: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+    validation_fraction: float = 0.2
+    holdout: str = "points"
+
+    def __post_init__(self) -> None:
+        check_split(self.validation_fraction, self.holdout)
+
+    @property
+    def warm_start_params(self) -> list[dict[str, Any]]:
+        """The hyperparameters to try first, as a list of dicts."""
+        if self.warm_start is None:
+            return []
+        if isinstance(self.warm_start, Mapping):
+            return [dict(self.warm_start)]
+        return [dict(params) for params in self.warm_start]
+
+    @property
+    def custom(self) -> bool:
+        """The search uses its own sampler or pruner (which a study record cannot carry)."""
+        return self.sampler is not None or self.pruner is not None
+
+
+@dataclass(frozen=True)
+class RemoteWorkers:
+    """What workers joining a search from other machines (``digitwin worker``) need.
+
+    Attributes
+    ----------
+    artifact_store
+        Where trial networks go (an Optuna artifact store). ``None``: a directory beside a
+        journal file, or the user cache for a database; workers elsewhere need a store they
+        reach too (a shared directory, or any Optuna artifact store given to them).
+    data_source
+        Where they read the training data again: the runs in Tiled
+        (:class:`~bluesky_digitwin.data_sources.TiledRunsSource`, as
+        :meth:`~bluesky_digitwin.twin.DigitalTwin.fit_runs` gives it). ``None``: the data are
+        stored in the study as an artifact.
+    heartbeat_interval
+        Seconds between heartbeats of running trials on a database storage, so that a trial
+        whose worker died is failed and run again; ``None`` turns heartbeats off.
+    """
+
+    artifact_store: Any = None
+    data_source: TiledRunsSource | None = None
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL
+
+    def __post_init__(self) -> None:
+        if self.data_source is not None and not isinstance(self.data_source, TiledRunsSource):
+            raise DigitwinInputError(
+                "data_source must be runs to read again from Tiled (TiledRunsSource, from "
+                "bluesky_digitwin.tiled.runs_data_source), got "
+                f"{type(self.data_source).__name__}; without one the data are stored in the study"
+            )
+        check_heartbeat(self.heartbeat_interval)
