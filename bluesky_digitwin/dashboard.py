@@ -91,7 +91,7 @@ def open_dashboard_storage(storage: StorageLike) -> Any:
     """
     import optuna
 
-    from bluesky_digitwin.surrogate.search import open_storage
+    from bluesky_digitwin.surrogate.storage import open_storage
 
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
@@ -154,7 +154,7 @@ def artifact_dir_for(storage: StorageLike) -> Path | None:
     if not isinstance(storage, (str, os.PathLike)):
         return None
     # The search's own rule, kept in one place: beside a journal, or the user cache.
-    from bluesky_digitwin.surrogate.search import default_artifact_dir
+    from bluesky_digitwin.surrogate.storage import default_artifact_dir
 
     directory = default_artifact_dir(os.fspath(storage))
     return directory if directory.is_dir() else None

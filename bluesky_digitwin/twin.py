@@ -865,8 +865,8 @@ def build_trial_members(
     from optuna.artifacts import download_artifact
 
     from bluesky_digitwin.surrogate.network import wrap_with_scaling
-    from bluesky_digitwin.surrogate.search import MODEL_ARTIFACT
     from bluesky_digitwin.surrogate.training import train
+    from bluesky_digitwin.surrogate.trials import MODEL_ARTIFACT
     from bluesky_digitwin.tensorflow_runtime import keras
 
     scaling: Scaling = result.scaling

@@ -852,7 +852,7 @@ def close_abandoned_study(storage: str, study_name: str) -> None:
     try:
         import optuna
 
-        from bluesky_digitwin.surrogate.search import open_storage
+        from bluesky_digitwin.surrogate.storage import open_storage
 
         opened = open_storage(storage, heartbeat_interval=None)
         study = optuna.load_study(study_name=study_name, storage=opened)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bluesky_digitwin.errors import DigitwinInputError
-from bluesky_digitwin.surrogate.search import redact_url
+from bluesky_digitwin.redaction import redact_url
 
 from .output import EXIT_USAGE, say, show_result, start_tensorflow
 

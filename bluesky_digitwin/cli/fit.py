@@ -195,7 +195,7 @@ def _check_search_options(args: argparse.Namespace) -> None:
         )
     args.monotonic = _parse_monotonic(args.monotonic, args.features)
     if args.activations is not None or args.paper_search:
-        from bluesky_digitwin.surrogate.search import SearchSpace
+        from bluesky_digitwin.surrogate.search_space import SearchSpace
 
         make = SearchSpace.paper if args.paper_search else SearchSpace
         try:

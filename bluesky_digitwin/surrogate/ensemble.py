@@ -24,12 +24,13 @@ from bluesky_digitwin.data import DigitwinInputError
 from bluesky_digitwin.surrogate.network import check_activation
 from bluesky_digitwin.surrogate.population import train_group
 from bluesky_digitwin.surrogate.training import TrainConfig, TrainResult
+from bluesky_digitwin.surrogate.trials import trial_params
 
 if TYPE_CHECKING:
     import keras
     import optuna
 
-    from bluesky_digitwin.surrogate.search import SplitData
+    from bluesky_digitwin.surrogate.split import SplitData
 
 __all__ = [
     "REFERENCE_CONFIGURATION",
@@ -453,9 +454,6 @@ class BestShapeShare:
         part: int,
         parts: int,
     ) -> list[MemberRecord]:
-        # Imported here: search imports nothing of this module, and must not come to.
-        from bluesky_digitwin.surrogate.search import trial_params
-
         eligible = within_tolerance(trials, self.recipe.tolerance)
         plan = self.recipe.plan(
             [(t.number, trial_params(t)) for t in eligible], self.batch_sizes, len(split.y_train)

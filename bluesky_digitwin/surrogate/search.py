@@ -10,22 +10,24 @@ where its training data lives. Each finished trial stores its network as an Optu
 
 Workers that die cost their trial only (:mod:`~bluesky_digitwin.surrogate.recovery`): database
 storages get Optuna's heartbeats, the journal a check of the worker processes.
+
+This module runs a search (:func:`run_search`); its parts live beside it, as Optuna keeps
+samplers, pruners and storages apart: the held-out split (:mod:`.split`), what one trial does
+and how trials are proposed, stopped and ranked (:mod:`.trials`), storages and artifact stores
+(:mod:`.storage`), and the worker processes on this machine (:mod:`.local_workers`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,47 +38,43 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from bluesky_digitwin.atomic_files import atomic_path
 from bluesky_digitwin.data import DigitwinInputError, TrainingData
 from bluesky_digitwin.data_sources import ArtifactSource, DataSource, TiledRunsSource
 from bluesky_digitwin.names import check_name
-from bluesky_digitwin.processes import (
-    THREADS_ENV,
-    child_environment,
-    forward_stderr,
-    python_command,
-)
-from bluesky_digitwin.redaction import redact, redact_url
-from bluesky_digitwin.scan_lines import slow_axis_lines
+from bluesky_digitwin.processes import THREADS_ENV
+from bluesky_digitwin.redaction import redact_url
 from bluesky_digitwin.surrogate.network import Scaling
-from bluesky_digitwin.surrogate.recovery import (
-    FINISHED,
-    WORKER_ATTR,
-    StopWhenFinished,
-    count_finished,
-    exit_with_parent,
-    recover_orphaned_trials,
-    retry_trial,
-    worker_identity,
-)
-from bluesky_digitwin.surrogate.search_settings import (
-    HEARTBEAT_INTERVAL,
-    RemoteWorkers,
-    SearchStrategy,
-    check_heartbeat,
-    check_split,
-)
+from bluesky_digitwin.surrogate.recovery import FINISHED, count_finished
+from bluesky_digitwin.surrogate.search_settings import RemoteWorkers, SearchStrategy
 from bluesky_digitwin.surrogate.search_space import SearchSpace, default_batch_sizes
-from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, ArtifactLocation, StudyRecord
+from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, StudyRecord
 from bluesky_digitwin.surrogate.training import TrainConfig
 
+# The search's parts, each in its own module; importable from here as they always were.
+from .local_workers import AfterSearch, WorkerSpec, after_path, start_worker
+from .split import SplitData
+from .storage import absolute_storage, default_artifact_dir, describe_artifact_store, open_storage
+from .trials import (
+    MODEL_ARTIFACT,
+    make_objective,
+    make_pruner,
+    make_sampler,
+    optimize_until,
+    ranked_trials,
+    settled_trials,
+    trial_params,
+    wait_for_workers,
+)
+
 __all__ = [
+    "MODEL_ARTIFACT",
     "STUDY_RECORD",
     "AfterSearch",
     "Progress",
     "SearchResult",
     "SearchSpace",
     "SplitData",
+    "default_artifact_dir",
     "default_batch_sizes",
     "make_objective",
     "make_pruner",
@@ -84,87 +82,10 @@ __all__ = [
     "open_storage",
     "optimize_until",
     "run_search",
+    "trial_params",
 ]
 
 logger = logging.getLogger(__name__)
-
-MODEL_ARTIFACT = "model_artifact_id"
-
-
-#: Work shared out to every process that searched, once no trial runs any more: called with the
-#: split, the complete trials (best first), this process's part and the number of parts. What it
-#: returns crosses processes by pickle (plain values, arrays: no model objects).
-AfterSearch = Callable[["SplitData", list[optuna.trial.FrozenTrial], int, int], Any]
-
-
-@dataclass(frozen=True)
-class SplitData:
-    """Scaled arrays for the search: training and held-out validation points."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    scaling: Scaling
-    #: What was held out: "points" or whole scan "lines".
-    held_out: str = "points"
-
-    @classmethod
-    def split(
-        cls, data: TrainingData, validation_fraction: float, seed: int, holdout: str = "points"
-    ) -> SplitData:
-        """Hold out points to choose models on.
-
-        ``holdout="lines"`` holds out whole scan lines (e.g. every point of the M(T) sweep at
-        one field), chosen among the interior lines of the slow axis: what the twin is for is
-        interpolating *between* lines, and random points of measured lines do not test that.
-        ``"points"`` holds out random points; ``"auto"`` uses lines when the data are scan
-        lines (:func:`~bluesky_digitwin.scan_lines.slow_axis_lines`) with at least one interior
-        line, else points.
-        """
-        check_split(validation_fraction, holdout)
-        rng = np.random.default_rng(seed)
-        lines = slow_axis_lines(data.x) if holdout != "points" else None
-        if lines is not None:
-            line_of_point, n_lines = lines
-            interior = np.arange(1, n_lines - 1)
-            n_val_lines = min(len(interior), max(1, round(n_lines * validation_fraction)))
-            held = rng.choice(interior, size=n_val_lines, replace=False)
-            is_val = np.isin(line_of_point, held)
-            val, tr = np.flatnonzero(is_val), np.flatnonzero(~is_val)
-        elif holdout == "lines":
-            raise DigitwinInputError(
-                "holdout='lines' needs scan lines (a feature with a few values, each with "
-                "several points, and at least 3 of them); use holdout='points'"
-            )
-        else:
-            n_val = max(1, round(data.n_points * validation_fraction))
-            order = rng.permutation(data.n_points)
-            val, tr = order[:n_val], order[n_val:]
-        # Scale with all the points: the final twin sees them all, and its scaling must match.
-        scaling = Scaling.from_data(data.x, data.y)
-        return cls(
-            x_train=scaling.scale_x(data.x[tr]),
-            y_train=scaling.scale_y(data.y[tr]),
-            x_val=scaling.scale_x(data.x[val]),
-            y_val=scaling.scale_y(data.y[val]),
-            scaling=scaling,
-            held_out="points" if lines is None else "lines",
-        )
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        for name in ("x_train", "y_train", "x_val", "y_val"):
-            with atomic_path(directory / f"{name}.npy") as path, open(path, "wb") as f:
-                np.save(f, getattr(self, name), allow_pickle=False)
-
-    @classmethod
-    def load(cls, directory: Path, scaling: Scaling) -> SplitData:
-        arrays = {
-            name: np.load(directory / f"{name}.npy", allow_pickle=False)
-            for name in ("x_train", "y_train", "x_val", "y_val")
-        }
-        return cls(**arrays, scaling=scaling)
 
 
 @dataclass(frozen=True)
@@ -205,323 +126,6 @@ class SearchResult:
     def cleanup(self) -> None:
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def open_storage(
-    storage: str | os.PathLike | optuna.storages.BaseStorage,
-    *,
-    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
-) -> Any:
-    """Open a storage: a database URL (``postgresql://...``, ``sqlite:///...``), a journal file
-    path, or a ready Optuna storage object.
-
-    A database storage gets Optuna's heartbeats every ``heartbeat_interval`` seconds (``None``:
-    none): the trial of a worker that stops beating is failed after twice that time and queued
-    again with the same hyperparameters. Credentials belong in the environment (``PGPASSWORD``,
-    ``~/.pgpass``), not in the URL; a password in the URL is never shown or logged
-    (:func:`~bluesky_digitwin.redaction.redact`).
-    """
-    if isinstance(storage, optuna.storages.BaseStorage):
-        return storage
-    text = os.fspath(storage)
-    if "://" in text:
-        check_heartbeat(heartbeat_interval)
-        with warnings.catch_warnings():
-            # Heartbeats have been "experimental" in Optuna since 2.9; they are what we need.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            try:
-                return optuna.storages.RDBStorage(
-                    text,
-                    heartbeat_interval=heartbeat_interval,
-                    heartbeat_stale_trial_callback=(
-                        retry_trial if heartbeat_interval is not None else None
-                    ),
-                )
-            except ImportError as exc:
-                raise DigitwinInputError(
-                    f"no database driver for {redact_url(text)}: {exc}. For PostgreSQL, "
-                    "pip install 'bluesky-digitwin[postgres]'"
-                ) from None
-            except Exception as exc:
-                # Say why in one line, and never with the password: SQLAlchemy's messages may
-                # quote the URL.
-                reason = redact(str(exc).strip().splitlines()[0], url=text)
-                raise DigitwinInputError(
-                    f"cannot open the storage {redact_url(text)}: {reason}. Check that the "
-                    "database server runs and that the user, database and password (from "
-                    "PGPASSWORD or ~/.pgpass, not the URL) are right"
-                ) from None
-    from optuna.storages.journal import JournalFileBackend
-
-    path = Path(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-
-
-def default_artifact_dir(storage: str | os.PathLike | Any) -> Path:
-    if isinstance(storage, (str, os.PathLike)) and "://" not in os.fspath(storage):
-        return Path(os.fspath(storage) + ".artifacts")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "bluesky-digitwin" / "artifacts"
-
-
-@dataclass(frozen=True)
-class _WorkerSpec:
-    """Everything a worker process needs, as plain values (sent to a fresh interpreter)."""
-
-    storage: str
-    study_name: str
-    data_dir: str
-    scaling: dict
-    artifact_dir: str
-    space: SearchSpace
-    train_config: TrainConfig
-    n_trials: int
-    seed: int | None
-    worker_index: int
-    threads: int
-    sampler: Any = None
-    pruner: Any = None
-    heartbeat_interval: int | None = HEARTBEAT_INTERVAL
-    after: AfterSearch | None = None
-    parts: int = 1
-
-
-def _after_path(data_dir: str | os.PathLike, part: int) -> Path:
-    return Path(data_dir) / f"after-{part}.pickle"
-
-
-def _ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The complete trials that stored a network, best first."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted((t for t in complete if MODEL_ARTIFACT in t.user_attrs), key=lambda t: t.value)
-
-
-def _settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial.FrozenTrial]:
-    """:func:`_ranked_trials` once no trial runs any more (the other processes' last ones).
-
-    A process that ends its share of the search first waits here for the others' last
-    trials, since the best trial is known only then. Trials of dead workers are failed as
-    :func:`_wait_for_workers` fails them (heartbeats, local processes), so they cannot keep
-    it waiting.
-    """
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        recover_orphaned_trials(study)
-        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            return _ranked_trials(study)
-        time.sleep(poll)
-
-
-def make_objective(
-    split: SplitData,
-    space: SearchSpace,
-    train_config: TrainConfig,
-    artifact_store: Any,
-    seed: int | None,
-) -> Callable[[optuna.Trial], float]:
-    """The search's objective: train the trial's network on ``split``, report each chunk's
-    validation loss to the pruner, and return the best (every worker runs this one)."""
-    # Imported here: the module must import without TensorFlow for light tools (e.g. the CLI's
-    # argument errors) and for the coordinator's progress thread.
-    from bluesky_digitwin.surrogate.network import build_mlp
-    from bluesky_digitwin.surrogate.population import train_group
-
-    n_points = len(split.y_train) + len(split.y_val)
-
-    def objective(trial: optuna.Trial) -> float:
-        # Who runs this trial, so a rerun can tell a trial whose process died (journal storage).
-        trial.set_user_attr(WORKER_ATTR, worker_identity(trial.number))
-        params = space.suggest(trial, n_points)
-        trial_seed = (seed or 0) * 100_003 + trial.number
-        model = build_mlp(
-            split.x_train.shape[1],
-            params["n_layers"],
-            params["n_units"],
-            l2=params["l2"],
-            dropout=params["dropout"],
-            activation=params["activation"],
-            seed=trial_seed,
-        )
-
-        def should_stop(epochs: int, best_losses: np.ndarray, active: np.ndarray) -> list[bool]:
-            trial.report(float(best_losses[0]), epochs)
-            return [trial.should_prune()]
-
-        # A population of one: the same training as train(), without Keras' per-layer and
-        # optimizer overhead, and a graph that is cheaper to trace (benchmarks/RESULTS.md).
-        (result,) = train_group(
-            [model],
-            split.x_train,
-            split.y_train,
-            split.x_val,
-            split.y_val,
-            batch_size=params["batch_size"],
-            learning_rates=[params["learning_rate"]],
-            seeds=[trial_seed],
-            config=train_config,
-            should_stop=should_stop,
-        )
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("stopped_by", result.stopped_by)
-        trial.set_user_attr("seed", trial_seed)
-        if result.stopped_by == "pruned":
-            raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
-        if not math.isfinite(result.best_loss):
-            raise optuna.TrialPruned("training diverged")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, f"trial-{trial.number}.keras")
-            model.save(path)
-            artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=artifact_store, file_path=path, study_or_trial=trial
-            )
-        trial.set_user_attr(MODEL_ARTIFACT, artifact_id)
-        return result.best_loss
-
-    return objective
-
-
-def optimize_until(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    n_trials: int,
-) -> None:
-    """Run trials until the study holds ``n_trials`` finished ones (shared by all workers)."""
-    recover_orphaned_trials(study)
-    if count_finished(study) >= n_trials:
-        return
-    with warnings.catch_warnings():
-        # Optuna calls its experimental fail_stale_trials when heartbeats are on.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(
-            objective,
-            callbacks=[StopWhenFinished(n_trials)],
-            # A trial that raises is recorded as failed; the search goes on with the others.
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
-
-
-def _wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> None:
-    """Train nothing here: wait until other workers have finished ``n_trials`` trials.
-
-    Meanwhile fail and retry the trials of dead workers (heartbeats, and processes on this
-    machine), so a killed worker cannot leave the search waiting for ever.
-    """
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        recover_orphaned_trials(study)
-        if count_finished(study) >= n_trials:
-            return
-        time.sleep(poll)
-
-
-def make_sampler(seed: int | None, worker_index: int) -> optuna.samplers.BaseSampler:
-    """The paper's sampler (TPE, 10 random trials first), seeded apart for each worker."""
-    worker_seed = None if seed is None else seed + worker_index
-    return optuna.samplers.TPESampler(seed=worker_seed, n_startup_trials=10)
-
-
-def make_pruner(train_config: TrainConfig) -> optuna.pruners.BasePruner:
-    """The paper's pruner: ASHA (successive halving) on the validation loss by epoch."""
-    # Rungs at 20, 60, 180 epochs: a poor trial costs 20 epochs, a mediocre one 60.
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=max(train_config.chunk_epochs, 20), reduction_factor=3
-    )
-
-
-#: What a worker process runs: a fresh interpreter that imports this package and nothing of the
-#: caller's. (multiprocessing's "spawn" re-imports the caller's ``__main__``: a user's script
-#: without an ``if __name__ == "__main__":`` guard then dies in the worker.)
-_WORKER_BOOT = "from bluesky_digitwin.surrogate.search import _worker_main; _worker_main()"
-
-
-@dataclass
-class _Worker:
-    """A running worker process and the thread passing its standard error on."""
-
-    process: subprocess.Popen
-    stderr: threading.Thread
-
-    def wait(self) -> int:
-        code = self.process.wait()
-        # Its last lines (an error's traceback) come before the search says it failed.
-        self.stderr.join(5.0)
-        return code
-
-
-def _start_worker(spec: _WorkerSpec) -> _Worker:
-    """Start a worker in a fresh interpreter; its spec goes through its standard input.
-
-    The spec is plain values, plus the sampler and pruner objects when custom ones were given
-    (pickled, as multiprocessing did; :func:`run_search` refuses classes defined in the script,
-    which the worker cannot import). It holds no model. The worker's standard error reaches
-    ours without TensorFlow's start-up lines; it shares our process group, so a signal to the
-    group reaches it too.
-    """
-    process = subprocess.Popen(
-        python_command(_WORKER_BOOT),
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=child_environment({THREADS_ENV: str(spec.threads)}),
-        close_fds=True,
-    )
-    try:
-        with process.stdin:
-            pickle.dump(spec, process.stdin)
-    except BrokenPipeError:
-        pass  # it died starting; its standard error says why, and the search goes on
-    stderr = forward_stderr(process.stderr, f"digitwin-search-worker-{spec.worker_index}")
-    return _Worker(process=process, stderr=stderr)
-
-
-def _absolute_storage(storage: str | os.PathLike) -> str:
-    """A journal path that means the same file in a process started elsewhere."""
-    text = os.fspath(storage)
-    return text if "://" in text else os.path.abspath(text)
-
-
-def _worker_main() -> None:
-    """Entry point of a worker process (:data:`_WORKER_BOOT`): read the spec, search."""
-    exit_with_parent()
-    try:
-        spec = pickle.load(sys.stdin.buffer)
-    except EOFError:
-        return  # the search ended before this worker got its spec
-    try:
-        _search_in_worker(spec)
-    except KeyboardInterrupt:
-        # Ctrl-C reached the whole process group; the search itself says it was interrupted.
-        sys.exit(130)
-
-
-def _search_in_worker(spec: _WorkerSpec) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(spec.storage, heartbeat_interval=spec.heartbeat_interval)
-    study = optuna.load_study(
-        study_name=spec.study_name,
-        storage=storage,
-        sampler=spec.sampler or make_sampler(spec.seed, spec.worker_index),
-        pruner=spec.pruner or make_pruner(spec.train_config),
-    )
-    split = SplitData.load(Path(spec.data_dir), Scaling.from_dict(spec.scaling))
-    store = FileSystemArtifactStore(spec.artifact_dir)
-    objective = make_objective(split, spec.space, spec.train_config, store, spec.seed)
-    optimize_until(study, objective, spec.n_trials)
-    if spec.after is not None:
-        trials = _settled_trials(study)
-        if trials:
-            # An error here ends this worker with a traceback; the search's own process then
-            # does this part itself.
-            output = spec.after(split, trials, spec.worker_index, spec.parts)
-            path = _after_path(spec.data_dir, spec.worker_index)
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                pickle.dump(output, f)
 
 
 def run_search(
@@ -694,8 +298,8 @@ def run_search(
                     )
                 threads = max(1, (cores or 1) // n_workers)
                 for index in range(1, n_workers):
-                    spec = _WorkerSpec(
-                        storage=_absolute_storage(storage),
+                    spec = WorkerSpec(
+                        storage=absolute_storage(storage),
                         study_name=study.study_name,
                         data_dir=os.path.abspath(data_dir),
                         scaling=split.scaling.to_dict(),
@@ -712,7 +316,7 @@ def run_search(
                         after=after,
                         parts=n_workers,
                     )
-                    processes.append(_start_worker(spec))
+                    processes.append(start_worker(spec))
                 if "tensorflow" not in sys.modules:
                     # This process trains too: share the cores with the workers.
                     os.environ.setdefault(THREADS_ENV, str(threads))
@@ -730,12 +334,12 @@ def run_search(
                         storage_text,
                         study.study_name,
                     )
-                    _wait_for_workers(study, n_trials)
+                    wait_for_workers(study, n_trials)
                 else:
                     objective = make_objective(split, space, train_config, store, seed)
                     optimize_until(study, objective, n_trials)
                 if after is not None:
-                    settled = _settled_trials(study)
+                    settled = settled_trials(study)
                     search_end = time.perf_counter()
                     if settled:
                         after_results[0] = after(split, settled, 0, parts)
@@ -751,7 +355,7 @@ def run_search(
             if failed_workers:
                 logger.warning("%d search worker(s) exited with an error", len(failed_workers))
             for part in range(1, parts if settled else 1):
-                path = _after_path(tmp_root / "data", part)
+                path = after_path(tmp_root / "data", part)
                 if path.exists():
                     with open(path, "rb") as f:
                         after_results[part] = pickle.load(f)
@@ -770,7 +374,7 @@ def run_search(
                 f"no trial of study {study.study_name!r} completed ({len(states)} trials: "
                 f"{', '.join(sorted(set(states)))}); see the log for the failures"
             )
-        best = _ranked_trials(study)
+        best = ranked_trials(study)
         if storage_text.endswith("journal.log") and tmp_root in Path(storage_text).parents:
             storage_text = "temporary journal"
         result = SearchResult(
@@ -872,13 +476,6 @@ def _upload_split(study: optuna.Study, split: SplitData, store: Any) -> str:
         )
 
 
-def describe_artifact_store(store: Any) -> ArtifactLocation:
-    """What tells a worker where trial models go: a directory path, or the store's kind."""
-    if isinstance(store, FileSystemArtifactStore):
-        return ArtifactLocation("filesystem", os.path.abspath(store._base_path))
-    return ArtifactLocation(type(store).__name__)
-
-
 def _watch(
     storage: Any,
     study_name: str,
@@ -915,14 +512,3 @@ def _watch(
                 logger.debug("progress callback failed", exc_info=True)
         if stopping:
             return
-
-
-def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """Full hyperparameters of a finished trial (including the implied l2=0, dropout=0)."""
-    params = dict(trial.params)
-    params.setdefault("l2", 0.0)
-    params.setdefault("dropout", 0.0)
-    params.setdefault("regularization", "none")
-    # Studies from before the activation was searched trained ReLU networks.
-    params.setdefault("activation", "relu")
-    return params

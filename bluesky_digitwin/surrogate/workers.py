@@ -27,17 +27,16 @@ from bluesky_digitwin.names import check_name
 from bluesky_digitwin.redaction import redact_url
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.recovery import WORKER_ATTR, count_finished
-from bluesky_digitwin.surrogate.search import (
-    STUDY_RECORD,
-    SplitData,
+from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
+from bluesky_digitwin.surrogate.split import SplitData
+from bluesky_digitwin.surrogate.storage import open_storage
+from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, StudyRecord
+from bluesky_digitwin.surrogate.trials import (
     make_objective,
     make_pruner,
     make_sampler,
-    open_storage,
     optimize_until,
 )
-from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
-from bluesky_digitwin.surrogate.study_record import StudyRecord
 
 __all__ = ["WorkerReport", "load_study_record", "run_worker"]
 
