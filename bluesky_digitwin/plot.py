@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin.analysis.steps import StepSuggestion, format_duration
+from bluesky_digitwin.analysis.steps import StepSuggestion
+from bluesky_digitwin.analysis.time_model import format_duration
 from bluesky_digitwin.data import DigitwinInputError, as_dataset
 from bluesky_digitwin.plot_style import (
     MEASURED_STYLE,

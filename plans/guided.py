@@ -230,7 +230,7 @@ def suggested_lines(
         Units of the axis if the twin records none (as given to :func:`suggest_step`).
     """
     # The same unit conversion and line placement as the suggestion itself used.
-    from bluesky_digitwin.analysis.steps import axis_conversion, axis_grid
+    from bluesky_digitwin.analysis.step_grids import axis_conversion, axis_grid
 
     if suggestion.step is None:
         raise ValueError(f"the suggestion has no step: {suggestion.message}")

@@ -33,7 +33,7 @@ from bluesky_digitwin.data import DigitwinInputError, make_grid
 from bluesky_digitwin.protocols import Twin
 
 from .magnetocaloric import entropy_change
-from .steps import axis_grid
+from .step_grids import axis_grid
 from .units import field_to_tesla
 
 __all__ = [

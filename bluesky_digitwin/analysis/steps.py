@@ -60,7 +60,7 @@ spread of the errors is up to a third of them) still lands there.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,12 +69,31 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import ArrayLike
 
-from bluesky_digitwin.data import DigitwinInputError, make_grid
+from bluesky_digitwin.data import DigitwinInputError
 from bluesky_digitwin.json_values import jsonable
 from bluesky_digitwin.protocols import Twin
 
-from .magnetocaloric import entropy_change
-from .units import ENTROPY_UNITS, FIELD_UNITS, MOMENT_UNITS, normalize_unit
+# The suggestion's parts, each in its own module; importable from here as they always were.
+from .step_grids import (
+    DEFAULT_FIELD_CANDIDATES_T,
+    axis_conversion,
+    axis_grid,
+    check_candidates,
+    default_candidates,
+    sweep_grid,
+)
+from .step_quantities import (
+    QUANTITIES,
+    Quantity,
+    align_quantity,
+    quantity_curves,
+    quantity_errors,
+    relative_scale,
+    resolve_quantity,
+    run_quantity,
+    simulate_members,
+)
+from .time_model import TimeModel, format_duration
 
 __all__ = [
     "DEFAULT_FIELD_CANDIDATES_T",
@@ -89,106 +108,12 @@ __all__ = [
 
 #: Default tolerance: 2.5 % RMSE relative to the reference quantity's largest absolute value.
 DEFAULT_TOL = 0.025
-#: Default candidate steps of a field axis, in tesla (μ0H).
-DEFAULT_FIELD_CANDIDATES_T = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
-#: Default candidates of any other axis, as fractions of its learned span: the field defaults
-#: relative to the paper's 5 T range.
-DEFAULT_SPAN_FRACTIONS = tuple(s / 5.0 for s in DEFAULT_FIELD_CANDIDATES_T)
 #: Points of the default sweep grid over each other feature's learned range.
 DEFAULT_SWEEP_POINTS = 201
 #: The default reference step is the finest candidate divided by this.
 REFERENCE_DIVISOR = 4
 #: More lines than this at the reference step means the steps are in the wrong units.
 MAX_LINES = 5000
-#: The built-in quantities.
-QUANTITIES = ("magnetocaloric", "map")
-
-Quantity = Callable[[xr.Dataset], Any]
-
-
-# -- the time model ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TimeModel:
-    """How long a measurement takes: lines (sweeps) of points, and changes of the stepped axis.
-
-    ``time = n_lines * line_time + (n_lines - 1) * seconds_per_step_change``, where
-    ``line_time = points_per_line * seconds_per_point``, or, for a continuous sweep
-    (``sweep_rate`` given), ``sweep span / sweep_rate``, the points being taken on the fly.
-
-    The defaults are those of a settled-temperature M(T) run on a SQUID magnetometer (MPMS), as
-    timed in the authors' raw MPMS export of an M(T) run of the paper's reference code (10-60 K,
-    8 fields): 101 points in about 78 min per field (45 s per point), and at least 40 min between
-    sweeps to change the field and cool back to the start. Set ``points_per_line`` to the points
-    the real sweep will take, which need not be those of the simulated sweep grid.
-
-    Attributes
-    ----------
-    seconds_per_point
-        Time per measured point in a stepped (settled) sweep, s.
-    seconds_per_step_change
-        Time between two lines: changing the stepped axis and returning to the sweep's start, s.
-    sweep_rate
-        Rate of a continuous sweep in the sweep axis' units per second (e.g. K/s); ``None`` for a
-        settled, point-by-point sweep.
-    points_per_line
-        Points measured per line; ``None``: as many as the sweep grid simulated.
-    """
-
-    seconds_per_point: float = 45.0
-    seconds_per_step_change: float = 2400.0
-    sweep_rate: float | None = None
-    points_per_line: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("seconds_per_point", "seconds_per_step_change"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise DigitwinInputError(f"{name} must be a number >= 0, got {value!r}")
-        if self.sweep_rate is not None and not (
-            math.isfinite(self.sweep_rate) and self.sweep_rate > 0
-        ):
-            raise DigitwinInputError(f"sweep_rate must be a number > 0, got {self.sweep_rate!r}")
-        if self.points_per_line is not None and not (
-            isinstance(self.points_per_line, (int, np.integer)) and self.points_per_line >= 1
-        ):
-            raise DigitwinInputError(
-                f"points_per_line must be a whole number >= 1, got {self.points_per_line!r}"
-            )
-
-    def line_seconds(self, n_points: int, sweep_span: float | None = None) -> float:
-        """Time of one line of ``n_points`` (overridden by ``points_per_line``), s."""
-        if self.sweep_rate is not None:
-            if sweep_span is None:
-                raise DigitwinInputError(
-                    "a sweep_rate needs exactly one sweep axis to know the span swept"
-                )
-            return float(sweep_span) / self.sweep_rate
-        points = self.points_per_line if self.points_per_line is not None else n_points
-        return points * self.seconds_per_point
-
-    def seconds(self, n_lines: int, n_points: int, sweep_span: float | None = None) -> float:
-        """Estimated time of ``n_lines`` lines of ``n_points`` points each, s."""
-        changes = max(int(n_lines) - 1, 0)
-        return n_lines * self.line_seconds(n_points, sweep_span) + (
-            changes * self.seconds_per_step_change
-        )
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for people: ``"40 s"``, ``"25 min"``, ``"3 h 20 min"``, ``"2.1 days"``."""
-    if seconds is None or not math.isfinite(seconds):
-        return "n/a"
-    if seconds < 59.5:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    if seconds < 48 * 3600:
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 # -- the result ----------------------------------------------------------------------------------
@@ -442,14 +367,14 @@ def suggest_step(
     lo, hi = (float(v) for v in twin.ranges[axis])
 
     defaulted = candidates is None
-    candidates, c_units = _default_candidates(candidates, candidate_units, a_units, hi - lo)
+    candidates, c_units = default_candidates(candidates, candidate_units, a_units, hi - lo)
     to_axis = axis_conversion(c_units, a_units, axis)
-    steps = _check_candidates(candidates)
+    steps = check_candidates(candidates)
 
     if field_change is not None and quantity != "magnetocaloric":
         raise DigitwinInputError("field_change applies to the magnetocaloric quantity only")
-    over_grid = _sweep_grid(twin, sweep_names, over, sweep_points)
-    name, description, evaluate, error_units, hi = _resolve_quantity(
+    over_grid = sweep_grid(twin, sweep_names, over, sweep_points)
+    name, description, evaluate, error_units, hi = resolve_quantity(
         quantity,
         twin=twin,
         axis=axis,
@@ -490,12 +415,12 @@ def suggest_step(
 
     def run(step: float) -> tuple[np.ndarray, xr.DataArray, list[xr.DataArray]]:
         grid = axis_grid(lo, hi, step * to_axis)
-        members = _simulate(twin, target, axis, grid, over_grid, a_units)
+        members = simulate_members(twin, target, axis, grid, over_grid, a_units)
         label = f"{step:g}{unit}"
-        mean = _call(evaluate, members.mean("member", keep_attrs=True), name, label)
+        mean = run_quantity(evaluate, members.mean("member", keep_attrs=True), name, label)
         per_member = (
             [
-                _call(evaluate, members.isel(member=i), name, label)
+                run_quantity(evaluate, members.isel(member=i), name, label)
                 for i in range(members.sizes["member"])
             ]
             if members.sizes["member"] > 1
@@ -504,8 +429,8 @@ def suggest_step(
         return grid, mean, per_member
 
     _, ref_mean, ref_members = run(reference_step)
-    scale = _scale(ref_mean, relative)
-    member_scales = [_scale(r, relative) for r in ref_members]
+    scale = relative_scale(ref_mean, relative)
+    member_scales = [relative_scale(r, relative) for r in ref_members]
     ref_values = np.asarray(ref_mean.values, dtype=float)
     reference_spread = float("nan")
     if ref_members:
@@ -518,10 +443,11 @@ def suggest_step(
     for step in steps:
         grid, cand_mean, cand_members = run(float(step))
         label = f"{step:g}{unit}"
-        aligned = _align(cand_mean, ref_mean, name, label)
-        rmse, worst = _errors(aligned, ref_values)
+        aligned = align_quantity(cand_mean, ref_mean, name, label)
+        rmse, worst = quantity_errors(aligned, ref_values)
         member_errors = [
-            _errors(_align(c, r, name, label), np.asarray(r.values, dtype=float))[0] / s
+            quantity_errors(align_quantity(c, r, name, label), np.asarray(r.values, dtype=float))[0]
+            / s
             for c, r, s in zip(cand_members, ref_members, member_scales, strict=True)
         ]
         spread = float(np.std(member_errors, ddof=1)) if len(member_errors) > 1 else np.nan
@@ -547,7 +473,7 @@ def suggest_step(
         quantity=name,
         table=table,
         reference_step=float(reference_step),
-        curves=_curves(curves, ref_mean, [reference_step, *steps], c_units, description),
+        curves=quantity_curves(curves, ref_mean, [reference_step, *steps], c_units, description),
         relative=relative,
         error_units="" if relative else error_units,
         reference_spread=reference_spread,
@@ -564,333 +490,3 @@ def _choose(table: pd.DataFrame, tol: float) -> float | None:
             break
         chosen = float(row.step)
     return chosen
-
-
-# -- candidates, units and grids -----------------------------------------------------------------
-
-
-def _is_field(units: str | None) -> bool:
-    return units is not None and normalize_unit(units) in FIELD_UNITS
-
-
-def _default_candidates(
-    candidates: Any, candidate_units: str | None, axis_units: str | None, span: float
-) -> tuple[Any, str | None]:
-    """The candidates and the units they are in (the axis' own by default)."""
-    if candidates is not None:
-        return candidates, candidate_units or axis_units
-    if _is_field(axis_units):
-        units = candidate_units or "T"
-        if not _is_field(units):
-            raise DigitwinInputError(
-                f"candidate_units {units!r} is not a field unit, but the axis is a field in "
-                f"{axis_units}"
-            )
-        per_tesla = FIELD_UNITS[normalize_unit(units)]
-        return [s * per_tesla for s in DEFAULT_FIELD_CANDIDATES_T], units
-    if candidate_units is not None and candidate_units != axis_units:
-        raise DigitwinInputError(
-            "without candidates, the default candidates are fractions of the axis' span in its "
-            f"own units; candidate_units {candidate_units!r} cannot be used: give candidates"
-        )
-    return [f * span for f in DEFAULT_SPAN_FRACTIONS], axis_units
-
-
-def axis_conversion(candidate_units: str | None, axis_units: str | None, axis: str) -> float:
-    """How many axis units one candidate unit is."""
-    if candidate_units is None or (
-        axis_units is not None and normalize_unit(candidate_units) == normalize_unit(axis_units)
-    ):
-        return 1.0
-    if axis_units is None:
-        raise DigitwinInputError(
-            f"the twin records no units for {axis!r}, so steps in {candidate_units!r} cannot be "
-            f"converted: give axis_units (CLI: --axis-units), e.g. 'Oe'"
-        )
-    if _is_field(candidate_units) and _is_field(axis_units):
-        return (
-            FIELD_UNITS[normalize_unit(axis_units)] / FIELD_UNITS[normalize_unit(candidate_units)]
-        )
-    raise DigitwinInputError(
-        f"cannot convert steps in {candidate_units!r} to the units of {axis!r}, {axis_units!r}; "
-        "give the candidates in the axis' units"
-    )
-
-
-def _check_candidates(candidates: Any) -> np.ndarray:
-    try:
-        steps = np.atleast_1d(np.asarray(candidates, dtype=float))
-    except (TypeError, ValueError):
-        raise DigitwinInputError(f"candidates must be numbers, got {candidates!r}") from None
-    if steps.ndim != 1 or steps.size == 0:
-        raise DigitwinInputError("give at least one candidate step")
-    bad = steps[~(np.isfinite(steps) & (steps > 0))]
-    if bad.size:
-        raise DigitwinInputError(f"candidate steps must be positive numbers, got {bad[0]:g}")
-    steps = np.sort(steps)  # any order is fine; the table is ascending
-    repeated = steps[1:][np.isclose(steps[1:], steps[:-1], rtol=1e-9, atol=0)]
-    if repeated.size:
-        raise DigitwinInputError(
-            f"candidate step {repeated[0]:g} is given more than once; give each step once"
-        )
-    return steps
-
-
-def axis_grid(lo: float, hi: float, step: float) -> np.ndarray:
-    """``lo, lo + step, ...`` up to ``hi``, ending exactly at ``hi`` (a shorter last step if
-    the steps do not land on it; one within 0.1 % of a step counts as landing)."""
-    n = math.floor((hi - lo) / step + 1e-3)
-    grid = lo + step * np.arange(n + 1)
-    if hi - grid[-1] <= 1e-3 * step:
-        grid[-1] = hi
-    else:
-        grid = np.append(grid, hi)
-    return grid
-
-
-def _sweep_grid(
-    twin: Any, sweep_names: list[str], over: Any, sweep_points: int
-) -> dict[str, np.ndarray]:
-    if not (isinstance(sweep_points, (int, np.integer)) and sweep_points >= 2):
-        raise DigitwinInputError(f"sweep_points must be a whole number >= 2, got {sweep_points!r}")
-    given: dict[str, Any]
-    if over is None:
-        given = {}
-    elif isinstance(over, Mapping):
-        given = dict(over)
-        unknown = [k for k in given if k not in sweep_names]
-        if unknown:
-            raise DigitwinInputError(
-                f"over names {', '.join(map(repr, unknown))}, which is not a sweep feature; "
-                f"the sweep features are: {', '.join(sweep_names) or '(none)'}"
-            )
-    elif len(sweep_names) == 1:
-        given = {sweep_names[0]: over}
-    else:
-        raise DigitwinInputError(
-            f"the twin sweeps {len(sweep_names)} features ({', '.join(sweep_names)}); "
-            "give over as a mapping feature -> values"
-        )
-    grid = {}
-    for name in sweep_names:
-        if name in given:
-            try:
-                values = np.unique(np.asarray(given[name], dtype=float).ravel())
-            except (TypeError, ValueError):
-                raise DigitwinInputError(f"over[{name!r}] must be numbers") from None
-            if values.size == 0 or not np.isfinite(values).all():
-                raise DigitwinInputError(f"over[{name!r}] must be finite numbers, at least one")
-        else:
-            lo, hi = twin.ranges[name]
-            values = np.linspace(lo, hi, int(sweep_points))
-        grid[name] = values
-    return grid
-
-
-# -- simulating and comparing --------------------------------------------------------------------
-
-
-def _simulate(
-    twin: Any,
-    target: str,
-    axis: str,
-    grid: np.ndarray,
-    over: Mapping[str, np.ndarray],
-    axis_units: str | None,
-) -> xr.DataArray:
-    """The target on the (axis, *sweep) grid, per network: dims ("member", axis, *sweep)."""
-    points = make_grid(**{axis: grid}, **over)
-    if hasattr(twin, "predict_members"):
-        members = twin.predict_members(points)
-    else:
-        members = twin.predict(points)[target].expand_dims(member=[0])
-    members = members.transpose("member", axis, *over)
-    if axis_units and not members[axis].attrs.get("units"):
-        members[axis].attrs["units"] = axis_units
-    return members
-
-
-def _call(evaluate: Quantity, simulated: xr.DataArray, name: str, label: str) -> xr.DataArray:
-    """Run the quantity on one simulation; a failure names the quantity and the step."""
-    if "member" in simulated.coords:
-        simulated = simulated.drop_vars("member")
-    ds = xr.Dataset({simulated.name: simulated}, attrs={"data_origin": "simulated", "step": label})
-    try:
-        result = evaluate(ds)
-    except DigitwinInputError as exc:
-        raise DigitwinInputError(f"the {name} quantity at step {label}: {exc}") from None
-    except Exception as exc:
-        what = f"the {name} quantity" if name in QUANTITIES else "the quantity function"
-        raise DigitwinInputError(
-            f"{what} raised {type(exc).__name__} at step {label}: {exc}"
-        ) from exc
-    if isinstance(result, xr.DataArray):
-        return result.astype(float)
-    try:
-        return xr.DataArray(np.asarray(result, dtype=float))
-    except (TypeError, ValueError):
-        raise DigitwinInputError(
-            f"the quantity function returned a {type(result).__name__} at step {label}; "
-            "return numbers (an xarray DataArray, a numpy array or a float)"
-        ) from None
-
-
-def _align(candidate: xr.DataArray, reference: xr.DataArray, name: str, label: str) -> np.ndarray:
-    """The candidate's values on the reference's coordinates (linear interpolation)."""
-    if set(candidate.dims) != set(reference.dims):
-        raise DigitwinInputError(
-            f"the {name} quantity has dims {candidate.dims} at step {label} but "
-            f"{reference.dims} at the reference step; it must keep the same dims"
-        )
-    candidate = candidate.transpose(*reference.dims)
-    for dim in reference.dims:
-        has_coords = dim in reference.coords and dim in candidate.coords
-        if has_coords:
-            ref_coord = np.asarray(reference[dim].values, dtype=float)
-            cand_coord = np.asarray(candidate[dim].values, dtype=float)
-            if cand_coord.shape != ref_coord.shape or not np.allclose(
-                cand_coord, ref_coord, rtol=1e-12, atol=0
-            ):
-                candidate = candidate.interp({dim: ref_coord})
-        elif candidate.sizes[dim] != reference.sizes[dim]:
-            raise DigitwinInputError(
-                f"the {name} quantity has {candidate.sizes[dim]} values along {dim!r} at step "
-                f"{label} but {reference.sizes[dim]} at the reference step; return a DataArray "
-                "with coordinates so it can be interpolated"
-            )
-    return np.asarray(candidate.values, dtype=float)
-
-
-def _errors(values: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """RMSE and largest absolute difference over the points where both are finite."""
-    diff = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        return float("nan"), float("nan")
-    return float(np.sqrt(np.mean(diff**2))), float(np.max(np.abs(diff)))
-
-
-def _scale(reference: xr.DataArray, relative: bool) -> float:
-    if not relative:
-        return 1.0
-    values = np.abs(np.asarray(reference.values, dtype=float))
-    values = values[np.isfinite(values)]
-    scale = float(values.max()) if values.size else 0.0
-    if not scale > 0:
-        raise DigitwinInputError(
-            "the quantity is zero (or not finite) everywhere at the reference step, so relative "
-            "errors are undefined; pass relative=False and an absolute tol"
-        )
-    return scale
-
-
-def _curves(
-    values: list[np.ndarray],
-    reference: xr.DataArray,
-    steps: Sequence[float],
-    units: str | None,
-    description: str,
-) -> xr.DataArray:
-    coords: dict[str, Any] = {
-        dim: reference[dim] for dim in reference.dims if dim in reference.coords
-    }
-    coords["step"] = ("step", np.asarray(steps, dtype=float), {"units": units or ""})
-    coords["role"] = ("step", ["reference"] + ["candidate"] * (len(steps) - 1))
-    return xr.DataArray(
-        np.stack(values),
-        dims=("step", *reference.dims),
-        coords=coords,
-        name=reference.name or "quantity",
-        attrs={**reference.attrs, "description": description, "data_origin": "simulated"},
-    )
-
-
-# -- the quantities ------------------------------------------------------------------------------
-
-
-def _resolve_quantity(
-    quantity: str | Quantity,
-    *,
-    twin: Any,
-    axis: str,
-    sweep_names: list[str],
-    axis_units: str | None,
-    target_units: str | None,
-    mass: float | None,
-    mass_units: str,
-    field_change: float | None,
-    span: tuple[float, float],
-    sweep_units: Mapping[str, str | None],
-) -> tuple[str, str, Quantity, str, float]:
-    """Name, description, function, units of its values, and the top of the stepped range."""
-    target = str(twin.target)
-    lo, hi = span
-    if callable(quantity):
-        name = getattr(quantity, "__name__", type(quantity).__name__)
-        return name, name, quantity, "", hi
-    if quantity == "map":
-        description = (
-            f"the {target}({', '.join([axis, *sweep_names])}) map, measured lines interpolated "
-            f"linearly along {axis}"
-        )
-        return "map", description, lambda ds: ds[target], target_units or "", hi
-    if quantity != "magnetocaloric":
-        raise DigitwinInputError(
-            f"unknown quantity {quantity!r}; choose 'magnetocaloric', 'map' or give a function "
-            "of the simulated xarray Dataset"
-        )
-    if len(sweep_names) != 1:
-        raise DigitwinInputError(
-            "the magnetocaloric quantity needs a twin of two features, temperature and field; "
-            f"this one has {', '.join([axis, *sweep_names])}"
-        )
-    temperature = sweep_names[0]
-    if not _is_field(axis_units):
-        raise DigitwinInputError(
-            f"the magnetocaloric quantity needs the field units of {axis!r} "
-            f"({'the twin records none' if axis_units is None else f'got {axis_units!r}'}): "
-            "pass axis_units='Oe' or 'T' (CLI: --axis-units)"
-        )
-    if target_units is None:
-        # The MPMS default: a moment in emu when a mass is given, else already per mass.
-        target_units = "emu" if mass is not None else None
-    if mass is None and (target_units is None or normalize_unit(target_units) in MOMENT_UNITS):
-        raise DigitwinInputError(
-            f"the magnetocaloric quantity needs the sample mass to turn the moment {target!r} "
-            "into a magnetisation: pass mass=... and mass_units=... (CLI: --mass 0.61 "
-            "--mass-units mg); if the target is already per mass, give its units with "
-            "target_units='emu/g' (CLI: --target-units)"
-        )
-    per_tesla = FIELD_UNITS[normalize_unit(axis_units)]
-    if field_change is not None:
-        top = lo + float(field_change) * per_tesla
-        if not (math.isfinite(top) and lo < top <= hi * (1 + 1e-9) + 1e-12):
-            raise DigitwinInputError(
-                f"field_change {field_change!r} T does not fit the learned range of {axis}, "
-                f"{lo:g} to {hi:g} {axis_units} (at most {(hi - lo) / per_tesla:g} T)"
-            )
-        hi = min(top, hi)
-    options = {
-        "temperature": temperature,
-        "field": axis,
-        "magnetization": target,
-        "mass": mass,
-        "mass_units": mass_units,
-        "magnetization_units": target_units,
-        "field_units": axis_units,
-        "temperature_units": sweep_units.get(temperature),
-        "absolute": True,
-    }
-
-    def magnetocaloric(ds: xr.Dataset) -> xr.DataArray:
-        try:
-            dsm = entropy_change(ds[target], **options)
-        except ValueError as exc:  # units, mass: a usage error
-            raise DigitwinInputError(str(exc)) from None
-        return dsm.isel({axis: -1}, drop=True)
-
-    description = (
-        f"|ΔS_M|({temperature}) at μ0ΔH = {(hi - lo) / per_tesla:.3g} T "
-        f"({lo:g} to {hi:g} {axis_units}), {ENTROPY_UNITS}"
-    )
-    return "magnetocaloric", description, magnetocaloric, ENTROPY_UNITS, hi
