@@ -366,7 +366,7 @@ def test_an_error_in_the_update_never_reaches_the_runengine(RE, mag, make_plot, 
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug in the drawing")
 
-    plot._draw_measured_lines = broken
+    plot._draw_measured = broken
     with caplog.at_level(logging.DEBUG, logger="bluesky_digitwin.callbacks.plot"):
         line_scan(RE, mag, 1e4, n=10)
         line_scan(RE, mag, 2e4, n=10)
