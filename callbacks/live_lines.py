@@ -48,7 +48,7 @@ class LiveTwinLines(LiveTwinPlot):
     mode = "lines"
 
     @classmethod
-    def axes_needed(cls, show_std: bool) -> int:
+    def _axes_needed(cls, show_std: bool) -> int:
         """One: the measured lines and the twin's curves share the axes."""
         return 1
 

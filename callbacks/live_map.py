@@ -45,10 +45,10 @@ class LiveTwinMap(LiveTwinPlot):
     """
 
     mode = "map"
-    needs_slow = True
+    _needs_slow = True
 
     @classmethod
-    def axes_needed(cls, show_std: bool) -> int:
+    def _axes_needed(cls, show_std: bool) -> int:
         """Three: measured, twin and its uncertainty; two without ``show_std``."""
         return 3 if show_std else 2
 

@@ -318,7 +318,7 @@ class LiveTwinPlot(QtAwareCallback):
             use_teleporter = "qt" in matplotlib.get_backend().lower()
         super().__init__(use_teleporter=use_teleporter)
         self._teleporting = bool(use_teleporter)
-        if self.needs_slow and slow is None:
+        if self._needs_slow and slow is None:
             raise DigitwinInputError(f"mode={self.mode!r} needs the slow axis: give slow=...")
         if not (isinstance(resolution, (int, np.integer)) and resolution >= 2):
             raise DigitwinInputError(f"resolution must be a whole number >= 2, got {resolution!r}")
@@ -335,7 +335,7 @@ class LiveTwinPlot(QtAwareCallback):
                 "twin_source must be a TwinCallback (anything with a .twin), a DigitalTwin or "
                 f"a function returning one; got {type(twin_source).__name__}"
             )
-        n_axes = self.axes_needed(show_std)
+        n_axes = self._axes_needed(show_std)
         if ax is not None:
             given = _axes_list(ax)
             if len(given) != n_axes:
@@ -427,11 +427,10 @@ class LiveTwinPlot(QtAwareCallback):
     # Each layout sets ``mode``, the name LiveTwinPlot(mode=...) knows it by. Not declared here:
     # Sphinx would take a class annotation ``mode`` for the type of the ``mode`` parameter.
 
-    #: Whether the layout needs the slow axis.
-    needs_slow = False
+    _needs_slow = False  # whether the layout needs the slow axis
 
     @classmethod
-    def axes_needed(cls, show_std: bool) -> int:
+    def _axes_needed(cls, show_std: bool) -> int:
         """How many axes the layout draws into (a given ``ax`` must have as many)."""
         raise NotImplementedError
 
@@ -665,7 +664,7 @@ class LiveTwinPlot(QtAwareCallback):
             canvas.mpl_connect("draw_event", self._on_draw)
 
     def _make_axes(self) -> list[Axes]:
-        n_axes = self.axes_needed(self.show_std)
+        n_axes = self._axes_needed(self.show_std)
         given = self._ax_arg
         if given is not None:  # its length was checked when the plot was made
             return _axes_list(given)
