@@ -274,7 +274,7 @@ class LiveTwinPlot(QtAwareCallback):
         if mode is not None and mode not in MODES:
             raise DigitwinInputError(f"mode must be one of {MODES}, got {mode!r}")
         if cls is LiveTwinPlot:
-            cls = _LAYOUTS[mode or MODES[0]]
+            cls = _LAYOUTS[mode or "lines"]  # the default layout
         elif mode is not None and mode != cls.mode:
             raise DigitwinInputError(
                 f"{cls.__name__} draws mode={cls.mode!r}, not {mode!r}: make a "
