@@ -5,6 +5,16 @@ subscribe it to a RunEngine and it draws the measured points as they arrive, the
 simulation of the same measurement with its uncertainty, and the step (or next line) the twin
 suggests once a plan has announced it.
 
+:class:`LiveTwinPlot` is what the two layouts share, as bluesky's ``LivePlot`` and ``LiveGrid``
+share ``QtAwareCallback``; each layout is a subclass in a module of its own:
+:class:`~bluesky_digitwin.callbacks.LiveTwinLines` (``mode="lines"``, :mod:`.live_lines`) and
+:class:`~bluesky_digitwin.callbacks.LiveTwinMap` (``mode="map"``, :mod:`.live_map`).
+``LiveTwinPlot(..., mode=...)`` makes the one its mode names. This module holds the rest: the
+documents taken in through a buffer, the figure's updates (timer, throttle, Qt), the twin
+(looked up, swapped, asked in a background thread), the plan's suggestion, the titles, and the
+errors kept away from the RunEngine. A layout draws: its axes, the measured points, the twin's
+simulation, the colours, the labels, the suggested lines' marks.
+
 How it keeps out of the RunEngine's way:
 
 - Documents go to a :class:`~bluesky_digitwin.buffer.ScanBuffer` of its own (a few dictionary
@@ -33,6 +43,7 @@ Simulated data stays apart from measured data (Terashima et al., Digital Discove
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -50,22 +61,23 @@ from bluesky.callbacks.mpl_plotting import QtAwareCallback
 
 from bluesky_digitwin.analysis.steps import StepSuggestion
 from bluesky_digitwin.buffer import ScanBuffer
-from bluesky_digitwin.data import DigitwinInputError, make_grid
-from bluesky_digitwin.plot_style import (
-    MEASURED_STYLE,
-    SIMULATED_STYLE,
-    axis_label,
-    origin_label,
-    require_matplotlib,
-    root_figure,
-)
+from bluesky_digitwin.data import DigitwinInputError
+from bluesky_digitwin.plot_style import axis_label, origin_label, require_matplotlib, root_figure
 from bluesky_digitwin.run_documents import RecordedDecision
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-__all__ = ["LiveTwinPlot"]
+__all__ = [
+    "MODES",
+    "SUGGESTED_COLOUR",
+    "LiveTwinPlot",
+    "mark_suggested_lines",
+    "segment_span",
+    "set_norm_limits",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +86,7 @@ _DOCUMENTS = frozenset({"start", "descriptor", "event", "event_page", "stop"})
 #: What the plot draws: measured lines with the twin's curves, or measured points beside maps.
 MODES = ("lines", "map")
 #: Colour of the suggestion (its marks and its message); a failed suggestion is red.
-_SUGGESTED_COLOUR = "tab:green"
+SUGGESTED_COLOUR = "tab:green"
 #: At most this many distinct errors are logged with a traceback; repeats go to debug.
 _MAX_LOGGED_ERRORS = 50
 #: Default seconds between two updates of a figure on screen: at most four redraws a second.
@@ -88,6 +100,9 @@ _MAX_RENDER_SHARE = 0.1
 _MAX_RENDER_COST = 2.0
 #: Titles are cut to this many characters, so that a long status cannot push the axes away.
 _MAX_TITLE = 90
+#: The layout each mode names: each subclass that sets ``mode`` enters itself here as it is
+#: defined (LiveTwinPlot.__init_subclass__). Importing bluesky_digitwin.callbacks defines both.
+_LAYOUTS: dict[str, type[LiveTwinPlot]] = {}
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,8 @@ def _cut(text: str, limit: int = _MAX_TITLE) -> str:
 
 
 def _attrs(units: str | None, long_name: str | None) -> xr.DataArray:
-    """An empty DataArray carrying the attributes :func:`~bluesky_digitwin.plot._label` reads."""
+    """An empty DataArray carrying the attributes :func:`~bluesky_digitwin.plot_style.axis_label`
+    reads."""
     attrs = {k: v for k, v in (("units", units), ("long_name", long_name)) if v}
     return xr.DataArray(np.nan, attrs=attrs)
 
@@ -123,9 +139,11 @@ class LiveTwinPlot(QtAwareCallback):
     """Draw a scan live with its digital twin: measured points, the twin's simulation and its
     uncertainty, and the step or line the twin suggests.
 
-    Two layouts (``mode``):
+    Two layouts (``mode``), each a subclass that ``LiveTwinPlot(..., mode=...)`` makes (as
+    ``pathlib.Path`` makes a ``PosixPath`` or a ``WindowsPath``), or that can be made
+    directly with the same parameters:
 
-    ``"lines"``
+    ``"lines"``: :class:`~bluesky_digitwin.callbacks.LiveTwinLines`
         ``y`` against the scanned ``x``, one line per value of the slow axis (e.g. M(T) at each
         field H), coloured by it with a colour bar. Measured points are open markers; the
         newest twin's simulation of each measured line is a solid line of the same colour over
@@ -135,7 +153,7 @@ class LiveTwinPlot(QtAwareCallback):
         one). Where the twin would extrapolate (outside its learned range) nothing simulated is
         drawn. A suggested step is named above the plot and its lines are marked on the colour
         bar.
-    ``"map"``
+    ``"map"``: :class:`~bluesky_digitwin.callbacks.LiveTwinMap`
         For 2-D maps measured line by line (e.g. ARPES intensity over two angles): the measured
         points coloured by ``y`` on the (``x``, ``slow``) plane; beside them the twin's map
         over its learned range (``imshow``, the same colour scale) with the measured lines
@@ -169,7 +187,8 @@ class LiveTwinPlot(QtAwareCallback):
     twin_source
         Where the newest twin comes from (see above); ``None`` draws measurements only.
     mode
-        ``"lines"`` (default) or ``"map"``.
+        ``"lines"`` (default) or ``"map"``. ``None``: ``"lines"``, or the layout of the
+        subclass made (a :class:`~bluesky_digitwin.callbacks.LiveTwinMap` draws ``"map"``).
     keys
         Twin name -> data key of the events, as for :class:`~bluesky_digitwin.buffer.ScanBuffer`
         (e.g. ``{"T": "mag_temperature", ...}``); by default the keys of ``twin_source.buffer``
@@ -250,6 +269,25 @@ class LiveTwinPlot(QtAwareCallback):
     ...                     "candidate_units": "T"}))
     """
 
+    def __new__(cls, *args: Any, mode: str | None = None, **kwargs: Any) -> LiveTwinPlot:
+        """The layout ``mode`` names, for ``LiveTwinPlot(...)``; a subclass checks it is its own."""
+        if mode is not None and mode not in MODES:
+            raise DigitwinInputError(f"mode must be one of {MODES}, got {mode!r}")
+        if cls is LiveTwinPlot:
+            cls = _LAYOUTS[mode or "lines"]  # the default layout
+        elif mode is not None and mode != cls.mode:
+            raise DigitwinInputError(
+                f"{cls.__name__} draws mode={cls.mode!r}, not {mode!r}: make a "
+                f"LiveTwinPlot(..., mode={mode!r})"
+            )
+        return super().__new__(cls)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "mode" in cls.__dict__:
+            # The first class of a mode is its layout: a user's subclass does not replace it.
+            _LAYOUTS.setdefault(cls.mode, cls)
+
     def __init__(
         self,
         y: str,
@@ -257,7 +295,7 @@ class LiveTwinPlot(QtAwareCallback):
         slow: str | None = None,
         *,
         twin_source: Any = None,
-        mode: str = "lines",
+        mode: str | None = None,
         keys: Mapping[str, str] | None = None,
         stream: str = "primary",
         n_std: float = 2.0,
@@ -271,6 +309,8 @@ class LiveTwinPlot(QtAwareCallback):
         figsize: tuple[float, float] | None = None,
         use_teleporter: bool | None = None,
     ) -> None:
+        # ``mode`` chose the class (__new__): every layout takes every option, so that
+        # LiveTwinPlot(..., mode=...) takes them all whatever the mode.
         require_matplotlib()
         if use_teleporter is None:  # QtAwareCallback's rule, decided here to be known below
             import matplotlib
@@ -278,10 +318,8 @@ class LiveTwinPlot(QtAwareCallback):
             use_teleporter = "qt" in matplotlib.get_backend().lower()
         super().__init__(use_teleporter=use_teleporter)
         self._teleporting = bool(use_teleporter)
-        if mode not in MODES:
-            raise DigitwinInputError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "map" and slow is None:
-            raise DigitwinInputError("mode='map' needs the slow axis: give slow=...")
+        if self._needs_slow and slow is None:
+            raise DigitwinInputError(f"mode={self.mode!r} needs the slow axis: give slow=...")
         if not (isinstance(resolution, (int, np.integer)) and resolution >= 2):
             raise DigitwinInputError(f"resolution must be a whole number >= 2, got {resolution!r}")
         if not (math.isfinite(n_std) and n_std > 0):
@@ -297,16 +335,15 @@ class LiveTwinPlot(QtAwareCallback):
                 "twin_source must be a TwinCallback (anything with a .twin), a DigitalTwin or "
                 f"a function returning one; got {type(twin_source).__name__}"
             )
-        n_axes = 1 if mode == "lines" else (3 if show_std else 2)
+        n_axes = self._axes_needed(show_std)
         if ax is not None:
             given = _axes_list(ax)
             if len(given) != n_axes:
                 raise DigitwinInputError(
-                    f"mode={mode!r} draws into {n_axes} axes (show_std={show_std}), got "
+                    f"mode={self.mode!r} draws into {n_axes} axes (show_std={show_std}), got "
                     f"{len(given)}"
                 )
         self.y, self.x, self.slow = str(y), str(x), None if slow is None else str(slow)
-        self.mode = mode
         self.n_std = float(n_std)
         self.resolution = int(resolution)
         #: Seconds between updates during a run (resolved when the figure is made).
@@ -353,37 +390,20 @@ class LiveTwinPlot(QtAwareCallback):
         self._segments: list[np.ndarray] = []
         self._segment_keys: list[float | None] = []
         self._drawn_segments: list[tuple[int, int]] = []  # (first index, length) as drawn
-        self._n_drawn = 0
-        self._coloured: tuple[Any, ...] = ()
-        self._measured_range: tuple[float, float] | None = None
-        self._map_range: tuple[float, float] | None = None
-        self._map_limits: dict[str, tuple[float, float]] = {}
-        self._colour_scale_set = False
         self._slow_span: tuple[float, float] | None = None
         self._units: dict[str, str] = {}
         self._label_texts: dict[str, str] = {}
         self._label_units: dict[str, str] | None = None
         self._titles: dict[str, str] = {}
-        self._legend_key: tuple[Any, ...] = ()
-        self._measured_artists: list[Any] = []
-        self._measured_lines: dict[str, Any] = {}  # map mode: the measured lines over the maps
-        self._scatter: Any = None
-        self._norm: Any = None
-        self._std_norm: Any = None
-        self._std_cmap: Any = None
+        self._norm: Any = None  # the colour scale of the layout's colour bar
         self._cmap: Any = None
         self._colorbar: Any = None
-        self._std_colorbar: Any = None
         self._suptitle: Any = None
         self._marks: dict[str, Any] = {}
 
         # The twin, its simulations, and the background thread that computes them.
         self.twin: Any = None
         self._generation = 0
-        self._curves: dict[float | None, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._curve_artists: dict[float | None, tuple[Any, Any]] = {}
-        self._map: xr.Dataset | None = None
-        self._map_artists: list[Any] = []
         self._twin_label = ""
         self._twin_problem: str | None = None
         self._worker: threading.Thread | None = None
@@ -396,10 +416,77 @@ class LiveTwinPlot(QtAwareCallback):
         self.errors = 0
         self.last_error: str | None = None
         self._logged: set[tuple[str, str]] = set()
+        self._init_layout()
         if not use_teleporter or threading.current_thread() is threading.main_thread():
             # Made now, in the thread that made the plot (the main thread with a GUI), rather
             # than in the RunEngine's at the first start document (a colour bar takes 0.1 s).
             self._setup()
+
+    # -- what a layout draws (LiveTwinLines, LiveTwinMap) ----------------------------------------
+
+    # Each layout sets ``mode``, the name LiveTwinPlot(mode=...) knows it by. Not declared here:
+    # Sphinx would take a class annotation ``mode`` for the type of the ``mode`` parameter.
+
+    _needs_slow = False  # whether the layout needs the slow axis
+
+    @classmethod
+    def _axes_needed(cls, show_std: bool) -> int:
+        """How many axes the layout draws into (a given ``ax`` must have as many)."""
+        raise NotImplementedError
+
+    def _init_layout(self) -> None:
+        """Set the layout's own state (its artists, simulations, colour scales)."""
+        raise NotImplementedError
+
+    def _setup_axes(self, axes: list[Axes]) -> None:
+        """Fill in :attr:`axes` by role, and make the colour bars and empty artists."""
+        raise NotImplementedError
+
+    def _draw_measured(self, x: np.ndarray, s: np.ndarray | None, y: np.ndarray) -> None:
+        """Draw the buffer's points: ``x``, slow axis ``s`` (None in 1-D scans) and ``y``, split
+        into lines by :attr:`_segments` (with :attr:`_segment_keys`)."""
+        raise NotImplementedError
+
+    def _update_colours(self) -> None:
+        """Bring the colour scale (and what is coloured by it) up to date."""
+        raise NotImplementedError
+
+    def _axis_labels(self, label: Callable[[str], str], units: Mapping[str, str]) -> dict[str, str]:
+        """The labels by role (``"x"``, ``"y"``, ``"colorbar"``, ...): ``label`` names an axis
+        with its units, ``units`` holds those known."""
+        raise NotImplementedError
+
+    def _show_labels(self, wanted: dict[str, str]) -> None:
+        """Set the labels :meth:`_axis_labels` chose (the main axes and the colour bar here)."""
+        data = self.axes["data"]
+        data.set_xlabel(wanted["x"])
+        data.set_ylabel(wanted["y"])
+        if "colorbar" in wanted:
+            self._colorbar.set_label(wanted["colorbar"])
+
+    def _axes_titles(self, twin_title: str) -> dict[str, str]:
+        """The titles by role of the axes, given the twin's (what it is, or why there is none)."""
+        raise NotImplementedError
+
+    def _update_legend(self) -> None:
+        """Bring the legend up to date, where the layout has one."""
+
+    def _forget_simulation(self) -> None:
+        """Remove the simulation of the twin just replaced (its artists, data and scales)."""
+        raise NotImplementedError
+
+    def _simulation_job(self, twin: Any) -> Callable[[], Any] | None:
+        """What to ask the twin for in the background (its result goes to
+        :meth:`_take_simulation`), or None if everything is simulated already."""
+        raise NotImplementedError
+
+    def _take_simulation(self, payload: Any) -> None:
+        """Draw what a :meth:`_simulation_job` returned."""
+        raise NotImplementedError
+
+    def _draw_marks(self, positions: np.ndarray) -> list[Any]:
+        """Mark the suggested values of the slow axis; returns the artists."""
+        raise NotImplementedError
 
     # -- the document path ----------------------------------------------------------------------
 
@@ -544,8 +631,6 @@ class LiveTwinPlot(QtAwareCallback):
             if self._set_up:
                 return
             self._set_up = True
-        import matplotlib.colors as mcolors
-        from matplotlib import colormaps
         from matplotlib.backend_bases import FigureCanvasBase
 
         axes = self._make_axes()
@@ -557,10 +642,7 @@ class LiveTwinPlot(QtAwareCallback):
             getattr(canvas, "required_interactive_framework", None) is not None
             or type(canvas).draw_idle is not FigureCanvasBase.draw_idle
         )
-        if self.mode == "lines":
-            self._setup_lines(axes[0], mcolors, colormaps)
-        else:
-            self._setup_map(axes, mcolors, colormaps)
+        self._setup_axes(axes)
         self.ax = self.axes["data"]
         if not self._min_interval_given:
             # Headless, nobody sees the figure until it is saved: updating it during a run
@@ -582,7 +664,7 @@ class LiveTwinPlot(QtAwareCallback):
             canvas.mpl_connect("draw_event", self._on_draw)
 
     def _make_axes(self) -> list[Axes]:
-        n_axes = 1 if self.mode == "lines" else (3 if self.show_std else 2)
+        n_axes = self._axes_needed(self.show_std)
         given = self._ax_arg
         if given is not None:  # its length was checked when the plot was made
             return _axes_list(given)
@@ -595,63 +677,6 @@ class LiveTwinPlot(QtAwareCallback):
         if n_axes == 1:
             return [fig.add_subplot()]
         return list(fig.subplots(1, n_axes, sharex=True, sharey=True))
-
-    def _setup_lines(self, ax: Axes, mcolors: Any, colormaps: Any) -> None:
-        self.axes = {"data": ax}
-        if isinstance(self._cmap_arg, str):
-            self._cmap = colormaps[self._cmap_arg]
-        elif self._cmap_arg is not None:
-            self._cmap = self._cmap_arg
-        else:
-            # viridis' last yellows are hard to see on white, as markers and as bands.
-            self._cmap = mcolors.ListedColormap(
-                colormaps["viridis"](np.linspace(0.0, 0.88, 256)), name="viridis_dark"
-            )
-        if self.slow is not None:
-            from matplotlib.cm import ScalarMappable
-
-            self._norm = mcolors.Normalize(0.0, 1.0)
-            self._colorbar = self.figure.colorbar(
-                ScalarMappable(norm=self._norm, cmap=self._cmap), ax=ax
-            )
-            self.axes["colorbar"] = self._colorbar.ax
-        ax.margins(x=0.02, y=0.05)
-        self._set_labels()
-
-    def _setup_map(self, axes: list[Axes], mcolors: Any, colormaps: Any) -> None:
-        from matplotlib.cm import ScalarMappable
-
-        roles = ("data", "twin", "std")[: len(axes)]
-        self.axes = dict(zip(roles, axes, strict=True))
-        cmap = self._cmap_arg if self._cmap_arg is not None else "viridis"
-        self._cmap = colormaps[cmap] if isinstance(cmap, str) else cmap
-        self._norm = mcolors.Normalize(0.0, 1.0)
-        data = self.axes["data"]
-        self._scatter = data.scatter(
-            [], [], c=[], s=8, marker="s", linewidths=0, cmap=self._cmap, norm=self._norm, zorder=2
-        )
-        self._scatter.set_gid("measured")
-        self._scatter.set_rasterized(True)
-        self._colorbar = self.figure.colorbar(
-            ScalarMappable(norm=self._norm, cmap=self._cmap), ax=[data, self.axes["twin"]]
-        )
-        if "std" in self.axes:
-            self._std_norm = mcolors.Normalize(0.0, 1.0)
-            self._std_cmap = colormaps["magma"]
-            self._std_colorbar = self.figure.colorbar(
-                ScalarMappable(norm=self._std_norm, cmap=self._std_cmap), ax=self.axes["std"]
-            )
-            self.axes["std-colorbar"] = self._std_colorbar.ax
-        self.axes["colorbar"] = self._colorbar.ax
-        for role in ("twin", "std"):
-            if role in self.axes:
-                # Where the map was measured, over the twin's maps: elsewhere it interpolates.
-                (line,) = self.axes[role].plot(
-                    [], [], color="white", lw=0.7, alpha=0.85, gid="measured-lines", zorder=3
-                )
-                self._measured_lines[role] = line
-        data.set_title("measured", fontsize="medium")
-        self._set_labels()
 
     # -- updating -------------------------------------------------------------------------------
 
@@ -670,7 +695,7 @@ class LiveTwinPlot(QtAwareCallback):
                 changed = step() or changed
             except Exception as exc:
                 self._report(where, exc)
-        if changed and self.mode == "lines":
+        if changed:
             try:
                 self._update_legend()
             except Exception as exc:
@@ -763,18 +788,15 @@ class LiveTwinPlot(QtAwareCallback):
             known = dict(zip(self._drawn_segments, self._segment_keys, strict=False))
             self._segment_keys = [
                 known[span] if span in known else _key(float(np.median(s[idx])))
-                for span, idx in zip(map(_span, self._segments), self._segments, strict=True)
+                for span, idx in zip(map(segment_span, self._segments), self._segments, strict=True)
             ]
             finite = s[np.isfinite(s)]
             if finite.size:
                 self._slow_span = (float(finite.min()), float(finite.max()))
         else:
             self._segment_keys = [None] * len(self._segments)
-        if self.mode == "lines":
-            self._draw_measured_lines(x, y)
-        else:
-            self._draw_measured_map(x, s, y)
-        self._drawn_segments = [_span(idx) for idx in self._segments]
+        self._draw_measured(x, s, y)
+        self._drawn_segments = [segment_span(idx) for idx in self._segments]
         self._set_labels()
         self._update_colours()
         return True
@@ -800,124 +822,6 @@ class LiveTwinPlot(QtAwareCallback):
             segments.extend(np.arange(i, j) for i, j in itertools.pairwise(edges))
         return segments
 
-    def _draw_measured_lines(self, x: np.ndarray, y: np.ndarray) -> None:
-        ax = self.axes["data"]
-        drawn = self._drawn_segments
-        for i, idx in enumerate(self._segments):
-            if i < len(self._measured_artists):
-                artist = self._measured_artists[i]
-            else:
-                colour = None if self.slow is not None else f"C{i % 10}"
-                (artist,) = ax.plot([], [], gid="measured", color=colour, **MEASURED_STYLE)
-                self._measured_artists.append(artist)
-            if i >= len(drawn) or drawn[i] != _span(idx):  # only the lines that grew
-                artist.set_data(x[idx], y[idx])
-        for artist in self._measured_artists[len(self._segments) :]:
-            artist.set_data([], [])  # the buffer was cleared
-        if x.size < self._n_drawn:
-            self._rescale()  # fewer points than before: the limits must shrink too
-        else:
-            # Only the new points widen the limits: a full relim walks every artist's data.
-            new = np.column_stack([x[self._n_drawn :], y[self._n_drawn :]])
-            new = new[np.isfinite(new).all(axis=1)]
-            before = ax.dataLim.bounds
-            if new.size:
-                ax.update_datalim(new)
-            if ax.dataLim.bounds != before:  # rescaling costs a millisecond: only if it grew
-                ax.autoscale_view()
-        self._n_drawn = x.size
-
-    def _draw_measured_map(self, x: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
-        self._scatter.set_offsets(np.column_stack([x, s]))
-        self._scatter.set_array(y)
-        self._measured_range = _finite_range(y)
-        xs: list[float] = []
-        ss: list[float] = []
-        for idx, key in zip(self._segments, self._segment_keys, strict=True):
-            if key is None:
-                continue
-            xs += [float(np.min(x[idx])), float(np.max(x[idx])), math.nan]
-            ss += [key, key, math.nan]
-        for line in self._measured_lines.values():
-            line.set_data(xs, ss)
-        self.axes["data"].set_title(f"measured ({y.size} points)", fontsize="medium")
-        if x.size:
-            self._expand_limits(x, s)
-
-    def _expand_limits(self, x: np.ndarray, s: np.ndarray) -> None:
-        """Map limits that hold the measured points and the twin's map, with a small margin.
-
-        Set by hand: a scatter counts for autoscaling only once drawn, and headless it is not.
-        """
-        ax = self.axes["data"]
-        for values, name, setter in ((x, self.x, ax.set_xlim), (s, self.slow, ax.set_ylim)):
-            ranges = [_finite_range(values)]
-            if self._map is not None:
-                ranges.append(_finite_range(self._map[name].values))
-            known = [r for r in ranges if r is not None]
-            if not known:
-                return
-            lo, hi = min(r[0] for r in known), max(r[1] for r in known)
-            pad = 0.02 * (hi - lo) if hi > lo else max(abs(lo) * 0.05, 0.5)
-            limits = (lo - pad, hi + pad)
-            if limits != self._map_limits.get(name):  # setting them costs, shared axes too
-                self._map_limits[name] = limits
-                setter(*limits)
-
-    def _rescale(self) -> None:
-        ax = self.axes["data"]
-        ax.relim(visible_only=True)
-        ax.autoscale_view()
-
-    def _update_colours(self) -> None:
-        """Colour scales: the slow axis (lines) or the measured quantity (map); recolour the
-        lines when their scale or their number changed."""
-        if self.mode == "map":
-            spans = [self._measured_range, self._map_range]
-            known = [r for r in spans if r is not None]
-            if known:
-                lo, hi = min(r[0] for r in known), max(r[1] for r in known)
-                vmin, vmax = self._norm.vmin, self._norm.vmax
-                if hi > lo and not (self._colour_scale_set and vmin <= lo and hi <= vmax):
-                    # 5 % to spare above (intensities grow with each bright line): each change
-                    # redraws the colour bar, about 8 ms.
-                    _set_limits(self._norm, lo, hi + 0.05 * (hi - lo))
-                    self._colour_scale_set = True
-            return
-        if self.slow is None:
-            return
-        values = [k for k in self._segment_keys if k is not None]
-        if self.twin is not None and self.slow in (getattr(self.twin, "ranges", None) or {}):
-            values += list(self.twin.ranges[self.slow])
-        values += list(self._marks.get("positions", ()))
-        if not values:
-            return
-        lo, hi = float(min(values)), float(max(values))
-        if hi <= lo:
-            pad = max(abs(lo) * 0.05, 1e-12)
-            lo, hi = lo - pad, hi + pad
-        n = len(self._measured_artists)
-        state = (lo, hi, tuple(self._segment_keys[:n]), n, tuple(self._curve_artists))
-        if state == self._coloured:
-            return
-        self._coloured = state
-        _set_limits(self._norm, lo, hi)
-        keys = [*self._segment_keys[:n], *self._curve_artists]
-        # One pass through the norm and the colour map: per key, each costs 0.1 ms.
-        values = np.array([np.nan if k is None else k for k in keys], dtype=float)
-        colours = dict(zip(keys, self._cmap(self._norm(values)), strict=True))
-        for artist, key in zip(self._measured_artists, self._segment_keys, strict=False):
-            artist.set_color(colours[key] if key is not None else "0.2")
-        for key, (line, band) in self._curve_artists.items():
-            line.set_color(colours[key])
-            if band is not None:
-                band.set_facecolor(colours[key])
-
-    def _colour(self, key: float | None) -> Any:
-        if key is None or self._norm is None:
-            return "0.2"
-        return self._cmap(self._norm(key))
-
     def _set_labels(self) -> None:
         units = dict(self._units)
         if self.twin is not None:
@@ -932,31 +836,11 @@ class LiveTwinPlot(QtAwareCallback):
         def label(name: str) -> str:
             return axis_label(name, _attrs(units.get(name), self._labels.get(name)))
 
-        wanted = {"x": label(self.x)}
-        if self.mode == "lines":
-            wanted["y"] = label(self.y)
-            if self.slow is not None:
-                wanted["colorbar"] = label(self.slow)
-        else:
-            wanted["y"] = label(self.slow)
-            wanted["colorbar"] = label(self.y)
-            if "std" in self.axes:
-                unit = units.get(self.y)
-                wanted["std"] = f"σ of the twin's networks ({unit})" if unit else "σ (networks)"
+        wanted = self._axis_labels(label, units)
         if wanted == self._label_texts:
             return
         self._label_texts = wanted
-        data = self.axes["data"]
-        data.set_xlabel(wanted["x"])
-        data.set_ylabel(wanted["y"])
-        if self.mode == "map":
-            for role in ("twin", "std"):
-                if role in self.axes:
-                    self.axes[role].set_xlabel(wanted["x"])
-        if "colorbar" in wanted:
-            self._colorbar.set_label(wanted["colorbar"])
-        if "std" in wanted:
-            self._std_colorbar.set_label(wanted["std"])
+        self._show_labels(wanted)
 
     # -- the twin -------------------------------------------------------------------------------
 
@@ -987,33 +871,17 @@ class LiveTwinPlot(QtAwareCallback):
             if isinstance(payload, BaseException):
                 self._twin_problem = f"the twin's simulation failed: {type(payload).__name__}"
                 self._report("simulating with the twin", payload)
-            elif isinstance(payload, xr.Dataset):
-                self._map = payload
-                self._draw_map()
             else:
-                self._curves.update(payload)
-                self._draw_curves()
+                self._take_simulation(payload)
         self._ask_twin()
         return changed
 
     def _swap_twin(self, twin: Any) -> None:
         self.twin = twin
         self._generation += 1
-        self._curves, self._map = {}, None
         self._twin_problem = None
-        for line, band in self._curve_artists.values():
-            line.remove()
-            if band is not None:
-                band.remove()
-        self._curve_artists = {}
-        for artist in self._map_artists:
-            artist.remove()
-        self._map_artists = []
-        self._map_range = None
-        self._colour_scale_set = False  # the old twin's values no longer count
         self._twin_label = ""
-        if self.mode == "lines":
-            self._rescale()  # the old twin's curves no longer count for the limits
+        self._forget_simulation()
         if twin is None:
             return
         self._twin_label = origin_label(xr.Dataset(attrs={"twin_id": getattr(twin, "id", "")}))
@@ -1034,22 +902,9 @@ class LiveTwinPlot(QtAwareCallback):
             return
         if self._worker is not None and self._worker.is_alive():
             return  # one at a time; the next update asks for what is still missing
-        if self.mode == "map":
-            if self._map is not None:
-                return
-            job: Callable[[], Any] = lambda: _simulate_map(  # noqa: E731
-                twin, self.x, self.slow, self.y, self.resolution
-            )
-        else:
-            keys = set(self._segment_keys)
-            if self.slow is not None:
-                keys.discard(None)  # a line whose slow-axis value is not a number
-            missing = sorted((k for k in keys if k not in self._curves), key=_sort_key)
-            if not missing:
-                return
-            job = lambda: _simulate_lines(  # noqa: E731
-                twin, self.x, self.slow, self.y, missing, self.resolution
-            )
+        job = self._simulation_job(twin)
+        if job is None:
+            return
         generation = self._generation
         results = self._results
 
@@ -1063,55 +918,6 @@ class LiveTwinPlot(QtAwareCallback):
         self.predictions += 1
         self._worker = threading.Thread(target=work, name="digitwin-live-plot", daemon=True)
         self._worker.start()
-
-    def _draw_curves(self) -> None:
-        ax = self.axes["data"]
-        for key, (xs, mean, std) in self._curves.items():
-            if key in self._curve_artists:
-                continue
-            colour = self._colour(key)
-            (line,) = ax.plot(xs, mean, color=colour, gid="twin", zorder=2.5, **SIMULATED_STYLE)
-            band = None
-            if np.any(np.nan_to_num(std) > 0):
-                band = ax.fill_between(
-                    xs,
-                    mean - self.n_std * std,
-                    mean + self.n_std * std,
-                    color=colour,
-                    alpha=0.22,
-                    lw=0,
-                    gid="twin-band",
-                    zorder=2,
-                )
-            self._curve_artists[key] = (line, band)
-        # Adding them widened the data limits already: no relim over every artist needed.
-        ax.autoscale_view()
-
-    def _draw_map(self) -> None:
-        grid = self._map
-        xs, ss = grid[self.x].values, grid[self.slow].values
-        # An image, not a mesh: the grid is regular (it is made so), and an image of 200 x 200
-        # cells renders several times faster, at every redraw.
-        extent = (*_edges(xs), *_edges(ss))
-        image = {"origin": "lower", "extent": extent, "aspect": "auto", "interpolation": "nearest"}
-        values = grid[self.y].values
-        self._map_artists = [
-            self.axes["twin"].imshow(values, cmap=self._cmap, norm=self._norm, gid="twin", **image)
-        ]
-        self._map_range = _finite_range(values)
-        if "std" in self.axes:
-            std = grid[f"{self.y}_std"].values
-            spread = _finite_range(std)
-            if spread is not None and spread[1] > 0:
-                _set_limits(self._std_norm, 0.0, spread[1])
-            self._map_artists.append(
-                self.axes["std"].imshow(
-                    std, cmap=self._std_cmap, norm=self._std_norm, gid="twin-std", **image
-                )
-            )
-        self._update_colours()
-        points = np.asarray(self._scatter.get_offsets(), dtype=float).reshape(-1, 2)
-        self._expand_limits(points[:, 0], points[:, 1])
 
     # -- the suggestion -------------------------------------------------------------------------
 
@@ -1157,7 +963,7 @@ class LiveTwinPlot(QtAwareCallback):
             if self._suptitle is not None:
                 self._suptitle.set_text("")
             return True
-        colour = _SUGGESTED_COLOUR if suggestion.ok else "tab:red"
+        colour = SUGGESTED_COLOUR if suggestion.ok else "tab:red"
         self._suptitle = self.figure.suptitle(
             _cut(suggestion.message, 120), color=colour, fontsize="medium"
         )
@@ -1172,36 +978,7 @@ class LiveTwinPlot(QtAwareCallback):
             self._update_colours()
         return True
 
-    def _draw_marks(self, positions: np.ndarray) -> list[Any]:
-        """Suggested values of the slow axis: on the colour bar (lines) or across the maps."""
-        from matplotlib.transforms import blended_transform_factory
-
-        ys = np.repeat(positions, 3)
-        ys[2::3] = np.nan
-        xs = np.tile([0.0, 1.0, np.nan], positions.size)
-        style = {"color": _SUGGESTED_COLOUR, "gid": "suggested", "clip_on": True}
-        artists = []
-        if self.mode == "lines":
-            bar = self._colorbar.ax
-            transform = blended_transform_factory(bar.transAxes, bar.transData)
-            # Across the bar and out to its left, black under green: visible on every colour.
-            xs = np.tile([-0.4, 1.0, np.nan], positions.size)
-            for colour, width in (("black", 3.2), (_SUGGESTED_COLOUR, 1.8)):
-                mark = {**style, "color": colour, "clip_on": False, "lw": width}
-                (line,) = bar.plot(xs, ys, transform=transform, **mark)
-                artists.append(line)
-            return artists
-        for role in ("data", "twin", "std"):
-            if role in self.axes:
-                ax = self.axes[role]
-                transform = blended_transform_factory(ax.transAxes, ax.transData)
-                (line,) = ax.plot(
-                    xs, ys, transform=transform, ls="--", lw=1.0, alpha=0.85, zorder=1.5, **style
-                )
-                artists.append(line)
-        return artists
-
-    # -- titles and legend ----------------------------------------------------------------------
+    # -- titles ------------------------------------------------------------------------------------
 
     def _status_text(self) -> str:
         status = getattr(self._twin_source, "status", None)
@@ -1230,13 +1007,7 @@ class LiveTwinPlot(QtAwareCallback):
         return text
 
     def _update_titles(self) -> bool:
-        twin_title = _cut(self._twin_title())
-        wanted = {"data" if self.mode == "lines" else "twin": twin_title}
-        if self.mode == "map" and "std" in self.axes:
-            networks = getattr(self.twin, "ensemble_size", None)
-            wanted["std"] = (
-                f"uncertainty: σ over its {networks} networks" if networks else "uncertainty"
-            )
+        wanted = self._axes_titles(_cut(self._twin_title()))
         changed = False
         for role, text in wanted.items():
             if self._titles.get(role) != text:
@@ -1244,50 +1015,6 @@ class LiveTwinPlot(QtAwareCallback):
                 self.axes[role].set_title(text, fontsize="medium")
                 changed = True
         return changed
-
-    def _update_legend(self) -> None:
-        if self.mode != "lines":
-            return
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-
-        has_band = any(band is not None for _, band in self._curve_artists.values())
-        key = (
-            bool(self._measured_artists),
-            self._twin_label if self._curve_artists else None,
-            has_band,
-            "positions" in self._marks,
-        )
-        if key == self._legend_key:
-            return
-        self._legend_key = key
-        handles = []
-        if key[0]:
-            handles.append(Line2D([], [], color="0.3", label="measured", **MEASURED_STYLE))
-        if key[1] is not None:
-            handles.append(Line2D([], [], color="0.3", label=key[1], **SIMULATED_STYLE))
-        if has_band:
-            handles.append(
-                Patch(color="0.3", alpha=0.22, label=f"mean ± {self.n_std:g}σ of its networks")
-            )
-        if key[3]:
-            label = f"suggested lines of {self.slow} (colour bar)"
-            handles.append(Line2D([], [], color=_SUGGESTED_COLOUR, lw=1.6, label=label))
-        ax = self.axes["data"]
-        legend = ax.get_legend()
-        if legend is not None:
-            legend.remove()
-        if handles:
-            # Below the axes: inside, it would hide points, and "best" costs a search over
-            # every point at each redraw.
-            ax.legend(
-                handles=handles,
-                loc="upper center",
-                bbox_to_anchor=(0.5, -0.13),
-                ncols=2,
-                fontsize="small",
-                frameon=False,
-            )
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -1307,18 +1034,20 @@ class LiveTwinPlot(QtAwareCallback):
             logger.debug("LiveTwinPlot: again while %s: %s", where, exc)
 
 
+# help(), IDEs and Sphinx read a class's parameters from __new__ before __init__: show those of
+# __init__, which every layout takes (__new__ only picks the layout by ``mode``).
+_init_signature = inspect.signature(LiveTwinPlot.__init__)
+LiveTwinPlot.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
+    parameters=list(_init_signature.parameters.values())[1:],
+    return_annotation=inspect.Signature.empty,
+)
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _axes_list(ax: Any) -> list[Any]:
-    """One axes, or a sequence or array of them (``fig.subplots(1, 3)``), as a list."""
-    if isinstance(ax, (Sequence, np.ndarray)):
-        return list(np.ravel(np.asarray(ax, dtype=object)))
-    return [ax]
-
-
-def _set_limits(norm: Any, lo: float, hi: float) -> None:
-    """Set both limits of a norm with one "changed" signal: each redraws its colour bars."""
+def set_norm_limits(norm: Any, lo: float, hi: float) -> None:
+    """Set both limits of a colour norm with one "changed" signal: each redraws its colour bars."""
     if (norm.vmin, norm.vmax) == (lo, hi):
         return
     with norm.callbacks.blocked(signal="changed"):
@@ -1327,26 +1056,35 @@ def _set_limits(norm: Any, lo: float, hi: float) -> None:
     norm.callbacks.process("changed")
 
 
-def _edges(centres: np.ndarray) -> tuple[float, float]:
-    """The outer edges of evenly spaced cells centred on ``centres``."""
-    half = (centres[-1] - centres[0]) / (2 * (centres.size - 1)) if centres.size > 1 else 0.5
-    return float(centres[0] - half), float(centres[-1] + half)
-
-
-def _span(idx: np.ndarray) -> tuple[int, int]:
-    """(first index, length) of a measured line's points: whether it changed."""
+def segment_span(idx: np.ndarray) -> tuple[int, int]:
+    """(first index, length) of a measured line's points (its indices ``idx`` in the buffer):
+    what tells a line that grew from one drawn already."""
     return (int(idx[0]), idx.size) if idx.size else (0, 0)
 
 
-def _finite_range(values: Any) -> tuple[float, float] | None:
-    """(min, max) of the finite values, or None if there are none."""
-    values = np.ma.asarray(values, dtype=float).filled(np.nan)
-    values = values[np.isfinite(values)]
-    return (float(values.min()), float(values.max())) if values.size else None
+def mark_suggested_lines(
+    ax: Axes, positions: np.ndarray, start: float = 0.0, **style: Any
+) -> Line2D:
+    """One line across ``ax`` at each y-value in ``positions``: from ``start`` to the right edge,
+    in fractions of the axes' width, so that the marks stay across it whatever its x limits.
+
+    One artist for all (NaN between the lines), gid ``"suggested"``; ``style`` is for ``plot``.
+    """
+    from matplotlib.transforms import blended_transform_factory
+
+    ys = np.repeat(positions, 3)
+    ys[2::3] = np.nan
+    xs = np.tile([start, 1.0, np.nan], positions.size)
+    transform = blended_transform_factory(ax.transAxes, ax.transData)
+    (line,) = ax.plot(xs, ys, transform=transform, gid="suggested", **style)
+    return line
 
 
-def _sort_key(key: float | None) -> float:
-    return -math.inf if key is None else key
+def _axes_list(ax: Any) -> list[Any]:
+    """One axes, or a sequence or array of them (``fig.subplots(1, 3)``), as a list."""
+    if isinstance(ax, (Sequence, np.ndarray)):
+        return list(np.ravel(np.asarray(ax, dtype=object)))
+    return [ax]
 
 
 def _is_twin(obj: Any) -> bool:
@@ -1379,34 +1117,3 @@ def _suggestion_from_start(doc: Mapping[str, Any]) -> _Suggestion | None:
         units = f" {recorded.score_units}" if recorded.score_units else ""
         message += f" ({recorded.criterion} {recorded.score:.3g}{units})"
     return _Suggestion(axis=recorded.axis, message=message, value=recorded.value)
-
-
-def _simulate_lines(
-    twin: Any, x: str, slow: str | None, y: str, keys: list[Any], resolution: int
-) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The twin's line at each slow-axis value in ``keys``, over its learned range of ``x``.
-
-    Runs in the plot's background thread. Where the twin would extrapolate, NaN.
-    """
-    lo, hi = twin.ranges[x]
-    xs = np.linspace(lo, hi, resolution)
-    axes = {x: xs} if slow is None else {x: xs, slow: np.asarray(keys, dtype=float)}
-    predicted = twin.predict(make_grid(**axes), warn=False)
-    outside = predicted["outside_range"]
-    mean = predicted[y].where(~outside)
-    std = predicted[f"{y}_std"].where(~outside)
-    if slow is None:
-        return {None: (xs, mean.values, std.values)}
-    mean = mean.transpose(slow, x).values
-    std = std.transpose(slow, x).values
-    return {key: (xs, mean[i], std[i]) for i, key in enumerate(keys)}
-
-
-def _simulate_map(twin: Any, x: str, slow: str, y: str, resolution: int) -> xr.Dataset:
-    """The twin's map over its learned ranges (background thread)."""
-    axes = {name: np.linspace(*twin.ranges[name], resolution) for name in (x, slow)}
-    predicted = twin.predict(make_grid(**axes), warn=False)
-    outside = predicted["outside_range"]
-    for name in (y, f"{y}_std"):
-        predicted[name] = predicted[name].where(~outside)
-    return predicted.transpose(slow, x)

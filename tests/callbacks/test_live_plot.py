@@ -1,4 +1,5 @@
-"""LiveTwinPlot in a real RunEngine with the simulated instruments, headless (Agg).
+"""LiveTwinPlot and its two layouts, LiveTwinLines and LiveTwinMap (callbacks/plot.py,
+live_lines.py, live_map.py), in a real RunEngine with the simulated instruments, headless (Agg).
 
 The lines layout follows the paper's workflow once per module: a real TwinCallback (a tiny
 search: 2 trials of a 2x16 network, 20 epochs, in a background process) learns coarse M(T)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import json
 import logging
 import math
@@ -36,7 +38,13 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from bluesky_digitwin import DigitalTwin, DigitwinInputError
-from bluesky_digitwin.callbacks import LiveTwinPlot, RetrainPolicy, TwinCallback
+from bluesky_digitwin.callbacks import (
+    LiveTwinLines,
+    LiveTwinMap,
+    LiveTwinPlot,
+    RetrainPolicy,
+    TwinCallback,
+)
 from bluesky_digitwin.data import make_grid
 from bluesky_digitwin.plans import simulate_scan, suggested_lines, twin_guided_scan
 from bluesky_digitwin.sim import Magnetometer
@@ -332,6 +340,32 @@ def test_a_given_figure_is_used_without_pyplot(guided):
     assert gids(axes[1], "twin") and plot.errors == 0
 
 
+def test_the_mode_picks_the_layout_and_a_layout_can_be_made_directly(RE, mag):
+    # LiveTwinPlot(mode=...) makes the layout's class, as pathlib.Path makes a PosixPath.
+    lines = LiveTwinPlot("M", "T", "H", keys=KEYS, ax=Figure().subplots())
+    grid = LiveTwinPlot("M", "T", "H", mode="map", keys=KEYS, ax=Figure().subplots(1, 3))
+    assert type(lines) is LiveTwinLines and type(grid) is LiveTwinMap
+    assert isinstance(lines, LiveTwinPlot) and isinstance(grid, LiveTwinPlot)
+    assert (lines.mode, grid.mode) == ("lines", "map")
+    assert repr(grid).startswith("<LiveTwinPlot M(T, H) map: 0 points")
+    # help() and the API reference show the options, not the dispatching __new__'s *args.
+    first = ["y", "x", "slow", "twin_source", "mode"]
+    for cls in (LiveTwinPlot, LiveTwinLines, LiveTwinMap):
+        assert list(inspect.signature(cls).parameters)[:5] == first
+
+    # Made directly, a layout takes the same options (its own mode too) and draws as well.
+    direct = LiveTwinMap("M", "T", "H", keys=KEYS, show_std=False, ax=Figure().subplots(1, 2))
+    assert set(direct.axes) >= {"data", "twin"} and "std" not in direct.axes
+    RE.subscribe(direct)
+    line_scan(RE, mag, 1e4, n=5)
+    (scatter,) = gids(direct.axes["data"], "measured")
+    assert np.asarray(scatter.get_offsets()).shape == (5, 2)
+    assert direct.errors == 0, direct.last_error
+    keys = {"T": KEYS["T"], "M": KEYS["M"]}
+    one_d = LiveTwinLines("M", "T", mode="lines", keys=keys, ax=Figure().subplots())
+    assert type(one_d) is LiveTwinLines and one_d.slow is None
+
+
 # -- what the RunEngine pays ---------------------------------------------------------------------
 
 
@@ -366,7 +400,7 @@ def test_an_error_in_the_update_never_reaches_the_runengine(RE, mag, make_plot, 
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug in the drawing")
 
-    plot._draw_measured_lines = broken
+    plot._draw_measured = broken
     with caplog.at_level(logging.DEBUG, logger="bluesky_digitwin.callbacks.plot"):
         line_scan(RE, mag, 1e4, n=10)
         line_scan(RE, mag, 2e4, n=10)
@@ -415,10 +449,18 @@ class BrokenTwin:
 
 
 def test_bad_arguments_fail_when_the_plot_is_made():
-    with pytest.raises(DigitwinInputError, match="mode must be one of"):
+    # An unknown mode names those there are (a DigitwinInputError is a ValueError).
+    with pytest.raises(ValueError, match=r"mode must be one of \('lines', 'map'\), got 'surface'"):
         LiveTwinPlot("M", "T", "H", mode="surface")
+    with pytest.raises(DigitwinInputError, match="mode must be one of"):
+        LiveTwinMap("M", "T", "H", mode="surface")
+    # A layout made directly draws its own mode only.
+    with pytest.raises(DigitwinInputError, match="LiveTwinLines draws mode='lines', not 'map'"):
+        LiveTwinLines("M", "T", "H", mode="map")
     with pytest.raises(DigitwinInputError, match="needs the slow axis"):
         LiveTwinPlot("I", "theta", mode="map")
+    with pytest.raises(DigitwinInputError, match="needs the slow axis"):
+        LiveTwinMap("I", "theta")
     with pytest.raises(DigitwinInputError, match="draws into 3 axes"):
         LiveTwinPlot("I", "theta", "phi", mode="map", ax=Figure().subplots(1, 2))
     with pytest.raises(DigitwinInputError, match="twin_source must be"):
