@@ -120,11 +120,32 @@ def test_custom_sampler_and_pruner_are_used(data):
 @pytest.mark.slow
 def test_two_worker_processes_share_a_journal(data, tmp_path):
     journal = tmp_path / "journal.log"
+
+    def after_the_worker_joined(split):
+        # Tiny trials can all end here before the spawned worker has imported TensorFlow;
+        # this process joins the search once the worker has finished a trial of its own.
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            study = optuna.load_study(study_name="par", storage=storage)
+            if any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
+                return
+            time.sleep(0.2)
+
     result = run_search(
-        data, n_trials=6, n_workers=2, storage=journal, study_name="par", seed=1, **TINY
+        data,
+        n_trials=12,
+        n_workers=2,
+        storage=journal,
+        study_name="par",
+        seed=1,
+        beside=after_the_worker_joined,
+        **TINY,
     )
     trials = result.study.get_trials()
-    assert len([t for t in trials if t.state.is_finished()]) >= 6
+    assert len([t for t in trials if t.state.is_finished()]) >= 12
     assert len({t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}) == 2
     assert (tmp_path / "journal.log.artifacts").is_dir()
 
