@@ -124,3 +124,65 @@ def test_the_tutorial_runs(tmp_path):
     print(result.stdout)
     assert (session / "step-table.png").stat().st_size > 10_000
     assert (session / "live-twin.png").stat().st_size > 10_000
+
+
+# -- every import path the README and the docs show ---------------------------------------------
+
+_ROOT = Path(__file__).resolve().parents[1]
+_PAGES = [
+    _ROOT / "README.md",
+    *sorted(p for p in (_ROOT / "docs").rglob("*.md") if "_build" not in p.parts),
+]
+_DOTTED = re.compile(r"\bbluesky_digitwin(?:\.[A-Za-z_]\w*)+")
+_FROM_IMPORT = re.compile(r"\bfrom (bluesky_digitwin[\w.]*) import (\([^)]*\)|[^\n`]+)")
+#: Imported, it starts a RunEngine and a Tiled server (RE Manager's startup module): found only.
+_STARTUP_MODULES = {"bluesky_digitwin.queue_startup"}
+
+
+def _shown_paths() -> set[str]:
+    """Every ``bluesky_digitwin....`` path and every ``from bluesky_digitwin... import`` name."""
+    paths: set[str] = set()
+    for page in _PAGES:
+        text = page.read_text()
+        paths.update(_DOTTED.findall(text))
+        for module, names in _FROM_IMPORT.findall(text):
+            for name in re.sub(r"#[^\n]*", "", names).strip("()").split(","):
+                name = name.split(" as ")[0].strip()
+                if name.isidentifier():
+                    paths.add(f"{module}.{name}")
+    return paths
+
+
+def _resolve(path: str) -> object:
+    """The object ``path`` names: its longest importable module, then attributes."""
+    import importlib
+    import importlib.util
+
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        if module_name in _STARTUP_MODULES:
+            assert importlib.util.find_spec(module_name) is not None
+            return module_name
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and not module_name.startswith(exc.name):
+                raise  # the module exists but imports something missing: a real failure
+            continue
+        for attribute in parts[cut:]:
+            obj = getattr(obj, attribute)
+        return obj
+    raise ModuleNotFoundError(path)
+
+
+def test_every_import_path_the_readme_and_the_docs_show_works():
+    paths = _shown_paths()
+    assert len(paths) > 50  # the pages were read
+    broken = {}
+    for path in sorted(paths):
+        try:
+            _resolve(path)
+        except Exception as exc:
+            broken[path] = f"{type(exc).__name__}: {exc}"
+    assert not broken, broken
