@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -117,6 +118,20 @@ def test_custom_sampler_and_pruner_are_used(data):
         result.cleanup()
 
 
+def finished_trials_once_any(journal: Path, study_name: str, timeout: float = 120) -> int:
+    """Wait (from inside ``beside``) until the spawned worker has finished a trial; how many."""
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        if finished or time.monotonic() > deadline:
+            return len(finished)
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_two_worker_processes_share_a_journal(data, tmp_path):
     journal = tmp_path / "journal.log"
@@ -124,15 +139,7 @@ def test_two_worker_processes_share_a_journal(data, tmp_path):
     def after_the_worker_joined(split):
         # Tiny trials can all end here before the spawned worker has imported TensorFlow;
         # this process joins the search once the worker has finished a trial of its own.
-        storage = optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(journal))
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            study = optuna.load_study(study_name="par", storage=storage)
-            if any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
-                return
-            time.sleep(0.2)
+        finished_trials_once_any(journal, "par")
 
     result = run_search(
         data,
@@ -157,17 +164,7 @@ def test_work_beside_the_search_runs_while_the_workers_search(data, tmp_path):
 
     def beside(split):
         # The spawned worker searches meanwhile: wait until it has finished a trial.
-        storage = optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(journal))
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            study = optuna.load_study(study_name="beside", storage=storage)
-            finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-            if finished:
-                break
-            time.sleep(0.2)
-        seen["finished_while_beside"] = len(finished)
+        seen["finished_while_beside"] = finished_trials_once_any(journal, "beside")
         seen["split"] = split
         return "reference networks"
 
