@@ -144,8 +144,8 @@ def check_moved(keywords: Mapping[str, Any]) -> None:
 def check_settings(**settings: Any) -> None:
     """Raise :class:`DigitwinInputError` unless each given setting is its settings object.
 
-    A plain dict or a keyword of an older version (``ensemble_size=5``) gets a message with
-    the object to use instead.
+    A plain dict (``ensemble={"size": 5}``) gets a message naming the object to use instead;
+    keywords of earlier versions are :func:`check_moved`'s.
     """
     for name, value in settings.items():
         kind = SETTINGS[name]
