@@ -135,10 +135,20 @@ def check_moved(keywords: Mapping[str, Any]) -> None:
     unknown = sorted(k for k in keywords if k not in MOVED_KEYWORDS)
     parts = []
     if moved:
-        parts.append("these keywords moved into settings objects: " + "; ".join(moved))
+        # The settings classes named, in the order given: "ensemble=EnsembleRecipe(size=...)".
+        classes = dict.fromkeys(
+            MOVED_KEYWORDS[k].split("=", 1)[1].split("(")[0]
+            for k in keywords
+            if k in MOVED_KEYWORDS
+        )
+        parts.append(
+            "these keywords moved into settings objects: "
+            + "; ".join(moved)
+            + f" (from bluesky_digitwin import {', '.join(classes)})"
+        )
     if unknown:
         parts.append(f"DigitalTwin.fit takes no keyword {', '.join(map(repr, unknown))}")
-    raise DigitwinInputError(" and ".join(parts) + " (from bluesky_digitwin import ...)")
+    raise DigitwinInputError(" and ".join(parts))
 
 
 def check_settings(**settings: Any) -> None:
