@@ -16,13 +16,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["READBACK_JITTER", "ROUNDING", "line_indices", "line_labels", "slow_axis_lines"]
+__all__ = [
+    "READBACK_JITTER",
+    "ROUNDING",
+    "line_indices",
+    "line_labels",
+    "rounding_atol",
+    "slow_axis_lines",
+]
 
 #: The default tolerance, relative to the values' range: equal up to float rounding.
 ROUNDING = 1e-9
 #: The tolerance, relative to the range, when lines must be found with no instrument's word on
 #: its readback: a field swept over 5 T whose readback settles within 5 Oe is still one line.
 READBACK_JITTER = 1e-4
+
+
+def rounding_atol(values: np.ndarray) -> float:
+    """The default tolerance of :func:`line_labels`: :data:`ROUNDING` times the values' range."""
+    return ROUNDING * float(np.ptp(values)) if np.size(values) else 0.0
 
 
 def line_labels(values: np.ndarray, atol: float | None = None) -> tuple[np.ndarray, int]:
@@ -40,7 +52,7 @@ def line_labels(values: np.ndarray, atol: float | None = None) -> tuple[np.ndarr
     if values.size == 0:
         return np.zeros(0, dtype=np.int64), 0
     if atol is None:
-        atol = ROUNDING * float(np.ptp(values))
+        atol = rounding_atol(values)
     order = np.argsort(values, kind="stable")
     starts = np.diff(values[order]) > atol
     sorted_labels = np.concatenate([[0], np.cumsum(starts)])

@@ -37,12 +37,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
 from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.errors import DigitwinInputError
 from bluesky_digitwin.names import check_name
+from bluesky_digitwin.surrogate.search_settings import is_whole
 from bluesky_digitwin.twin import MOVED_KEYWORDS, SETTINGS, DigitalTwin, check_moved, check_settings
 
 from .status import RetrainPolicy, TwinStatus
@@ -551,12 +551,10 @@ def _check_fit_options(fit_options: Mapping[str, Any] | None) -> dict[str, Any]:
             f"fit_options cannot set {', '.join(owned)}: the callback sets them (progress is "
             "in cb.status)"
         )
-    moved = {name: options[name] for name in options.keys() & MOVED_KEYWORDS.keys()}
-    if moved:
-        try:
-            check_moved(moved)
-        except DigitwinInputError as exc:
-            raise DigitwinInputError(f"fit_options: {exc}") from None
+    try:
+        check_moved({name: options[name] for name in options.keys() & MOVED_KEYWORDS.keys()})
+    except DigitwinInputError as exc:
+        raise DigitwinInputError(f"fit_options: {exc}") from None
     unknown = sorted(options.keys() - _FIT_OPTIONS)
     if unknown:
         raise DigitwinInputError(
@@ -592,14 +590,11 @@ def _bad_value(name: str, value: Any) -> str | None:
     rather than once per training in the background.
     """
 
-    def whole(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-    if name == "n_trials" and not (whole(value) and value >= 1):
+    if name == "n_trials" and not (is_whole(value) and value >= 1):
         return f"{name} must be a whole number >= 1, got {value!r}"
-    if name == "n_workers" and value is not None and not (whole(value) and value >= 1):
+    if name == "n_workers" and value is not None and not (is_whole(value) and value >= 1):
         # 0 would wait for workers elsewhere, which cannot know each training's new study.
         return f"n_workers must be None (one per core) or a whole number >= 1, got {value!r}"
-    if name == "seed" and value is not None and not (whole(value) and value >= 0):
+    if name == "seed" and value is not None and not (is_whole(value) and value >= 0):
         return f"seed must be None or a whole number >= 0, got {value!r}"
     return None

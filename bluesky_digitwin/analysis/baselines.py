@@ -47,7 +47,7 @@ from bluesky_digitwin.data import (
     prepare_training_data,
 )
 from bluesky_digitwin.prediction import Points, prediction_dataset
-from bluesky_digitwin.scan_lines import ROUNDING, line_labels
+from bluesky_digitwin.scan_lines import line_labels, rounding_atol
 
 __all__ = [
     "RBF_KERNELS",
@@ -249,8 +249,7 @@ class _SweepInterpolator(_Baseline):
             slow = names.index(slow_axis)
         fast = 1 - slow
         slow_name, fast_name = names[slow], names[fast]
-        # By default equal up to float rounding only (scan_lines.ROUNDING of the range).
-        atol = ROUNDING * float(np.ptp(x[:, slow])) if slow_atol is None else float(slow_atol)
+        atol = rounding_atol(x[:, slow]) if slow_atol is None else float(slow_atol)
         labels, n_sweeps = line_labels(x[:, slow], atol)
         if n_sweeps < 2:
             raise DigitwinInputError(

@@ -23,6 +23,7 @@ import numpy as np
 from bluesky_digitwin.data import DigitwinInputError
 from bluesky_digitwin.surrogate.network import check_activation
 from bluesky_digitwin.surrogate.population import train_group
+from bluesky_digitwin.surrogate.search_settings import is_number, is_whole
 from bluesky_digitwin.surrogate.training import TrainConfig, TrainResult
 from bluesky_digitwin.surrogate.trials import trial_params
 
@@ -137,9 +138,9 @@ class EnsembleRecipe:
     refit_epochs: int = 30
 
     def __post_init__(self) -> None:
-        if self.size < 1:
+        if not (is_whole(self.size) and self.size >= 1):
             raise DigitwinInputError(
-                f"the ensemble needs at least one network; got size {self.size}"
+                f"the ensemble needs at least one network; got size {self.size!r}"
             )
         if self.configurations < 0 or (self.configurations == 0 and not self.reference):
             raise DigitwinInputError(
@@ -149,14 +150,16 @@ class EnsembleRecipe:
         check_activation(self.reference_activation)
         if self.trial_activation is not None:
             check_activation(self.trial_activation)
-        if self.tolerance is not None and not self.tolerance >= 1:
+        if self.tolerance is not None and not (is_number(self.tolerance) and self.tolerance >= 1):
+            # Members are the trials within this factor of the best one: below 1, not even it.
             raise DigitwinInputError(
                 f"EnsembleRecipe.tolerance is a factor on the best validation MSE, at least 1; "
-                f"got {self.tolerance}"
+                f"got {self.tolerance!r}"
             )
-        if self.refit_epochs < 0:
+        if not (is_whole(self.refit_epochs) and self.refit_epochs >= 0):
             raise DigitwinInputError(
-                f"EnsembleRecipe.refit_epochs must be 0 or more, got {self.refit_epochs}"
+                f"EnsembleRecipe.refit_epochs must be 0 or more (a whole number), got "
+                f"{self.refit_epochs!r}"
             )
         if self.reference_steps is not None and self.reference_steps < 1:
             raise DigitwinInputError(

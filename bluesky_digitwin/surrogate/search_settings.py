@@ -17,9 +17,12 @@ plain keywords: they are what a user sets most often (and what ``digitwin fit`` 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from bluesky_digitwin.data_sources import TiledRunsSource
 from bluesky_digitwin.errors import DigitwinInputError
@@ -31,6 +34,8 @@ __all__ = [
     "SearchStrategy",
     "check_heartbeat",
     "check_split",
+    "is_number",
+    "is_whole",
 ]
 
 #: Seconds between a running trial's heartbeats on a database storage. A trial silent for twice
@@ -40,10 +45,19 @@ HEARTBEAT_INTERVAL = 10
 HOLDOUTS = ("points", "lines", "auto")
 
 
+def is_whole(value: Any) -> bool:
+    """A whole number (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value: Any) -> bool:
+    """A real number (numpy's too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_heartbeat(interval: int | None) -> None:
     """Raise :class:`DigitwinInputError` unless ``interval`` is None or whole seconds >= 1."""
-    whole = isinstance(interval, int) and not isinstance(interval, bool)
-    if interval is not None and not (whole and interval >= 1):
+    if interval is not None and not (is_whole(interval) and interval >= 1):
         raise DigitwinInputError(
             f"heartbeat_interval must be None or whole seconds >= 1, got {interval!r}"
         )
@@ -51,7 +65,7 @@ def check_heartbeat(interval: int | None) -> None:
 
 def check_split(validation_fraction: float, holdout: str) -> None:
     """Raise :class:`DigitwinInputError` unless the held-out share and kind make sense."""
-    if not 0 < validation_fraction < 1:
+    if not (is_number(validation_fraction) and 0 < validation_fraction < 1):
         raise DigitwinInputError(
             f"validation_fraction must be between 0 and 1, got {validation_fraction}"
         )

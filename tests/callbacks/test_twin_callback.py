@@ -345,6 +345,13 @@ def test_fit_option_values_that_can_never_work_fail_when_the_callback_is_made(op
         (lambda: RemoteWorkers(heartbeat_interval=0), "heartbeat_interval must be None or"),
         (lambda: SearchStrategy(validation_fraction=1.5), "validation_fraction must be between"),
         (lambda: SearchStrategy(holdout="rows"), "holdout must be 'auto', 'points' or 'lines'"),
+        # Whole numbers where whole numbers are meant, numbers where numbers are.
+        (lambda: EnsembleRecipe(size=2.5), "at least one network; got size 2.5"),
+        (lambda: EnsembleRecipe(size=True), "at least one network; got size True"),
+        (lambda: EnsembleRecipe(refit_epochs=1.5), r"refit_epochs must be 0 or more \(a whole"),
+        (lambda: EnsembleRecipe(tolerance="2"), "tolerance is a factor"),
+        (lambda: RemoteWorkers(heartbeat_interval=2.5), "heartbeat_interval must be None or"),
+        (lambda: SearchStrategy(validation_fraction="0.2"), "validation_fraction must be between"),
     ],
 )
 def test_settings_that_can_never_work_fail_when_they_are_made(make, message):
@@ -362,12 +369,14 @@ def test_fit_options_of_the_wrong_kind_or_an_earlier_version_say_what_to_use():
 def test_fit_option_values_that_can_work_are_taken():
     options = {
         **FAST, "n_workers": None, "seed": None, "n_trials": np.int64(3),
-        "ensemble": EnsembleRecipe(size=1, tolerance=None, refit_epochs=0),
-        "remote": RemoteWorkers(heartbeat_interval=None),
+        "ensemble": EnsembleRecipe(size=np.int64(1), tolerance=np.float64(2.0), refit_epochs=0),
+        "remote": RemoteWorkers(heartbeat_interval=np.int64(5)),
         "strategy": SearchStrategy(validation_fraction=0.3, holdout="auto"),
     }  # fmt: skip
     with TwinCallback(fit_options=options, prewarm=False) as cb:
         assert cb.status.state == "idle"
+    # No heartbeats at all is a choice too.
+    assert RemoteWorkers(heartbeat_interval=None).heartbeat_interval is None
 
 
 def test_the_status_counts_the_points_buffered_now(RE, mag, make_callback):
