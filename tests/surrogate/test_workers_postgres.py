@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -121,7 +122,20 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
                     return trial.number
             return None
 
-        killed = wait_for(running_trial_of_victim, timeout=300, what="a trial of worker 0")
+        def victim_frozen_mid_trial():
+            # Between reading the trial as running and the kill, the worker may finish it
+            # (ASHA prunes it at its next report): freeze the worker, and look again.
+            if running_trial_of_victim() is None:
+                return None
+            victim.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)  # a commit already sent lands
+            number = running_trial_of_victim()
+            if number is None:
+                victim.send_signal(signal.SIGCONT)
+                return None
+            return [number]  # true even for trial 0
+
+        (killed,) = wait_for(victim_frozen_mid_trial, timeout=300, what="a trial of worker 0")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
 
