@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -186,14 +187,25 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(data, tmp_path):
     )
     try:
         # Two trials finished and a third running: kill it there.
-        wait_for(
-            lambda: (
-                sum(t.state.name == "COMPLETE" for t in _trials(journal, "resume")) >= 2
-                and any(t.state.name == "RUNNING" for t in _trials(journal, "resume"))
-            ),
-            timeout=240,
-            what="two finished trials and a running one",
-        )
+        def two_finished_and_one_running():
+            trials = _trials(journal, "resume")
+            return sum(t.state.name == "COMPLETE" for t in trials) >= 2 and any(
+                t.state.name == "RUNNING" for t in trials
+            )
+
+        def frozen_mid_trial():
+            # The search may finish the running trial between the check and the kill: freeze
+            # it, and look again.
+            if not two_finished_and_one_running():
+                return False
+            search.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)  # a write already made lands
+            if two_finished_and_one_running():
+                return True
+            search.send_signal(signal.SIGCONT)
+            return False
+
+        wait_for(frozen_mid_trial, timeout=240, what="two finished trials and a running one")
         os.kill(search.pid, signal.SIGKILL)
         search.wait(timeout=30)
     finally:
