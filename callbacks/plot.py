@@ -74,6 +74,7 @@ __all__ = [
     "MODES",
     "SUGGESTED_COLOUR",
     "LiveTwinPlot",
+    "PlanSuggestion",
     "mark_suggested_lines",
     "segment_span",
     "set_norm_limits",
@@ -106,8 +107,12 @@ _LAYOUTS: dict[str, type[LiveTwinPlot]] = {}
 
 
 @dataclass(frozen=True)
-class _Suggestion:
-    """What the plot shows of a plan's decision."""
+class PlanSuggestion:
+    """What the plot shows of a plan's decision (``LiveTwinPlot.suggestion``).
+
+    Read from the plan's start document (``twin_guided_scan``'s suggested step,
+    ``adaptive_line_scan``'s chosen line) or set by ``LiveTwinPlot.show_suggestion``.
+    """
 
     axis: str
     message: str
@@ -409,7 +414,7 @@ class LiveTwinPlot(QtAwareCallback):
         self._worker: threading.Thread | None = None
         self._results: queue.SimpleQueue = queue.SimpleQueue()
 
-        self.suggestion: _Suggestion | None = None
+        self.suggestion: PlanSuggestion | None = None
         self._suggestion_drawn: tuple[Any, ...] = ()
         self.redraws = 0
         self.predictions = 0
@@ -582,7 +587,7 @@ class LiveTwinPlot(QtAwareCallback):
         if suggestion is None:
             self.suggestion = None
         elif isinstance(suggestion, StepSuggestion):
-            self.suggestion = _Suggestion(
+            self.suggestion = PlanSuggestion(
                 axis=suggestion.axis,
                 message=suggestion.message,
                 step=suggestion.step,
@@ -921,7 +926,7 @@ class LiveTwinPlot(QtAwareCallback):
 
     # -- the suggestion -------------------------------------------------------------------------
 
-    def _suggested_positions(self, suggestion: _Suggestion) -> np.ndarray:
+    def _suggested_positions(self, suggestion: PlanSuggestion) -> np.ndarray:
         """Slow-axis values of the suggested lines (empty if unknown), as the plan places them."""
         if suggestion.axis != self.slow:
             return np.array([])
@@ -1094,7 +1099,7 @@ def _is_twin(obj: Any) -> bool:
 
 def _step_suggestion(
     axis: str, step: float | None, units: str, message: str | None = None
-) -> _Suggestion:
+) -> PlanSuggestion:
     unit = f" {units}" if units else ""
     if message is None:
         message = (
@@ -1102,10 +1107,12 @@ def _step_suggestion(
             if step is not None
             else f"no suggested step of {axis}"
         )
-    return _Suggestion(axis=axis, message=str(message), step=step, units=units, ok=step is not None)
+    return PlanSuggestion(
+        axis=axis, message=str(message), step=step, units=units, ok=step is not None
+    )
 
 
-def _suggestion_from_start(doc: Mapping[str, Any]) -> _Suggestion | None:
+def _suggestion_from_start(doc: Mapping[str, Any]) -> PlanSuggestion | None:
     """The decision a plan of :mod:`bluesky_digitwin.plans` recorded in a line's start document."""
     recorded = RecordedDecision.from_start(doc)
     if recorded is None:
@@ -1116,4 +1123,4 @@ def _suggestion_from_start(doc: Mapping[str, Any]) -> _Suggestion | None:
     if recorded.score is not None:
         units = f" {recorded.score_units}" if recorded.score_units else ""
         message += f" ({recorded.criterion} {recorded.score:.3g}{units})"
-    return _Suggestion(axis=recorded.axis, message=message, value=recorded.value)
+    return PlanSuggestion(axis=recorded.axis, message=message, value=recorded.value)
