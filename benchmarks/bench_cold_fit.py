@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fit-args",
+        default="",
+        help="more `digitwin fit` flags, one string, e.g. '--ensemble 8' (default: none)",
+    )
     args = parser.parse_args()
     data = str(require_shared("traindata_Section3_1.csv"))
     digitwin = str(Path(sys.executable).with_name("digitwin"))
@@ -94,6 +100,7 @@ def main() -> None:
                     str(args.seed + pair),
                     "--out",
                     out,
+                    *shlex.split(args.fit_args),
                 ],
                 cwd=tmp,
             )
