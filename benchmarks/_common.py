@@ -78,8 +78,8 @@ def fit_options_from_json(options: dict[str, Any]) -> dict[str, Any]:
     fields of :class:`TrainConfig`, :class:`SearchSpace`, :class:`EnsembleRecipe` (``{"retrain":
     false, "size": 5}`` is the paper's) and :class:`SearchStrategy`. The flat names ``fit``
     took before its settings were grouped (``ensemble_size``, ``refit_epochs``, ``holdout``,
-    ...; ``bluesky_digitwin.twin.MOVED_KEYWORDS``) are put into their objects, so the commands
-    recorded in RESULTS.md keep meaning what they meant. The rest are passed as they are.
+    ...; ``bluesky_digitwin.fit_settings.MOVED_KEYWORDS``) are put into their objects, so the
+    commands recorded in RESULTS.md keep meaning what they meant. The rest are passed as they are.
     """
     from bluesky_digitwin import EnsembleRecipe, SearchSpace, SearchStrategy, TrainConfig
 

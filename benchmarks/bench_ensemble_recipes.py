@@ -34,8 +34,8 @@ from bench_accuracy_erco2 import FIELDS_T, dsm_at, rmse_by_field
 from bluesky_digitwin import EnsembleRecipe, TrainConfig
 from bluesky_digitwin.analysis import LinearInterpolator, RBFBaseline, SplineInterpolator
 from bluesky_digitwin.data import make_grid, prepare_training_data
+from bluesky_digitwin.surrogate.members import build_new_members, build_trial_members
 from bluesky_digitwin.surrogate.search import run_search
-from bluesky_digitwin.twin import build_new_members, build_trial_members
 
 RECIPES = {
     "paper5": EnsembleRecipe.paper(5),

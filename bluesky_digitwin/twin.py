@@ -8,16 +8,12 @@ averaging). It is an interpolator only: a prediction outside the learned range i
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import logging
 import os
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +21,20 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin.atomic_files import (
-    CannotWriteError,
-    check_can_create,
-    recover_dir,
-    replace_dir,
-)
 from bluesky_digitwin.data import (
     DigitwinInputError,
     TableLike,
-    TrainingData,
     prepare_training_data,
 )
 from bluesky_digitwin.errors import DigitwinWarning
+from bluesky_digitwin.fit_settings import (
+    MOVED_KEYWORDS,
+    SETTINGS,
+    check_moved,
+    check_settings,
+    monotonic_pairs,
+)
 from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
-from bluesky_digitwin.names import check_name
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
 from bluesky_digitwin.surrogate.ensemble import (
     BestShapeShare,
@@ -47,20 +42,27 @@ from bluesky_digitwin.surrogate.ensemble import (
     Member,
     gather_shares,
     train_group_members,
-    train_members,
     within_tolerance,
 )
-from bluesky_digitwin.surrogate.network import Scaling
+from bluesky_digitwin.surrogate.members import build_new_members, build_trial_members
 from bluesky_digitwin.surrogate.search import (
     Progress,
-    SearchResult,
     SearchSpace,
     SplitData,
     run_search,
-    trial_params,
 )
 from bluesky_digitwin.surrogate.search_settings import RemoteWorkers, SearchStrategy
 from bluesky_digitwin.surrogate.training import TrainConfig
+from bluesky_digitwin.twin_files import (
+    FORMAT,
+    FORMAT_VERSION,
+    TwinFileError,
+    check_replaceable,
+    check_save_destination,
+    package_versions,
+    read_twin_files,
+    write_twin_files,
+)
 
 __all__ = [
     "MOVED_KEYWORDS",
@@ -75,100 +77,14 @@ __all__ = [
     "check_replaceable",
     "check_save_destination",
     "check_settings",
+    "monotonic_pairs",
 ]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "bluesky-digitwin/twin"
-FORMAT_VERSION = 1
-METADATA_FILE = "twin.json"
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("bluesky-digitwin", "tensorflow", "keras", "optuna", "numpy", "xarray"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
 
 class EnsembleWarning(DigitwinWarning):
     """The twin has fewer networks than asked for, so its uncertainty is poorer or unknown."""
-
-
-#: The settings objects :meth:`DigitalTwin.fit` takes, by keyword: what is searched, how a
-#: network trains, how the search chooses, how the ensemble is built, what workers elsewhere
-#: need.
-SETTINGS: dict[str, type] = {
-    "space": SearchSpace,
-    "train_config": TrainConfig,
-    "strategy": SearchStrategy,
-    "ensemble": EnsembleRecipe,
-    "remote": RemoteWorkers,
-}
-
-
-#: Keywords ``fit`` took before its settings were grouped, and where each went.
-MOVED_KEYWORDS = {
-    "ensemble_size": "ensemble=EnsembleRecipe(size=...)",
-    "ensemble_tolerance": "ensemble=EnsembleRecipe(tolerance=...)",
-    "refit_epochs": "ensemble=EnsembleRecipe(refit_epochs=...)",
-    "sampler": "strategy=SearchStrategy(sampler=...)",
-    "pruner": "strategy=SearchStrategy(pruner=...)",
-    "warm_start": "strategy=SearchStrategy(warm_start=...)",
-    "validation_fraction": "strategy=SearchStrategy(validation_fraction=...)",
-    "holdout": "strategy=SearchStrategy(holdout=...)",
-    "data_source": "remote=RemoteWorkers(data_source=...)",
-    "heartbeat_interval": "remote=RemoteWorkers(heartbeat_interval=...)",
-    "artifact_store": "remote=RemoteWorkers(artifact_store=...)",
-}
-
-
-def check_moved(keywords: Mapping[str, Any]) -> None:
-    """Raise :class:`DigitwinInputError` for keywords ``fit`` does not take, saying where the
-    moved ones went (:data:`MOVED_KEYWORDS`)."""
-    if not keywords:
-        return
-    moved = [f"{k} -> {MOVED_KEYWORDS[k]}" for k in sorted(keywords) if k in MOVED_KEYWORDS]
-    unknown = sorted(k for k in keywords if k not in MOVED_KEYWORDS)
-    parts = []
-    if moved:
-        # The settings classes named, in the order given: "ensemble=EnsembleRecipe(size=...)".
-        classes = dict.fromkeys(
-            MOVED_KEYWORDS[k].split("=", 1)[1].split("(")[0]
-            for k in keywords
-            if k in MOVED_KEYWORDS
-        )
-        parts.append(
-            "these keywords moved into settings objects: "
-            + "; ".join(moved)
-            + f" (from bluesky_digitwin import {', '.join(classes)})"
-        )
-    if unknown:
-        parts.append(f"DigitalTwin.fit takes no keyword {', '.join(map(repr, unknown))}")
-    raise DigitwinInputError(" and ".join(parts))
-
-
-def check_settings(**settings: Any) -> None:
-    """Raise :class:`DigitwinInputError` unless each given setting is its settings object.
-
-    A plain dict (``ensemble={"size": 5}``) gets a message naming the object to use instead;
-    keywords of earlier versions are :func:`check_moved`'s.
-    """
-    for name, value in settings.items():
-        kind = SETTINGS[name]
-        if value is not None and not isinstance(value, kind):
-            article = "an" if kind.__name__[0] in "AEIOU" else "a"
-            raise DigitwinInputError(
-                f"{name} must be {article} {kind.__name__}, got {type(value).__name__}; e.g. "
-                f"{name}={kind.__name__}(...) (from bluesky_digitwin import {kind.__name__})"
-            )
-
-
-class TwinFileError(DigitwinInputError):
-    """A saved twin cannot be loaded: a file of it is missing, damaged or was edited."""
 
 
 class DigitalTwin:
@@ -423,7 +339,7 @@ class DigitalTwin:
             },
             "holdout": holdout_result.to_dict(),
             "provenance": dict(provenance or {}),
-            "versions": _versions(),
+            "versions": package_versions(),
         }
         return cls(members, meta)
 
@@ -680,21 +596,11 @@ class DigitalTwin:
         ``directory``: a crash never leaves a half-written twin under that name, and a save
         killed while swapping the directories is finished or rolled back by the next save or
         load of it. An existing directory is replaced only if it is empty or holds a saved
-        twin and nothing else (:func:`check_replaceable`): other files are never deleted.
+        twin and nothing else (:func:`~bluesky_digitwin.twin_files.check_replaceable`): other
+        files are never deleted.
         """
-        target = Path(directory)
-        check_replaceable(target)
-        meta = json.loads(json.dumps(self.metadata))
-        with replace_dir(target, _is_complete) as staging:
-            for i, (model, member) in enumerate(zip(self._members, meta["members"], strict=True)):
-                name = f"member_{i}.keras"
-                model.save(staging / name)
-                member["file"] = name
-                member["sha256"] = _sha256(staging / name)
-            # Written last: a staging directory holding it is complete (_is_complete).
-            _write_json(staging / METADATA_FILE, meta)
-        self.metadata = meta
-        return target
+        self.metadata = write_twin_files(directory, self._members, self.metadata)
+        return Path(directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> DigitalTwin:
@@ -708,354 +614,5 @@ class DigitalTwin:
             Its ``twin.json`` or a network file is damaged, edited or missing (a subclass of
             :class:`~bluesky_digitwin.errors.DigitwinInputError`).
         """
-        from bluesky_digitwin.tensorflow_runtime import keras
-
-        path = Path(directory)
-        recover_dir(path, _is_complete)
-        meta_path = path / METADATA_FILE
-        if not meta_path.is_file():
-            raise DigitwinInputError(f"{path} holds no saved twin (no {METADATA_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TwinFileError(f"{meta_path} is not valid JSON: {exc}") from None
-        problem = _metadata_problem(meta)
-        if problem:
-            raise TwinFileError(
-                f"{meta_path} is damaged or was edited: {problem}; save the twin again or "
-                "restore it from a copy"
-            )
-        if meta["format_version"] > FORMAT_VERSION:
-            raise TwinFileError(
-                f"{path} was saved by a newer bluesky-digitwin (format "
-                f"{meta['format_version']}); upgrade the package to load it"
-            )
-        members = []
-        for member in meta["members"]:
-            # The file name comes from the JSON: it must name a file in this directory.
-            try:
-                file = path / check_name(member["file"], "member file")
-            except DigitwinInputError as exc:
-                raise TwinFileError(f"{meta_path}: {exc}") from None
-            if not file.is_file():
-                raise TwinFileError(f"{file} is missing; the twin is incomplete")
-            if _sha256(file) != member["sha256"]:
-                raise TwinFileError(
-                    f"{file} does not match its checksum; the twin is damaged: save it again "
-                    "or restore it from a copy"
-                )
-            members.append(_load_member(keras, file))
+        meta, members = read_twin_files(directory)
         return cls(members, meta)
-
-
-def _load_member(keras: Any, file: Path) -> Any:
-    """One network of a twin, loaded in Keras' safe_mode, or a :class:`TwinFileError`.
-
-    Keras' own messages are not passed on: they advise to turn safe_mode off (never do that
-    for a file that was edited), or say "File not found" of a file that is there but is not
-    a ``.keras`` archive.
-    """
-    try:
-        return keras.saving.load_model(file, compile=False, safe_mode=True)
-    except Exception as exc:
-        if "safe_mode" in str(exc):
-            raise TwinFileError(
-                f"{file} holds code (a Lambda layer or the like) that is not run when loading, "
-                "as it could do anything; bluesky-digitwin never saves such a network, so this "
-                "file was made or changed elsewhere: save the twin again from its source"
-            ) from None
-        raise TwinFileError(
-            f"{file} is not a Keras model file bluesky-digitwin can read; the twin is damaged: "
-            "save it again or restore it from a copy"
-        ) from None
-
-
-def _metadata_problem(meta: Any) -> str | None:
-    """What is wrong with the contents of a twin.json, in a phrase, or None.
-
-    Checks what loading and using a twin rely on, so a file edited by hand or damaged gives
-    one clear line rather than a KeyError later.
-    """
-    if not isinstance(meta, dict):
-        return f"it holds a {type(meta).__name__}, not a JSON object"
-    for key in ("format", "format_version", "id", "features", "target", "ranges", "members"):
-        if key not in meta:
-            return f"{key!r} is missing"
-    if meta["format"] != FORMAT:
-        return f"'format' is {meta['format']!r}, not {FORMAT!r}: it is not a bluesky-digitwin twin"
-    version = meta["format_version"]
-    if isinstance(version, bool) or not isinstance(version, int):
-        return f"'format_version' must be a whole number, not {version!r}"
-    if not isinstance(meta["id"], str) or not meta["id"]:
-        return "'id' must be a non-empty string"
-    features = meta["features"]
-    if (
-        not isinstance(features, list)
-        or not features
-        or not all(isinstance(f, str) and f for f in features)
-    ):
-        return "'features' must be a list of names"
-    if not isinstance(meta["target"], str) or not meta["target"]:
-        return "'target' must be a name"
-    if not isinstance(meta.get("units", {}), dict):
-        return "'units' must be a JSON object"
-    ranges = meta["ranges"]
-    if not isinstance(ranges, dict) or not all(
-        isinstance(ranges.get(f), list)
-        and len(ranges[f]) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ranges[f])
-        for f in features
-    ):
-        return "'ranges' must give a (min, max) for every feature"
-    members = meta["members"]
-    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
-        return "'members' must be a list of JSON objects"
-    if not members:
-        return "'members' is empty"
-    for i, member in enumerate(members):
-        for key in ("file", "sha256", "params", "validation_rmse"):
-            if key not in member:
-                return f"member {i} has no {key!r}"
-        if not isinstance(member["sha256"], str):
-            return f"member {i}'s 'sha256' must be a string"
-        if not isinstance(member["params"], dict):
-            return f"member {i}'s 'params' must be a JSON object"
-    return None
-
-
-#: How a user states the direction of a monotonic feature, and its sign.
-MONOTONIC_DIRECTIONS = {"increasing": 1, "decreasing": -1}
-
-
-def monotonic_pairs(
-    monotonic: Mapping[str, str], features: Sequence[str]
-) -> tuple[tuple[int, int], ...]:
-    """``{"H": "increasing"}`` as ``TrainConfig.monotonic``'s (feature index, sign) pairs.
-
-    Raises
-    ------
-    DigitwinInputError
-        A feature that is not one of ``features``, or a direction that is neither
-        ``"increasing"`` nor ``"decreasing"``.
-    """
-    if not isinstance(monotonic, Mapping):
-        raise DigitwinInputError(
-            f"monotonic must map feature names to 'increasing' or 'decreasing', e.g. "
-            f"{{'H': 'increasing'}}; got {type(monotonic).__name__}"
-        )
-    pairs = []
-    for name, direction in monotonic.items():
-        if name not in features:
-            raise DigitwinInputError(
-                f"monotonic names {name!r}, which is not a feature of this twin; the features "
-                f"are {', '.join(map(str, features))}"
-            )
-        sign = MONOTONIC_DIRECTIONS.get(str(direction).strip().lower())
-        if sign is None:
-            raise DigitwinInputError(
-                f"monotonic direction of {name!r} must be 'increasing' or 'decreasing', "
-                f"got {direction!r}"
-            )
-        pairs.append((list(features).index(name), sign))
-    return tuple(pairs)
-
-
-def build_trial_members(
-    result: SearchResult,
-    trials: Sequence[Any],
-    data: TrainingData,
-    refit_epochs: int,
-    train_config: TrainConfig,
-) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
-    """The paper's ensemble: the best trials' own networks, refitted on all points.
-
-    Also returns the networks' mean prediction of the held-out points (scaled) before the
-    refit, when they had not seen them.
-    """
-    from optuna.artifacts import download_artifact
-
-    from bluesky_digitwin.surrogate.network import wrap_with_scaling
-    from bluesky_digitwin.surrogate.training import train
-    from bluesky_digitwin.surrogate.trials import MODEL_ARTIFACT
-    from bluesky_digitwin.tensorflow_runtime import keras
-
-    scaling: Scaling = result.scaling
-    x_all = scaling.scale_x(data.x)
-    y_all = scaling.scale_y(data.y)
-    split = result.split
-    val_var = float(np.var(split.y_val)) or 1.0
-    members, meta, validation = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for rank, trial in enumerate(trials):
-            path = os.path.join(tmp, f"trial-{trial.number}.keras")
-            download_artifact(
-                artifact_store=result.artifact_store,
-                file_path=path,
-                artifact_id=trial.user_attrs[MODEL_ARTIFACT],
-            )
-            core = keras.saving.load_model(path, compile=False, safe_mode=True)
-            params = trial_params(trial)
-            validation.append(np.asarray(core(split.x_val, training=False)).reshape(-1))
-            if refit_epochs > 0:
-                # The held-out points join in: a short, gentle continuation at the final
-                # learning rate, keeping the weights with the lowest loss over all points.
-                train(
-                    core,
-                    x_all,
-                    y_all,
-                    batch_size=int(params["batch_size"]),
-                    learning_rate=float(params["learning_rate"]) / train_config.lr_drop_factor,
-                    config=replace(
-                        train_config,
-                        max_epochs=refit_epochs,
-                        patience=refit_epochs,
-                        lr_drop_epoch=refit_epochs,
-                    ),
-                    seed=int(trial.user_attrs.get("seed", trial.number)) + 1,
-                )
-            members.append(wrap_with_scaling(core, scaling, name=f"member_{rank}"))
-            mse = float(trial.value)
-            meta.append(
-                {
-                    "trial": trial.number,
-                    "params": params,
-                    "validation_mse_scaled": mse,
-                    "validation_rmse": float(np.sqrt(mse) * scaling.y_std),
-                    "validation_r2": float(1 - mse / val_var),
-                    "best_epoch": int(trial.user_attrs.get("best_epoch", -1)),
-                    "epochs_run": int(trial.user_attrs.get("epochs_run", -1)),
-                }
-            )
-    return members, meta, np.mean(validation, axis=0)
-
-
-def build_new_members(
-    result: SearchResult,
-    trials: Sequence[Any],
-    data: TrainingData,
-    recipe: EnsembleRecipe,
-    refit_epochs: int,
-    train_config: TrainConfig,
-    space: SearchSpace | None,
-    seed: int | None,
-    *,
-    trained: Sequence[Member] = (),
-) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
-    """New networks of the best trials' hyperparameters (and the reference), trained together.
-
-    ``trained``: networks of the plan already trained (the reference's, beside the search).
-    """
-    from bluesky_digitwin.surrogate.network import wrap_with_scaling
-
-    scaling: Scaling = result.scaling
-    batch_sizes = (space or SearchSpace()).batch_choices(data.n_points)
-    plan = recipe.plan(
-        [(t.number, trial_params(t)) for t in trials], batch_sizes, len(result.split.y_train)
-    )
-    ensemble = train_members(
-        plan,
-        result.split,
-        train_config=train_config,
-        refit_epochs=refit_epochs,
-        seed=seed or 0,
-        trained=trained,
-    )
-    val_var = float(np.var(result.split.y_val)) or 1.0
-    members, meta = [], []
-    for rank, member in enumerate(ensemble.members):
-        members.append(wrap_with_scaling(member.model, scaling, name=f"member_{rank}"))
-        mse = float(member.result.best_loss)
-        meta.append(
-            {
-                "trial": member.source_trial,
-                "params": member.params,
-                "seed": member.seed,
-                "validation_mse_scaled": mse,
-                "validation_rmse": float(np.sqrt(mse) * scaling.y_std),
-                "validation_r2": float(1 - mse / val_var),
-                "best_epoch": member.result.best_epoch,
-                "epochs_run": member.result.epochs_run,
-            }
-        )
-    return members, meta, ensemble.validation_prediction
-
-
-def check_replaceable(directory: str | os.PathLike) -> None:
-    """Refuse to save a twin over anything but nothing, an empty directory or a saved twin.
-
-    Saving replaces the directory whole, so it may hold the twin's own files only:
-    ``twin.json`` and the member files it names. Anything else (the data, notes, a figures
-    folder) would be deleted with it.
-
-    Raises
-    ------
-    DigitwinInputError
-        ``directory`` is a file, or holds something that is not part of a saved twin.
-    """
-    path = Path(directory)
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise DigitwinInputError(f"{path} is a file, not a directory; choose a new directory")
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in _twin_files(path))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (
-            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        )
-        raise DigitwinInputError(
-            f"{path} holds files that are not part of a saved twin ({shown}); saving there "
-            "would delete them: choose a new or empty directory"
-        )
-
-
-def check_save_destination(directory: str | os.PathLike) -> None:
-    """Check, before a twin is learned, that it can be saved to ``directory``.
-
-    It must be replaceable (:func:`check_replaceable`) and made where this process can write
-    (tried for real: permissions do not stop root, but ``/proc`` or an immutable directory
-    do).
-
-    Raises
-    ------
-    DigitwinInputError
-        Why not, in one line.
-    """
-    check_replaceable(directory)
-    try:
-        check_can_create(directory)
-    except CannotWriteError as exc:
-        raise DigitwinInputError(
-            f"{directory}: {exc}; choose a directory you can write to"
-        ) from None
-
-
-def _twin_files(path: Path) -> set[str]:
-    """Names of the files of the twin saved in ``path``: twin.json and the members it names."""
-    names = {METADATA_FILE}
-    try:
-        meta = json.loads((path / METADATA_FILE).read_text())
-        names.update(m["file"] for m in meta["members"] if isinstance(m.get("file"), str))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        pass  # no readable twin.json: only a twin.json itself may be replaced
-    return names
-
-
-def _is_complete(staging: Path) -> bool:
-    """Whether a save wrote all of ``staging`` (twin.json is written last)."""
-    return (staging / METADATA_FILE).is_file()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())

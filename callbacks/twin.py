@@ -41,9 +41,10 @@ from bluesky.callbacks.core import CallbackBase
 
 from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.errors import DigitwinInputError
+from bluesky_digitwin.fit_settings import MOVED_KEYWORDS, SETTINGS, check_moved, check_settings
 from bluesky_digitwin.names import check_name
 from bluesky_digitwin.surrogate.search_settings import is_whole
-from bluesky_digitwin.twin import MOVED_KEYWORDS, SETTINGS, DigitalTwin, check_moved, check_settings
+from bluesky_digitwin.twin import DigitalTwin
 
 from .status import RetrainPolicy, TwinStatus
 from .training import RUNNING_TRAINING, Trainer, close_abandoned_study, read_json

@@ -31,7 +31,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
     from bluesky_digitwin.holdout import TwinNotBetterWarning
     from bluesky_digitwin.surrogate.search_settings import RemoteWorkers
-    from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning, check_save_destination
+    from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
+    from bluesky_digitwin.twin_files import check_save_destination
 
     out = Path(args.out)
     # Before anything is learned: a twin that cannot be saved is a search thrown away.
@@ -212,7 +213,7 @@ def _parse_monotonic(items: list[str] | None, features: list[str]) -> dict[str, 
     """``["H=increasing"]`` as ``{"H": "increasing"}``, checked against the features."""
     if not items:
         return None
-    from bluesky_digitwin.twin import monotonic_pairs
+    from bluesky_digitwin.fit_settings import monotonic_pairs
 
     stated = {}
     for item in items:
