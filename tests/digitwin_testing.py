@@ -70,6 +70,36 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def freeze_when(process, condition, timeout: float, what: str, settle: float = 0.5):
+    """Wait until ``condition()`` holds, freeze ``process`` (SIGSTOP) with it still holding,
+    and return ``condition()``'s value; the caller kills the process or resumes it (SIGCONT).
+
+    Between a check and a kill the process may change what was checked (finish the trial a
+    test means to kill mid-way), so the process is frozen, given ``settle`` seconds for a write
+    it has already sent to land, and checked again; if it no longer holds, the process runs on
+    and is waited for again. Not holding is ``None`` or ``False`` (0 holds: trial 0).
+    """
+    import signal
+    import time
+
+    def holds(value) -> bool:
+        return value is not None and value is not False
+
+    def frozen():
+        if not holds(condition()):
+            return None
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(settle)
+        value = condition()
+        if holds(value):
+            return [value]
+        process.send_signal(signal.SIGCONT)
+        return None
+
+    (value,) = wait_for(frozen, timeout=timeout, what=what)
+    return value
+
+
 @dataclass
 class Status:
     """A twin source's status: ``state`` and ``message``, as TwinCallback's."""

@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from digitwin_testing import smooth_table, subprocess_env, wait_for
+from digitwin_testing import freeze_when, smooth_table, subprocess_env, wait_for
 
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.surrogate.recovery import count_finished
@@ -193,19 +192,13 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(data, tmp_path):
                 t.state.name == "RUNNING" for t in trials
             )
 
-        def frozen_mid_trial():
-            # The search may finish the running trial between the check and the kill: freeze
-            # it, and look again.
-            if not two_finished_and_one_running():
-                return False
-            search.send_signal(signal.SIGSTOP)
-            time.sleep(0.5)  # a write already made lands
-            if two_finished_and_one_running():
-                return True
-            search.send_signal(signal.SIGCONT)
-            return False
-
-        wait_for(frozen_mid_trial, timeout=240, what="two finished trials and a running one")
+        # Frozen with the trial still running: it may finish between a look and the kill.
+        freeze_when(
+            search,
+            two_finished_and_one_running,
+            timeout=240,
+            what="two finished trials and a running one",
+        )
         os.kill(search.pid, signal.SIGKILL)
         search.wait(timeout=30)
     finally:

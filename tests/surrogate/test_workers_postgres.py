@@ -13,13 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import numpy as np
 import optuna
 import pytest
-from digitwin_testing import smooth_table, subprocess_env, wait_for
+from digitwin_testing import freeze_when, smooth_table, subprocess_env, wait_for
 
 from bluesky_digitwin import DigitalTwin, make_grid
 from bluesky_digitwin.surrogate.recovery import count_finished
@@ -122,20 +121,10 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
                     return trial.number
             return None
 
-        def victim_frozen_mid_trial():
-            # Between reading the trial as running and the kill, the worker may finish it
-            # (ASHA prunes it at its next report): freeze the worker, and look again.
-            if running_trial_of_victim() is None:
-                return None
-            victim.send_signal(signal.SIGSTOP)
-            time.sleep(0.5)  # a commit already sent lands
-            number = running_trial_of_victim()
-            if number is None:
-                victim.send_signal(signal.SIGCONT)
-                return None
-            return [number]  # true even for trial 0
-
-        (killed,) = wait_for(victim_frozen_mid_trial, timeout=300, what="a trial of worker 0")
+        # Frozen with its trial still running: ASHA may prune it between a look and the kill.
+        killed = freeze_when(
+            victim, running_trial_of_victim, timeout=300, what="a trial of worker 0"
+        )
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
 
