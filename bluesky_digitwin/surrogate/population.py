@@ -22,7 +22,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -105,6 +105,7 @@ def train_population(
     seeds: Sequence[int],
     config: TrainConfig | None = None,
     should_stop: PopulationStopCheck | None = None,
+    compact: bool = True,
 ) -> list[TrainResult]:
     """Train ``models`` (same depth and width) together, in place; restore each one's best.
 
@@ -125,6 +126,11 @@ def train_population(
     should_stop
         Called after each chunk of epochs with ``(epochs_done, best_losses, active)``; return a
         bool per member, True to stop it (it counts as "pruned").
+    compact
+        When at most half the members still train (and 50 or more epochs may remain), go on
+        with those alone in a smaller compiled loop, instead of computing the stopped
+        members' steps and discarding them. The result is the same either way (each member's
+        arithmetic is its own); a new loop size is traced once per process.
 
     Returns
     -------
@@ -171,10 +177,20 @@ def train_population(
         monotonic_weight=float(config.monotonic_weight) if monotonic else 0.0,
         jit_compile=bool(config.jit_compile),
     )
-    with _borrowed_graph(key) as graph:
-        return _train_with(
-            graph, stacks, data, l2, n, unit, config, batch_size, learning_rates, seeds, should_stop
-        )
+    return _train_with(
+        key,
+        stacks,
+        data,
+        l2,
+        n,
+        unit,
+        config,
+        batch_size,
+        learning_rates,
+        seeds,
+        should_stop,
+        compact,
+    )
 
 
 @dataclass(frozen=True)
@@ -350,8 +366,70 @@ def traced_loops() -> int:
     return sum(graph.run_chunk.experimental_get_tracing_count() for graph in graphs)
 
 
+@dataclass
+class _MembersState:
+    """Every member's training state as arrays (member first): what a compiled loop's
+    variables hold, kept here while the members move to a smaller loop."""
+
+    weights: list[np.ndarray]
+    moments: list[np.ndarray]
+    velocities: list[np.ndarray]
+    best_weights: list[np.ndarray]
+    l2: list[np.ndarray]
+    steps: np.ndarray
+    best_loss: np.ndarray
+    best_epoch: np.ndarray
+    seeds: np.ndarray
+
+    @classmethod
+    def start(
+        cls, stacks: list[list[Any]], l2: list[np.ndarray], seeds: Sequence[int]
+    ) -> _MembersState:
+        k = len(stacks)
+        # Stacked weights: kernels (k, in, out), biases (k, 1, out); one Adam state per variable.
+        values = []
+        for i in range(len(stacks[0])):
+            values.append(np.stack([s[i].kernel.numpy() for s in stacks]))
+            values.append(np.stack([s[i].bias.numpy()[None, :] for s in stacks]))
+        return cls(
+            weights=values,
+            moments=[np.zeros_like(v) for v in values],
+            velocities=[np.zeros_like(v) for v in values],
+            best_weights=[v.copy() for v in values],
+            l2=l2,
+            steps=np.zeros((k, 1, 1), np.float32),
+            best_loss=np.full(k, np.inf, np.float32),
+            best_epoch=np.full(k, -1, np.int64),
+            seeds=np.array([[int(s), 0] for s in seeds], np.int64),
+        )
+
+    def load(self, graph: _Graph, members: np.ndarray) -> None:
+        """Put ``members``' state into ``graph``'s variables."""
+        for names in ("weights", "moments", "velocities", "best_weights", "l2"):
+            for variable, value in zip(getattr(graph, names), getattr(self, names), strict=True):
+                variable.assign(value[members])
+        for name in ("steps", "best_loss", "best_epoch", "seeds"):
+            getattr(graph, name).assign(getattr(self, name)[members])
+
+    def keep(self, graph: _Graph, members: np.ndarray) -> None:
+        """Read ``members``' state back from ``graph``'s variables."""
+        for names in ("weights", "moments", "velocities", "best_weights"):
+            for variable, value in zip(getattr(graph, names), getattr(self, names), strict=True):
+                value[members] = variable.numpy()
+        for name in ("steps", "best_loss", "best_epoch"):
+            getattr(self, name)[members] = getattr(graph, name).numpy()
+
+
+#: A population continues as a smaller one when at most this share of its members still train
+#: and at least ``_COMPACT_MIN_EPOCHS`` epochs may remain: a stopped member's matmuls are
+#: computed (and thrown away) until the loop ends, and one straggler kept a reference group
+#: of six training 500 epochs while the others stopped at 120-240 (benchmarks/RESULTS.md).
+_COMPACT_SHARE = 0.5
+_COMPACT_MIN_EPOCHS = 50
+
+
 def _train_with(
-    graph: _Graph,
+    key: _GraphKey,
     stacks: list[list[Any]],
     data: TrainingArrays,
     l2: list[np.ndarray],
@@ -362,41 +440,18 @@ def _train_with(
     learning_rates: Sequence[float],
     seeds: Sequence[int],
     should_stop: PopulationStopCheck | None,
+    compact: bool,
 ) -> list[TrainResult]:
-    """Load the members and data into ``graph``'s variables, train, write the best back."""
+    """Train in ``key``'s compiled loop; when most members have stopped, move the rest to a
+    smaller loop (``compact``); write each member's best weights back."""
     from bluesky_digitwin.tensorflow_runtime import tf
 
     k = len(stacks)
-    # Stacked weights: kernels (k, in, out), biases (k, 1, out); one Adam state per variable.
-    values = []
-    for i in range(len(stacks[0])):
-        values.append(np.stack([s[i].kernel.numpy() for s in stacks]))
-        values.append(np.stack([s[i].bias.numpy()[None, :] for s in stacks]))
-    for w, m, v, kept, value in zip(
-        graph.weights, graph.moments, graph.velocities, graph.best_weights, values, strict=True
-    ):
-        w.assign(value)
-        kept.assign(value)
-        m.assign(np.zeros_like(value))
-        v.assign(np.zeros_like(value))
-    for c, value in zip(graph.l2, l2, strict=True):
-        c.assign(value)
-    graph.steps.assign(np.zeros((k, 1, 1), np.float32))
-    graph.best_loss.assign(np.full(k, np.inf, np.float32))
-    graph.best_epoch.assign(np.full(k, -1, np.int64))
-    graph.seeds.assign(np.array([[int(s), 0] for s in seeds], np.int64))
+    state = _MembersState.start(stacks, l2, seeds)
     n_batches = math.ceil(n / batch_size)
     # Padding to whole batches, masked out of the loss, as train() does.
-    graph.mask.assign(
-        (np.arange(n_batches * batch_size) < n).astype(np.float32).reshape(n_batches, batch_size, 1)
-    )
-    graph.x.assign(data.x)
-    graph.y.assign(data.y)
-    graph.x_val.assign(data.x_val)
-    graph.y_val.assign(data.y_val)
-    graph.low.assign(data.x.min(axis=0))
-    graph.high.assign(data.x.max(axis=0))
-    graph.directions.assign(data.directions)
+    mask = (np.arange(n_batches * batch_size) < n).astype(np.float32)
+    mask = mask.reshape(n_batches, batch_size, 1)
 
     active = np.ones(k, bool)
     stopped_by = ["max_epochs"] * k
@@ -405,51 +460,80 @@ def _train_with(
     epochs_run = np.zeros(k, int)
     epochs_done = 0
     base_rates = np.asarray(learning_rates, np.float32)
-    while epochs_done < config.max_epochs and active.any():
-        n_epochs = min(config.chunk_epochs, config.max_epochs - epochs_done)
-        if epochs_done < config.lr_drop_epoch:
-            n_epochs = min(n_epochs, config.lr_drop_epoch - epochs_done)
-            current = base_rates
-        else:
-            current = base_rates / np.float32(config.lr_drop_factor)
-        graph.rates.assign(current.reshape(k, 1, 1))
-        # The first call instantiates the graph: do that without Grappler.
-        with grappler_disabled(tf) if not graph.used else contextlib.nullcontext():
-            graph.used = True
-            chunk = graph.run_chunk(
-                tf.constant(epochs_done, tf.int64),
-                tf.constant(n_epochs, tf.int32),
-                tf.constant(active.astype(np.float32)),
-            ).numpy()  # (epochs, k)
-        epochs_done += n_epochs
-        best = graph.best_loss.numpy()
-        best_at = graph.best_epoch.numpy()
-        for j in np.flatnonzero(active):
-            histories[j].extend(float(v) for v in chunk[:, j])
-            rate_logs[j].extend([float(current[j])] * n_epochs)
-            epochs_run[j] = epochs_done
-            if not np.isfinite(chunk[:, j]).all():
-                stopped_by[j], active[j] = "diverged", False
-            elif epochs_done - 1 - int(best_at[j]) >= config.patience:
-                stopped_by[j], active[j] = "early_stopping", False
-        if should_stop is not None and active.any():
-            verdict = np.asarray(should_stop(round(epochs_done * unit), best, active.copy()), bool)
-            for j in np.flatnonzero(active & verdict):
-                stopped_by[j], active[j] = "pruned", False
+    members = np.arange(k)
+    while True:
+        with _borrowed_graph(replace(key, members=len(members))) as graph:
+            state.load(graph, members)
+            for name, value in (
+                ("mask", mask),
+                ("x", data.x),
+                ("y", data.y),
+                ("x_val", data.x_val),
+                ("y_val", data.y_val),
+                ("low", data.x.min(axis=0)),
+                ("high", data.x.max(axis=0)),
+                ("directions", data.directions),
+            ):
+                getattr(graph, name).assign(value)
+            moved = False
+            while epochs_done < config.max_epochs and active.any():
+                n_epochs = min(config.chunk_epochs, config.max_epochs - epochs_done)
+                if epochs_done < config.lr_drop_epoch:
+                    n_epochs = min(n_epochs, config.lr_drop_epoch - epochs_done)
+                    current = base_rates
+                else:
+                    current = base_rates / np.float32(config.lr_drop_factor)
+                graph.rates.assign(current[members].reshape(-1, 1, 1))
+                # The first call instantiates the graph: do that without Grappler.
+                with grappler_disabled(tf) if not graph.used else contextlib.nullcontext():
+                    graph.used = True
+                    chunk = graph.run_chunk(
+                        tf.constant(epochs_done, tf.int64),
+                        tf.constant(n_epochs, tf.int32),
+                        tf.constant(active[members].astype(np.float32)),
+                    ).numpy()  # (epochs, members)
+                epochs_done += n_epochs
+                state.best_loss[members] = graph.best_loss.numpy()
+                state.best_epoch[members] = graph.best_epoch.numpy()
+                for i, j in enumerate(members):
+                    if not active[j]:
+                        continue
+                    histories[j].extend(float(v) for v in chunk[:, i])
+                    rate_logs[j].extend([float(current[j])] * n_epochs)
+                    epochs_run[j] = epochs_done
+                    if not np.isfinite(chunk[:, i]).all():
+                        stopped_by[j], active[j] = "diverged", False
+                    elif epochs_done - 1 - int(state.best_epoch[j]) >= config.patience:
+                        stopped_by[j], active[j] = "early_stopping", False
+                if should_stop is not None and active.any():
+                    verdict = should_stop(
+                        round(epochs_done * unit), state.best_loss.copy(), active.copy()
+                    )
+                    for j in np.flatnonzero(active & np.asarray(verdict, bool)):
+                        stopped_by[j], active[j] = "pruned", False
+                still = int(active.sum())
+                if (
+                    compact
+                    and 0 < still <= _COMPACT_SHARE * len(members)
+                    and config.max_epochs - epochs_done >= _COMPACT_MIN_EPOCHS
+                ):
+                    moved = True
+                    break
+            state.keep(graph, members)
+        if not moved:
+            break
+        members = np.flatnonzero(active)
 
     # Each member ends with its best weights (or, if it never improved, as it ended).
-    best_at = graph.best_epoch.numpy()
-    best_values = [w.numpy() for w in graph.best_weights]
-    last_values = [w.numpy() for w in graph.weights]
     for j, layers in enumerate(stacks):
-        values = best_values if best_at[j] >= 0 else last_values
+        values = state.best_weights if state.best_epoch[j] >= 0 else state.weights
         for i, layer in enumerate(layers):
             layer.kernel.assign(values[2 * i][j])
             layer.bias.assign(values[2 * i + 1][j][0])
     return [
         TrainResult(
-            best_loss=float(graph.best_loss.numpy()[j]),
-            best_epoch=int(best_at[j]),
+            best_loss=float(state.best_loss[j]),
+            best_epoch=int(state.best_epoch[j]),
             epochs_run=int(epochs_run[j]),
             stopped_by=stopped_by[j],
             history=histories[j],

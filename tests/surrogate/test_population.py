@@ -154,3 +154,50 @@ def test_networks_of_another_width_and_batch_reuse_the_traced_loop():
     np.testing.assert_allclose(
         np.asarray(together(grid)), np.asarray(alone(grid)), rtol=1e-3, atol=1e-4
     )
+
+
+def test_the_members_still_training_go_on_in_a_smaller_loop_to_the_same_result():
+    # Three of four members are pruned early; the fourth trains on alone. Moving it to a loop
+    # of one member (compact) must not change anything but the arithmetic thrown away.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, size=(80, 3)).astype(np.float32)
+    y = np.sin(2 * x[:, 0]) * x[:, 1] + x[:, 2]
+    y = ((y - y.mean()) / y.std()).astype(np.float32)
+    config = TrainConfig(max_epochs=80, patience=80, lr_drop_epoch=40, chunk_epochs=10)
+    seeds = [21, 22, 23, 24]
+
+    def run(compact: bool):
+        models = [build_mlp(3, 4, 10, activation="tanh", seed=s) for s in seeds]
+
+        def prune_all_but_last(epochs, best, active):
+            return [True, True, True, False] if epochs >= 10 else [False] * 4
+
+        results = train_population(
+            models,
+            x[:60],
+            y[:60],
+            x[60:],
+            y[60:],
+            batch_size=16,
+            learning_rates=[2e-3] * 4,
+            seeds=seeds,
+            config=config,
+            should_stop=prune_all_but_last,
+            compact=compact,
+        )
+        return models, results
+
+    kept_models, kept = run(compact=False)
+    traced = traced_loops()
+    moved_models, moved = run(compact=True)
+    assert traced_loops() == traced + 1  # the loop of one member, traced once
+    assert [r.epochs_run for r in moved] == [10, 10, 10, 80]
+    grid = rng.uniform(-1, 1, size=(40, 3)).astype(np.float32)
+    for a, b, ra, rb in zip(kept_models, moved_models, kept, moved, strict=True):
+        assert (rb.best_epoch, rb.epochs_run, rb.stopped_by) == (
+            ra.best_epoch,
+            ra.epochs_run,
+            ra.stopped_by,
+        )
+        assert rb.history == pytest.approx(ra.history, rel=1e-5, abs=1e-7)
+        np.testing.assert_allclose(np.asarray(b(grid)), np.asarray(a(grid)), rtol=1e-5, atol=1e-6)
