@@ -228,6 +228,7 @@ class DigitalTwin:
                 split,
                 train_config=train_config,
                 refit_epochs=recipe.refit_epochs,
+                refit_rate=recipe.refit_rate,
                 seed=seed or 0,
             )
 
@@ -288,7 +289,12 @@ class DigitalTwin:
                 )
             else:
                 members, member_meta, val_scaled = build_trial_members(
-                    result, eligible[: recipe.size], prepared, recipe.refit_epochs, train_config
+                    result,
+                    eligible[: recipe.size],
+                    prepared,
+                    recipe.refit_epochs,
+                    train_config,
+                    recipe.refit_rate,
                 )
         finally:
             result.cleanup()

@@ -42,6 +42,7 @@ __all__ = [
     "PlannedGroup",
     "TrainedEnsemble",
     "gather_shares",
+    "refit_schedule",
     "train_group_members",
     "train_members",
     "within_tolerance",
@@ -124,7 +125,11 @@ class EnsembleRecipe:
         (benchmarks/RESULTS.md).
     refit_epochs
         After the search, each chosen network trains this many more epochs on *all* the
-        points (held-out ones included) at its final learning rate. 0 skips it.
+        points (held-out ones included). 0 skips it.
+    refit_rate
+        The refit's learning rate as a multiple of the network's initial one; ``None``: its
+        final rate (the initial one divided by ``TrainConfig.lr_drop_factor``), a gentle
+        continuation.
     """
 
     size: int = 12
@@ -136,6 +141,7 @@ class EnsembleRecipe:
     trial_activation: str | None = None
     tolerance: float | None = None
     refit_epochs: int = 30
+    refit_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not (is_whole(self.size) and self.size >= 1):
@@ -160,6 +166,14 @@ class EnsembleRecipe:
             raise DigitwinInputError(
                 f"EnsembleRecipe.refit_epochs must be 0 or more (a whole number), got "
                 f"{self.refit_epochs!r}"
+            )
+        if self.refit_rate is not None and not (
+            is_number(self.refit_rate) and 0 < self.refit_rate <= 10
+        ):
+            raise DigitwinInputError(
+                "EnsembleRecipe.refit_rate is a multiple of each network's initial learning "
+                f"rate, above 0 and at most 10 (or None for its final rate); got "
+                f"{self.refit_rate!r}"
             )
         if self.reference_steps is not None and self.reference_steps < 1:
             raise DigitwinInputError(
@@ -308,12 +322,32 @@ class TrainedEnsemble:
     validation_prediction: np.ndarray
 
 
+def refit_schedule(
+    train_config: TrainConfig, refit_epochs: int, refit_rate: float | None
+) -> tuple[TrainConfig, float]:
+    """How a network continues on all the points after early stopping: the training
+    settings of the refit, and its learning rate as a multiple of the network's initial one.
+
+    The refit keeps the weights with the lowest loss over all the points; its rate is constant
+    (``refit_rate``, or the final rate of ``train_config`` when None).
+    """
+    config = replace(
+        train_config,
+        max_epochs=refit_epochs,
+        patience=refit_epochs,
+        lr_drop_epoch=refit_epochs,
+    )
+    factor = 1.0 / train_config.lr_drop_factor if refit_rate is None else float(refit_rate)
+    return config, factor
+
+
 def train_members(
     plan: Sequence[PlannedGroup],
     split: SplitData,
     *,
     train_config: TrainConfig,
     refit_epochs: int,
+    refit_rate: float | None = None,
     seed: int = 0,
     trained: Sequence[Member] = (),
 ) -> TrainedEnsemble:
@@ -327,8 +361,9 @@ def train_members(
         The search's scaled training and held-out points.
     train_config
         The search's training recipe (epochs, early stopping on the held-out points).
-    refit_epochs
-        Then this many epochs on all the points at the final learning rate (0: none).
+    refit_epochs, refit_rate
+        Then this many epochs on all the points (0: none), at this multiple of each network's
+        initial learning rate (None: its final rate); :func:`refit_schedule`.
     seed
         Base of the networks' seeds (each network gets its own).
     trained
@@ -347,6 +382,7 @@ def train_members(
                     split,
                     train_config=train_config,
                     refit_epochs=refit_epochs,
+                    refit_rate=refit_rate,
                     seed=seed,
                 )
             )
@@ -359,6 +395,7 @@ def train_group_members(
     *,
     train_config: TrainConfig,
     refit_epochs: int,
+    refit_rate: float | None = None,
     seed: int = 0,
     indices: Sequence[int] | None = None,
 ) -> list[Member]:
@@ -390,14 +427,8 @@ def train_group_members(
     )
     validation = [np.asarray(m(split.x_val, training=False)).reshape(-1) for m in models]
     if refit_epochs > 0:
-        # The held-out points join in: a short, gentle continuation at the final learning
-        # rate, keeping the weights with the lowest loss over all points.
-        refit = replace(
-            train_config,
-            max_epochs=refit_epochs,
-            patience=refit_epochs,
-            lr_drop_epoch=refit_epochs,
-        )
+        # The held-out points join in, keeping the weights with the lowest loss over all.
+        refit, factor = refit_schedule(train_config, refit_epochs, refit_rate)
         train_group(
             models,
             np.concatenate([split.x_train, split.x_val]),
@@ -405,7 +436,7 @@ def train_group_members(
             None,
             None,
             batch_size=batch,
-            learning_rates=[rate / train_config.lr_drop_factor] * count,
+            learning_rates=[rate * factor] * count,
             seeds=[s + 1 for s in seeds],
             config=refit,
         )
@@ -471,6 +502,7 @@ class BestShapeShare:
                 split,
                 train_config=self.train_config,
                 refit_epochs=self.recipe.refit_epochs,
+                refit_rate=self.recipe.refit_rate,
                 seed=self.seed,
                 indices=indices,
             )

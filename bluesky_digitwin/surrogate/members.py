@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from bluesky_digitwin.data import TrainingData
-from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe, Member, train_members
+from bluesky_digitwin.surrogate.ensemble import (
+    EnsembleRecipe,
+    Member,
+    refit_schedule,
+    train_members,
+)
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.search import SearchResult
 from bluesky_digitwin.surrogate.search_space import SearchSpace
@@ -32,8 +36,10 @@ def build_trial_members(
     data: TrainingData,
     refit_epochs: int,
     train_config: TrainConfig,
+    refit_rate: float | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
-    """The paper's ensemble: the best trials' own networks, refitted on all points.
+    """The paper's ensemble: the best trials' own networks, refitted on all points
+    (:func:`~bluesky_digitwin.surrogate.ensemble.refit_schedule`).
 
     Also returns the networks' mean prediction of the held-out points (scaled) before the
     refit, when they had not seen them.
@@ -63,20 +69,15 @@ def build_trial_members(
             params = trial_params(trial)
             validation.append(np.asarray(core(split.x_val, training=False)).reshape(-1))
             if refit_epochs > 0:
-                # The held-out points join in: a short, gentle continuation at the final
-                # learning rate, keeping the weights with the lowest loss over all points.
+                # The held-out points join in, keeping the weights with the lowest loss over all.
+                refit, factor = refit_schedule(train_config, refit_epochs, refit_rate)
                 train(
                     core,
                     x_all,
                     y_all,
                     batch_size=int(params["batch_size"]),
-                    learning_rate=float(params["learning_rate"]) / train_config.lr_drop_factor,
-                    config=replace(
-                        train_config,
-                        max_epochs=refit_epochs,
-                        patience=refit_epochs,
-                        lr_drop_epoch=refit_epochs,
-                    ),
+                    learning_rate=float(params["learning_rate"]) * factor,
+                    config=refit,
                     seed=int(trial.user_attrs.get("seed", trial.number)) + 1,
                 )
             members.append(wrap_with_scaling(core, scaling, name=f"member_{rank}"))
@@ -123,6 +124,7 @@ def build_new_members(
         result.split,
         train_config=train_config,
         refit_epochs=refit_epochs,
+        refit_rate=recipe.refit_rate,
         seed=seed or 0,
         trained=trained,
     )
