@@ -13,10 +13,12 @@ from bluesky_digitwin.surrogate.ensemble import (
     EnsembleRecipe,
     PlannedGroup,
     gather_shares,
+    refit_schedule,
     train_group_members,
     train_members,
 )
 from bluesky_digitwin.surrogate.network import Scaling
+from bluesky_digitwin.surrogate.population import train_group
 from bluesky_digitwin.surrogate.search import SplitData
 from bluesky_digitwin.surrogate.training import TrainConfig
 
@@ -73,6 +75,8 @@ def test_the_reference_share_is_fixed_before_the_search():
         ({"reference_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
         ({"trial_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
         ({"reference_steps": 0}, "reference_steps must be at least 1"),
+        ({"refit_rate": 0}, "refit_rate is a multiple of each network's initial"),
+        ({"refit_rate": "fast"}, "refit_rate is a multiple of each network's initial"),
     ],
 )
 def test_bad_recipes_are_one_clear_error(options, message):
@@ -165,3 +169,30 @@ def test_a_group_shared_out_in_parts_is_the_group_trained_at_once():
             rtol=1e-4,
             atol=1e-5,
         )
+
+
+def test_the_refit_continues_on_all_points_at_the_rate_the_recipe_gives():
+    x = np.random.default_rng(4).uniform(-1, 1, size=(50, 2)).astype(np.float32)
+    split = _split(x, np.cos(2 * x[:, 0]) + x[:, 1], 40)
+    config = TrainConfig(max_epochs=4, chunk_epochs=2, lr_drop_factor=5.0)
+    refit, factor = refit_schedule(config, 3, 1.0)
+    assert (refit.max_epochs, refit.patience, refit.lr_drop_epoch, factor) == (3, 3, 3, 1.0)
+    assert refit_schedule(config, 3, None)[1] == pytest.approx(0.2)  # the final rate
+    group = PlannedGroup(7, TRIALS[0][1], 1, 0)
+    (by_hand,) = train_group_members(group, split, train_config=config, refit_epochs=0)
+    train_group(
+        [by_hand.model],
+        np.concatenate([split.x_train, split.x_val]),
+        np.concatenate([split.y_train, split.y_val]),
+        batch_size=16,
+        learning_rates=[TRIALS[0][1]["learning_rate"]],
+        seeds=[by_hand.seed + 1],
+        config=refit,
+    )
+    (fast,) = train_group_members(group, split, train_config=config, refit_epochs=3, refit_rate=1.0)
+    (gentle,) = train_group_members(group, split, train_config=config, refit_epochs=3)
+    grid = split.x_val
+    np.testing.assert_allclose(
+        np.asarray(fast.model(grid)), np.asarray(by_hand.model(grid)), rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(np.asarray(gentle.model(grid)), np.asarray(fast.model(grid)))
