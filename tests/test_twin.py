@@ -72,6 +72,7 @@ def test_fit_records_what_it_learned(twin):
         "trial_activation": None,
         "tolerance": None,
         "refit_epochs": 30,
+        "refit_rate": None,
     }
     # The recipe's tolerance and refit as the twin.json of earlier versions recorded them too.
     assert (meta["search"]["ensemble_tolerance"], meta["search"]["refit_epochs"]) == (None, 30)
