@@ -71,11 +71,11 @@ def test_fit_records_what_it_learned(twin):
         "reference_steps": 10,
         "trial_activation": None,
         "tolerance": None,
-        "refit_epochs": 30,
-        "refit_rate": None,
+        "refit_epochs": 100,
+        "refit_rate": 1.0,
     }
     # The recipe's tolerance and refit as the twin.json of earlier versions recorded them too.
-    assert (meta["search"]["ensemble_tolerance"], meta["search"]["refit_epochs"]) == (None, 30)
+    assert (meta["search"]["ensemble_tolerance"], meta["search"]["refit_epochs"]) == (None, 100)
     holdout = twin.holdout
     assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
     assert set(holdout.baselines) == {"linear", "thin-plate RBF"}
