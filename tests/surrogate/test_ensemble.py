@@ -190,7 +190,9 @@ def test_the_refit_continues_on_all_points_at_the_rate_the_recipe_gives():
         config=refit,
     )
     (fast,) = train_group_members(group, split, train_config=config, refit_epochs=3, refit_rate=1.0)
-    (gentle,) = train_group_members(group, split, train_config=config, refit_epochs=3)
+    (gentle,) = train_group_members(
+        group, split, train_config=config, refit_epochs=3, refit_rate=None
+    )
     grid = split.x_val
     np.testing.assert_allclose(
         np.asarray(fast.model(grid)), np.asarray(by_hand.model(grid)), rtol=1e-5, atol=1e-6
