@@ -93,11 +93,20 @@ def main() -> None:
                 # Exactly as DigitalTwin.fit builds its networks.
                 if recipe.retrain:
                     models, _, _ = build_new_members(
-                        search, search.best_trials, data, recipe, 30, train_config, None, seed
+                        search,
+                        search.best_trials,
+                        data,
+                        recipe,
+                        recipe.refit_epochs,
+                        train_config,
+                        None,
+                        seed,
                     )
                 else:
                     chosen = search.best_trials[: recipe.size]
-                    models, _, _ = build_trial_members(search, chosen, data, 30, train_config)
+                    models, _, _ = build_trial_members(
+                        search, chosen, data, recipe.refit_epochs, train_config, recipe.refit_rate
+                    )
                 run[name] = ensemble_dsm(models, grid, reference)
                 run[f"{name}_s"] = time.perf_counter() - start
                 print(seed, name, {k: round(v, 2) for k, v in run[name].items()}, flush=True)
