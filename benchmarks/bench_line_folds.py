@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from bench_fidelity import Case, baselines, build_cases
 from bluesky_digitwin.data import prepare_training_data
 from bluesky_digitwin.prediction import prediction_dataset
 from bluesky_digitwin.scan_lines import slow_axis_lines
-from bluesky_digitwin.surrogate.ensemble import REFERENCE_CONFIGURATION
+from bluesky_digitwin.surrogate.ensemble import REFERENCE_CONFIGURATION, refit_schedule
 from bluesky_digitwin.surrogate.network import Scaling, build_mlp
 from bluesky_digitwin.surrogate.population import train_group
 from bluesky_digitwin.surrogate.training import TrainConfig
@@ -142,6 +142,8 @@ def train_folded_group(
         )
         fold_mse.append(result.best_loss)
         if refit.epochs > 0:
+            # The product's refit (ensemble.refit_schedule), at the initial rate / divisor.
+            schedule, factor = refit_schedule(config, refit.epochs, 1.0 / refit.divisor)
             train_group(
                 [core],
                 x,
@@ -149,14 +151,9 @@ def train_folded_group(
                 None,
                 None,
                 batch_size=batch,
-                learning_rates=[rate / refit.divisor],
+                learning_rates=[rate * factor],
                 seeds=[member_seed + 1],
-                config=replace(
-                    config,
-                    max_epochs=refit.epochs,
-                    patience=refit.epochs,
-                    lr_drop_epoch=refit.epochs,
-                ),
+                config=schedule,
             )
         cores.append(core)
     return FoldedGroup(name, params, cores, float(np.mean(fold_mse)))
