@@ -168,10 +168,36 @@ def _run(api: REManagerAPI, plan: BPlan) -> dict[str, Any]:
     return _run_queue(api)
 
 
+def _start_queue(api: REManagerAPI, attempts: int = 5) -> int:
+    """Start the queue until its first plan has started, and return the history's length before.
+
+    RE Manager resets its worker before each plan and gives the worker 0.5 s to answer (a fixed
+    timeout of bluesky-queueserver). On a loaded machine the answer can come later: the manager
+    logs "Failed to reset RE Worker", goes back to idle and leaves the plan queued, although
+    ``queue_start`` said it started. A client that needs the plan run starts the queue again.
+    """
+    before = api.status(reload=True)["items_in_history"]
+    for _ in range(attempts):
+        assert api.queue_start()["success"]
+        # queue_start returns with the manager starting the queue: idle again with nothing run
+        # (no running item, no new history) is the failed reset, anything else is a started plan.
+        status = wait_for(
+            lambda: _after_start(api.status(reload=True), before), 60, "the queue to start"
+        )
+        if status["manager_state"] != "idle" or status["items_in_history"] > before:
+            return before
+    raise AssertionError(f"RE Manager did not start the queue in {attempts} attempts")
+
+
+def _after_start(status: dict[str, Any], before: int) -> dict[str, Any] | None:
+    """RE Manager's status once the queue has left 'starting', else None."""
+    running = status["running_item_uid"] is not None or status["items_in_history"] > before
+    return status if running or status["manager_state"] == "idle" else None
+
+
 def _run_queue(api: REManagerAPI) -> dict[str, Any]:
     """Run the queue until its plan is in the history and return that history item."""
-    before = len(api.history_get(reload=True)["items"])
-    assert api.queue_start()["success"]
+    before = _start_queue(api)
     # Not wait_for_idle alone: on a busy machine it can see "idle" before the queue starts.
     wait_for(
         lambda: len(api.history_get(reload=True)["items"]) > before, TIMEOUT, "the plan to end"
@@ -279,8 +305,7 @@ def test_a_client_edits_the_decision_a_confirmed_plan_waits_for(manager, catalog
         md={"tag": tag},
     )
     assert manager.item_add(guided)["success"]
-    before = len(manager.history_get(reload=True)["items"])
-    assert manager.queue_start()["success"]
+    before = _start_queue(manager)
     # While the plan waits, a client sees what it proposes, with its decision run, and edits it.
     pending = wait_for(
         lambda: _call(manager, BFunc("pending_decision")), TIMEOUT, "the plan's proposal"
