@@ -352,7 +352,7 @@ def train_members(
     *,
     train_config: TrainConfig,
     refit_epochs: int,
-    refit_rate: float | None = 1.0,
+    refit_rate: float | None,
     seed: int = 0,
     trained: Sequence[Member] = (),
 ) -> TrainedEnsemble:
@@ -400,7 +400,7 @@ def train_group_members(
     *,
     train_config: TrainConfig,
     refit_epochs: int,
-    refit_rate: float | None = 1.0,
+    refit_rate: float | None,
     seed: int = 0,
     indices: Sequence[int] | None = None,
 ) -> list[Member]:

@@ -36,7 +36,7 @@ def build_trial_members(
     data: TrainingData,
     refit_epochs: int,
     train_config: TrainConfig,
-    refit_rate: float | None = None,
+    refit_rate: float | None,
 ) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
     """The paper's ensemble: the best trials' own networks, refitted on all points
     (:func:`~bluesky_digitwin.surrogate.ensemble.refit_schedule`).

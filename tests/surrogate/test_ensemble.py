@@ -106,7 +106,7 @@ def test_train_members_gives_the_planned_networks():
     split = _split(x, np.sin(2 * x[:, 0]) * x[:, 1], 48)
     plan = [PlannedGroup(7, TRIALS[0][1], 2, 0), PlannedGroup(3, TRIALS[1][1], 1, 1)]
     config = TrainConfig(max_epochs=6, chunk_epochs=3)
-    trained = train_members(plan, split, train_config=config, refit_epochs=2)
+    trained = train_members(plan, split, train_config=config, refit_epochs=2, refit_rate=1.0)
     assert [m.source_trial for m in trained.members] == [7, 7, 3]
     assert len({m.seed for m in trained.members}) == 3
     assert trained.validation_prediction.shape == (12,)
@@ -121,12 +121,16 @@ def test_a_group_trained_beforehand_is_used_not_trained_again():
     split = _split(x, x[:, 0] - x[:, 1] ** 2, 32)
     config = TrainConfig(max_epochs=4, chunk_epochs=2)
     plan = EnsembleRecipe(size=3).plan(TRIALS[:1], [16], len(split.y_train))
-    reference = train_group_members(plan[-1], split, train_config=config, refit_epochs=1)
-    together = train_members(plan, split, train_config=config, refit_epochs=1, trained=reference)
+    reference = train_group_members(
+        plan[-1], split, train_config=config, refit_epochs=1, refit_rate=1.0
+    )
+    together = train_members(
+        plan, split, train_config=config, refit_epochs=1, refit_rate=1.0, trained=reference
+    )
     assert [m.source_trial for m in together.members] == [7, 7, None]
     assert together.members[-1] is reference[0]
     # The same seeds as training the whole plan at once: the same networks.
-    at_once = train_members(plan, split, train_config=config, refit_epochs=1)
+    at_once = train_members(plan, split, train_config=config, refit_epochs=1, refit_rate=1.0)
     assert [m.seed for m in at_once.members] == [m.seed for m in together.members]
     np.testing.assert_allclose(
         np.asarray(at_once.members[-1].model(split.x_val)),
@@ -158,7 +162,9 @@ def test_a_group_shared_out_in_parts_is_the_group_trained_at_once():
     assert [[r.index for r in part] for part in parts] == [[0, 2, 4], [1, 3]]
     members = gather_shares(parts, n_features=2)
     (group,) = recipe.plan([(trial.number, params)], [16, 32], len(split.y_train))
-    at_once = train_group_members(group, split, train_config=config, refit_epochs=1, seed=3)
+    at_once = train_group_members(
+        group, split, train_config=config, refit_epochs=1, refit_rate=1.0, seed=3
+    )
     assert [m.seed for m in members] == [m.seed for m in at_once]
     for shared, alone in zip(members, at_once, strict=True):
         assert shared.result.epochs_run == alone.result.epochs_run
@@ -179,7 +185,9 @@ def test_the_refit_continues_on_all_points_at_the_rate_the_recipe_gives():
     assert (refit.max_epochs, refit.patience, refit.lr_drop_epoch, factor) == (3, 3, 3, 1.0)
     assert refit_schedule(config, 3, None)[1] == pytest.approx(0.2)  # the final rate
     group = PlannedGroup(7, TRIALS[0][1], 1, 0)
-    (by_hand,) = train_group_members(group, split, train_config=config, refit_epochs=0)
+    (by_hand,) = train_group_members(
+        group, split, train_config=config, refit_epochs=0, refit_rate=1.0
+    )
     train_group(
         [by_hand.model],
         np.concatenate([split.x_train, split.x_val]),
