@@ -428,6 +428,77 @@ _COMPACT_SHARE = 0.5
 _COMPACT_MIN_EPOCHS = 50
 
 
+@dataclass
+class _Progress:
+    """Where each member of a population stands: still training or why it stopped, and the
+    loss and learning rate of each epoch it trained."""
+
+    active: np.ndarray
+    stopped_by: list[str]
+    histories: list[list[float]]
+    rate_logs: list[list[float]]
+    epochs_run: np.ndarray
+    epochs_done: int = 0
+
+    @classmethod
+    def start(cls, k: int) -> _Progress:
+        return cls(
+            active=np.ones(k, bool),
+            stopped_by=["max_epochs"] * k,
+            histories=[[] for _ in range(k)],
+            rate_logs=[[] for _ in range(k)],
+            epochs_run=np.zeros(k, int),
+        )
+
+    def record(
+        self,
+        chunk: np.ndarray,
+        members: np.ndarray,
+        rates: np.ndarray,
+        best_epoch: np.ndarray,
+        patience: int,
+    ) -> None:
+        """Take in one chunk's losses (epochs x ``members``) and stop the members that diverged
+        or stopped improving."""
+        self.epochs_done += len(chunk)
+        for i, j in enumerate(members):
+            if not self.active[j]:
+                continue
+            self.histories[j].extend(float(v) for v in chunk[:, i])
+            self.rate_logs[j].extend([float(rates[j])] * len(chunk))
+            self.epochs_run[j] = self.epochs_done
+            if not np.isfinite(chunk[:, i]).all():
+                self.stop(j, "diverged")
+            elif self.epochs_done - 1 - int(best_epoch[j]) >= patience:
+                self.stop(j, "early_stopping")
+
+    def stop(self, member: int, why: str) -> None:
+        self.stopped_by[member], self.active[member] = why, False
+
+    def results(self, state: _MembersState) -> list[TrainResult]:
+        return [
+            TrainResult(
+                best_loss=float(state.best_loss[j]),
+                best_epoch=int(state.best_epoch[j]),
+                epochs_run=int(self.epochs_run[j]),
+                stopped_by=self.stopped_by[j],
+                history=self.histories[j],
+                learning_rates=self.rate_logs[j],
+            )
+            for j in range(len(self.active))
+        ]
+
+
+def _next_chunk(
+    config: TrainConfig, epochs_done: int, base_rates: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """How many epochs the next chunk runs, and at which rates (a chunk never spans the drop)."""
+    n_epochs = min(config.chunk_epochs, config.max_epochs - epochs_done)
+    if epochs_done < config.lr_drop_epoch:
+        return min(n_epochs, config.lr_drop_epoch - epochs_done), base_rates
+    return n_epochs, base_rates / np.float32(config.lr_drop_factor)
+
+
 def _train_with(
     key: _GraphKey,
     stacks: list[list[Any]],
@@ -444,85 +515,35 @@ def _train_with(
 ) -> list[TrainResult]:
     """Train in ``key``'s compiled loop; when most members have stopped, move the rest to a
     smaller loop (``compact``); write each member's best weights back."""
-    from bluesky_digitwin.tensorflow_runtime import tf
-
-    k = len(stacks)
-    state = _MembersState.start(stacks, l2, seeds)
     n_batches = math.ceil(n / batch_size)
     # Padding to whole batches, masked out of the loss, as train() does.
     mask = (np.arange(n_batches * batch_size) < n).astype(np.float32)
-    mask = mask.reshape(n_batches, batch_size, 1)
-
-    active = np.ones(k, bool)
-    stopped_by = ["max_epochs"] * k
-    histories: list[list[float]] = [[] for _ in range(k)]
-    rate_logs: list[list[float]] = [[] for _ in range(k)]
-    epochs_run = np.zeros(k, int)
-    epochs_done = 0
+    inputs = {
+        "mask": mask.reshape(n_batches, batch_size, 1),
+        "x": data.x,
+        "y": data.y,
+        "x_val": data.x_val,
+        "y_val": data.y_val,
+        "low": data.x.min(axis=0),
+        "high": data.x.max(axis=0),
+        "directions": data.directions,
+    }
+    state = _MembersState.start(stacks, l2, seeds)
+    progress = _Progress.start(len(stacks))
     base_rates = np.asarray(learning_rates, np.float32)
-    members = np.arange(k)
+    members = np.arange(len(stacks))
     while True:
         with _borrowed_graph(replace(key, members=len(members))) as graph:
             state.load(graph, members)
-            for name, value in (
-                ("mask", mask),
-                ("x", data.x),
-                ("y", data.y),
-                ("x_val", data.x_val),
-                ("y_val", data.y_val),
-                ("low", data.x.min(axis=0)),
-                ("high", data.x.max(axis=0)),
-                ("directions", data.directions),
-            ):
+            for name, value in inputs.items():
                 getattr(graph, name).assign(value)
-            moved = False
-            while epochs_done < config.max_epochs and active.any():
-                n_epochs = min(config.chunk_epochs, config.max_epochs - epochs_done)
-                if epochs_done < config.lr_drop_epoch:
-                    n_epochs = min(n_epochs, config.lr_drop_epoch - epochs_done)
-                    current = base_rates
-                else:
-                    current = base_rates / np.float32(config.lr_drop_factor)
-                graph.rates.assign(current[members].reshape(-1, 1, 1))
-                # The first call instantiates the graph: do that without Grappler.
-                with grappler_disabled(tf) if not graph.used else contextlib.nullcontext():
-                    graph.used = True
-                    chunk = graph.run_chunk(
-                        tf.constant(epochs_done, tf.int64),
-                        tf.constant(n_epochs, tf.int32),
-                        tf.constant(active[members].astype(np.float32)),
-                    ).numpy()  # (epochs, members)
-                epochs_done += n_epochs
-                state.best_loss[members] = graph.best_loss.numpy()
-                state.best_epoch[members] = graph.best_epoch.numpy()
-                for i, j in enumerate(members):
-                    if not active[j]:
-                        continue
-                    histories[j].extend(float(v) for v in chunk[:, i])
-                    rate_logs[j].extend([float(current[j])] * n_epochs)
-                    epochs_run[j] = epochs_done
-                    if not np.isfinite(chunk[:, i]).all():
-                        stopped_by[j], active[j] = "diverged", False
-                    elif epochs_done - 1 - int(state.best_epoch[j]) >= config.patience:
-                        stopped_by[j], active[j] = "early_stopping", False
-                if should_stop is not None and active.any():
-                    verdict = should_stop(
-                        round(epochs_done * unit), state.best_loss.copy(), active.copy()
-                    )
-                    for j in np.flatnonzero(active & np.asarray(verdict, bool)):
-                        stopped_by[j], active[j] = "pruned", False
-                still = int(active.sum())
-                if (
-                    compact
-                    and 0 < still <= _COMPACT_SHARE * len(members)
-                    and config.max_epochs - epochs_done >= _COMPACT_MIN_EPOCHS
-                ):
-                    moved = True
-                    break
+            compacting = _run_chunks(
+                graph, members, state, progress, base_rates, unit, config, should_stop, compact
+            )
             state.keep(graph, members)
-        if not moved:
+        if not compacting:
             break
-        members = np.flatnonzero(active)
+        members = np.flatnonzero(progress.active)
 
     # Each member ends with its best weights (or, if it never improved, as it ended).
     for j, layers in enumerate(stacks):
@@ -530,17 +551,54 @@ def _train_with(
         for i, layer in enumerate(layers):
             layer.kernel.assign(values[2 * i][j])
             layer.bias.assign(values[2 * i + 1][j][0])
-    return [
-        TrainResult(
-            best_loss=float(state.best_loss[j]),
-            best_epoch=int(state.best_epoch[j]),
-            epochs_run=int(epochs_run[j]),
-            stopped_by=stopped_by[j],
-            history=histories[j],
-            learning_rates=rate_logs[j],
-        )
-        for j in range(k)
-    ]
+    return progress.results(state)
+
+
+def _run_chunks(
+    graph: _Graph,
+    members: np.ndarray,
+    state: _MembersState,
+    progress: _Progress,
+    base_rates: np.ndarray,
+    unit: float,
+    config: TrainConfig,
+    should_stop: PopulationStopCheck | None,
+    compact: bool,
+) -> bool:
+    """Run ``graph``'s loop chunk by chunk until the members are done; True if it stopped
+    early so that the members still training continue in a smaller loop."""
+    from bluesky_digitwin.tensorflow_runtime import tf
+
+    while progress.epochs_done < config.max_epochs and progress.active.any():
+        n_epochs, rates = _next_chunk(config, progress.epochs_done, base_rates)
+        graph.rates.assign(rates[members].reshape(-1, 1, 1))
+        # The first call instantiates the graph: do that without Grappler.
+        with grappler_disabled(tf) if not graph.used else contextlib.nullcontext():
+            graph.used = True
+            chunk = graph.run_chunk(
+                tf.constant(progress.epochs_done, tf.int64),
+                tf.constant(n_epochs, tf.int32),
+                tf.constant(progress.active[members].astype(np.float32)),
+            ).numpy()  # (epochs, members)
+        state.best_loss[members] = graph.best_loss.numpy()
+        state.best_epoch[members] = graph.best_epoch.numpy()
+        progress.record(chunk, members, rates, state.best_epoch, config.patience)
+        if should_stop is not None and progress.active.any():
+            verdict = should_stop(
+                round(progress.epochs_done * unit),
+                state.best_loss.copy(),
+                progress.active.copy(),
+            )
+            for j in np.flatnonzero(progress.active & np.asarray(verdict, bool)):
+                progress.stop(j, "pruned")
+        still = int(progress.active.sum())
+        if (
+            compact
+            and 0 < still <= _COMPACT_SHARE * len(members)
+            and config.max_epochs - progress.epochs_done >= _COMPACT_MIN_EPOCHS
+        ):
+            return True
+    return False
 
 
 def train_group(
