@@ -456,7 +456,9 @@ def group_scores(twin: DigitalTwin, case: Case) -> dict[str, dict[str, float]]:
     groups: dict[str, list[int]] = {}
     for i, member in enumerate(twin.metadata["members"]):
         trial = member.get("trial")
-        groups.setdefault("reference" if trial is None else f"trial {trial}", []).append(i)
+        # Reference groups differ by activation alone (EnsembleRecipe(reference_activation=...)).
+        name = f"reference {member['params'].get('activation', '')}".strip()
+        groups.setdefault(name if trial is None else f"trial {trial}", []).append(i)
     if len(groups) < 2:
         return {}
     return {name: case.score(twin.select(indices)) for name, indices in groups.items()}

@@ -221,16 +221,18 @@ class DigitalTwin:
             # The reference networks do not depend on the search: they train on this
             # process's core while the workers search, instead of after the search with the
             # other core idle.
-            group = recipe.reference_group(batch_sizes, len(split.y_train))
-            assert group is not None  # only called when the recipe has a reference
-            return train_group_members(
-                group,
-                split,
-                train_config=train_config,
-                refit_epochs=recipe.refit_epochs,
-                refit_rate=recipe.refit_rate,
-                seed=seed or 0,
-            )
+            return [
+                member
+                for group in recipe.reference_groups(batch_sizes, len(split.y_train))
+                for member in train_group_members(
+                    group,
+                    split,
+                    train_config=train_config,
+                    refit_epochs=recipe.refit_epochs,
+                    refit_rate=recipe.refit_rate,
+                    seed=seed or 0,
+                )
+            ]
 
         shares = BestShapeShare(recipe, tuple(batch_sizes), train_config, seed=seed or 0)
         result = run_search(
@@ -245,7 +247,7 @@ class DigitalTwin:
             strategy=strategy,
             remote=remote,
             progress=progress,
-            beside=train_reference if recipe.reference_group(batch_sizes) else None,
+            beside=train_reference if recipe.reference_groups(batch_sizes) else None,
             # The best trial's networks train in every searching process as soon as the
             # search ends, not in this one alone after the workers have exited.
             after=shares if recipe.retrain else None,

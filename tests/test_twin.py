@@ -310,7 +310,7 @@ def test_stated_shape_and_smooth_activations_reach_every_network():
         ["x", "h"],
         "y",
         n_trials=2,
-        ensemble=EnsembleRecipe(size=2),
+        ensemble=EnsembleRecipe(size=3, reference_activation=("silu", "relu")),
         seed=0,
         monotonic={"h": "Increasing"},
         **{**FAST, "space": SearchSpace(n_layers=(2, 2), n_units=(8, 16), activations=("tanh",))},
@@ -318,8 +318,14 @@ def test_stated_shape_and_smooth_activations_reach_every_network():
     search = twin.metadata["search"]
     assert search["monotonic"] == {"h": "Increasing"}
     assert [list(pair) for pair in search["train_config"]["monotonic"]] == [[1, 1]]
-    # The search's choice for its half, SiLU for the reference half.
-    assert {m["params"]["activation"] for m in twin.metadata["members"]} == {"tanh", "silu"}
+    # The search's choice for its third, then one reference network of each activation.
+    members = twin.metadata["members"]
+    assert [(m["trial"] is None, m["params"]["activation"]) for m in members] == [
+        (False, "tanh"),
+        (True, "silu"),
+        (True, "relu"),
+    ]
+    assert list(twin.metadata["search"]["ensemble"]["reference_activation"]) == ["silu", "relu"]
 
 
 def _without(key):

@@ -107,7 +107,10 @@ class EnsembleRecipe:
         the derivative a derived quantity integrates is smooth too; on a densely scanned
         oscillating map it lifted the twin's R^2 between the lines from 0.79 to 0.99 and on
         ErCo2 it lowered the median |ΔS_M| error (benchmarks/RESULTS.md). ``"relu"`` is
-        the reference of the previous default.
+        the reference of the previous default. Several activations (a tuple, e.g.
+        ``("silu", "relu")``) make one reference group of each, the networks dealt out in
+        turn to the trials' groups and the references' groups: their errors differ in kind,
+        so their mean errs less where no one group is right on every material.
     reference_steps
         The reference networks' batch is small enough for at least this many Adam steps an
         epoch (but at least 16 points); ``None`` keeps the search's smallest batch. The
@@ -140,7 +143,7 @@ class EnsembleRecipe:
     configurations: int = 1
     reference: bool = True
     retrain: bool = True
-    reference_activation: str = "silu"
+    reference_activation: str | tuple[str, ...] = "silu"
     reference_steps: int | None = 10
     trial_activation: str | None = None
     tolerance: float | None = None
@@ -157,7 +160,16 @@ class EnsembleRecipe:
                 "EnsembleRecipe.configurations must be at least 1 (or 0 with reference=True), "
                 f"got {self.configurations}"
             )
-        check_activation(self.reference_activation)
+        if not isinstance(self.reference_activation, str):
+            # A JSON list (fit options, twin.json) is the same recipe as the tuple.
+            object.__setattr__(self, "reference_activation", tuple(self.reference_activation))
+            if not self.reference_activation:
+                raise DigitwinInputError(
+                    "EnsembleRecipe.reference_activation needs at least one activation, e.g. "
+                    '"silu" or ("silu", "relu"); for no reference networks give reference=False'
+                )
+        for activation in self.reference_activations:
+            check_activation(activation)
         if self.trial_activation is not None:
             check_activation(self.trial_activation)
         if self.tolerance is not None and not (is_number(self.tolerance) and self.tolerance >= 1):
@@ -190,34 +202,45 @@ class EnsembleRecipe:
         (30 epochs at their final learning rate)."""
         return cls(size=size, retrain=False, refit_epochs=30, refit_rate=None)
 
-    def reference_group(
-        self, batch_sizes: Sequence[int], n_train: int | None = None
-    ) -> PlannedGroup | None:
-        """The reference networks' group, or None when the recipe has none.
+    @property
+    def reference_activations(self) -> tuple[str, ...]:
+        """The activation of each reference group."""
+        activation = self.reference_activation
+        return (activation,) if isinstance(activation, str) else tuple(activation)
 
-        It depends on the data's size only, not on the search, so it can be trained while the
-        search runs (``DigitalTwin.fit`` does). The reference's batch is the smallest of
+    def reference_groups(
+        self, batch_sizes: Sequence[int], n_train: int | None = None
+    ) -> list[PlannedGroup]:
+        """The reference networks' groups, one per activation (none when the recipe has none).
+
+        They depend on the data's size only, not on the search, so they can be trained while
+        the search runs (``DigitalTwin.fit`` does). The reference's batch is the smallest of
         ``batch_sizes``, or smaller for ``reference_steps`` steps an epoch over ``n_train``
-        training points. Its share of ``size`` is that of the last of ``configurations + 1``
-        groups the networks are dealt out to in turn.
+        training points. The ``size`` networks are dealt out in turn to ``configurations``
+        trials' groups, then the reference groups; the references' shares are those of the
+        last groups.
         """
         if not (self.retrain and self.reference):
-            return None
-        count = len(range(self.configurations, self.size, self.configurations + 1))
-        if count == 0:
-            return None
+            return []
         batch = int(min(batch_sizes))
         if n_train is not None and self.reference_steps is not None:
             batch = min(batch, max(16, n_train // self.reference_steps))
-        params = {
-            **REFERENCE_CONFIGURATION,
-            "activation": self.reference_activation,
-            "batch_size": batch,
-            "l2": 0.0,
-            "dropout": 0.0,
-            "regularization": "none",
-        }
-        return PlannedGroup(None, params, count, self.configurations)
+        n_groups = self.configurations + len(self.reference_activations)
+        groups = []
+        for i, activation in enumerate(self.reference_activations):
+            rank = self.configurations + i
+            count = len(range(rank, self.size, n_groups))
+            params = {
+                **REFERENCE_CONFIGURATION,
+                "activation": activation,
+                "batch_size": batch,
+                "l2": 0.0,
+                "dropout": 0.0,
+                "regularization": "none",
+            }
+            if count > 0:
+                groups.append(PlannedGroup(None, params, count, rank))
+        return groups
 
     def plan(
         self,
@@ -229,11 +252,11 @@ class EnsembleRecipe:
 
         ``trials`` are the eligible trials' numbers and hyperparameters, best first. The
         networks are dealt out in turn, best trial first, so each configuration gets an even
-        share of ``size`` (the reference's share is fixed: :meth:`reference_group`).
+        share of ``size`` (the references' shares are fixed: :meth:`reference_groups`).
         """
-        reference = self.reference_group(batch_sizes, n_train)
+        references = self.reference_groups(batch_sizes, n_train)
         chosen = list(trials[: self.configurations])
-        share = self.size - (reference.count if reference is not None else 0)
+        share = self.size - sum(group.count for group in references)
         counts = [0] * len(chosen)
         for i in range(share if chosen else 0):
             counts[i % len(chosen)] += 1
@@ -244,7 +267,7 @@ class EnsembleRecipe:
             for rank, ((number, params), count) in enumerate(zip(chosen, counts, strict=True))
             if count > 0
         ]
-        return groups + ([reference] if reference is not None else [])
+        return groups + references
 
 
 @dataclass
@@ -377,7 +400,8 @@ def train_members(
     """
     members: list[Member] = []
     for group in plan:
-        ready = [m for m in trained if m.source_trial == group.trial]
+        # The reference groups differ by activation alone: matched by their whole settings.
+        ready = [m for m in trained if m.source_trial == group.trial and m.params == group.params]
         if len(ready) == group.count:
             members.extend(ready)
         else:

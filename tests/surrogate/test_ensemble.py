@@ -58,12 +58,25 @@ def test_the_reference_share_is_fixed_before_the_search():
     # The reference trains beside the search, before anyone knows how many trials qualify:
     # its share and seeds must not depend on that.
     recipe = EnsembleRecipe(size=7, configurations=2)
-    alone = recipe.reference_group([16])
-    assert alone is not None and (alone.count, alone.rank) == (2, 2)
+    (alone,) = recipe.reference_groups([16])
+    assert (alone.count, alone.rank) == (2, 2)
     one_trial = recipe.plan(TRIALS[:1], [16])
     assert [(g.trial, g.count, g.rank) for g in one_trial] == [(7, 5, 0), (None, 2, 2)]
-    assert EnsembleRecipe.paper().reference_group([16]) is None
-    assert EnsembleRecipe(size=1).reference_group([16]) is None
+    assert EnsembleRecipe.paper().reference_groups([16]) == []
+    assert EnsembleRecipe(size=1).reference_groups([16]) == []
+
+
+def test_several_reference_activations_make_one_group_each():
+    recipe = EnsembleRecipe(size=12, reference_activation=("silu", "relu"))
+    plan = recipe.plan(TRIALS, [16])
+    assert [(g.trial, g.count, g.rank) for g in plan] == [(7, 4, 0), (None, 4, 1), (None, 4, 2)]
+    assert [g.params["activation"] for g in plan[1:]] == ["silu", "relu"]
+    assert recipe.reference_groups([16]) == plan[1:]
+    # As JSON gives it (fit options, twin.json): the same recipe.
+    assert EnsembleRecipe(size=12, reference_activation=["silu", "relu"]) == recipe
+    # Too few networks for every group: the last groups get none.
+    small = EnsembleRecipe(size=2, reference_activation=("silu", "relu")).plan(TRIALS, [16])
+    assert [(g.trial, g.params.get("activation")) for g in small] == [(7, None), (None, "silu")]
 
 
 @pytest.mark.parametrize(
@@ -73,6 +86,8 @@ def test_the_reference_share_is_fixed_before_the_search():
         ({"configurations": 0, "reference": False}, "configurations must be at least 1"),
         ({"configurations": -1}, "configurations must be at least 1"),
         ({"reference_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
+        ({"reference_activation": ("silu", "sigmoidal")}, "unknown activation 'sigmoidal'"),
+        ({"reference_activation": ()}, "needs at least one activation"),
         ({"trial_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
         ({"reference_steps": 0}, "reference_steps must be at least 1"),
         ({"refit_rate": 0}, "refit_rate is a multiple of each network's initial"),
