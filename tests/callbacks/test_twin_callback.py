@@ -7,10 +7,12 @@ the document path is measured by benchmarks/bench_runengine_cost.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -103,11 +105,49 @@ def wait_for_state(cb: TwinCallback, states: set[str], timeout: float = 60) -> T
 # -- the background training across runs -------------------------------------------------------
 
 
+class _ProcessGroup:
+    """A training process and its search workers (its own process group), to freeze."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the group has been killed
+            os.killpg(self.pid, sig)
+
+    def resume(self) -> None:
+        self.send_signal(signal.SIGCONT)
+
+
+def freeze_training(cb: TwinCallback, settled: float = 2.0) -> _ProcessGroup:
+    """Freeze ``cb``'s running training (SIGSTOP to its process group) and return the group.
+
+    Only a training that has run ``settled`` seconds (ten debounce periods of the test's policy)
+    is frozen: one started before the last scan's data arrived would be restarted for them.
+    The state is checked again with the group frozen: a training that ended meanwhile is not
+    the one wanted, and the next is waited for.
+    """
+
+    def frozen() -> _ProcessGroup | None:
+        status = cb.status
+        if status.state != "training" or status.pid is None or status.started is None:
+            return None
+        if time.time() - status.started < settled:
+            return None
+        group = _ProcessGroup(status.pid)
+        group.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
+        now = cb.status
+        if now.state == "training" and now.pid == status.pid:
+            return group
+        group.resume()
+        return None
+
+    return wait_for(frozen, TRAINING_TIMEOUT, "a running training to freeze")
+
+
 @pytest.mark.slow
 def test_trains_across_runs_restarts_for_new_data_and_warm_starts(RE, mag, make_callback):
-    # Trainings of a thousand epochs: the first must still run when the next scan ends,
-    # however busy the machine (with 20 epochs it once finished first under load, and with
-    # 300 once while two fidelity benchmarks shared the two cores).
     options = {**FAST, "train_config": TrainConfig(max_epochs=1000, patience=1000)}
     cb = make_callback(policy=RetrainPolicy(debounce=0.2), fit_options=options)
     RE.subscribe(cb)
@@ -115,9 +155,19 @@ def test_trains_across_runs_restarts_for_new_data_and_warm_starts(RE, mag, make_
 
     for field in (1e4, 2e4, 3e4):
         line_scan(RE, mag, field)
-    wait_for_state(cb, {"training"})
     # New data while the first training runs: it is cancelled and started over with them.
-    line_scan(RE, mag, 4e4)
+    # The training is frozen (its process group: its search workers too) until then, so it is
+    # still running when the next scan ends however fast it trains or slowly the scan goes (by
+    # timing alone, a training of 1000 epochs once finished first on a loaded machine).
+    training = freeze_training(cb)
+    cancelled = cb.status.cancelled
+    try:
+        line_scan(RE, mag, 4e4)
+        wait_for(
+            lambda: cb.status.cancelled > cancelled, TRAINING_TIMEOUT, "the training cancelled"
+        )
+    finally:
+        training.resume()
     twin = cb.wait(timeout=TRAINING_TIMEOUT)
 
     assert cb.twin is twin
