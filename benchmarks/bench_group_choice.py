@@ -49,27 +49,37 @@ from bluesky_digitwin.scan_lines import slow_axis_lines
 SIGNALS = ("box", "midline", "slope", "validation")
 
 
+class Predictions:
+    """Every network's prediction of one twin, kept by the points asked: scoring every pool
+    asks for the same grids again, and a twin's groups share its predictions."""
+
+    def __init__(self, twin: DigitalTwin):
+        self.twin = twin
+        self._by_points: dict[int, tuple[Any, xr.DataArray]] = {}
+        axes = {f: np.linspace(lo, hi, 48) for f, (lo, hi) in twin.ranges.items()}
+        #: A grid of the whole data box, mostly between the measured lines.
+        self.box = make_grid(**axes)
+
+    def __call__(self, points: Any) -> xr.DataArray:
+        # The points are kept with their prediction, so that their id stays theirs.
+        if id(points) not in self._by_points:
+            self._by_points[id(points)] = (points, self.twin.predict_members(points, warn=False))
+        return self._by_points[id(points)][1]
+
+
 @dataclass
 class Group:
     """Some networks of one saved twin, and how to predict with them alone."""
 
     name: str
-    twin: DigitalTwin
+    predictions: Predictions
     members: np.ndarray  # indices into the twin's networks
 
-    def __post_init__(self) -> None:
-        self._cache: dict[int, tuple[Any, np.ndarray]] = {}
-
     def outputs(self, points: Any) -> np.ndarray:
-        # Scoring every pool predicts the same grid again: keep it (and the points, so that
-        # their id stays theirs).
-        if id(points) not in self._cache:
-            values = self.twin.predict_members(points, warn=False).values[self.members]
-            self._cache[id(points)] = (points, values)
-        return self._cache[id(points)][1]
+        return self.predictions(points).values[self.members]
 
     def validation(self) -> float:
-        meta = self.twin.metadata["members"]
+        meta = self.predictions.twin.metadata["members"]
         return float(np.mean([meta[i]["validation_rmse"] for i in self.members]))
 
 
@@ -80,22 +90,20 @@ class Pooled:
         self.groups = groups
 
     def predict(self, points: Any, *, warn: bool = True) -> xr.Dataset:
-        first = self.groups[0].twin.predict_members(points, warn=False)
+        first = self.groups[0].predictions(points)
         values = np.concatenate([g.outputs(points) for g in self.groups]).mean(axis=0)
         return xr.Dataset({first.name: first.isel(member=0).copy(data=values)})
 
 
 def groups_of(twin: DigitalTwin, tag: str) -> list[Group]:
+    predictions = Predictions(twin)
     trials = np.array([m.get("trial") is not None for m in twin.metadata["members"]])
     out = []
     if (~trials).any():
-        out.append(Group(f"{tag} reference", twin, np.flatnonzero(~trials)))
+        out.append(Group(f"{tag} reference", predictions, np.flatnonzero(~trials)))
     if trials.any():
-        out.append(
-            Group(
-                "searched" if tag == "silu" else f"searched ({tag})", twin, np.flatnonzero(trials)
-            )
-        )
+        name = "searched" if tag == "silu" else f"searched ({tag})"
+        out.append(Group(name, predictions, np.flatnonzero(trials)))
     return out
 
 
@@ -117,10 +125,10 @@ def midline_grid(case: Case, n_fast: int = 200) -> tuple[dict[str, np.ndarray], 
     return points, ss.shape
 
 
-def signals(group: Group, case: Case) -> dict[str, float]:
-    axes = {f: np.linspace(lo, hi, 48) for f, (lo, hi) in group.twin.ranges.items()}
-    box = group.outputs(make_grid(**axes)).reshape(len(group.members), -1)
-    points, shape = midline_grid(case)
+def signals(group: Group, midlines: tuple[dict[str, np.ndarray], tuple[int, int]]) -> dict:
+    """The group's truth-free signals; ``midlines`` is :func:`midline_grid`'s answer."""
+    box = group.outputs(group.predictions.box).reshape(len(group.members), -1)
+    points, shape = midlines
     mid = group.outputs(points).reshape(len(group.members), *shape)
     slope = np.gradient(mid, axis=2)
     return {
@@ -170,7 +178,7 @@ def main() -> None:
                     pool.append(group)
         # The product's three-group candidate at today's ensemble size: 4 networks each.
         trio = [g for g in pool if g.name in ("searched", "silu reference", "relu reference")]
-        four = [Group(g.name, g.twin, g.members[:4]) for g in trio]
+        four = [Group(g.name, g.predictions, g.members[:4]) for g in trio]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = {g.name: case.score(Pooled([g])) for g in pool}
@@ -182,7 +190,8 @@ def main() -> None:
                 for chosen in itertools.combinations(pool, size):
                     label = " + ".join(g.name for g in chosen)
                     scores[f"pool: {label}"] = case.score(Pooled(list(chosen)))
-            found = {g.name: signals(g, case) for g in pool}
+            midlines = midline_grid(case)
+            found = {g.name: signals(g, midlines) for g in pool}
         record = {"scores": scores, "signals": found, "chosen": {}}
         for signal in SIGNALS:
             record["chosen"][signal] = min(found, key=lambda g, s=signal: found[g][s])
