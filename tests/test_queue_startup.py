@@ -180,19 +180,24 @@ def _start_queue(api: REManagerAPI, attempts: int = 5) -> int:
     for _ in range(attempts):
         assert api.queue_start()["success"]
         # queue_start returns with the manager starting the queue: idle again with nothing run
-        # (no running item, no new history) is the failed reset, anything else is a started plan.
+        # is the failed reset.
         status = wait_for(
             lambda: _after_start(api.status(reload=True), before), 60, "the queue to start"
         )
-        if status["manager_state"] != "idle" or status["items_in_history"] > before:
+        if _plan_started(status, before):
             return before
     raise AssertionError(f"RE Manager did not start the queue in {attempts} attempts")
 
 
+def _plan_started(status: dict[str, Any], before: int) -> bool:
+    """A plan runs, or has run since the history held ``before`` items."""
+    return status["running_item_uid"] is not None or status["items_in_history"] > before
+
+
 def _after_start(status: dict[str, Any], before: int) -> dict[str, Any] | None:
     """RE Manager's status once the queue has left 'starting', else None."""
-    running = status["running_item_uid"] is not None or status["items_in_history"] > before
-    return status if running or status["manager_state"] == "idle" else None
+    started = _plan_started(status, before)
+    return status if started or status["manager_state"] == "idle" else None
 
 
 def _run_queue(api: REManagerAPI) -> dict[str, Any]:

@@ -205,8 +205,9 @@ class EnsembleRecipe:
     @property
     def reference_activations(self) -> tuple[str, ...]:
         """The activation of each reference group."""
+        # __post_init__ has made a sequence a tuple.
         activation = self.reference_activation
-        return (activation,) if isinstance(activation, str) else tuple(activation)
+        return (activation,) if isinstance(activation, str) else activation
 
     def reference_groups(
         self, batch_sizes: Sequence[int], n_train: int | None = None
