@@ -1,10 +1,13 @@
 """The 29 977-point ARPES map (paper §3.4): wall time of a 30-trial search, and worker scaling.
 
 python benchmarks/bench_arpes.py [--trials 30] [--workers 1 2] [--seed 0] [--model 4 8 16]
-                                 [--reference-points 8192]
+                                 [--reference-points 8192] [--fit-options JSON]
 
 Each worker count is one whole ``DigitalTwin.fit`` (search, then the ensemble's refit), measured
-in turn. Worker counts beyond the cores cannot be measured here; for those the script states a
+in turn; ``--fit-options`` (JSON, as for ``bench_fidelity.py``) measures another recipe, e.g.
+``'{"ensemble": {"retrain": false, "size": 5, "refit_epochs": 30, "refit_rate": null}}'``
+for the paper's ensemble (``--paper-ensemble``). Worker counts
+beyond the cores cannot be measured here; for those the script states a
 model: the trials measured with the most workers, replayed in the order they started on W
 workers (each trial starting when a worker frees, as Optuna workers take the next trial), plus
 the measured time outside the search. It assumes the same trials (in reality TPE's choices
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
-from _common import machine, require_shared
+from _common import fit_options_from_json, machine, require_shared
 
 from bluesky_digitwin import DigitalTwin, TrainConfig
 from bluesky_digitwin.surrogate.search import open_storage
@@ -58,12 +62,18 @@ def main() -> None:
         default=TrainConfig().reference_points,
         help="TrainConfig.reference_points: epochs are counted in passes over this many points",
     )
+    parser.add_argument(
+        "--fit-options",
+        default="{}",
+        help="more DigitalTwin.fit options as JSON (default: none, the default twin)",
+    )
     args = parser.parse_args()
+    options = fit_options_from_json(json.loads(args.fit_options))
     frame = pd.read_csv(require_shared("traindata_Section3_4.csv"))
     frame.columns = ["theta", "phi", "I"]
     print(
         f"# ARPES map, {len(frame)} points, {args.trials} trials, epochs counted per "
-        f"{args.reference_points} points — {machine()}"
+        f"{args.reference_points} points, fit options {args.fit_options} — {machine()}"
     )
     last = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,6 +90,7 @@ def main() -> None:
                 storage=journal,
                 study_name="arpes",
                 train_config=TrainConfig(reference_points=args.reference_points),
+                **options,
             )
             wall = time.perf_counter() - start
             meta = twin.metadata["search"]
