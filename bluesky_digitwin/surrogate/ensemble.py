@@ -111,6 +111,10 @@ class EnsembleRecipe:
         ``("silu", "relu")``) make one reference group of each, the networks dealt out in
         turn to the trials' groups and the references' groups: their errors differ in kind,
         so their mean errs less where no one group is right on every material.
+    reference_shape
+        The reference networks' hidden layers and nodes per layer, ``(3, 200)`` by default
+        (:data:`REFERENCE_CONFIGURATION`: chosen on ErCo2 as the cheapest of the good shapes).
+        A JSON list is the same recipe.
     reference_steps
         The reference networks' batch is small enough for at least this many Adam steps an
         epoch (but at least 16 points); ``None`` keeps the search's smallest batch. The
@@ -144,6 +148,10 @@ class EnsembleRecipe:
     reference: bool = True
     retrain: bool = True
     reference_activation: str | tuple[str, ...] = "silu"
+    reference_shape: tuple[int, int] = (
+        REFERENCE_CONFIGURATION["n_layers"],
+        REFERENCE_CONFIGURATION["n_units"],
+    )
     reference_steps: int | None = 10
     trial_activation: str | None = None
     tolerance: float | None = None
@@ -170,6 +178,18 @@ class EnsembleRecipe:
                 )
         for activation in self.reference_activations:
             check_activation(activation)
+        shape = self.reference_shape
+        if (
+            not isinstance(shape, Sequence)
+            or isinstance(shape, str)
+            or len(shape) != 2
+            or not all(is_whole(n) and n >= 1 for n in shape)
+        ):
+            raise DigitwinInputError(
+                "EnsembleRecipe.reference_shape is (hidden layers, nodes per layer), two whole "
+                f"numbers of at least 1, e.g. (3, 200); got {shape!r}"
+            )
+        object.__setattr__(self, "reference_shape", (int(shape[0]), int(shape[1])))
         if self.trial_activation is not None:
             check_activation(self.trial_activation)
         if self.tolerance is not None and not (is_number(self.tolerance) and self.tolerance >= 1):
@@ -233,6 +253,8 @@ class EnsembleRecipe:
             count = len(range(rank, self.size, n_groups))
             params = {
                 **REFERENCE_CONFIGURATION,
+                "n_layers": self.reference_shape[0],
+                "n_units": self.reference_shape[1],
                 "activation": activation,
                 "batch_size": batch,
                 "l2": 0.0,

@@ -37,6 +37,11 @@ def test_plan_deals_networks_out_evenly_best_first():
     assert reference["activation"] == "silu"
     kinked = EnsembleRecipe(size=2, reference_activation="relu").plan(TRIALS, [16])
     assert kinked[-1][1]["activation"] == "relu"
+    # A JSON list is the same shape as the tuple.
+    deeper = EnsembleRecipe(size=2, reference_shape=[5, 160])
+    assert deeper.reference_shape == (5, 160)
+    reference = deeper.plan(TRIALS, [16])[-1][1]
+    assert (reference["n_layers"], reference["n_units"]) == (5, 160)
     smooth_trials = EnsembleRecipe(size=2, trial_activation="tanh").plan(TRIALS, [16])
     assert smooth_trials[0].params == {**TRIALS[0][1], "activation": "tanh"}
     assert "activation" not in TRIALS[0][1]  # the trial's own record is left alone
@@ -90,6 +95,11 @@ def test_several_reference_activations_make_one_group_each():
         ({"reference_activation": ()}, "needs at least one activation"),
         ({"trial_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
         ({"reference_steps": 0}, "reference_steps must be at least 1"),
+        ({"reference_shape": (3,)}, r"reference_shape is \(hidden layers, nodes per layer\)"),
+        ({"reference_shape": (0, 200)}, r"reference_shape is \(hidden layers"),
+        ({"reference_shape": (3, 2.5)}, r"reference_shape is \(hidden layers"),
+        ({"reference_shape": "3x200"}, r"reference_shape is \(hidden layers"),
+        ({"reference_shape": 200}, r"reference_shape is \(hidden layers"),
         ({"refit_rate": 0}, "refit_rate is a multiple of each network's initial"),
         ({"refit_rate": "fast"}, "refit_rate is a multiple of each network's initial"),
     ],
