@@ -171,7 +171,7 @@ class DigitalTwin:
         ensemble
             How the twin's networks are made from the search
             (:class:`~bluesky_digitwin.surrogate.ensemble.EnsembleRecipe`): by default 12 new
-            networks of the best trial's hyperparameters and of a wide reference network,
+            networks of the best trial's hyperparameters and of a fixed reference network,
             trained together, each refitted on all the points; ``EnsembleRecipe(size=...)``
             changes their number (their spread is the twin's uncertainty);
             ``EnsembleRecipe.paper()`` keeps the best trials' own networks as the paper did.

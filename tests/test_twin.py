@@ -59,7 +59,7 @@ def test_fit_records_what_it_learned(twin):
     assert meta["provenance"] == {"run_uids": ["abc"]}
     assert len(meta["data"]["sha256"]) == 64
     assert {"tensorflow", "keras", "optuna"} <= set(meta["versions"])
-    # New networks of the best trial's hyperparameters first, then the wide reference network.
+    # New networks of the best trial's hyperparameters first, then the reference network.
     assert [m["trial"] is None for m in meta["members"]] == [False, False, True]
     assert meta["members"][0]["params"] == meta["members"][1]["params"]
     assert meta["search"]["ensemble"] == {
@@ -68,6 +68,7 @@ def test_fit_records_what_it_learned(twin):
         "reference": True,
         "retrain": True,
         "reference_activation": "silu",
+        "reference_shape": (5, 160),
         "reference_steps": 10,
         "trial_activation": None,
         "tolerance": None,

@@ -37,11 +37,12 @@ def test_plan_deals_networks_out_evenly_best_first():
     assert reference["activation"] == "silu"
     kinked = EnsembleRecipe(size=2, reference_activation="relu").plan(TRIALS, [16])
     assert kinked[-1][1]["activation"] == "relu"
-    # A JSON list is the same shape as the tuple.
-    deeper = EnsembleRecipe(size=2, reference_shape=[5, 160])
-    assert deeper.reference_shape == (5, 160)
-    reference = deeper.plan(TRIALS, [16])[-1][1]
-    assert (reference["n_layers"], reference["n_units"]) == (5, 160)
+    assert EnsembleRecipe().reference_shape == (5, 160)
+    # The earlier default, as a JSON list: the same shape as the tuple.
+    shallow = EnsembleRecipe(size=2, reference_shape=[3, 200])
+    assert shallow.reference_shape == (3, 200)
+    reference = shallow.plan(TRIALS, [16])[-1][1]
+    assert (reference["n_layers"], reference["n_units"]) == (3, 200)
     smooth_trials = EnsembleRecipe(size=2, trial_activation="tanh").plan(TRIALS, [16])
     assert smooth_trials[0].params == {**TRIALS[0][1], "activation": "tanh"}
     assert "activation" not in TRIALS[0][1]  # the trial's own record is left alone
