@@ -51,8 +51,8 @@ __all__ = [
 
 #: The reference network: a fixed shape at a moderate learning rate, trained beside the search.
 #: Five layers of 160 nodes (the paper's network's shape): against the earlier 3 x 200, it
-#: lowered the median |ΔS_M| error on ErCo2 by 16 % at 3 T and on the simulated first-order
-#: magnets by 3-13 %, and raised it on the moving transition (benchmarks/RESULTS.md).
+#: lowered the median |ΔS_M| error on ErCo2 by 16 % and on the simulated first-order magnets
+#: by 2-13 %, and raised it by 10 % on the moving transition (benchmarks/RESULTS.md).
 REFERENCE_CONFIGURATION: dict[str, Any] = {
     "n_layers": 5,
     "n_units": 160,
@@ -114,9 +114,9 @@ class EnsembleRecipe:
         so their mean errs less where no one group is right on every material.
     reference_shape
         The reference networks' hidden layers and nodes per layer, ``(5, 160)`` by default
-        (:data:`REFERENCE_CONFIGURATION`); ``(3, 200)`` was the default before, cheaper and
-        a little worse between the lines on three of four magnets (benchmarks/RESULTS.md). A
-        JSON list is the same recipe.
+        (:data:`REFERENCE_CONFIGURATION`); ``(3, 200)`` was the default before: cheaper, worse
+        between the lines on ErCo2 and the first-order magnets, better on the moving transition
+        (benchmarks/RESULTS.md). A JSON list is the same recipe.
     reference_steps
         The reference networks' batch is small enough for at least this many Adam steps an
         epoch (but at least 16 points); ``None`` keeps the search's smallest batch. The
