@@ -33,6 +33,7 @@ __all__ = [
     "WORKER_ATTR",
     "StopWhenFinished",
     "count_finished",
+    "count_taken",
     "exit_with_parent",
     "recover_orphaned_trials",
     "retry_trial",
@@ -164,14 +165,25 @@ def count_finished(study: optuna.Study) -> int:
     return sum(t.state in FINISHED and t.number not in retried for t in trials)
 
 
+def count_taken(study: optuna.Study) -> int:
+    """Trials finished (as :func:`count_finished` counts them) or running in some worker."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return count_finished(study) + len(running)
+
+
 class StopWhenFinished:
-    """An ``optimize`` callback: stop once the study holds ``n_trials`` finished trials."""
+    """An ``optimize`` callback: stop once the study's ``n_trials`` are finished or running.
+
+    Running trials count: a worker that stopped only at ``n_trials`` *finished* ones would
+    start one more trial while the others' last ones still run, and a 30-trial search of two
+    workers would run 31 (and wait for the extra one before the twin can be made).
+    """
 
     def __init__(self, n_trials: int) -> None:
         self.n_trials = n_trials
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if count_finished(study) >= self.n_trials:
+        if count_taken(study) >= self.n_trials:
             study.stop()
 
 

@@ -23,6 +23,7 @@ from bluesky_digitwin.surrogate.recovery import (
     WORKER_ATTR,
     StopWhenFinished,
     count_finished,
+    count_taken,
     recover_orphaned_trials,
     worker_identity,
 )
@@ -144,9 +145,9 @@ def optimize_until(
     objective: Callable[[optuna.Trial], float],
     n_trials: int,
 ) -> None:
-    """Run trials until the study holds ``n_trials`` finished ones (shared by all workers)."""
+    """Run trials until the study's ``n_trials`` (shared by all workers) are finished or running."""
     recover_orphaned_trials(study)
-    if count_finished(study) >= n_trials:
+    if count_taken(study) >= n_trials:
         return
     with warnings.catch_warnings():
         # Optuna calls its experimental fail_stale_trials when heartbeats are on.
