@@ -40,6 +40,7 @@ from bluesky_digitwin.surrogate.ensemble import (
     BestShapeShare,
     EnsembleRecipe,
     Member,
+    default_recipe,
     gather_shares,
     train_group_members,
     within_tolerance,
@@ -174,7 +175,9 @@ class DigitalTwin:
             networks of the best trial's hyperparameters and of a fixed reference network,
             trained together, each refitted on all the points; ``EnsembleRecipe(size=...)``
             changes their number (their spread is the twin's uncertainty);
-            ``EnsembleRecipe.paper()`` keeps the best trials' own networks as the paper did.
+            ``EnsembleRecipe.paper()`` keeps the best trials' own networks as the paper did,
+            and is the default above ``TrainConfig.reference_points`` points (a large map:
+            :func:`~bluesky_digitwin.surrogate.ensemble.default_recipe`).
         remote
             What workers on other machines need: where they read the data again (the runs in
             Tiled, as :meth:`fit_runs` gives them; by default the data are stored in the
@@ -204,13 +207,13 @@ class DigitalTwin:
             ensemble=ensemble,
             remote=remote,
         )
-        recipe = ensemble or EnsembleRecipe()
         strategy = strategy or SearchStrategy()
         # Data warnings point at the user's call of fit, and respect the user's filters.
         prepared = prepare_training_data(data, features, target, stacklevel=2)
         if units:
             prepared.units.update({k: str(v) for k, v in units.items() if k in prepared.units})
         train_config = train_config or TrainConfig()
+        recipe = ensemble or default_recipe(prepared.n_points, train_config)
         if monotonic:
             train_config = replace(
                 train_config, monotonic=monotonic_pairs(monotonic, prepared.features)

@@ -280,6 +280,21 @@ def test_networks_far_worse_than_the_best_stay_out_of_the_ensemble():
     assert twin.ensemble_size == 1  # only the best is within 1x of itself
 
 
+def test_a_fit_without_a_recipe_takes_the_papers_for_more_points_than_the_reference():
+    # smooth_table has more points than this reference size: the regime of a large map.
+    config = TrainConfig(max_epochs=20, chunk_epochs=10, reference_points=50)
+    table = smooth_table()
+    assert len(table) > config.reference_points
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnsembleWarning)
+        twin = DigitalTwin.fit(
+            table, ["x", "h"], "y", n_trials=3, seed=0, **{**FAST, "train_config": config}
+        )
+    recorded = twin.metadata["search"]["ensemble"]
+    assert recorded["retrain"] is False and recorded["size"] == 5
+    assert all(member["trial"] is not None for member in twin.metadata["members"])
+
+
 def test_bad_ensemble_size():
     # A keyword of an earlier version says where it went, before any work.
     with pytest.raises(DigitwinInputError, match=r"ensemble_size -> ensemble=EnsembleRecipe\(size"):

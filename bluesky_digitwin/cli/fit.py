@@ -230,10 +230,13 @@ def _parse_monotonic(items: list[str] | None, features: list[str]) -> dict[str, 
     return stated
 
 
-def _ensemble_recipe(args: argparse.Namespace) -> EnsembleRecipe:
-    """The recipe --paper-ensemble and --ensemble ask for."""
+def _ensemble_recipe(args: argparse.Namespace) -> EnsembleRecipe | None:
+    """The recipe --paper-ensemble and --ensemble ask for; None (the fit chooses by the data's
+    size, ``default_recipe``) when neither is given."""
     from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
 
+    if not args.paper_ensemble and args.ensemble is None:
+        return None
     recipe = EnsembleRecipe.paper() if args.paper_ensemble else EnsembleRecipe()
     return recipe if args.ensemble is None else replace(recipe, size=args.ensemble)
 

@@ -98,12 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--study", default=None, help="study name to create or continue")
     _add_worker_options(fit)
     fit.add_argument(
-        "--ensemble", type=_positive_int, default=None, help="networks in the twin (12)"
+        "--ensemble",
+        type=_positive_int,
+        default=None,
+        help="networks in the twin (12; above 8192 points the paper's 5, as --paper-ensemble)",
     )
     fit.add_argument(
         "--paper-ensemble",
         action="store_true",
-        help="the twin is the best trials' own networks (the paper's way; 5 unless --ensemble)",
+        help="the twin is the best trials' own networks (the paper's way; 5 unless --ensemble; "
+        "the default above 8192 points)",
     )
     fit.add_argument(
         "--activations",

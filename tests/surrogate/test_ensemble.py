@@ -12,6 +12,7 @@ from bluesky_digitwin.surrogate.ensemble import (
     BestShapeShare,
     EnsembleRecipe,
     PlannedGroup,
+    default_recipe,
     gather_shares,
     refit_schedule,
     train_group_members,
@@ -232,3 +233,12 @@ def test_the_refit_continues_on_all_points_at_the_rate_the_recipe_gives():
         np.asarray(fast.model(grid)), np.asarray(by_hand.model(grid)), rtol=1e-5, atol=1e-6
     )
     assert not np.allclose(np.asarray(gentle.model(grid)), np.asarray(fast.model(grid)))
+
+
+def test_the_default_recipe_is_the_papers_above_the_reference_points():
+    config = TrainConfig(reference_points=8192)
+    assert default_recipe(808, config) == EnsembleRecipe()
+    assert default_recipe(8192, config) == EnsembleRecipe()
+    # A large map: the best trials' own networks (benchmarks/RESULTS.md, arpes-lines-full).
+    assert default_recipe(8193, config) == EnsembleRecipe.paper()
+    assert default_recipe(29_977, TrainConfig(reference_points=None)) == EnsembleRecipe()
