@@ -158,17 +158,21 @@ def recover_orphaned_trials(study: optuna.Study) -> list[int]:
     return recovered
 
 
-def count_finished(study: optuna.Study) -> int:
-    """Finished trials (complete, pruned, failed), leaving out failures that were retried."""
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    # One read of the trials; a failure that was retried is counted as its retry.
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
-    return sum(t.state in FINISHED and t.number not in retried for t in trials)
+    return sum(t.state in states and t.number not in retried for t in trials)
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Finished trials (complete, pruned, failed), leaving out failures that were retried."""
+    return _count(study, FINISHED)
 
 
 def count_taken(study: optuna.Study) -> int:
     """Trials finished (as :func:`count_finished` counts them) or running in some worker."""
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return count_finished(study) + len(running)
+    return _count(study, (*FINISHED, TrialState.RUNNING))
 
 
 class StopWhenFinished:
