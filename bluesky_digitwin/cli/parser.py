@@ -6,11 +6,16 @@ import argparse
 from typing import Any
 
 from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
+from bluesky_digitwin.surrogate.training import TrainConfig
 
 from .analysis import cmd_compare, cmd_suggest_step
 from .commands import cmd_dashboard, cmd_demo, cmd_replay, cmd_worker
 from .fit import cmd_fit, cmd_predict
 from .output import EXIT_USAGE
+
+#: Above this many points a fit without a named recipe takes the paper's ensemble
+#: (``surrogate.ensemble.default_recipe``): the training's reference size, read, not repeated.
+LARGE_MAP_POINTS = TrainConfig().reference_points
 
 __all__ = ["build_parser"]
 
@@ -101,13 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--ensemble",
         type=_positive_int,
         default=None,
-        help="networks in the twin (12; above 8192 points the paper's 5, as --paper-ensemble)",
+        help=f"networks in the twin (12; above {LARGE_MAP_POINTS} points the paper's 5, as "
+        "--paper-ensemble)",
     )
     fit.add_argument(
         "--paper-ensemble",
         action="store_true",
         help="the twin is the best trials' own networks (the paper's way; 5 unless --ensemble; "
-        "the default above 8192 points)",
+        f"the default above {LARGE_MAP_POINTS} points)",
     )
     fit.add_argument(
         "--activations",
