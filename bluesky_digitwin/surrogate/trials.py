@@ -62,10 +62,7 @@ def settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial.
     it waiting.
     """
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        recover_orphaned_trials(study)
+        _fail_dead_workers_trials(study)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return ranked_trials(study)
         time.sleep(poll)
@@ -144,21 +141,42 @@ def optimize_until(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     n_trials: int,
+    poll: float = 1.0,
 ) -> None:
-    """Run trials until the study's ``n_trials`` (shared by all workers) are finished or running."""
-    recover_orphaned_trials(study)
-    if count_taken(study) >= n_trials:
-        return
+    """Run trials until the study's ``n_trials`` (shared by all workers) are finished.
+
+    A trial starts only while fewer than ``n_trials`` are finished or running, so two workers
+    do not both run the last one. Once all are taken this worker waits for the others' last
+    trials rather than leaving: if one of them belonged to a worker that died, it is failed
+    here (heartbeats, processes on this machine) and its retry is run here. A worker that left
+    as soon as the trials were taken would leave a dead worker's trial, and the search, one
+    short for ever.
+    """
+    while True:
+        _fail_dead_workers_trials(study)
+        if count_finished(study) >= n_trials:
+            return
+        if count_taken(study) < n_trials:
+            with warnings.catch_warnings():
+                # Optuna calls its experimental fail_stale_trials when heartbeats are on.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(
+                    objective,
+                    callbacks=[StopWhenFinished(n_trials)],
+                    # A trial that raises is recorded as failed; the search goes on.
+                    catch=(Exception,),
+                    gc_after_trial=False,
+                )
+        else:
+            time.sleep(poll)
+
+
+def _fail_dead_workers_trials(study: optuna.Study) -> None:
+    """Fail, and queue again, the running trials of workers that died."""
     with warnings.catch_warnings():
-        # Optuna calls its experimental fail_stale_trials when heartbeats are on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(
-            objective,
-            callbacks=[StopWhenFinished(n_trials)],
-            # A trial that raises is recorded as failed; the search goes on with the others.
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
+        optuna.storages.fail_stale_trials(study)
+    recover_orphaned_trials(study)
 
 
 def wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> None:
@@ -168,10 +186,7 @@ def wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> N
     machine), so a killed worker cannot leave the search waiting for ever.
     """
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        recover_orphaned_trials(study)
+        _fail_dead_workers_trials(study)
         if count_finished(study) >= n_trials:
             return
         time.sleep(poll)

@@ -1,17 +1,23 @@
-"""The loop that runs trials: it stops at the study's number, counting other workers' trials."""
+"""The loop that runs trials: it stops at the study's number, counting other workers' trials,
+and waits for their last ones, running again the trial of a worker that died."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import optuna
 
+from bluesky_digitwin.surrogate.recovery import count_finished
+from bluesky_digitwin.surrogate.storage import open_storage
 from bluesky_digitwin.surrogate.trials import optimize_until
 
 
-def _study_with(finished: int, running: int) -> optuna.Study:
+def _study_with(finished: int, running: int, storage=None) -> optuna.Study:
     """A study holding ``finished`` complete trials and ``running`` ones asked but not told,
     as another worker's trials in progress look to this one."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(finished):
         trial = study.ask()
         study.tell(trial, trial.suggest_float("x", 0.0, 1.0))
@@ -28,19 +34,38 @@ def _counting_objective(calls: list[int]):
     return objective
 
 
+def _other_worker_finishes(study: optuna.Study, after: float) -> threading.Thread:
+    """Tell the study's running trials, ``after`` seconds from now, as the other worker would."""
+
+    def finish() -> None:
+        time.sleep(after)
+        for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, 0.5)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    return thread
+
+
 def test_no_trial_starts_when_the_others_running_trials_make_up_the_number():
     study = _study_with(finished=4, running=1)
+    other = _other_worker_finishes(study, after=0.5)
     calls: list[int] = []
-    optimize_until(study, _counting_objective(calls), n_trials=5)
+    optimize_until(study, _counting_objective(calls), n_trials=5, poll=0.05)
+    other.join()
     assert calls == []
+    # It returned once the other worker's trial had finished, not before.
+    assert count_finished(study) == 5
 
 
 def test_the_last_trial_is_not_run_twice_by_two_workers():
     # Three finished, one running elsewhere: this worker runs the fifth and stops, rather than
     # going on until five are finished (which would make six with the other worker's).
     study = _study_with(finished=3, running=1)
+    other = _other_worker_finishes(study, after=0.5)
     calls: list[int] = []
-    optimize_until(study, _counting_objective(calls), n_trials=5)
+    optimize_until(study, _counting_objective(calls), n_trials=5, poll=0.05)
+    other.join()
     assert len(calls) == 1
     assert len(study.trials) == 5
 
@@ -50,3 +75,23 @@ def test_a_lone_worker_runs_up_to_the_number():
     calls: list[int] = []
     optimize_until(study, _counting_objective(calls), n_trials=5)
     assert len(calls) == 3
+
+
+def test_the_trial_of_a_worker_that_died_is_run_again_here(tmp_path):
+    # Heartbeats every second: a trial whose worker stopped beating is stale after two.
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1)
+    study = _study_with(finished=4, running=1, storage=storage)
+    (dead,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    # Its worker beat once, then died (SIGKILL: nothing told the study).
+    storage.record_heartbeat(dead._trial_id)
+    calls: list[int] = []
+    optimize_until(study, _counting_objective(calls), n_trials=5, poll=0.1)
+    # This worker did not leave with the dead one's trial counted as running: it failed it and
+    # ran the retry, with the same parameters, and the search has its five trials.
+    assert len(calls) == 1
+    trials = study.get_trials()
+    assert trials[dead.number].state == optuna.trial.TrialState.FAIL
+    retry = trials[calls[0]]
+    assert retry.system_attrs.get("failed_trial") == dead.number
+    assert retry.params == dead.params
+    assert count_finished(study) == 5
