@@ -69,6 +69,7 @@ def test_fit_records_what_it_learned(twin):
         "retrain": True,
         "reference_activation": "silu",
         "reference_shape": (5, 160),
+        "reference_l2": 0.0,
         "reference_steps": 10,
         "trial_activation": None,
         "tolerance": None,

@@ -118,6 +118,9 @@ class EnsembleRecipe:
         (:data:`REFERENCE_CONFIGURATION`); ``(3, 200)`` was the default before: cheaper, worse
         between the lines on ErCo2 and the first-order magnets, better on the moving transition
         (benchmarks/RESULTS.md). A JSON list is the same recipe.
+    reference_l2
+        The L2 penalty on the reference networks' hidden kernels (as the search's ``l2``
+        choice); 0 leaves them unregularised.
     reference_steps
         The reference networks' batch is small enough for at least this many Adam steps an
         epoch (but at least 16 points); ``None`` keeps the search's smallest batch. The
@@ -155,6 +158,7 @@ class EnsembleRecipe:
         REFERENCE_CONFIGURATION["n_layers"],
         REFERENCE_CONFIGURATION["n_units"],
     )
+    reference_l2: float = 0.0
     reference_steps: int | None = 10
     trial_activation: str | None = None
     tolerance: float | None = None
@@ -214,6 +218,11 @@ class EnsembleRecipe:
                 f"rate, above 0 and at most 10 (or None for its final rate); got "
                 f"{self.refit_rate!r}"
             )
+        if not (is_number(self.reference_l2) and 0 <= self.reference_l2 < 1):
+            raise DigitwinInputError(
+                "EnsembleRecipe.reference_l2 is the reference networks' L2 penalty, 0 (none) "
+                f"or a small positive number such as 1e-5; got {self.reference_l2!r}"
+            )
         if self.reference_steps is not None and self.reference_steps < 1:
             raise DigitwinInputError(
                 f"EnsembleRecipe.reference_steps must be at least 1, got {self.reference_steps}"
@@ -260,9 +269,9 @@ class EnsembleRecipe:
                 "n_units": self.reference_shape[1],
                 "activation": activation,
                 "batch_size": batch,
-                "l2": 0.0,
+                "l2": float(self.reference_l2),
                 "dropout": 0.0,
-                "regularization": "none",
+                "regularization": "l2" if self.reference_l2 > 0 else "none",
             }
             if count > 0:
                 groups.append(PlannedGroup(None, params, count, rank))

@@ -97,6 +97,9 @@ def test_several_reference_activations_make_one_group_each():
         ({"reference_activation": ()}, "needs at least one activation"),
         ({"trial_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
         ({"reference_steps": 0}, "reference_steps must be at least 1"),
+        ({"reference_l2": -1e-5}, "reference_l2 is the reference networks' L2 penalty"),
+        ({"reference_l2": 1.5}, "reference_l2 is the reference networks' L2 penalty"),
+        ({"reference_l2": "1e-5"}, "reference_l2 is the reference networks' L2 penalty"),
         ({"reference_shape": (3,)}, r"reference_shape is \(hidden layers, nodes per layer\)"),
         ({"reference_shape": (0, 200)}, r"reference_shape is \(hidden layers"),
         ({"reference_shape": (3, 2.5)}, r"reference_shape is \(hidden layers"),
@@ -141,6 +144,34 @@ def test_train_members_gives_the_planned_networks():
     first, second = (np.asarray(m.model(grid)).ravel() for m in trained.members[:2])
     assert not np.allclose(first, second)  # two seeds, two networks
     assert all(m.result.epochs_run == 6 for m in trained.members)
+
+
+def test_the_reference_l2_reaches_the_reference_networks():
+    x = np.random.default_rng(1).uniform(-1, 1, size=(60, 2)).astype(np.float32)
+    split = _split(x, np.sin(2 * x[:, 0]) * x[:, 1], 48)
+    assert EnsembleRecipe(size=2).plan(TRIALS, [16])[-1].params["l2"] == 0.0
+    recipe = EnsembleRecipe(size=2, configurations=0, reference_l2=1e-5, reference_shape=(2, 8))
+    plan = recipe.plan(TRIALS, [16])
+    assert [(g.trial, g.params["l2"], g.params["regularization"]) for g in plan] == [
+        (None, 1e-5, "l2")
+    ]
+    trained = train_members(
+        plan,
+        split,
+        train_config=TrainConfig(max_epochs=3, chunk_epochs=3),
+        refit_epochs=0,
+        refit_rate=1.0,
+    )
+    hidden = [
+        layer
+        for layer in trained.members[0].model.layers
+        if getattr(layer, "kernel_regularizer", None)
+    ]
+    assert len(hidden) == 2
+    assert all(
+        float(layer.kernel_regularizer.get_config()["l2"]) == pytest.approx(1e-5)
+        for layer in hidden
+    )
 
 
 def test_a_group_trained_beforehand_is_used_not_trained_again():
