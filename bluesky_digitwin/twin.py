@@ -45,6 +45,7 @@ from bluesky_digitwin.surrogate.ensemble import (
     train_group_members,
     within_tolerance,
 )
+from bluesky_digitwin.surrogate.fourier import register_encoding_layer
 from bluesky_digitwin.surrogate.members import build_new_members, build_trial_members
 from bluesky_digitwin.surrogate.search import (
     Progress,
@@ -52,7 +53,11 @@ from bluesky_digitwin.surrogate.search import (
     SplitData,
     run_search,
 )
-from bluesky_digitwin.surrogate.search_settings import RemoteWorkers, SearchStrategy
+from bluesky_digitwin.surrogate.search_settings import (
+    RemoteWorkers,
+    SearchStrategy,
+    check_fourier_with_monotonic,
+)
 from bluesky_digitwin.surrogate.training import TrainConfig
 from bluesky_digitwin.twin_files import (
     FORMAT,
@@ -218,6 +223,7 @@ class DigitalTwin:
             train_config = replace(
                 train_config, monotonic=monotonic_pairs(monotonic, prepared.features)
             )
+        check_fourier_with_monotonic(strategy.fourier_scale, train_config.monotonic)
         batch_sizes = (space or SearchSpace()).batch_choices(prepared.n_points)
 
         def train_reference(split: SplitData) -> list[Member]:
@@ -289,7 +295,7 @@ class DigitalTwin:
                     seed,
                     trained=[
                         *(result.beside or ()),
-                        *gather_shares(result.after or (), len(prepared.features)),
+                        *gather_shares(result.after or (), result.split.x_train.shape[1]),
                     ],
                 )
             else:
@@ -307,9 +313,9 @@ class DigitalTwin:
         holdout_result = compare_on_holdout(
             list(prepared.features),
             prepared.target,
-            split.x_train * np.asarray(scaling.x_std) + np.asarray(scaling.x_mean),
+            scaling.coordinates(split.x_train),
             split.y_train * scaling.y_std + scaling.y_mean,
-            split.x_val * np.asarray(scaling.x_std) + np.asarray(scaling.x_mean),
+            scaling.coordinates(split.x_val),
             split.y_val * scaling.y_std + scaling.y_mean,
             val_scaled * scaling.y_std + scaling.y_mean,
             held_out=split.held_out,
@@ -336,6 +342,7 @@ class DigitalTwin:
                 "seed": seed,
                 "validation_fraction": strategy.validation_fraction,
                 "holdout": strategy.holdout,
+                "fourier_scale": strategy.fourier_scale,
                 "refit_epochs": recipe.refit_epochs,
                 "ensemble_tolerance": recipe.tolerance,
                 "ensemble": asdict(recipe),
@@ -625,5 +632,6 @@ class DigitalTwin:
             Its ``twin.json`` or a network file is damaged, edited or missing (a subclass of
             :class:`~bluesky_digitwin.errors.DigitwinInputError`).
         """
+        register_encoding_layer()  # a twin fitted with Fourier features has this layer
         meta, members = read_twin_files(directory)
         return cls(members, meta)

@@ -106,6 +106,14 @@ def test_predict_writes_grid_columns_plus_target_and_std(fitted, tmp_path, capsy
             [*FIT_XY, "--monotonic", "h"],
             "--monotonic takes FEATURE=increasing or FEATURE=decreasing, got 'h'",
         ),
+        (
+            [*FIT_XY, "--fourier-scale", "0"],
+            "--fourier-scale: fourier_scale must be positive (e.g. 10), got 0.0",
+        ),
+        (
+            [*FIT_XY, "--fourier-scale", "10", "--monotonic", "h=increasing"],
+            "--fourier-scale: Fourier features (fourier_scale) and a monotonic shape cannot be",
+        ),
         (["predict", "{tmp}", "{data}", "--out", "{tmp}/p.csv"], "holds no saved twin"),
         (["predict", "{twin}", "{tmp}/none.csv", "--out", "{tmp}/p.csv"], "file not found"),
     ],

@@ -20,6 +20,7 @@ from .output import ProgressLine, say, show_status
 
 if TYPE_CHECKING:
     from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+    from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 
 __all__ = ["cmd_fit", "cmd_predict"]
 
@@ -72,6 +73,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             ensemble=_ensemble_recipe(args),
             space=args.space,
             monotonic=args.monotonic,
+            strategy=args.strategy,
             seed=args.seed,
             storage=args.storage,
             study_name=args.study,
@@ -195,6 +197,7 @@ def _check_search_options(args: argparse.Namespace) -> None:
             "URL) and the --study NAME they join"
         )
     args.monotonic = _parse_monotonic(args.monotonic, args.features)
+    args.strategy = _strategy(args)
     if args.activations is not None or args.paper_search:
         from bluesky_digitwin.surrogate.search_space import SearchSpace
 
@@ -228,6 +231,23 @@ def _parse_monotonic(items: list[str] | None, features: list[str]) -> dict[str, 
     except DigitwinInputError as exc:
         raise DigitwinInputError(f"--monotonic: {exc}") from None
     return stated
+
+
+def _strategy(args: argparse.Namespace) -> SearchStrategy | None:
+    """The search strategy --fourier-scale asks for (None: the default), checked now."""
+    from bluesky_digitwin.surrogate.search_settings import (
+        SearchStrategy,
+        check_fourier_with_monotonic,
+    )
+
+    if args.fourier_scale is None:
+        return None
+    try:
+        strategy = SearchStrategy(fourier_scale=args.fourier_scale)
+        check_fourier_with_monotonic(strategy.fourier_scale, tuple(args.monotonic or ()))
+    except DigitwinInputError as exc:
+        raise DigitwinInputError(f"--fourier-scale: {exc}") from None
+    return strategy
 
 
 def _ensemble_recipe(args: argparse.Namespace) -> EnsembleRecipe | None:

@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="shape knowledge: the target is increasing or decreasing in FEATURE, e.g. "
         "H=increasing",
     )
+    fit.add_argument(
+        "--fourier-scale",
+        type=float,
+        default=None,
+        metavar="CYCLES",
+        help="also give the networks Fourier features of the coordinates, this many cycles "
+        "per standard deviation of a feature (e.g. 10): fine structure along measured lines "
+        "(a dense map), at the cost of worse interpolation between lines; not with --monotonic",
+    )
     fit.add_argument("--out", required=True, help="directory to save the twin in")
     tiled = fit.add_argument_group(
         "learning from runs stored in Tiled (instead of DATA)",

@@ -52,7 +52,7 @@ def build_trial_members(
     from bluesky_digitwin.tensorflow_runtime import keras
 
     scaling: Scaling = result.scaling
-    x_all = scaling.scale_x(data.x)
+    x_all = scaling.inputs(data.x)
     y_all = scaling.scale_y(data.y)
     split = result.split
     val_var = float(np.var(split.y_val)) or 1.0

@@ -7,12 +7,13 @@ a saved ``.keras`` file maps raw coordinates to the raw measured quantity on its
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bluesky_digitwin.data import DigitwinInputError
+from bluesky_digitwin.surrogate.fourier import encode, encoding_layer, fourier_frequencies
 
 if TYPE_CHECKING:
     import keras
@@ -22,28 +23,41 @@ __all__ = ["Scaling", "build_mlp", "wrap_with_scaling"]
 
 @dataclass(frozen=True)
 class Scaling:
-    """Standardisation of features and target: ``(x - mean) / std``.
+    """Standardisation of features and target, ``(x - mean) / std``, and the networks' inputs.
 
     Computed in float64 from the training data so huge (Oe) and tiny (emu) magnitudes both train
-    well in float32.
+    well in float32. ``fourier_frequencies`` (none by default) are the Fourier features the
+    networks see besides the scaled coordinates (:mod:`~bluesky_digitwin.surrogate.fourier`).
     """
 
     x_mean: tuple[float, ...]
     x_std: tuple[float, ...]
     y_mean: float
     y_std: float
+    fourier_frequencies: tuple[tuple[float, ...], ...] = ()
 
     @classmethod
-    def from_data(cls, x: np.ndarray, y: np.ndarray) -> Scaling:
+    def from_data(
+        cls, x: np.ndarray, y: np.ndarray, *, fourier_scale: float | None = None, seed: int = 0
+    ) -> Scaling:
+        """The scaling of these data; with ``fourier_scale``, Fourier features drawn with
+        ``seed`` (:func:`~bluesky_digitwin.surrogate.fourier.fourier_frequencies`)."""
         x_std = x.std(axis=0)
         y_std = float(y.std())
         # A constant column is rejected earlier; guard anyway so scaling never divides by zero.
         x_std = np.where(x_std > 0, x_std, 1.0)
-        return cls(
+        scaling = cls(
             x_mean=tuple(float(v) for v in x.mean(axis=0)),
             x_std=tuple(float(v) for v in x_std),
             y_mean=float(y.mean()),
             y_std=y_std if y_std > 0 else 1.0,
+        )
+        if fourier_scale is None:
+            return scaling
+        frequencies = fourier_frequencies(scaling.scale_x(x), fourier_scale, seed)
+        return replace(
+            scaling,
+            fourier_frequencies=tuple(tuple(float(v) for v in row) for row in frequencies),
         )
 
     def scale_x(self, x: np.ndarray) -> np.ndarray:
@@ -52,8 +66,24 @@ class Scaling:
     def scale_y(self, y: np.ndarray) -> np.ndarray:
         return ((y - self.y_mean) / self.y_std).astype(np.float32)
 
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """What the networks see of raw coordinates ``x``: scaled, then Fourier-encoded if
+        this scaling has Fourier features (the scaled coordinates are the first columns)."""
+        frequencies = np.asarray(self.fourier_frequencies).reshape(-1, len(self.x_mean))
+        return encode(self.scale_x(x), frequencies)
+
+    def coordinates(self, inputs: np.ndarray) -> np.ndarray:
+        """The raw coordinates of network inputs (the inverse of :meth:`inputs`)."""
+        n = len(self.x_mean)
+        return np.asarray(inputs)[:, :n] * np.asarray(self.x_std) + np.asarray(self.x_mean)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.fourier_frequencies:
+            del d["fourier_frequencies"]  # twin.json as before for the default twin
+        else:
+            d["fourier_frequencies"] = [list(row) for row in self.fourier_frequencies]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Scaling:
@@ -62,6 +92,9 @@ class Scaling:
             x_std=tuple(d["x_std"]),
             y_mean=float(d["y_mean"]),
             y_std=float(d["y_std"]),
+            fourier_frequencies=tuple(
+                tuple(float(v) for v in row) for row in d.get("fourier_frequencies", ())
+            ),
         )
 
 
@@ -144,8 +177,8 @@ def wrap_with_scaling(
 ) -> keras.Model:
     """Return a model from raw coordinates to the raw target, sharing ``core``'s weights.
 
-    Uses only built-in layers, so the saved ``.keras`` file loads with ``safe_mode=True`` and no
-    custom objects.
+    Uses built-in layers (and the package's registered Fourier-feature layer when the scaling
+    has Fourier features), so the saved ``.keras`` file loads with ``safe_mode=True``.
     """
     from bluesky_digitwin.tensorflow_runtime import keras
 
@@ -159,5 +192,8 @@ def wrap_with_scaling(
     rescale = keras.layers.Rescaling(
         scale=scaling.y_std, offset=scaling.y_mean, name="target_scaling"
     )
-    outputs = rescale(core(normalise(inputs)))
+    scaled = normalise(inputs)
+    if scaling.fourier_frequencies:
+        scaled = encoding_layer(np.asarray(scaling.fourier_frequencies))(scaled)
+    outputs = rescale(core(scaled))
     return keras.Model(inputs, outputs, name=name)

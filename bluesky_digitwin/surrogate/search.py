@@ -260,7 +260,13 @@ def run_search(
             load_if_exists=True,
         )
         split_seed = _claim_study(study, data, seed, strategy.validation_fraction)
-        split = SplitData.split(data, strategy.validation_fraction, split_seed, strategy.holdout)
+        split = SplitData.split(
+            data,
+            strategy.validation_fraction,
+            split_seed,
+            strategy.holdout,
+            fourier_scale=strategy.fourier_scale,
+        )
         _record_study(
             study,
             split=split,

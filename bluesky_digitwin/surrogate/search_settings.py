@@ -26,12 +26,14 @@ import numpy as np
 
 from bluesky_digitwin.data_sources import TiledRunsSource
 from bluesky_digitwin.errors import DigitwinInputError
+from bluesky_digitwin.surrogate.fourier import check_fourier_scale
 
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "HOLDOUTS",
     "RemoteWorkers",
     "SearchStrategy",
+    "check_fourier_with_monotonic",
     "check_heartbeat",
     "check_split",
     "is_number",
@@ -73,6 +75,18 @@ def check_split(validation_fraction: float, holdout: str) -> None:
         raise DigitwinInputError(f"holdout must be 'auto', 'points' or 'lines', got {holdout!r}")
 
 
+def check_fourier_with_monotonic(fourier_scale: float | None, monotonic: Sequence[Any]) -> None:
+    """Raise :class:`DigitwinInputError` when Fourier features and a stated monotonic shape are
+    both asked for: the slope penalty acts on the network's inputs, which with Fourier features
+    are no longer the coordinates alone, and the encoded networks' slopes oscillate anyway."""
+    if fourier_scale is not None and monotonic:
+        raise DigitwinInputError(
+            "Fourier features (fourier_scale) and a monotonic shape cannot be combined: the "
+            "shape is for smooth quantities such as M(T, H), Fourier features for fine "
+            "structure along measured lines; drop one of the two"
+        )
+
+
 @dataclass(frozen=True)
 class SearchStrategy:
     """How the search proposes, stops and judges its trials.
@@ -94,6 +108,14 @@ class SearchStrategy:
         interior lines, so networks are chosen on interpolating between lines), or ``"auto"``:
         lines when the data are scan lines. On ErCo2, lines chose no better twins for |ΔS_M|
         than points (benchmarks/).
+    fourier_scale
+        What the networks see: ``None`` (default), the scaled coordinates; a number, also
+        Fourier features of them, with frequencies of this many cycles per standard deviation
+        of a feature (capped by each feature's sampling;
+        :mod:`~bluesky_digitwin.surrogate.fourier`). For a map whose fine structure along
+        its measured lines is what the twin must reproduce (the 30 k-point ARPES map: R² 0.996
+        against 0.95 in the same time, with 10); they make interpolation *between* lines and
+        derivatives worse (benchmarks/RESULTS.md), so they are not the default.
     """
 
     sampler: Any = None
@@ -101,9 +123,11 @@ class SearchStrategy:
     warm_start: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
     validation_fraction: float = 0.2
     holdout: str = "points"
+    fourier_scale: float | None = None
 
     def __post_init__(self) -> None:
         check_split(self.validation_fraction, self.holdout)
+        check_fourier_scale(self.fourier_scale)
 
     @property
     def warm_start_params(self) -> list[dict[str, Any]]:

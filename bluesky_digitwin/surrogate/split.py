@@ -35,7 +35,14 @@ class SplitData:
 
     @classmethod
     def split(
-        cls, data: TrainingData, validation_fraction: float, seed: int, holdout: str = "points"
+        cls,
+        data: TrainingData,
+        validation_fraction: float,
+        seed: int,
+        holdout: str = "points",
+        *,
+        fourier_scale: float | None = None,
+        scaling: Scaling | None = None,
     ) -> SplitData:
         """Hold out points to choose models on.
 
@@ -45,6 +52,10 @@ class SplitData:
         ``"points"`` holds out random points; ``"auto"`` uses lines when the data are scan
         lines (:func:`~bluesky_digitwin.scan_lines.slow_axis_lines`) with at least one interior
         line, else points.
+
+        The arrays are the networks' inputs (:meth:`Scaling.inputs`): with ``fourier_scale``,
+        the scaled coordinates and their Fourier features, drawn with ``seed``. ``scaling``
+        (a study's recorded one, for a worker elsewhere) is used as it is instead.
         """
         check_split(validation_fraction, holdout)
         rng = np.random.default_rng(seed)
@@ -66,11 +77,12 @@ class SplitData:
             order = rng.permutation(data.n_points)
             val, tr = order[:n_val], order[n_val:]
         # Scale with all the points: the final twin sees them all, and its scaling must match.
-        scaling = Scaling.from_data(data.x, data.y)
+        if scaling is None:
+            scaling = Scaling.from_data(data.x, data.y, fourier_scale=fourier_scale, seed=seed)
         return cls(
-            x_train=scaling.scale_x(data.x[tr]),
+            x_train=scaling.inputs(data.x[tr]),
             y_train=scaling.scale_y(data.y[tr]),
-            x_val=scaling.scale_x(data.x[val]),
+            x_val=scaling.inputs(data.x[val]),
             y_val=scaling.scale_y(data.y[val]),
             scaling=scaling,
             held_out="points" if lines is None else "lines",

@@ -157,8 +157,13 @@ def _load_split(study: optuna.Study, record: StudyRecord, store: Any) -> SplitDa
             f"the runs at {data.uri} no longer give the data study {study.study_name!r} "
             "was started on (they changed since); start a new study"
         )
+    # The study's own scaling (and Fourier features, if any), not one computed here again.
     return SplitData.split(
-        prepared, attrs["validation_fraction"], int(attrs["split_seed"]), record.holdout
+        prepared,
+        attrs["validation_fraction"],
+        int(attrs["split_seed"]),
+        record.holdout,
+        scaling=scaling,
     )
 
 
