@@ -107,3 +107,17 @@ def fit_options_from_json(options: dict[str, Any]) -> dict[str, Any]:
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options[name].items()}
             options[name] = kind(**fields)
     return options
+
+
+def peak_memory_mib() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest finished child, MiB (Linux).
+
+    A child's peak includes the fork of this process that multiprocessing's spawn makes before
+    it runs a new interpreter, so it is at least this process's size at that moment.
+    """
+    import resource
+
+    return {
+        "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }

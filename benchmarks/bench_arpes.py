@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from _common import fit_options_from_json, machine, require_shared
+from _common import fit_options_from_json, machine, peak_memory_mib, require_shared
 
 from bluesky_digitwin import DigitalTwin, TrainConfig
 from bluesky_digitwin.surrogate.search import open_storage
@@ -104,6 +104,12 @@ def main() -> None:
                 f"ensemble R^2 {min(m['validation_r2'] for m in twin.metadata['members']):.4f}"
                 f"–{max(m['validation_r2'] for m in twin.metadata['members']):.4f}, "
                 f"best {best['params']}",
+                flush=True,
+            )
+            memory = peak_memory_mib()
+            print(
+                f"  peak memory so far: this process {memory['self']:.0f} MiB, its largest "
+                f"child {memory['children']:.0f} MiB",
                 flush=True,
             )
             last = (workers, wall, meta["wall_time_s"], durations)

@@ -40,7 +40,6 @@ import datetime
 import json
 import math
 import os
-import resource
 import statistics
 import sys
 import time
@@ -59,6 +58,7 @@ from _common import (
     erco2_fine,
     fit_options_from_json,
     machine,
+    peak_memory_mib,
 )
 
 from bluesky_digitwin import DigitalTwin
@@ -426,18 +426,6 @@ def coverage(twin: DigitalTwin, case: Case) -> float:
     mean = predicted[case.target].values
     std = predicted[f"{case.target}_std"].values
     return float(np.mean(np.abs(case.between_truth - mean) <= 2 * std))
-
-
-def peak_memory_mib() -> dict[str, float]:
-    """Peak resident memory of this process and of its largest finished child, MiB (Linux).
-
-    A child's peak includes the fork of this process that multiprocessing's spawn makes before
-    it runs a new interpreter, so it is at least this process's size at that moment.
-    """
-    return {
-        "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }
 
 
 def save(results: dict[str, Any], path: Path) -> None:
