@@ -114,7 +114,7 @@ class SearchStrategy:
         of a feature (capped by each feature's sampling;
         :mod:`~bluesky_digitwin.surrogate.fourier`). For a map whose fine structure along
         its measured lines is what the twin must reproduce (the 30 k-point ARPES map: R² 0.996
-        against 0.95 in the same time, with 10); they make interpolation *between* lines and
+        against 0.95 in the same epochs, with 10); they make interpolation *between* lines and
         derivatives worse (benchmarks/RESULTS.md), so they are not the default.
     """
 
