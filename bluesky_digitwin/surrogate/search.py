@@ -259,7 +259,9 @@ def run_search(
             pruner=pruner or make_pruner(train_config),
             load_if_exists=True,
         )
-        split_seed = _claim_study(study, data, seed, strategy.validation_fraction)
+        split_seed = _claim_study(
+            study, data, seed, strategy.validation_fraction, strategy.fourier_scale
+        )
         split = SplitData.split(
             data,
             strategy.validation_fraction,
@@ -404,9 +406,14 @@ def _mkdir(path: Path) -> Path:
 
 
 def _claim_study(
-    study: optuna.Study, data: TrainingData, seed: int | None, validation_fraction: float
+    study: optuna.Study,
+    data: TrainingData,
+    seed: int | None,
+    validation_fraction: float,
+    fourier_scale: float | None = None,
 ) -> int:
-    """Record what a study learns from; refuse to continue a study made for other data.
+    """Record what a study learns from; refuse to continue a study made for other data or
+    other network inputs (Fourier features or not: its trials' networks take those inputs).
 
     Returns the seed of the validation split, the same for every run of one study.
     """
@@ -419,6 +426,14 @@ def _claim_study(
                 f"(features {attrs.get('features')}, target {attrs.get('target')!r}); "
                 "give a new study name, or the same data to continue it"
             )
+        # Studies from before Fourier features have no such attribute: they had none.
+        searched_with = attrs.get("fourier_scale")
+        if searched_with != fourier_scale:
+            raise DigitwinInputError(
+                f"study {study.study_name!r} was searched with fourier_scale={searched_with}, "
+                f"not {fourier_scale}: its trials' networks take other inputs; continue it "
+                "with the same setting, or give a new study name"
+            )
         return int(attrs["split_seed"])
     split_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
     study.set_user_attr("data_sha256", digest)
@@ -427,6 +442,8 @@ def _claim_study(
     study.set_user_attr("n_points", data.n_points)
     study.set_user_attr("split_seed", split_seed)
     study.set_user_attr("validation_fraction", validation_fraction)
+    if fourier_scale is not None:
+        study.set_user_attr("fourier_scale", fourier_scale)
     return split_seed
 
 

@@ -149,3 +149,26 @@ def test_a_twin_with_fourier_features_fits_saves_loads_and_predicts_the_same(tmp
     )
     fresh = np.array(out.stdout.strip().splitlines()[-1].split(","), float)
     np.testing.assert_allclose(fresh, before, rtol=1e-5)
+
+
+def test_a_study_searched_without_fourier_features_is_not_continued_with_them(tmp_path):
+    # Its trials' networks take the plain coordinates; the paper's ensemble would load them.
+    options = {
+        "n_trials": 1,
+        "n_workers": 1,
+        "seed": 0,
+        "storage": tmp_path / "search.journal",
+        "study_name": "map",
+        "space": SearchSpace(n_layers=(2, 2), n_units=(8, 8), l2=None),
+        "train_config": TrainConfig(max_epochs=5, chunk_epochs=5),
+        "ensemble": EnsembleRecipe(size=1, reference=False),
+    }
+    DigitalTwin.fit(smooth_table(), ["x", "h"], "y", **options)
+    with pytest.raises(DigitwinInputError, match=r"searched with fourier_scale=None, not 5\.0"):
+        DigitalTwin.fit(
+            smooth_table(),
+            ["x", "h"],
+            "y",
+            strategy=SearchStrategy(fourier_scale=5.0),
+            **options,
+        )
