@@ -131,6 +131,11 @@ class EnsembleRecipe:
         The activation of the new networks of the best trials' configurations; ``None``
         keeps each trial's own. The search picks shapes by pointwise error on the measured
         lines; a smooth activation may interpolate between them better (benchmarks/).
+    trial_rate_cap
+        The highest initial learning rate of the new networks of the best trials'
+        configurations; ``None`` keeps each trial's own. The search favours fast rates
+        (2-3e-3), which win pointwise on the measured lines and, on ErCo2, make networks whose
+        |ΔS_M| between the lines varies most from seed to seed (benchmarks/RESULTS.md).
     tolerance
         If given, a trial's hyperparameters (or, with :meth:`paper`, its network) are used
         only if its validation MSE is at most this many times the best one's. Off by default:
@@ -161,6 +166,7 @@ class EnsembleRecipe:
     reference_l2: float = 0.0
     reference_steps: int | None = 10
     trial_activation: str | None = None
+    trial_rate_cap: float | None = None
     tolerance: float | None = None
     refit_epochs: int = 100
     refit_rate: float | None = 1.0
@@ -222,6 +228,13 @@ class EnsembleRecipe:
             raise DigitwinInputError(
                 "EnsembleRecipe.reference_l2 is the reference networks' L2 penalty, 0 (none) "
                 f"or a small positive number such as 1e-5; got {self.reference_l2!r}"
+            )
+        if self.trial_rate_cap is not None and not (
+            is_number(self.trial_rate_cap) and 0 < self.trial_rate_cap < 1
+        ):
+            raise DigitwinInputError(
+                "EnsembleRecipe.trial_rate_cap is a learning rate, above 0 and below 1 (e.g. "
+                f"1e-3), or None for each trial's own; got {self.trial_rate_cap!r}"
             )
         if self.reference_steps is not None and self.reference_steps < 1:
             raise DigitwinInputError(
@@ -297,6 +310,9 @@ class EnsembleRecipe:
             counts[i % len(chosen)] += 1
         if self.trial_activation is not None:
             chosen = [(n, {**p, "activation": self.trial_activation}) for n, p in chosen]
+        if self.trial_rate_cap is not None:
+            cap = float(self.trial_rate_cap)
+            chosen = [(n, {**p, "learning_rate": min(p["learning_rate"], cap)}) for n, p in chosen]
         groups = [
             PlannedGroup(number, dict(params), count, rank)
             for rank, ((number, params), count) in enumerate(zip(chosen, counts, strict=True))

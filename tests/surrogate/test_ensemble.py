@@ -47,6 +47,11 @@ def test_plan_deals_networks_out_evenly_best_first():
     smooth_trials = EnsembleRecipe(size=2, trial_activation="tanh").plan(TRIALS, [16])
     assert smooth_trials[0].params == {**TRIALS[0][1], "activation": "tanh"}
     assert "activation" not in TRIALS[0][1]  # the trial's own record is left alone
+    # A capped learning rate lowers the fast trials' rate and leaves slower ones alone.
+    capped = EnsembleRecipe(size=4, configurations=2, trial_rate_cap=2.5e-3).plan(TRIALS, [16])
+    assert [g.params["learning_rate"] for g in capped[:2]] == [2.5e-3, 2e-3]
+    assert capped[-1].params["learning_rate"] == 1e-3  # the reference's own rate
+    assert TRIALS[0][1]["learning_rate"] == 3e-3
     # A small scan: the reference's batch shrinks to give 16 steps an epoch, never below 16.
     steps = EnsembleRecipe(size=2, reference_steps=16)
     assert steps.plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 16
@@ -97,6 +102,9 @@ def test_several_reference_activations_make_one_group_each():
         ({"reference_activation": ()}, "needs at least one activation"),
         ({"trial_activation": "sigmoidal"}, "unknown activation 'sigmoidal'"),
         ({"reference_steps": 0}, "reference_steps must be at least 1"),
+        ({"trial_rate_cap": 0}, "trial_rate_cap is a learning rate"),
+        ({"trial_rate_cap": 2.0}, "trial_rate_cap is a learning rate"),
+        ({"trial_rate_cap": "1e-3"}, "trial_rate_cap is a learning rate"),
         ({"reference_l2": -1e-5}, "reference_l2 is the reference networks' L2 penalty"),
         ({"reference_l2": 1.5}, "reference_l2 is the reference networks' L2 penalty"),
         ({"reference_l2": "1e-5"}, "reference_l2 is the reference networks' L2 penalty"),
