@@ -177,7 +177,8 @@ class DigitalTwin:
         ensemble
             How the twin's networks are made from the search
             (:class:`~bluesky_digitwin.surrogate.ensemble.EnsembleRecipe`): by default 12 new
-            networks of the best trial's hyperparameters and of a fixed reference network,
+            networks of the best trial's hyperparameters (its learning rate capped at 1e-3)
+            and of a fixed reference network,
             trained together, each refitted on all the points; ``EnsembleRecipe(size=...)``
             changes their number (their spread is the twin's uncertainty);
             ``EnsembleRecipe.paper()`` keeps the best trials' own networks as the paper did,
@@ -437,7 +438,9 @@ class DigitalTwin:
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        """The best trial's hyperparameters (usable as ``warm_start`` of a new fit)."""
+        """The first network's hyperparameters: the best trial's, as the ensemble recipe
+        trained them (e.g. its learning rate capped, ``EnsembleRecipe.trial_rate_cap``);
+        usable as ``warm_start`` of a new fit."""
         return dict(self.metadata["members"][0]["params"])
 
     @property

@@ -72,7 +72,7 @@ def test_fit_records_what_it_learned(twin):
         "reference_l2": 0.0,
         "reference_steps": 10,
         "trial_activation": None,
-        "trial_rate_cap": None,
+        "trial_rate_cap": 0.001,
         "tolerance": None,
         "refit_epochs": 100,
         "refit_rate": 1.0,

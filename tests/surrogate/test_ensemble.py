@@ -45,7 +45,10 @@ def test_plan_deals_networks_out_evenly_best_first():
     reference = shallow.plan(TRIALS, [16])[-1][1]
     assert (reference["n_layers"], reference["n_units"]) == (3, 200)
     smooth_trials = EnsembleRecipe(size=2, trial_activation="tanh").plan(TRIALS, [16])
-    assert smooth_trials[0].params == {**TRIALS[0][1], "activation": "tanh"}
+    # By default the trial's 3e-3 is capped at the reference's learning rate.
+    assert smooth_trials[0].params == {**TRIALS[0][1], "activation": "tanh", "learning_rate": 1e-3}
+    own_rate = EnsembleRecipe(size=2, trial_rate_cap=None).plan(TRIALS, [16])
+    assert own_rate[0].params == TRIALS[0][1]
     assert "activation" not in TRIALS[0][1]  # the trial's own record is left alone
     # A capped learning rate lowers the fast trials' rate and leaves slower ones alone.
     capped = EnsembleRecipe(size=4, configurations=2, trial_rate_cap=2.5e-3).plan(TRIALS, [16])
@@ -61,7 +64,9 @@ def test_plan_deals_networks_out_evenly_best_first():
     assert EnsembleRecipe(size=2).plan(TRIALS, [64, 128], 646)[-1][1]["batch_size"] == 64
     no_steps = EnsembleRecipe(size=2, reference_steps=None)
     assert no_steps.plan(TRIALS, [64, 128], 260)[-1][1]["batch_size"] == 64
-    assert EnsembleRecipe(size=1).plan(TRIALS, [16]) == [PlannedGroup(7, TRIALS[0][1], 1, 0)]
+    assert EnsembleRecipe(size=1, trial_rate_cap=None).plan(TRIALS, [16]) == [
+        PlannedGroup(7, TRIALS[0][1], 1, 0)
+    ]
     only_reference = EnsembleRecipe(size=3, configurations=0).plan(TRIALS, [64])
     assert [(g.trial, g.count) for g in only_reference] == [(None, 3)]
 
