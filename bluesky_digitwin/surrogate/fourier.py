@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from bluesky_digitwin.errors import DigitwinInputError
+from bluesky_digitwin.scan_lines import READBACK_JITTER, line_labels
 
 __all__ = [
     "FOURIER_COUNT",
     "NYQUIST_SHARE",
-    "check_fourier_scale",
     "encode",
     "encoding_layer",
     "fourier_frequencies",
@@ -46,28 +45,15 @@ FOURIER_COUNT = 64
 NYQUIST_SHARE = 0.25
 
 
-def check_fourier_scale(scale: Any) -> float | None:
-    """Return ``scale`` if it is None or a positive finite number, else raise one clear error."""
-    if scale is None:
-        return None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise DigitwinInputError(
-            f"fourier_scale must be None or a positive number (cycles per standard deviation "
-            f"of a feature, e.g. 10), got {scale!r}"
-        )
-    if scale <= 0:
-        raise DigitwinInputError(
-            f"fourier_scale must be positive (e.g. 10), got {scale}; give None for no Fourier "
-            "features"
-        )
-    return float(scale)
-
-
 def _nyquist(column: np.ndarray) -> float:
-    """Nyquist frequency of one scaled feature's sampling, from its median spacing."""
-    gaps = np.diff(np.unique(column))
-    gaps = gaps[gaps > 1e-9 * max(float(np.ptp(column)), 1e-300)]
-    return math.inf if gaps.size == 0 else 0.5 / float(np.median(gaps))
+    """Nyquist frequency of one scaled feature's sampling, from the median spacing of its
+    values, a jittering readback counting as one value (the scan-line rule of
+    :mod:`~bluesky_digitwin.scan_lines`)."""
+    labels, n = line_labels(column, READBACK_JITTER * float(np.ptp(column)))
+    if n < 2:
+        return math.inf
+    centres = np.sort(np.bincount(labels, weights=column) / np.bincount(labels))
+    return 0.5 / float(np.median(np.diff(centres)))
 
 
 def fourier_frequencies(x_scaled: np.ndarray, scale: float, seed: int) -> np.ndarray:

@@ -17,6 +17,7 @@ plain keywords: they are what a user sets most often (and what ``digitwin fit`` 
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,13 +27,13 @@ import numpy as np
 
 from bluesky_digitwin.data_sources import TiledRunsSource
 from bluesky_digitwin.errors import DigitwinInputError
-from bluesky_digitwin.surrogate.fourier import check_fourier_scale
 
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "HOLDOUTS",
     "RemoteWorkers",
     "SearchStrategy",
+    "check_fourier_scale",
     "check_fourier_with_monotonic",
     "check_heartbeat",
     "check_split",
@@ -73,6 +74,22 @@ def check_split(validation_fraction: float, holdout: str) -> None:
         )
     if holdout not in HOLDOUTS:
         raise DigitwinInputError(f"holdout must be 'auto', 'points' or 'lines', got {holdout!r}")
+
+
+def check_fourier_scale(scale: Any) -> None:
+    """Raise :class:`DigitwinInputError` unless ``scale`` is None or a positive finite number."""
+    if scale is None:
+        return
+    if not (is_number(scale) and math.isfinite(scale)):
+        raise DigitwinInputError(
+            f"fourier_scale must be None or a positive number (cycles per standard deviation "
+            f"of a feature, e.g. 10), got {scale!r}"
+        )
+    if scale <= 0:
+        raise DigitwinInputError(
+            f"fourier_scale must be positive (e.g. 10), got {scale}; give None for no Fourier "
+            "features"
+        )
 
 
 def check_fourier_with_monotonic(fourier_scale: float | None, monotonic: Sequence[Any]) -> None:

@@ -41,6 +41,11 @@ def test_frequencies_are_capped_by_each_axis_sampling():
     assert np.std(frequencies[:, 1]) == pytest.approx(slow_cap, rel=0.3)
     # The fast axis (spacing 0.004: a quarter of its Nyquist is 58) gets the full scale.
     assert np.std(frequencies[:, 0]) == pytest.approx(10.0, rel=0.3)
+    # A field readback that jitters around each line's setpoint is still a few lines.
+    jittered = x + [0.0, 1.0] * np.random.default_rng(0).normal(0, 1e-5, size=x.shape)
+    assert np.std(fourier_frequencies(jittered, 10.0, seed=0)[:, 1]) == pytest.approx(
+        np.std(frequencies[:, 1]), rel=0.05
+    )
     # Seeded: the same data and seed give the same draw, another seed another.
     np.testing.assert_array_equal(frequencies, fourier_frequencies(x, 10.0, seed=0))
     assert not np.allclose(frequencies, fourier_frequencies(x, 10.0, seed=1))
