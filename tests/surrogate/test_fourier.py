@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import optuna
 import pytest
-from digitwin_testing import smooth_table, subprocess_env
+from digitwin_testing import smooth_table, subprocess_env, two_network_fit
 
 from bluesky_digitwin import DigitalTwin, DigitwinInputError, EnsembleRecipe
 from bluesky_digitwin.surrogate.fourier import (
@@ -96,19 +96,24 @@ def test_fourier_features_and_a_monotonic_shape_are_refused_together():
         )
 
 
-def test_a_twin_with_fourier_features_fits_saves_loads_and_predicts_the_same(tmp_path):
+@pytest.mark.parametrize(
+    "ensemble",
+    # New networks with the reference (the default's way) and the trials' own, refitted on all
+    # the points (the paper's way, which loads the trials' saved networks).
+    [EnsembleRecipe(size=2), two_network_fit()["ensemble"]],
+    ids=["new networks", "the trials' own"],
+)
+def test_a_twin_with_fourier_features_fits_saves_loads_and_predicts_the_same(tmp_path, ensemble):
     table = smooth_table(n_fast=40)
     twin = DigitalTwin.fit(
         table,
         ["x", "h"],
         "y",
-        n_trials=2,
-        n_workers=1,
-        seed=0,
-        strategy=SearchStrategy(pruner=optuna.pruners.NopPruner(), fourier_scale=5.0),
-        space=SearchSpace(n_layers=(2, 2), n_units=(16, 16), l2=None),
-        train_config=TrainConfig(max_epochs=20, chunk_epochs=10),
-        ensemble=EnsembleRecipe(size=2),
+        **{
+            **two_network_fit(),
+            "strategy": SearchStrategy(pruner=optuna.pruners.NopPruner(), fourier_scale=5.0),
+            "ensemble": ensemble,
+        },
     )
     assert twin.metadata["search"]["fourier_scale"] == 5.0
     frequencies = np.asarray(twin.metadata["scaling"]["fourier_frequencies"])
