@@ -87,8 +87,8 @@ def check_fourier_scale(scale: Any) -> None:
         )
     if scale <= 0:
         raise DigitwinInputError(
-            f"fourier_scale must be positive (e.g. 10), got {scale}; give None for no Fourier "
-            "features"
+            f"fourier_scale must be positive (e.g. 10), got {scale}; leave it out (None) for "
+            "no Fourier features"
         )
 
 
