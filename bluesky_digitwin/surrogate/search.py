@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -463,9 +463,24 @@ def _record_study(
     """Write into the study what a worker joining from anywhere needs (:data:`STUDY_RECORD`).
 
     Written once per study (a study searches one space on one data set); only the number of
-    trials asked for is updated by each run. JSON only: storages keep attributes as JSON.
+    trials asked for is updated by each run. JSON only: storages keep attributes as JSON. A
+    study is not continued with other training settings: its workers elsewhere train by the
+    record, and ASHA compares trials at the same epoch counts.
     """
     record = StudyRecord.from_json(study.user_attrs.get(STUDY_RECORD))
+    if record is not None and record.train_config != train_config:
+        before, now = asdict(record.train_config), asdict(train_config)
+        changed = ", ".join(
+            f"{name} {before[name]!r}, not {now[name]!r}"
+            for name in before
+            if before[name] != now[name]
+        )
+        raise DigitwinInputError(
+            f"study {study.study_name!r} was searched with other training settings "
+            f"({changed}): its trials would not compare with new ones; continue it with the "
+            "same settings (e.g. the same --epoch-points and --monotonic), or give a new "
+            "study name"
+        )
     if record is None:
         data: DataSource = (
             data_source

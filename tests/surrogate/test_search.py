@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,18 @@ def test_a_study_refuses_other_data(data, tmp_path):
     other = prepare_training_data(smooth_table(seed=1), ["x", "h"], "y")
     with pytest.raises(DigitwinInputError, match="already holds trials for other data"):
         run_search(other, n_trials=2, n_workers=1, storage=journal, study_name="s", **TINY)
+
+
+def test_a_study_is_not_continued_with_other_training_settings(data, tmp_path):
+    # Workers elsewhere train by the study's record; ASHA compares trials at equal epochs.
+    journal = tmp_path / "journal.log"
+    run_search(data, n_trials=1, n_workers=1, storage=journal, study_name="s", **TINY)
+    other = {**TINY, "train_config": replace(TINY["train_config"], reference_points=50)}
+    with pytest.raises(DigitwinInputError, match=r"reference_points 8192, not 50"):
+        run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **other)
+    # The same settings continue it.
+    again = run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **TINY)
+    assert len(again.study.get_trials()) == 2
 
 
 def test_warm_start_tries_the_given_hyperparameters_first(data):
