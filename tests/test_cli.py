@@ -114,6 +114,7 @@ def test_predict_writes_grid_columns_plus_target_and_std(fitted, tmp_path, capsy
             [*FIT_XY, "--fourier-scale", "10", "--monotonic", "h=increasing"],
             "--fourier-scale: Fourier features (fourier_scale) and a monotonic shape cannot be",
         ),
+        ([*FIT_XY, "--epoch-points", "0"], "--epoch-points: expected a number >= 1, got 0"),
         (["predict", "{tmp}", "{data}", "--out", "{tmp}/p.csv"], "holds no saved twin"),
         (["predict", "{twin}", "{tmp}/none.csv", "--out", "{tmp}/p.csv"], "file not found"),
     ],
@@ -134,6 +135,18 @@ def _exit_code(argv):
         return main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+def test_epoch_points_counts_epochs_in_passes_over_that_many_points(fitted, tmp_path):
+    data, _ = fitted
+    out = tmp_path / "twin"
+    fast = ["--trials", "2", "--workers", "1", "--seed", "0"]
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *fast]
+    assert main([*argv, "--epoch-points", "50", "--out", str(out)]) == 0
+    search = json.loads((out / "twin.json").read_text())["search"]
+    assert search["train_config"]["reference_points"] == 50
+    # The data's 125 points are more than 50: a large map's regime, the paper's ensemble.
+    assert search["ensemble"]["retrain"] is False
 
 
 def test_predict_grid_missing_a_feature(fitted, tmp_path, capsys):

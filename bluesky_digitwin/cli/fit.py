@@ -21,6 +21,7 @@ from .output import ProgressLine, say, show_status
 if TYPE_CHECKING:
     from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
     from bluesky_digitwin.surrogate.search_settings import SearchStrategy
+    from bluesky_digitwin.surrogate.training import TrainConfig
 
 __all__ = ["cmd_fit", "cmd_predict"]
 
@@ -74,6 +75,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             space=args.space,
             monotonic=args.monotonic,
             strategy=args.strategy,
+            train_config=_train_config(args),
             seed=args.seed,
             storage=args.storage,
             study_name=args.study,
@@ -248,6 +250,15 @@ def _strategy(args: argparse.Namespace) -> SearchStrategy | None:
     except DigitwinInputError as exc:
         raise DigitwinInputError(f"--fourier-scale: {exc}") from None
     return strategy
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig | None:
+    """The training --epoch-points asks for; None (the default) when it is not given."""
+    from bluesky_digitwin.surrogate.training import TrainConfig
+
+    if args.epoch_points is None:
+        return None
+    return TrainConfig(reference_points=args.epoch_points)
 
 
 def _ensemble_recipe(args: argparse.Namespace) -> EnsembleRecipe | None:

@@ -106,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--ensemble",
         type=_positive_int,
         default=None,
-        help=f"networks in the twin (12; above {LARGE_MAP_POINTS} points the paper's 5, as "
-        "--paper-ensemble)",
+        help=f"networks in the twin (12; above {LARGE_MAP_POINTS} points, or --epoch-points, the "
+        "paper's 5, as --paper-ensemble)",
     )
     fit.add_argument(
         "--paper-ensemble",
         action="store_true",
         help="the twin is the best trials' own networks (the paper's way; 5 unless --ensemble; "
-        f"the default above {LARGE_MAP_POINTS} points)",
+        f"the default above {LARGE_MAP_POINTS} points, or --epoch-points)",
     )
     fit.add_argument(
         "--activations",
@@ -144,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also give the networks Fourier features of the coordinates, this many cycles "
         "per standard deviation of a feature (e.g. 10): fine structure along measured lines "
         "(a dense map), at the cost of worse interpolation between lines; not with --monotonic",
+    )
+    fit.add_argument(
+        "--epoch-points",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"count an epoch as a pass over N training points ({LARGE_MAP_POINTS}): a larger "
+        "table trains fewer real epochs, so a dense map's search takes minutes; lower it to fit "
+        "a large map faster, at some cost in accuracy (e.g. 6144 with --fourier-scale 10 on a "
+        "30 000-point map)",
     )
     fit.add_argument("--out", required=True, help="directory to save the twin in")
     tiled = fit.add_argument_group(
