@@ -2,6 +2,7 @@
 
 python benchmarks/bench_arpes.py [--trials 30] [--workers 1 2] [--seed 0] [--model 4 8 16]
                                  [--reference-points 8192] [--fit-options JSON]
+python benchmarks/bench_arpes.py --cold [--workers 2] [--fit-args "--fourier-scale 10"]
 
 Each worker count is one whole ``DigitalTwin.fit`` (search, then the ensemble's refit), measured
 in turn; ``--fit-options`` (JSON, as for ``bench_fidelity.py``) measures another recipe, e.g.
@@ -12,6 +13,11 @@ model: the trials measured with the most workers, replayed in the order they sta
 workers (each trial starting when a worker frees, as Optuna workers take the next trial), plus
 the measured time outside the search. It assumes the same trials (in reality TPE's choices
 depend on how many trials have finished when each starts) and one core per worker.
+
+``--cold`` times what a user waits for instead: ``digitwin fit`` started as a new process
+(interpreter, imports, reading the CSV, TensorFlow's start-up, the search, the ensemble and the
+save), once per worker count, with ``--reference-points`` as ``--epoch-points`` and more flags
+from ``--fit-args``. The validation R² comes from the saved ``twin.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import shlex
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +59,57 @@ def replay(durations: list[float], workers: int) -> float:
     return end
 
 
+def cold(args: argparse.Namespace) -> None:
+    """Each worker count: one ``digitwin fit`` as a new process, timed from outside."""
+    data = str(require_shared("traindata_Section3_4.csv"))
+    digitwin = str(Path(sys.executable).with_name("digitwin"))
+    print(
+        f"# ARPES map, cold `digitwin fit`, {args.trials} trials, --epoch-points "
+        f"{args.reference_points}, flags {args.fit_args or 'none'} — {machine()}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-arpes-") as tmp:
+        for workers in args.workers:
+            out = Path(tmp) / f"twin-{workers}"
+            command = [
+                digitwin,
+                "fit",
+                data,
+                "--features",
+                "X1_demo4",
+                "X2_demo4",
+                "--target",
+                "Y_demo4",
+                "--trials",
+                str(args.trials),
+                "--workers",
+                str(workers),
+                "--seed",
+                str(args.seed),
+                "--epoch-points",
+                str(args.reference_points),
+                "--quiet",
+                "--out",
+                str(out),
+                *shlex.split(args.fit_args),
+            ]
+            start = time.perf_counter()
+            done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if done.returncode != 0:
+                sys.exit(f"digitwin fit failed:\n{done.stdout}\n{done.stderr}")
+            meta = json.loads((out / "twin.json").read_text())
+            search, members = meta["search"], meta["members"]
+            r2 = [m["validation_r2"] for m in members]
+            print(
+                f"workers {workers}: {wall:.0f} s wall ({wall / 60:.1f} min; search "
+                f"{search['wall_time_s']:.0f} s), {search['n_complete']} complete / "
+                f"{search['n_pruned']} pruned, best validation R^2 {r2[0]:.4f}, ensemble of "
+                f"{len(members)} R^2 {min(r2):.4f}–{max(r2):.4f}; peak memory of the command "
+                f"{peak_memory_mib()['children']:.0f} MiB",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
@@ -67,7 +127,20 @@ def main() -> None:
         default="{}",
         help="more DigitalTwin.fit options as JSON (default: none, the default twin)",
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="time `digitwin fit` as a new process instead of DigitalTwin.fit in this one",
+    )
+    parser.add_argument(
+        "--fit-args",
+        default="",
+        help="with --cold: more `digitwin fit` flags, one string, e.g. '--fourier-scale 10'",
+    )
     args = parser.parse_args()
+    if args.cold:
+        cold(args)
+        return
     options = fit_options_from_json(json.loads(args.fit_options))
     frame = pd.read_csv(require_shared("traindata_Section3_4.csv"))
     frame.columns = ["theta", "phi", "I"]
