@@ -1,13 +1,19 @@
 """Train many networks of one shape at once, in one compiled computation.
 
-The surrogate networks are small: one 5x160 network on 808 points is about 0.4 GFLOP an epoch,
-which two CPU cores run in about 1.5 ms, yet :func:`~bluesky_digitwin.surrogate.training.train`
-takes about 16 ms an epoch. The rest is per-operation overhead (one matmul, one bias, one Adam
-update at a time). Here ``k`` networks of the same depth and width are stacked: each layer is one
-batched matmul over ``(k, batch, width)``, each Adam update one op for all members, so ``k``
-networks pay the overhead once. Each member keeps its own initial weights, learning rate, L2
-penalty, shuffling seed, early stopping and best weights: the result is what training each one
-alone with :func:`~bluesky_digitwin.surrogate.training.train` gives (to float rounding;
+The surrogate networks are small: one 5x160 network on 808 points is about 0.43 GFLOP an
+epoch, about 5-6 ms at the rate the benchmarks' 2-core CPU reaches on such matmuls (73-86
+GFLOP/s), yet :func:`~bluesky_digitwin.surrogate.training.train` takes 13-16 ms an epoch. The
+rest is per-operation overhead (one matmul, one bias, one Adam update at a time). Here ``k``
+networks of the same depth and width are stacked: each layer is one batched matmul over ``(k,
+batch, width)``, each Adam update one op for all members, so ``k`` networks pay the overhead
+once. On one thread (a search worker of a two-worker fit) that saves about a fifth: a member
+costs 10-11 ms an epoch whatever ``k``, the arithmetic itself being most of it. On two threads
+sixteen networks train 2.3 times faster than one by one, near the matmul's rate
+(benchmarks/RESULTS.md, "Many networks at once").
+
+Each member keeps its own initial weights, learning rate, L2 penalty, shuffling seed, early
+stopping and best weights: the result is what training each one alone with
+:func:`~bluesky_digitwin.surrogate.training.train` gives (to float rounding;
 ``tests/surrogate/test_population.py`` checks it).
 
 The members are ordinary Keras models from
