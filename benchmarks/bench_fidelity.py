@@ -148,6 +148,11 @@ class Case:
         two measured temperatures and no model of these data can place it more sharply. Not a
         strict bound (a smooth model can beat linear interpolation along T), but a twin near it
         has little left to gain between the fields. Empty where it does not apply.
+    derived_coverage
+        The twin -> by quantity label, the share of the derived quantity's points whose true
+        value lies within ±2σ of the networks' values, σ their spread: the derived quantity
+        computed from each network alone (``DigitalTwin.predict_members``), which is the
+        uncertainty a user of the derived quantity sees. None where it does not apply.
     notes
         Said in the output (e.g. a map smaller than the paper's).
     """
@@ -162,11 +167,31 @@ class Case:
     between: dict[str, np.ndarray]
     between_truth: np.ndarray
     exact_fields: dict[str, float] = field(default_factory=dict)
+    derived_coverage: Callable[[DigitalTwin], dict[str, float]] | None = None
     notes: str = ""
 
 
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def member_coverage(
+    twin: DigitalTwin,
+    grid: xr.Dataset,
+    derive: Callable[[xr.DataArray], xr.DataArray],
+    truth: xr.DataArray,
+    labels: dict[str, float],
+) -> dict[str, float]:
+    """Coverage of a derived quantity (by field ``H``) by its spread over the twin's networks."""
+    members = twin.predict_members(grid, warn=False)
+    each = xr.concat([derive(m) for m in members], dim="member")
+    mean, std = each.mean("member"), each.std("member", ddof=1)
+    return {
+        label: float(
+            np.mean(np.abs(truth.sel(H=h).values - mean.sel(H=h).values) <= 2 * std.sel(H=h).values)
+        )
+        for label, h in labels.items()
+    }
 
 
 def fine_fields_oe(lowest_oe: float, highest_t: float) -> np.ndarray:
@@ -209,6 +234,9 @@ def magnet_case(
     def score(model: Predictor) -> dict[str, float]:
         return score_moment(model.predict(grid, warn=False)["M"])
 
+    def derived_coverage(twin: DigitalTwin) -> dict[str, float]:
+        return member_coverage(twin, grid, dsm, truth, {f"|ΔS_M| {b:g} T": b for b in at_t})
+
     # The exact moment at every fine field, seen only at the measured temperatures.
     on_measured_t = material.moment(*np.meshgrid(temperatures, fields, indexing="xy"))
     along_t = np.stack([np.interp(fine_temperatures, temperatures, row) for row in on_measured_t])
@@ -226,6 +254,7 @@ def magnet_case(
         between,
         material.moment(between["T"], between["H"]),
         exact_fields=score_moment(true_m.copy(data=along_t)),
+        derived_coverage=derived_coverage,
     )
 
 
@@ -347,6 +376,9 @@ def erco2_case() -> Case | None:
             for b in (3.0, 5.0)
         }
 
+    def derived_coverage(twin: DigitalTwin) -> dict[str, float]:
+        return member_coverage(twin, grid, dsm, reference, {f"|ΔS_M| {b:g} T": b for b in (3, 5)})
+
     off_line = ~np.isin(fine["H"].to_numpy(), np.unique(coarse["H"].to_numpy()))
     data = xr.Dataset(
         {
@@ -367,6 +399,7 @@ def erco2_case() -> Case | None:
         score,
         {"T": fine["T"].to_numpy()[off_line], "H": fine["H"].to_numpy()[off_line]},
         fine["M"].to_numpy()[off_line],
+        derived_coverage=derived_coverage,
     )
 
 
@@ -507,6 +540,7 @@ def run_seed(case: Case, seed: int, args: argparse.Namespace, options: dict[str,
     record = {
         "rmse": case.score(twin),
         "coverage": coverage(twin, case),
+        "derived_coverage": case.derived_coverage(twin) if case.derived_coverage else {},
         "fit_seconds": fit_seconds,
         "n_complete": search.get("n_complete"),
         "n_pruned": search.get("n_pruned"),
@@ -541,9 +575,10 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         "| case | quantity | twin median | twin worst | linear | spline | TPS RBF | "
         "exact fields, measured T | twin/linear median | worst | twin/best median | worst | "
-        "spread | coverage median (min) | fit s median (max) | seeds |"
+        "spread | coverage median (min) | derived coverage median (min) | fit s median (max) "
+        "| seeds |"
     )
-    lines.append("|" + "---|" * 16)
+    lines.append("|" + "---|" * 17)
     for name, case in results["cases"].items():
         seeds = case["seeds"]
         if not seeds:
@@ -553,6 +588,9 @@ def table(results: dict[str, Any]) -> str:
         secs = [s["fit_seconds"] for s in seeds.values()]
         for i, q in enumerate(quantities):
             twin = [s["rmse"][q] for s in seeds.values()]
+            derived = [
+                s["derived_coverage"][q] for s in seeds.values() if s.get("derived_coverage")
+            ]
             b = {m: case["baselines"][m][q] for m in BASELINES}
             best = min(b.values())
             lin = b["linear"]
@@ -573,6 +611,9 @@ def table(results: dict[str, Any]) -> str:
                         fmt(max(twin) / best),
                         fmt(max(twin) / min(twin)) if min(twin) > 0 else "n/a",
                         f"{statistics.median(cov):.3f} ({min(cov):.3f})" if first else "",
+                        f"{statistics.median(derived):.3f} ({min(derived):.3f})"
+                        if derived
+                        else "n/a",
                         f"{statistics.median(secs):.0f} ({max(secs):.0f})" if first else "",
                         str(len(seeds)) if first else "",
                     ]
@@ -598,6 +639,44 @@ def table(results: dict[str, Any]) -> str:
             "- Not complete (seeds run / asked): "
             + ", ".join(
                 f"{n} {len(results['cases'][n]['seeds'])}/{len(meta['seeds'])}" for n in missing
+            )
+        )
+    return "\n".join(lines)
+
+
+def rescore(folders: Sequence[Path], names: Sequence[str]) -> str:
+    """Score twins saved by ``--save-twins`` again (RMSE, coverage, derived coverage), no fit."""
+    cases: dict[str, Case] = {}
+    lines = [
+        "| twin | quantity | RMSE | derived coverage | coverage (M between lines) |",
+        "|---|---|---|---|---|",
+    ]
+    summary: dict[tuple[str, str], list[float]] = {}
+    for folder in folders:
+        for saved in sorted(p for p in folder.iterdir() if (p / "twin.json").is_file()):
+            name = saved.name.rsplit("-seed", 1)[0]
+            if name not in names:
+                continue
+            if name not in cases:
+                cases[name] = build_cases([name], fast=False)[0]
+            case = cases[name]
+            twin = DigitalTwin.load(saved)
+            scores = case.score(twin)
+            derived = case.derived_coverage(twin) if case.derived_coverage else {}
+            covered = coverage(twin, case)
+            for i, (q, value) in enumerate(scores.items()):
+                summary.setdefault((name, q), []).append(derived.get(q, math.nan))
+                lines.append(
+                    f"| {saved.name if i == 0 else ''} | {q} | {fmt(value)} | "
+                    f"{fmt(derived.get(q))} | {f'{covered:.3f}' if i == 0 else ''} |".replace(
+                        "|ΔS_M|", "\\|ΔS_M\\|"
+                    )
+                )
+    lines += ["", "| case | quantity | derived coverage median (min) |", "|---|---|---|"]
+    for (name, q), values in summary.items():
+        lines.append(
+            f"| {name} | {q} | {statistics.median(values):.3f} ({min(values):.3f}) |".replace(
+                "|ΔS_M|", "\\|ΔS_M\\|"
             )
         )
     return "\n".join(lines)
@@ -677,6 +756,14 @@ def main() -> None:
         "--table", type=Path, nargs="+", default=None, help="print the table of JSON file(s)"
     )
     parser.add_argument(
+        "--rescore",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="score the twins saved in DIR by --save-twins again (of --cases), fitting none",
+    )
+    parser.add_argument(
         "--baselines-only",
         action="store_true",
         help="fit no twin: the baselines and the exact-fields reference of each case",
@@ -691,6 +778,9 @@ def main() -> None:
 
     if args.table is not None:
         print(table(merge([json.loads(p.read_text()) for p in args.table])))
+        return
+    if args.rescore is not None:
+        print(rescore(args.rescore, args.cases))
         return
     try:
         options = json.loads(args.fit_options)
