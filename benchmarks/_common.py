@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,24 @@ SHARED_DATA = Path(
 
 #: Sample mass of the ErCo2 measurement (SOURCE.md), in grams.
 ERCO2_MASS_G = 0.61e-3
+
+
+#: The installed ``digitwin`` command of this interpreter, as a user starts it.
+DIGITWIN = str(Path(sys.executable).with_name("digitwin"))
+
+
+def run_cold(command: list[str], cwd: str) -> tuple[float, str]:
+    """Run ``command`` as a new process: its wall time and its standard output.
+
+    Exits with the command's output when it fails: a benchmark of a failed run measures
+    nothing.
+    """
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[:3])} ... failed:\n{done.stdout}\n{done.stderr}")
+    return elapsed, done.stdout
 
 
 def require_shared(name: str) -> Path:

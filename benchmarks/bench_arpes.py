@@ -26,15 +26,20 @@ import argparse
 import heapq
 import json
 import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
-from _common import fit_options_from_json, machine, peak_memory_mib, require_shared
+from _common import (
+    DIGITWIN,
+    fit_options_from_json,
+    machine,
+    peak_memory_mib,
+    require_shared,
+    run_cold,
+)
 
 from bluesky_digitwin import DigitalTwin, TrainConfig
 from bluesky_digitwin.surrogate.search import open_storage
@@ -62,7 +67,6 @@ def replay(durations: list[float], workers: int) -> float:
 def cold(args: argparse.Namespace) -> None:
     """Each worker count: one ``digitwin fit`` as a new process, timed from outside."""
     data = str(require_shared("traindata_Section3_4.csv"))
-    digitwin = str(Path(sys.executable).with_name("digitwin"))
     print(
         f"# ARPES map, cold `digitwin fit`, {args.trials} trials, --epoch-points "
         f"{args.reference_points}, flags {args.fit_args or 'none'} — {machine()}"
@@ -71,7 +75,7 @@ def cold(args: argparse.Namespace) -> None:
         for workers in args.workers:
             out = Path(tmp) / f"twin-{workers}"
             command = [
-                digitwin,
+                DIGITWIN,
                 "fit",
                 data,
                 "--features",
@@ -92,11 +96,7 @@ def cold(args: argparse.Namespace) -> None:
                 str(out),
                 *shlex.split(args.fit_args),
             ]
-            start = time.perf_counter()
-            done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-            wall = time.perf_counter() - start
-            if done.returncode != 0:
-                sys.exit(f"digitwin fit failed:\n{done.stdout}\n{done.stderr}")
+            wall, _ = run_cold(command, cwd=tmp)
             meta = json.loads((out / "twin.json").read_text())
             search, members = meta["search"], meta["members"]
             r2 = [m["validation_r2"] for m in members]

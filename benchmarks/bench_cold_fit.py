@@ -16,13 +16,10 @@ import argparse
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-from _common import machine, require_shared
+from _common import DIGITWIN, machine, require_shared, run_cold
 
 #: The reference: what a user fitting one network by hand runs (plain Keras, no digitwin).
 REFERENCE = """
@@ -53,12 +50,8 @@ print(f"import {imported:.1f} s, loss {model.evaluate(x, y, verbose=0):.3g}")
 
 def timed(command: list[str], cwd: str) -> tuple[float, str]:
     """Run ``command`` as a new process; its wall time and the last line it printed."""
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command[:3])} ... failed:\n{done.stdout}\n{done.stderr}")
-    lines = done.stdout.strip().splitlines()
+    elapsed, output = run_cold(command, cwd)
+    lines = output.strip().splitlines()
     return elapsed, lines[-1] if lines else ""
 
 
@@ -75,7 +68,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     data = str(require_shared("traindata_Section3_1.csv"))
-    digitwin = str(Path(sys.executable).with_name("digitwin"))
     print(f"# cold digitwin fit vs a cold one-network script, in turn — {machine()}")
     print(f"# load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     ratios = []
@@ -84,7 +76,7 @@ def main() -> None:
             out = os.path.join(tmp, f"twin-{pair}")
             fit, fit_line = timed(
                 [
-                    digitwin,
+                    DIGITWIN,
                     "fit",
                     data,
                     "--features",
