@@ -563,6 +563,12 @@ def fmt(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
 
 
+def quantity_cell(quantity: str, units: str | None = None) -> str:
+    """A quantity's label for a Markdown table cell (its bars escaped), with units if given."""
+    label = quantity if units is None else f"{quantity} [{units}]"
+    return label.replace("|", "\\|")
+
+
 def table(results: dict[str, Any]) -> str:
     """The Markdown table of a results dict (as saved in the JSON)."""
     meta = results["meta"]
@@ -600,7 +606,7 @@ def table(results: dict[str, Any]) -> str:
                 + " | ".join(
                     [
                         name if first else "",
-                        f"{q} [{case['units']}]".replace("|", "\\|"),
+                        quantity_cell(q, case["units"]),
                         fmt(statistics.median(twin)),
                         fmt(max(twin)),
                         *(fmt(b[m]) for m in BASELINES),
@@ -667,17 +673,13 @@ def rescore(folders: Sequence[Path], names: Sequence[str]) -> str:
             for i, (q, value) in enumerate(scores.items()):
                 summary.setdefault((name, q), []).append(derived.get(q, math.nan))
                 lines.append(
-                    f"| {saved.name if i == 0 else ''} | {q} | {fmt(value)} | "
-                    f"{fmt(derived.get(q))} | {f'{covered:.3f}' if i == 0 else ''} |".replace(
-                        "|ΔS_M|", "\\|ΔS_M\\|"
-                    )
+                    f"| {saved.name if i == 0 else ''} | {quantity_cell(q)} | {fmt(value)} | "
+                    f"{fmt(derived.get(q))} | {f'{covered:.3f}' if i == 0 else ''} |"
                 )
     lines += ["", "| case | quantity | derived coverage median (min) |", "|---|---|---|"]
     for (name, q), values in summary.items():
         lines.append(
-            f"| {name} | {q} | {statistics.median(values):.3f} ({min(values):.3f}) |".replace(
-                "|ΔS_M|", "\\|ΔS_M\\|"
-            )
+            f"| {name} | {quantity_cell(q)} | {statistics.median(values):.3f} ({min(values):.3f}) |"
         )
     return "\n".join(lines)
 
@@ -690,7 +692,7 @@ def baselines_table(results: dict[str, Any]) -> str:
     ]
     for name, case in results["cases"].items():
         for i, q in enumerate(case["baselines"]["linear"]):
-            row = [name if i == 0 else "", f"{q} [{case['units']}]".replace("|", "\\|")]
+            row = [name if i == 0 else "", quantity_cell(q, case["units"])]
             row += [fmt(case["baselines"][m][q]) for m in BASELINES]
             row.append(fmt(case.get("exact_fields", {}).get(q)))
             lines.append("| " + " | ".join(row) + " |")
