@@ -260,7 +260,7 @@ def run_search(
             load_if_exists=True,
         )
         split_seed = _claim_study(
-            study, data, seed, strategy.validation_fraction, strategy.fourier_scale
+            study, data, seed, strategy.validation_fraction, train_config, strategy.fourier_scale
         )
         split = SplitData.split(
             data,
@@ -410,10 +410,13 @@ def _claim_study(
     data: TrainingData,
     seed: int | None,
     validation_fraction: float,
+    train_config: TrainConfig,
     fourier_scale: float | None = None,
 ) -> int:
-    """Record what a study learns from; refuse to continue a study made for other data or
-    other network inputs (Fourier features or not: its trials' networks take those inputs).
+    """Record what a study learns from; refuse to continue a study made for other data, other
+    network inputs (Fourier features or not: its trials' networks take those inputs) or other
+    training settings (its workers elsewhere train by its record, and ASHA compares trials at
+    the same epoch counts), before any work on the split.
 
     Returns the seed of the validation split, the same for every run of one study.
     """
@@ -433,6 +436,20 @@ def _claim_study(
                 f"study {study.study_name!r} was searched with fourier_scale={searched_with}, "
                 f"not {fourier_scale}: its trials' networks take other inputs; continue it "
                 "with the same setting, or give a new study name"
+            )
+        record = StudyRecord.from_json(attrs.get(STUDY_RECORD))
+        if record is not None and record.train_config != train_config:
+            before, now = asdict(record.train_config), asdict(train_config)
+            changed = ", ".join(
+                f"{name} {before[name]!r}, not {now[name]!r}"
+                for name in before
+                if before[name] != now[name]
+            )
+            raise DigitwinInputError(
+                f"study {study.study_name!r} was searched with other training settings "
+                f"({changed}): its trials would not compare with new ones; continue it with "
+                "the same settings (e.g. the same --epoch-points and --monotonic), or give a "
+                "new study name"
             )
         return int(attrs["split_seed"])
     split_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
@@ -463,24 +480,10 @@ def _record_study(
     """Write into the study what a worker joining from anywhere needs (:data:`STUDY_RECORD`).
 
     Written once per study (a study searches one space on one data set); only the number of
-    trials asked for is updated by each run. JSON only: storages keep attributes as JSON. A
-    study is not continued with other training settings: its workers elsewhere train by the
-    record, and ASHA compares trials at the same epoch counts.
+    trials asked for is updated by each run (:func:`_claim_study` has refused a study recorded
+    with other settings). JSON only: storages keep attributes as JSON.
     """
     record = StudyRecord.from_json(study.user_attrs.get(STUDY_RECORD))
-    if record is not None and record.train_config != train_config:
-        before, now = asdict(record.train_config), asdict(train_config)
-        changed = ", ".join(
-            f"{name} {before[name]!r}, not {now[name]!r}"
-            for name in before
-            if before[name] != now[name]
-        )
-        raise DigitwinInputError(
-            f"study {study.study_name!r} was searched with other training settings "
-            f"({changed}): its trials would not compare with new ones; continue it with the "
-            "same settings (e.g. the same --epoch-points and --monotonic), or give a new "
-            "study name"
-        )
     if record is None:
         data: DataSource = (
             data_source
