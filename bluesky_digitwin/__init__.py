@@ -19,6 +19,7 @@ from bluesky_digitwin.data import (
 )
 from bluesky_digitwin.errors import DigitwinError, DigitwinWarning
 from bluesky_digitwin.holdout import HoldoutComparison, TwinNotBetterWarning
+from bluesky_digitwin.resolution import UnresolvedStep, UnresolvedStepWarning
 from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
 from bluesky_digitwin.surrogate.search_settings import RemoteWorkers, SearchStrategy
 from bluesky_digitwin.surrogate.search_space import SearchSpace
@@ -41,6 +42,8 @@ __all__ = [
     "TrainConfig",
     "TwinFileError",
     "TwinNotBetterWarning",
+    "UnresolvedStep",
+    "UnresolvedStepWarning",
     "load_table",
     "make_grid",
     "prepare_training_data",

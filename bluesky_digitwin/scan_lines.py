@@ -5,7 +5,7 @@ slow-axis values, sorted, lie within ``atol`` of their neighbour are one line. B
 ``atol`` is a billionth of the values' range: equal up to float rounding. A jittering readback
 (a field that settles to within a few oersted) needs a larger ``atol``, given by the caller
 that knows the instrument (``slow_atol`` of the baselines) or, where no one says, by
-:func:`slow_axis_lines` (:data:`READBACK_JITTER` of the range), which also finds which feature
+:func:`slow_axis` (:data:`READBACK_JITTER` of the range), which also finds which feature
 is the slow axis.
 
 Neighbours are chained rather than binned: a line whose readbacks straddle a bin edge stays one
@@ -22,6 +22,7 @@ __all__ = [
     "line_indices",
     "line_labels",
     "rounding_atol",
+    "slow_axis",
     "slow_axis_lines",
 ]
 
@@ -71,6 +72,17 @@ def line_indices(values: np.ndarray, atol: float | None = None) -> list[np.ndarr
 def slow_axis_lines(
     x: np.ndarray, max_lines: int = 64, rtol: float = READBACK_JITTER
 ) -> tuple[np.ndarray, int] | None:
+    """Find the scan lines of a table of features: its lines, without saying which column.
+
+    :func:`slow_axis` without the column: ``(line of every point, number of lines)`` or None.
+    """
+    found = slow_axis(x, max_lines, rtol)
+    return None if found is None else found[1:]
+
+
+def slow_axis(
+    x: np.ndarray, max_lines: int = 64, rtol: float = READBACK_JITTER
+) -> tuple[int, np.ndarray, int] | None:
     """Find the scan lines of a table of features: which column is the slow axis, and its lines.
 
     A column is a candidate slow axis when its values fall into between 3 and ``max_lines``
@@ -89,19 +101,19 @@ def slow_axis_lines(
     Returns
     -------
     tuple or None
-        ``(line of every point, number of lines)``, lines numbered along the slow axis; None
-        when no column qualifies.
+        ``(slow-axis column, line of every point, number of lines)``, lines numbered along the
+        slow axis; None when no column qualifies.
     """
     x = np.asarray(x, dtype=float)
     if x.ndim != 2 or x.shape[1] < 2:
         return None
-    best: tuple[np.ndarray, int] | None = None
-    for column in x.T:
+    best: tuple[int, np.ndarray, int] | None = None
+    for index, column in enumerate(x.T):
         span = float(np.ptp(column))
         if span == 0:
             continue
         labels, n_lines = line_labels(column, rtol * span)
         if 3 <= n_lines <= max_lines and np.bincount(labels).min() >= 3:
-            if best is None or n_lines < best[1]:
-                best = (labels, n_lines)
+            if best is None or n_lines < best[2]:
+                best = (index, labels, n_lines)
     return best

@@ -36,6 +36,12 @@ from bluesky_digitwin.fit_settings import (
 )
 from bluesky_digitwin.holdout import HoldoutComparison, compare_on_holdout
 from bluesky_digitwin.prediction import OutsideRangeWarning, prediction_dataset
+from bluesky_digitwin.resolution import (
+    UnresolvedStep,
+    UnresolvedStepWarning,
+    find_unresolved_steps,
+    unresolved_steps_message,
+)
 from bluesky_digitwin.surrogate.ensemble import (
     BestShapeShare,
     EnsembleRecipe,
@@ -218,6 +224,14 @@ class DigitalTwin:
         prepared = prepare_training_data(data, features, target, stacklevel=2)
         if units:
             prepared.units.update({k: str(v) for k, v in units.items() if k in prepared.units})
+        # Before the search: where the data, not the twin, limit a derivative is news at once.
+        unresolved = find_unresolved_steps(prepared.x, prepared.y, prepared.features)
+        if unresolved:
+            warnings.warn(
+                unresolved_steps_message(unresolved, prepared.target, prepared.units),
+                UnresolvedStepWarning,
+                stacklevel=2,
+            )
         train_config = train_config or TrainConfig()
         recipe = ensemble or default_recipe(prepared.n_points, train_config)
         if monotonic:
@@ -357,6 +371,7 @@ class DigitalTwin:
                 "source": os.fspath(data) if isinstance(data, (str, os.PathLike)) else None,
             },
             "holdout": holdout_result.to_dict(),
+            "unresolved_steps": [step.to_dict() for step in unresolved],
             "provenance": dict(provenance or {}),
             "versions": package_versions(),
         }
@@ -453,6 +468,17 @@ class DigitalTwin:
         """The twin against linear and RBF interpolation on the held-out points (if recorded)."""
         recorded = self.metadata.get("holdout")
         return None if recorded is None else HoldoutComparison.from_dict(recorded)
+
+    @property
+    def unresolved_steps(self) -> list[UnresolvedStep]:
+        """The measured lines' steps that each hold a jump they do not resolve.
+
+        Found in the training data by
+        :func:`~bluesky_digitwin.resolution.find_unresolved_steps` when the twin was fitted:
+        there a derivative along the line is uncertain beyond the twin's ±2σ. Empty when there
+        were none, or for a twin fitted before they were recorded.
+        """
+        return [UnresolvedStep.from_dict(d) for d in self.metadata.get("unresolved_steps", [])]
 
     @property
     def ensemble_size(self) -> int:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -38,6 +39,27 @@ def fitted(tmp_path_factory):
     )
     assert code == 0
     return data, out
+
+
+def test_fit_tells_of_a_jump_inside_one_step_in_one_line(tmp_path, capsys):
+    from bluesky_digitwin.sim import FirstOrderMagnet
+    from bluesky_digitwin.sim.materials import isofield_scans
+
+    data = tmp_path / "magnet.csv"
+    scans = isofield_scans(FirstOrderMagnet(), [100.0, 1e4, 5e4], np.linspace(20, 50, 31), seed=0)
+    scans.to_dataframe().to_csv(data, index=False)
+    argv = ["fit", str(data), "--features", "T", "H", "--target", "M", "--trials", "1"]
+    argv += ["--workers", "1", "--paper-ensemble", "--ensemble", "1", "--paper-search"]
+    assert main([*argv, "--out", str(tmp_path / "twin"), "-q"]) == 0
+    told = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("digitwin: warning: M jumps")
+    ]
+    assert len(told) == 1
+    assert told[0].startswith("digitwin: warning: M jumps within one step of T on 2 line(s) (H = ")
+    recorded = json.loads((tmp_path / "twin" / "twin.json").read_text())["unresolved_steps"]
+    assert [(s["line"], s["stop"] - s["start"]) for s in recorded] == [(100.0, 1.0), (1e4, 1.0)]
 
 
 def test_fit_saves_a_twin_and_summarises(fitted, capsys):

@@ -19,6 +19,9 @@ from bluesky_digitwin import (
     OutsideRangeWarning,
     make_grid,
 )
+from bluesky_digitwin.resolution import UnresolvedStepWarning
+from bluesky_digitwin.sim import FirstOrderMagnet
+from bluesky_digitwin.sim.materials import isofield_scans
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 from bluesky_digitwin.surrogate.training import TrainConfig
@@ -83,8 +86,31 @@ def test_fit_records_what_it_learned(twin):
     assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
     assert set(holdout.baselines) == {"linear", "thin-plate RBF"}
     assert np.isfinite(holdout.twin_rmse)
+    assert meta["unresolved_steps"] == [] and twin.unresolved_steps == []  # smooth data
     assert set(twin.hyperparameters) >= {"n_layers", "n_units", "learning_rate", "batch_size"}
     assert "DigitalTwin y(x, h)" in repr(twin)
+
+
+def test_a_jump_inside_one_step_is_told_before_the_search_and_recorded(tmp_path):
+    """A first-order jump measured at a 1 K step: the fit says where, from the user's call."""
+    data = isofield_scans(FirstOrderMagnet(), [100.0, 1e4, 5e4], np.linspace(20, 50, 31), seed=0)
+    with pytest.warns(UnresolvedStepWarning) as told:
+        twin = DigitalTwin.fit(
+            data, ["T", "H"], "M", n_trials=1, ensemble=EnsembleRecipe.paper(size=1), **FAST
+        )
+    (warning,) = [w for w in told if w.category is UnresolvedStepWarning]
+    assert warning.filename == __file__
+    assert str(warning.message).startswith(
+        "M jumps within one step of T on 2 line(s) (H = 100, 10000 Oe; the largest, "
+    )
+    steps = twin.unresolved_steps
+    assert [(s.line_feature, s.line, s.along, s.stop - s.start) for s in steps] == [
+        ("H", 100.0, "T", 1.0),
+        ("H", 10000.0, "T", 1.0),
+    ]
+    largest = max(steps, key=lambda s: s.share)
+    assert f"between T = {largest.start:.5g} and {largest.stop:.5g} K)" in str(warning.message)
+    assert DigitalTwin.load(twin.save(tmp_path / "twin")).unresolved_steps == steps
 
 
 def test_predict_on_a_grid_gives_labelled_mean_and_spread(twin):

@@ -32,6 +32,7 @@ __all__ = ["cmd_fit", "cmd_predict"]
 def cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
     from bluesky_digitwin.holdout import TwinNotBetterWarning
+    from bluesky_digitwin.resolution import UnresolvedStepWarning
     from bluesky_digitwin.surrogate.search_settings import RemoteWorkers
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
     from bluesky_digitwin.twin_files import check_save_destination
@@ -63,8 +64,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # the data warnings were shown by the check above
         # ... but a twin of fewer networks than asked for is news (its uncertainty is poorer).
         warnings.simplefilter("always", EnsembleWarning)
-        # ... and so is a twin that is no better than interpolating the data.
+        # ... and so is a twin that is no better than interpolating the data, and data whose
+        # jumps no interpolator can place.
         warnings.simplefilter("always", TwinNotBetterWarning)
+        warnings.simplefilter("always", UnresolvedStepWarning)
         twin = DigitalTwin.fit(
             data,
             args.features,
