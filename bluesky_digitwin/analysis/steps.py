@@ -72,6 +72,7 @@ from numpy.typing import ArrayLike
 from bluesky_digitwin.data import DigitwinInputError
 from bluesky_digitwin.json_values import jsonable
 from bluesky_digitwin.protocols import Twin
+from bluesky_digitwin.resolution import UnresolvedStep
 
 # The suggestion's parts, each in its own module; importable from here as they always were.
 from .step_grids import (
@@ -157,6 +158,12 @@ class StepSuggestion:
         What the quantity is, for people.
     time_model
         The :class:`TimeModel` behind ``time_s``.
+    unresolved_steps
+        The steps of the twin's measured lines of ``axis`` that hold a jump they do not resolve
+        (``DigitalTwin.unresolved_steps``): near them the quantity is limited by the step
+        *along* the lines, whatever the step of ``axis``.
+    resolution_note
+        One sentence saying so, with the units ("" when there are none).
     """
 
     axis: str
@@ -172,6 +179,8 @@ class StepSuggestion:
     reference_spread: float = float("nan")
     description: str = ""
     time_model: TimeModel = field(default_factory=TimeModel)
+    unresolved_steps: tuple[UnresolvedStep, ...] = ()
+    resolution_note: str = ""
 
     def _row(self, step: float) -> pd.Series:
         return self.table.loc[np.isclose(self.table["step"], step)].iloc[0]
@@ -235,6 +244,8 @@ class StepSuggestion:
             "table": rows,
             "suggested_step": self.as_json_step(),
             "message": self.message,
+            "unresolved_steps": [step.to_dict() for step in self.unresolved_steps],
+            "resolution_note": self.resolution_note,
         }
 
     def __str__(self) -> str:
@@ -268,6 +279,8 @@ class StepSuggestion:
             mark = "  <-" if self.step is not None and np.isclose(r.step, self.step) else ""
             lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + mark)
         lines.append(self.message)
+        if self.resolution_note:
+            lines.append(self.resolution_note)
         return "\n".join(lines)
 
 
@@ -301,7 +314,8 @@ def suggest_step(
     twin
         A :class:`~bluesky_digitwin.twin.DigitalTwin` (or any model with ``features``,
         ``target``, ``units``, ``ranges`` and ``predict``; its spread is then NaN unless it has
-        ``predict_members``).
+        ``predict_members``). Its ``unresolved_steps``, when it has them, are said in the
+        suggestion (:attr:`StepSuggestion.resolution_note`).
     axis
         The stepped feature, e.g. ``"H"``.
     candidates
@@ -479,7 +493,25 @@ def suggest_step(
         reference_spread=reference_spread,
         description=description,
         time_model=time_model,
+        **_resolution_limits(twin, axis),
     )
+
+
+def _resolution_limits(twin: Twin, axis: str) -> dict[str, Any]:
+    """The twin's unresolved steps on lines of ``axis`` (when it records them), and the note."""
+    steps = tuple(s for s in getattr(twin, "unresolved_steps", ()) if s.line_feature == axis)
+    if not steps:
+        return {}
+    along = steps[0].along
+    unit = f" {twin.units.get(along)}" if twin.units.get(along) else ""
+    lo, hi = min(s.start for s in steps), max(s.stop for s in steps)
+    note = (
+        f"note: {len(steps)} measured line(s) jump within one step of {along} "
+        f"({along} = {lo:.4g}-{hi:.4g}{unit}): near there the quantity is limited by that step, "
+        f"which no step of {axis} changes and the twin's spread does not show; measure those "
+        f"lines again with a finer {along} step around the jump"
+    )
+    return {"unresolved_steps": steps, "resolution_note": note}
 
 
 def _choose(table: pd.DataFrame, tol: float) -> float | None:

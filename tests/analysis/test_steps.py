@@ -24,6 +24,7 @@ from bluesky_digitwin.analysis.steps import (
     suggest_step,
 )
 from bluesky_digitwin.data import DigitwinInputError, make_grid
+from bluesky_digitwin.resolution import UnresolvedStep
 from bluesky_digitwin.sim import FirstOrderMagnet, coarse_magnetization
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.training import TrainConfig
@@ -337,6 +338,29 @@ def test_to_dict_is_json():
     }
     assert data["quantity"] == "magnetocaloric"
     assert data["time_model"]["seconds_per_point"] == 45.0
+    assert (data["unresolved_steps"], data["resolution_note"]) == ([], "")  # none recorded
+
+
+def test_a_jump_inside_one_step_of_the_lines_is_said_with_the_suggestion():
+    """The twin's data jump within one T step on two lines: no step of H changes that."""
+    twin = magnet_twin()
+    twin.unresolved_steps = [
+        UnresolvedStep("H", 100.0, "T", 34.5, 35.0, 0.73, 40.0),
+        UnresolvedStep("H", 1000.0, "T", 35.0, 35.5, 0.69, 32.0),
+    ]
+    result = suggest_step(twin, "H", [0.2, 0.5], sweep_points=51, **MCE)
+    assert result.unresolved_steps == tuple(twin.unresolved_steps)
+    note = (
+        "note: 2 measured line(s) jump within one step of T (T = 34.5-35.5 K): near there the "
+        "quantity is limited by that step, which no step of H changes and the twin's spread "
+        "does not show; measure those lines again with a finer T step around the jump"
+    )
+    assert result.resolution_note == note
+    assert str(result).endswith(f"{result.message}\n{note}")
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert [s["line"] for s in data["unresolved_steps"]] == [100.0, 1000.0]
+    # Stepping T instead: the steps are along T, not on lines of T, so nothing is said.
+    assert suggest_step(twin, "T", [5.0], sweep_points=11, quantity="map").resolution_note == ""
 
 
 # -- bad input -----------------------------------------------------------------------------------
