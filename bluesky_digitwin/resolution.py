@@ -40,7 +40,8 @@ __all__ = [
     "unresolved_steps_message",
 ]
 
-#: A step carrying at least this share of its line's total change (the sum of |Δy| along it)...
+#: A step carrying at least this share of its line's total change (the sum of the absolute
+#: changes along it) ...
 MIN_SHARE = 0.25
 #: ... and at least this many times the line's next largest step is a jump inside one step.
 MIN_DOMINANCE = 3.0
@@ -69,9 +70,10 @@ class UnresolvedStep:
     start, stop
         The two neighbouring points of ``along`` the jump lies between.
     share
-        The share of the line's total change (sum of |Δ target| along it) this step carries.
+        The share of the line's total change (the sum of the target's absolute changes along
+        it) this step carries.
     dominance
-        This step's |Δ target| over the line's next largest step's.
+        This step's absolute change of the target over the line's next largest step's.
     """
 
     line_feature: str
