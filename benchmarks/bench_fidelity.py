@@ -153,6 +153,10 @@ class Case:
         value lies within ±2σ of the networks' values, σ their spread: the derived quantity
         computed from each network alone (``DigitalTwin.predict_members``), which is the
         uncertainty a user of the derived quantity sees. None where it does not apply.
+    derived_curves
+        Magnets: a model -> by quantity label, the derived quantity along temperature
+        (:class:`DerivedCurve`: predicted, true, and the networks' spread for a twin), for
+        looking at *where* along temperature it is wrong (``bench_resolution.py``).
     notes
         Said in the output (e.g. a map smaller than the paper's).
     """
@@ -168,7 +172,46 @@ class Case:
     between_truth: np.ndarray
     exact_fields: dict[str, float] = field(default_factory=dict)
     derived_coverage: Callable[[DigitalTwin], dict[str, float]] | None = None
+    derived_curves: Callable[[Predictor], dict[str, DerivedCurve]] | None = None
     notes: str = ""
+
+
+@dataclass(frozen=True)
+class DerivedCurve:
+    """A derived quantity along temperature at one field: a model's, the truth, the spread.
+
+    ``spread`` is the standard deviation of the quantity computed network by network (a twin
+    only; None for a baseline).
+    """
+
+    temperature: np.ndarray
+    predicted: np.ndarray
+    truth: np.ndarray
+    spread: np.ndarray | None = None
+
+
+def curves_by_field(
+    model: Predictor,
+    grid: xr.Dataset,
+    derive: Callable[[xr.DataArray], xr.DataArray],
+    truth: xr.DataArray,
+    labels: dict[str, float],
+) -> dict[str, DerivedCurve]:
+    """The derived quantity (by field ``H``) of ``model`` and of each of its networks."""
+    predicted = derive(model.predict(grid, warn=False)["M"])
+    spread = None
+    if isinstance(model, DigitalTwin):
+        members = model.predict_members(grid, warn=False)
+        spread = xr.concat([derive(m) for m in members], dim="member").std("member", ddof=1)
+    return {
+        label: DerivedCurve(
+            predicted.sel(H=h)["T"].values,
+            predicted.sel(H=h).values,
+            truth.sel(H=h).values,
+            None if spread is None else spread.sel(H=h).values,
+        )
+        for label, h in labels.items()
+    }
 
 
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
@@ -237,6 +280,9 @@ def magnet_case(
     def derived_coverage(twin: DigitalTwin) -> dict[str, float]:
         return member_coverage(twin, grid, dsm, truth, {f"|ΔS_M| {b:g} T": b for b in at_t})
 
+    def derived_curves(model: Predictor) -> dict[str, DerivedCurve]:
+        return curves_by_field(model, grid, dsm, truth, {f"|ΔS_M| {b:g} T": b for b in at_t})
+
     # The exact moment at every fine field, seen only at the measured temperatures.
     on_measured_t = material.moment(*np.meshgrid(temperatures, fields, indexing="xy"))
     along_t = np.stack([np.interp(fine_temperatures, temperatures, row) for row in on_measured_t])
@@ -255,6 +301,7 @@ def magnet_case(
         material.moment(between["T"], between["H"]),
         exact_fields=score_moment(true_m.copy(data=along_t)),
         derived_coverage=derived_coverage,
+        derived_curves=derived_curves,
     )
 
 
@@ -379,6 +426,9 @@ def erco2_case() -> Case | None:
     def derived_coverage(twin: DigitalTwin) -> dict[str, float]:
         return member_coverage(twin, grid, dsm, reference, {f"|ΔS_M| {b:g} T": b for b in (3, 5)})
 
+    def derived_curves(model: Predictor) -> dict[str, DerivedCurve]:
+        return curves_by_field(model, grid, dsm, reference, {f"|ΔS_M| {b:g} T": b for b in (3, 5)})
+
     off_line = ~np.isin(fine["H"].to_numpy(), np.unique(coarse["H"].to_numpy()))
     data = xr.Dataset(
         {
@@ -400,6 +450,7 @@ def erco2_case() -> Case | None:
         {"T": fine["T"].to_numpy()[off_line], "H": fine["H"].to_numpy()[off_line]},
         fine["M"].to_numpy()[off_line],
         derived_coverage=derived_coverage,
+        derived_curves=derived_curves,
     )
 
 
