@@ -22,8 +22,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bluesky_digitwin import DigitalTwin, EnsembleRecipe, TrainConfig, TwinNotBetterWarning
+from bluesky_digitwin import (
+    DigitalTwin,
+    EnsembleRecipe,
+    TrainConfig,
+    TwinNotBetterWarning,
+    UnresolvedStepWarning,
+)
 from bluesky_digitwin.cli import ProgressLine
+from bluesky_digitwin.resolution import unresolved_steps_message
 
 #: The paper's published data (no licence: read in place, never copied into the repository).
 SHARED_DATA = Path(
@@ -151,8 +158,9 @@ def fit_twin(
 
     progress = ProgressLine("search", quiet=args.quiet)
     with warnings.catch_warnings():
-        # Said in the summary below, with the numbers, rather than as a bare warning.
+        # Said in the summary below, with the numbers, rather than as bare warnings.
         warnings.simplefilter("ignore", TwinNotBetterWarning)
+        warnings.simplefilter("ignore", UnresolvedStepWarning)
         twin = DigitalTwin.fit(
             data,
             features,
@@ -180,6 +188,8 @@ def fit_twin(
     )
     if twin.holdout is not None:
         say(twin.holdout.summary(unit))
+    if twin.unresolved_steps:
+        say(unresolved_steps_message(twin.unresolved_steps, target, twin.units))
     return twin
 
 
