@@ -39,6 +39,7 @@ from bluesky_digitwin.plot_style import (
     require_matplotlib,
     root_figure,
 )
+from bluesky_digitwin.resolution import UnresolvedStep
 from bluesky_digitwin.scan_lines import line_indices
 
 if TYPE_CHECKING:
@@ -412,6 +413,7 @@ def plot_entropy_change(
     twin_id: str | None = None,
     cmap: str = "viridis_r",
     ax: Axes | None = None,
+    unresolved: Sequence[UnresolvedStep] | None = None,
 ) -> Figure:
     """|ΔS_M| (or any 1-D derived quantity) simulated at each candidate step, the suggestion marked.
 
@@ -437,6 +439,11 @@ def plot_entropy_change(
         Colours of the candidate steps, finest first.
     ax
         Draw into this axes instead of a new figure.
+    unresolved
+        Steps of the measured lines that each hold a jump they do not resolve
+        (``DigitalTwin.unresolved_steps``; default: the suggestion's): those along the curves'
+        axis are shaded grey, as what the measurement's step limits there, whatever the twin or
+        the candidate step.
 
     Returns
     -------
@@ -509,6 +516,9 @@ def plot_entropy_change(
         ax.plot(*_xy(curve, sweep), color=next(extra_colours), label=label, **style)
     if truth is not None:
         ax.plot(*_xy(truth, sweep), label="true value (model)", **_TRUTH_STYLE)
+    if unresolved is None and isinstance(data, StepSuggestion):
+        unresolved = data.unresolved_steps
+    _shade_unresolved(ax, [s for s in unresolved or () if s.along == sweep], sweep)
     ax.set_xlabel(axis_label(sweep, curves[sweep]))
     ax.set_ylabel(axis_label(str(curves.name or "quantity"), curves))
     if title:
@@ -522,6 +532,20 @@ def plot_entropy_change(
         title_fontsize="small",
     )
     return fig
+
+
+def _shade_unresolved(ax: Axes, steps: Sequence[UnresolvedStep], sweep: str) -> None:
+    """Grey spans over the steps that hold a jump (one legend entry for all of them)."""
+    for i, step in enumerate(steps):
+        ax.axvspan(
+            step.start,
+            step.stop,
+            color="0.6",
+            alpha=0.35,
+            lw=0,
+            zorder=1,
+            label=f"a jump inside one measured {sweep} step" if i == 0 else None,
+        )
 
 
 def _xy(curve: xr.DataArray, sweep: str) -> tuple[np.ndarray, np.ndarray]:

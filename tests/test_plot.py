@@ -3,6 +3,7 @@ never shows it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from bluesky_digitwin.analysis import suggest_step
 from bluesky_digitwin.data import DigitwinInputError, make_grid
 from bluesky_digitwin.plot import plot_entropy_change, plot_lines, plot_map, plot_step_table
 from bluesky_digitwin.prediction import prediction_dataset
+from bluesky_digitwin.resolution import UnresolvedStep
 from bluesky_digitwin.sim import (
     FirstOrderMagnet,
     coarse_arpes,
@@ -200,6 +202,27 @@ def test_entropy_change_of_one_curve_and_selected_steps(suggestion):
     assert legend_texts(ax) == [f"simulated by twin {TWIN_ID[:8]}"]
     with pytest.raises(DigitwinInputError, match="plot_map"):
         plot_entropy_change(suggestion.curves.expand_dims(extra=[1, 2]))
+
+
+def test_entropy_change_shades_the_steps_that_hold_a_jump(suggestion):
+    steps = (
+        UnresolvedStep("H", 100.0, "T", 34.5, 35.0, 0.73, 40.0),
+        UnresolvedStep("H", 1000.0, "T", 35.0, 35.5, 0.69, 32.0),
+    )
+    ax = plot_entropy_change(dataclasses.replace(suggestion, unresolved_steps=steps)).axes[0]
+    shaded = [p for p in ax.patches if p.get_x() != 0 or p.get_width() != 1]
+    assert sorted((p.get_x(), p.get_x() + p.get_width()) for p in shaded) == [
+        (34.5, 35.0),
+        (35.0, 35.5),
+    ]
+    assert legend_texts(ax).count("a jump inside one measured T step") == 1
+    # Given for a single curve; steps along another axis are not this curve's.
+    curve = suggestion.curves.isel(step=1, drop=True)
+    other = UnresolvedStep("T", 20.0, "H", 100.0, 500.0, 0.5, 5.0)
+    ax = plot_entropy_change(curve, unresolved=[steps[0], other]).axes[0]
+    assert "a jump inside one measured T step" in legend_texts(ax)
+    assert len(ax.patches) == 1
+    assert "a jump inside" not in " ".join(legend_texts(plot_entropy_change(suggestion).axes[0]))
 
 
 def test_step_table(suggestion):
