@@ -38,6 +38,7 @@ __all__ = [
     "UnresolvedStepWarning",
     "find_unresolved_steps",
     "unresolved_steps_message",
+    "unresolved_steps_note",
 ]
 
 #: A step carrying at least this share of its line's total change (the sum of the absolute
@@ -219,4 +220,28 @@ def unresolved_steps_message(
         f"|ΔS_M|) are uncertain beyond the twin's ±2σ, for any interpolator. To know them, "
         f"measure those lines again with a finer {along} step around the jump (twin.json: "
         "unresolved_steps)"
+    )
+
+
+def unresolved_steps_note(
+    steps: Sequence[UnresolvedStep],
+    units: Mapping[str, str] | None = None,
+    *,
+    quantity: str = "the quantity",
+    stepped: str | None = None,
+) -> str:
+    """One line for a result that derives ``quantity`` from the twin: where the steps limit it.
+
+    ``stepped`` names the axis whose step a suggestion chooses, which cannot help there.
+    """
+    units = units or {}
+    along = steps[0].along
+    unit = f" {units[along]}" if units.get(along) else ""
+    lo, hi = min(s.start for s in steps), max(s.stop for s in steps)
+    unchanged = f", which no step of {stepped} changes and" if stepped else " and"
+    return (
+        f"note: {len(steps)} measured line(s) jump within one step of {along} "
+        f"({along} = {lo:.4g}-{hi:.4g}{unit}): near there {quantity} is limited by that "
+        f"step{unchanged} the twin's spread does not show; measure those lines again with a "
+        f"finer {along} step around the jump"
     )

@@ -159,6 +159,13 @@ def test_compare_with_a_reference_and_the_entropy_change(saved, capsys):
         assert model["entropy_change"]["5"]["rmse"] >= 0
     assert summary["reference_entropy_change"]["5"]["peak"] > 10
     assert "|ΔS_M| RMSE @5 T" in captured.err
+    # The magnet's jump falls inside one 0.5 K step at its low fields: said under the table.
+    assert [s["line"] for s in summary["unresolved_steps"]] == [100.0, 1000.0, 5000.0, 10000.0]
+    assert summary["resolution_note"].startswith(
+        "note: 4 measured line(s) jump within one step of T (T = 34.5-38.5 K): near there every "
+        "model's |ΔS_M| is limited by that step and the twin's spread does not show;"
+    )
+    assert summary["resolution_note"] in captured.err
 
 
 @pytest.mark.slow

@@ -72,7 +72,7 @@ from numpy.typing import ArrayLike
 from bluesky_digitwin.data import DigitwinInputError
 from bluesky_digitwin.json_values import jsonable
 from bluesky_digitwin.protocols import Twin
-from bluesky_digitwin.resolution import UnresolvedStep
+from bluesky_digitwin.resolution import UnresolvedStep, unresolved_steps_note
 
 # The suggestion's parts, each in its own module; importable from here as they always were.
 from .step_grids import (
@@ -502,15 +502,7 @@ def _resolution_limits(twin: Twin, axis: str) -> dict[str, Any]:
     steps = tuple(s for s in getattr(twin, "unresolved_steps", ()) if s.line_feature == axis)
     if not steps:
         return {}
-    along = steps[0].along
-    unit = f" {twin.units.get(along)}" if twin.units.get(along) else ""
-    lo, hi = min(s.start for s in steps), max(s.stop for s in steps)
-    note = (
-        f"note: {len(steps)} measured line(s) jump within one step of {along} "
-        f"({along} = {lo:.4g}-{hi:.4g}{unit}): near there the quantity is limited by that step, "
-        f"which no step of {axis} changes and the twin's spread does not show; measure those "
-        f"lines again with a finer {along} step around the jump"
-    )
+    note = unresolved_steps_note(steps, twin.units, stepped=axis)
     return {"unresolved_steps": steps, "resolution_note": note}
 
 

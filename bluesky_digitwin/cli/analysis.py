@@ -75,6 +75,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     from bluesky_digitwin.analysis.compare import compare_models
     from bluesky_digitwin.data import load_table, prepare_training_data
+    from bluesky_digitwin.resolution import unresolved_steps_note
     from bluesky_digitwin.twin import DigitalTwin
 
     features, target = list(args.features), args.target
@@ -145,7 +146,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         summary["reference_entropy_change"] = {
             c: e.to_dict() for c, e in comparison.reference_entropy_change.items()
         }
-    show_result(args, _compare_table(summary, mce))
+    table = _compare_table(summary, mce)
+    if mce and twin.unresolved_steps:
+        # A jump inside one temperature step limits every model's |ΔS_M| alike: said with it.
+        summary["unresolved_steps"] = [s.to_dict() for s in twin.unresolved_steps]
+        note = unresolved_steps_note(
+            twin.unresolved_steps, twin.units, quantity="every model's |ΔS_M|"
+        )
+        summary["resolution_note"] = note
+        table += "\n" + note
+    show_result(args, table)
     if args.json:
         print(json.dumps(jsonable(summary), allow_nan=False), flush=True)
     return 0
