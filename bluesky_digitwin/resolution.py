@@ -23,6 +23,7 @@ even ones spread over a few steps, and noisy lines do not qualify.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -74,7 +75,8 @@ class UnresolvedStep:
         The share of the line's total change (the sum of the target's absolute changes along
         it) this step carries.
     dominance
-        This step's absolute change of the target over the line's next largest step's.
+        This step's absolute change of the target over the line's next largest step's (inf when
+        every other step is zero; None in ``twin.json``, which holds no infinities).
     """
 
     line_feature: str
@@ -86,7 +88,9 @@ class UnresolvedStep:
     dominance: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["dominance"] = self.dominance if math.isfinite(self.dominance) else None
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> UnresolvedStep:
@@ -97,7 +101,7 @@ class UnresolvedStep:
             start=float(d["start"]),
             stop=float(d["stop"]),
             share=float(d["share"]),
-            dominance=float(d["dominance"]),
+            dominance=math.inf if d["dominance"] is None else float(d["dominance"]),
         )
 
     def summary(self, units: Mapping[str, str] | None = None) -> str:
@@ -187,7 +191,7 @@ def _dominant_step(
     i = int(np.argmax(size))
     next_largest = float(np.partition(size, -2)[-2])
     share = float(size[i]) / total
-    dominance = float(size[i]) / next_largest if next_largest > 0 else np.inf
+    dominance = float(size[i]) / next_largest if next_largest > 0 else math.inf
     if share < min_share or dominance < min_dominance:
         return None
     # A jump stays: the points after it sit at the new level. A lone outlier steps out and

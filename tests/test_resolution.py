@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,16 @@ def test_a_step_is_recorded_and_told_with_its_units():
         "line's change, between T = 32.692 and 33.963 K)"
     )
     assert "finer T step around the jump" in message
+
+
+def test_a_jump_on_an_otherwise_flat_line_is_recorded_without_infinities():
+    """Counts that do not change but at one step: every other step is zero."""
+    t = np.arange(20.0)
+    x = np.column_stack([np.tile(t, 3), np.repeat([0.0, 1.0, 2.0], t.size)])
+    y = np.tile(np.where(t < 10, 5.0, 9.0), 3)
+    steps = find_unresolved_steps(x, y, ["t", "h"])
+    found = [(s.start, s.stop, s.share, s.dominance) for s in steps]
+    assert found == [(9.0, 10.0, 1.0, np.inf)] * 3
+    recorded = json.loads(json.dumps(steps[0].to_dict(), allow_nan=False))
+    assert recorded["dominance"] is None
+    assert UnresolvedStep.from_dict(recorded) == steps[0]
