@@ -106,15 +106,10 @@ class UnresolvedStep:
 
     def summary(self, units: Mapping[str, str] | None = None) -> str:
         """E.g. ``H = 1000 Oe: 77 % of the line's change between T = 32.69 and 33.96 K``."""
-        units = units or {}
-
-        def unit(name: str) -> str:
-            return f" {units[name]}" if units.get(name) else ""
-
         return (
-            f"{self.line_feature} = {self.line:.5g}{unit(self.line_feature)}: "
+            f"{self.line_feature} = {self.line:.5g}{_unit(units, self.line_feature)}: "
             f"{100 * self.share:.0f} % of the line's change between {self.along} = "
-            f"{self.start:.5g} and {self.stop:.5g}{unit(self.along)}"
+            f"{self.start:.5g} and {self.stop:.5g}{_unit(units, self.along)}"
         )
 
 
@@ -209,21 +204,19 @@ def unresolved_steps_message(
     steps: Sequence[UnresolvedStep], target: str, units: Mapping[str, str] | None = None
 ) -> str:
     """What a fit says about the steps it found: where, what it means, what helps."""
-    units = units or {}
     first = steps[0]
-    line_unit = f" {units[first.line_feature]}" if units.get(first.line_feature) else ""
-    along_unit = f" {units[first.along]}" if units.get(first.along) else ""
     largest = max(steps, key=lambda s: s.share)
     along = first.along
+    lines = ", ".join(f"{s.line:.5g}" for s in steps)
     return (
         f"{target} jumps within one step of {along} on {len(steps)} line(s) "
-        f"({first.line_feature} = {', '.join(f'{s.line:.5g}' for s in steps)}{line_unit}; "
-        f"the largest, {100 * largest.share:.0f} % of its line's change, between {along} = "
-        f"{largest.start:.5g} and {largest.stop:.5g}{along_unit}). Where inside such a step "
-        f"the jump lies is not in the data: derivatives along {along} there (∂{target}/∂{along}, "
-        f"|ΔS_M|) are uncertain beyond the twin's ±2σ, for any interpolator. To know them, "
-        f"measure those lines again with a finer {along} step around the jump (twin.json: "
-        "unresolved_steps)"
+        f"({first.line_feature} = {lines}{_unit(units, first.line_feature)}; the largest, "
+        f"{100 * largest.share:.0f} % of its line's change, between {along} = "
+        f"{largest.start:.5g} and {largest.stop:.5g}{_unit(units, along)}). "
+        f"Where inside such a step the jump lies is not in the data: derivatives along {along} "
+        f"there (∂{target}/∂{along}, |ΔS_M|) are uncertain beyond the twin's ±2σ, for any "
+        f"interpolator. To know them, measure those lines again with a finer {along} step "
+        "around the jump (twin.json: unresolved_steps)"
     )
 
 
@@ -238,14 +231,17 @@ def unresolved_steps_note(
 
     ``stepped`` names the axis whose step a suggestion chooses, which cannot help there.
     """
-    units = units or {}
     along = steps[0].along
-    unit = f" {units[along]}" if units.get(along) else ""
     lo, hi = min(s.start for s in steps), max(s.stop for s in steps)
     unchanged = f", which no step of {stepped} changes and" if stepped else " and"
     return (
         f"note: {len(steps)} measured line(s) jump within one step of {along} "
-        f"({along} = {lo:.4g}-{hi:.4g}{unit}): near there {quantity} is limited by that "
-        f"step{unchanged} the twin's spread does not show; measure those lines again with a "
-        f"finer {along} step around the jump"
+        f"({along} = {lo:.4g}-{hi:.4g}{_unit(units, along)}): near there {quantity} is "
+        f"limited by that step{unchanged} the twin's spread does not show; measure those "
+        f"lines again with a finer {along} step around the jump"
     )
+
+
+def _unit(units: Mapping[str, str] | None, name: str) -> str:
+    """`` K`` after a value of ``name`` when its units are known, else nothing."""
+    return f" {units[name]}" if units and units.get(name) else ""
