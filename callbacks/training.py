@@ -27,7 +27,7 @@ import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "TrainingOutcome",
     "close_abandoned_study",
     "read_json",
+    "relay_warnings",
     "remove_stale_work_dirs",
     "run_training_process",
 ]
@@ -218,6 +219,8 @@ class Trainer:
         self._logged_key_error: DataKeyError | None = None
         self._restarts_in_row = 0
         self._trainings = self._failures = self._cancelled = 0
+        # The warnings the latest training relayed (relay_warnings: not told twice in a row).
+        self._told: frozenset[str] = frozenset()
         # Trainings numbered before this callback (by a session it continues: from_catalog).
         self._numbered = 0
         # The status, and whether its message counts the points buffered (then status()
@@ -613,8 +616,8 @@ class Trainer:
             error = f"the training process exited with code {code} and no result" + (
                 f"; its output ended with:\n{_tail(worker.directory / 'worker.log')}"
             )
-        for message in outcome.warnings if outcome is not None else ():
-            logger.warning("TwinCallback: training #%d: %s", job.number, message)
+        if outcome is not None:
+            self._told = relay_warnings(job.number, outcome.warnings, self._told)
         if twin is None:
             # Logged before the status says so: whoever waits for the status finds the line.
             logger.error("TwinCallback: training #%d failed: %s", job.number, error)
@@ -975,6 +978,19 @@ def run_training_process() -> None:
     relayed = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]
     lines = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in relayed))
     dataclasses.replace(outcome, warnings=lines).write(result_path)
+
+
+def relay_warnings(number: int, messages: Sequence[str], told: frozenset[str]) -> frozenset[str]:
+    """Log the warnings of training ``number``; return them, for the next training's call.
+
+    A warning the previous training gave word for word (``told``) is logged at DEBUG: a long
+    session that retrains on the same lines is told of, e.g., a jump inside one step once, not
+    at every training. Any change in its words (another line, other numbers) is news.
+    """
+    for message in messages:
+        level = logging.DEBUG if message in told else logging.WARNING
+        logger.log(level, "TwinCallback: training #%d: %s", number, message)
+    return frozenset(messages)
 
 
 def _end_orphaned_training() -> None:
