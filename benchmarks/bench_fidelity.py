@@ -190,6 +190,14 @@ class DerivedCurve:
     spread: np.ndarray | None = None
 
 
+def derived_by_member(
+    twin: DigitalTwin, grid: xr.Dataset, derive: Callable[[xr.DataArray], xr.DataArray]
+) -> xr.DataArray:
+    """The derived quantity computed from each of the twin's networks alone, along ``member``."""
+    members = twin.predict_members(grid, warn=False)
+    return xr.concat([derive(m) for m in members], dim="member")
+
+
 def curves_by_field(
     model: Predictor,
     grid: xr.Dataset,
@@ -201,8 +209,7 @@ def curves_by_field(
     predicted = derive(model.predict(grid, warn=False)["M"])
     spread = None
     if isinstance(model, DigitalTwin):
-        members = model.predict_members(grid, warn=False)
-        spread = xr.concat([derive(m) for m in members], dim="member").std("member", ddof=1)
+        spread = derived_by_member(model, grid, derive).std("member", ddof=1)
     return {
         label: DerivedCurve(
             predicted.sel(H=h)["T"].values,
@@ -226,8 +233,7 @@ def member_coverage(
     labels: dict[str, float],
 ) -> dict[str, float]:
     """Coverage of a derived quantity (by field ``H``) by its spread over the twin's networks."""
-    members = twin.predict_members(grid, warn=False)
-    each = xr.concat([derive(m) for m in members], dim="member")
+    each = derived_by_member(twin, grid, derive)
     mean, std = each.mean("member"), each.std("member", ddof=1)
     return {
         label: float(

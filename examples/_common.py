@@ -188,8 +188,9 @@ def fit_twin(
     )
     if twin.holdout is not None:
         say(twin.holdout.summary(unit))
-    if twin.unresolved_steps:
-        say(unresolved_steps_message(twin.unresolved_steps, target, twin.units))
+    steps = twin.unresolved_steps
+    if steps:
+        say(unresolved_steps_message(steps, target, twin.units))
     return twin
 
 

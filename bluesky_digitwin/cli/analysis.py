@@ -147,12 +147,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             c: e.to_dict() for c, e in comparison.reference_entropy_change.items()
         }
     table = _compare_table(summary, mce)
-    if mce and twin.unresolved_steps:
+    steps = twin.unresolved_steps
+    if mce and steps:
         # A jump inside one temperature step limits every model's |ΔS_M| alike: said with it.
-        summary["unresolved_steps"] = [s.to_dict() for s in twin.unresolved_steps]
-        note = unresolved_steps_note(
-            twin.unresolved_steps, twin.units, quantity="every model's |ΔS_M|"
-        )
+        summary["unresolved_steps"] = [s.to_dict() for s in steps]
+        note = unresolved_steps_note(steps, twin.units, quantity="every model's |ΔS_M|")
         summary["resolution_note"] = note
         table += "\n" + note
     show_result(args, table)
