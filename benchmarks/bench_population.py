@@ -7,8 +7,11 @@ of an epoch (forward and backward of every batch, plus the validation pass) and 
 matmul rate measured in the same run say how close the loop comes to the hardware's limit.
 
     python benchmarks/bench_population.py [--k 1 4 8 16] [--batch 64] [--threads 1]
+        [--precision float32]
 
 ``--threads 1`` runs TensorFlow on one thread, as each search worker of a two-worker fit does.
+``--precision`` is the population's ``TrainConfig.precision`` (default ``auto``: bfloat16
+hidden matmuls where the CPU has them); ``train()`` is float32 whatever it says.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from _common import machine
 from bluesky_digitwin.processes import THREADS_ENV
 from bluesky_digitwin.surrogate.network import build_mlp
 from bluesky_digitwin.surrogate.population import train_population
+from bluesky_digitwin.surrogate.precision import PRECISIONS, resolve_precision
 from bluesky_digitwin.surrogate.training import TrainConfig, train
 
 LAYERS, UNITS, FEATURES, POINTS = 5, 160, 2, 808
@@ -64,22 +68,31 @@ def data() -> tuple[np.ndarray, ...]:
     return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
 
 
-def timed(run, epochs: int) -> float:
+def timed(run, epochs: int, precision: str) -> float:
     start = time.perf_counter()
-    run(TrainConfig(max_epochs=epochs, patience=10**6, lr_drop_epoch=10**6, chunk_epochs=10))
+    run(
+        TrainConfig(
+            max_epochs=epochs,
+            patience=10**6,
+            lr_drop_epoch=10**6,
+            chunk_epochs=10,
+            precision=precision,
+        )
+    )
     return time.perf_counter() - start
 
 
-def per_epoch(run, repeats: int) -> float:
+def per_epoch(run, repeats: int, precision: str = "float32") -> float:
     """Seconds an epoch: the median over ``repeats`` of (long run - short run) / extra epochs.
 
     A first short run comes before any timing. The population trainer keeps its compiled
     loop for the next run of the same shape (as a search worker does), so without it the
     first timed run alone would pay the tracing, and the difference would count it as epochs.
     """
-    timed(run, SHORT)
+    timed(run, SHORT, precision)
     return statistics.median(
-        (timed(run, LONG) - timed(run, SHORT)) / (LONG - SHORT) for _ in range(repeats)
+        (timed(run, LONG, precision) - timed(run, SHORT, precision)) / (LONG - SHORT)
+        for _ in range(repeats)
     )
 
 
@@ -90,6 +103,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed pairs of runs per row")
     parser.add_argument(
         "--threads", type=int, help="TensorFlow's threads (default: its own choice, all cores)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the population's TrainConfig.precision (train() is float32 whatever it says)",
     )
     args = parser.parse_args()
     if args.threads:
@@ -109,7 +128,8 @@ def main() -> None:
     print(f"# population trainer, {LAYERS}x{UNITS} ReLU, {POINTS} points, batch {args.batch}")
     print(
         f"# {machine()}; TensorFlow threads: {args.threads or 'all'}; "
-        f"one epoch of one network = {flops / 1e9:.2f} GFLOP"
+        f"one epoch of one network = {flops / 1e9:.2f} GFLOP; population's precision: "
+        f"{args.precision} ({resolve_precision(args.precision)} here)"
     )
     print(f"# matmul {args.batch}x{UNITS}x{UNITS} alone: {peak:.0f} GFLOP/s in this run")
     print(f"# train(), one network: {one * 1e3:.1f} ms/epoch ({flops / one / 1e9:.0f} GFLOP/s)")
@@ -131,7 +151,7 @@ def main() -> None:
                 config=config,
             )
 
-        seconds = per_epoch(together, args.repeats)
+        seconds = per_epoch(together, args.repeats, args.precision)
         print(
             f"| {k} | {seconds * 1e3:.1f} | {seconds / k * 1e3:.1f} | {k * one * 1e3:.1f} "
             f"| {k * one / seconds:.1f}x | {k * flops / seconds / 1e9:.0f} |",

@@ -53,6 +53,7 @@ from bluesky_digitwin.surrogate.ensemble import (
 )
 from bluesky_digitwin.surrogate.fourier import register_encoding_layer
 from bluesky_digitwin.surrogate.members import build_new_members, build_trial_members
+from bluesky_digitwin.surrogate.precision import resolve_precision
 from bluesky_digitwin.surrogate.search import (
     Progress,
     SearchSpace,
@@ -363,6 +364,8 @@ class DigitalTwin:
                 "ensemble": asdict(recipe),
                 "space": asdict(space or SearchSpace()),
                 "train_config": asdict(train_config),
+                # What "auto" meant here, where the twin's networks trained.
+                "precision": resolve_precision(train_config.precision),
                 "monotonic": dict(monotonic or {}),
             },
             "data": {

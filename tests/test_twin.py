@@ -22,6 +22,7 @@ from bluesky_digitwin import (
 from bluesky_digitwin.resolution import UnresolvedStepWarning
 from bluesky_digitwin.sim import FirstOrderMagnet
 from bluesky_digitwin.sim.materials import isofield_scans
+from bluesky_digitwin.surrogate.precision import resolve_precision
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 from bluesky_digitwin.surrogate.training import TrainConfig
@@ -82,6 +83,9 @@ def test_fit_records_what_it_learned(twin):
     }
     # The recipe's tolerance and refit as the twin.json of earlier versions recorded them too.
     assert (meta["search"]["ensemble_tolerance"], meta["search"]["refit_epochs"]) == (None, 100)
+    # "auto" as this machine's CPU resolves it, beside the option as given.
+    assert meta["search"]["train_config"]["precision"] == "auto"
+    assert meta["search"]["precision"] == resolve_precision("auto")
     holdout = twin.holdout
     assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
     assert set(holdout.baselines) == {"linear", "thin-plate RBF"}

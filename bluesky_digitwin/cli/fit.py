@@ -256,12 +256,16 @@ def _strategy(args: argparse.Namespace) -> SearchStrategy | None:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig | None:
-    """The training --epoch-points asks for; None (the default) when it is not given."""
+    """The training --epoch-points and --precision ask for; None (the default) when neither is
+    given."""
     from bluesky_digitwin.surrogate.training import TrainConfig
 
-    if args.epoch_points is None:
+    if args.epoch_points is None and args.precision == "auto":
         return None
-    return TrainConfig(reference_points=args.epoch_points)
+    config = TrainConfig(precision=args.precision)
+    if args.epoch_points is None:
+        return config
+    return replace(config, reference_points=args.epoch_points)
 
 
 def _ensemble_recipe(args: argparse.Namespace) -> EnsembleRecipe | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bluesky_digitwin.surrogate.precision import PRECISIONS
 from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
 from bluesky_digitwin.surrogate.training import TrainConfig
 
@@ -154,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         "table trains fewer real epochs, so a dense map's search takes minutes; lower it to fit "
         "a large map faster, at some cost in accuracy (e.g. 6144 with --fourier-scale 10 on a "
         "30 000-point map)",
+    )
+    fit.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="arithmetic of the networks' hidden matmuls while training (auto: bfloat16 where "
+        "the CPU multiplies it natively, e.g. AMX or AVX512-BF16, else float32; predictions are "
+        "float32 either way)",
     )
     fit.add_argument("--out", required=True, help="directory to save the twin in")
     tiled = fit.add_argument_group(

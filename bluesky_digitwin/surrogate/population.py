@@ -11,8 +11,14 @@ costs 10-11 ms an epoch whatever ``k``, the arithmetic itself being most of it. 
 sixteen networks train 2.3 times faster than one by one, near the matmul's rate
 (benchmarks/RESULTS.md, "Many networks at once").
 
+Two things cut the arithmetic's own cost (benchmarks/RESULTS.md, "bfloat16 matmuls"): where
+the CPU multiplies bfloat16 natively, the hidden-to-hidden matmuls run in bfloat16
+(``TrainConfig.precision``, :mod:`~bluesky_digitwin.surrogate.precision`); and a population of
+one (a search trial) updates each variable with TensorFlow's fused Adam kernel instead of a
+dozen element-wise ops.
+
 Each member keeps its own initial weights, learning rate, L2 penalty, shuffling seed, early
-stopping and best weights: the result is what training each one alone with
+stopping and best weights: in float32 the result is what training each one alone with
 :func:`~bluesky_digitwin.surrogate.training.train` gives (to float rounding;
 ``tests/surrogate/test_population.py`` checks it).
 
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bluesky_digitwin.surrogate.precision import resolve_precision
 from bluesky_digitwin.surrogate.training import (
     TrainConfig,
     TrainingArrays,
@@ -182,6 +189,7 @@ def train_population(
         monotonic=monotonic,
         monotonic_weight=float(config.monotonic_weight) if monotonic else 0.0,
         jit_compile=bool(config.jit_compile),
+        bfloat16_matmuls=resolve_precision(config.precision) == "mixed_bfloat16",
     )
     return _train_with(
         key,
@@ -216,6 +224,7 @@ class _GraphKey:
     monotonic: bool
     monotonic_weight: float
     jit_compile: bool
+    bfloat16_matmuls: bool
 
 
 class _Graph:
@@ -263,14 +272,48 @@ class _Graph:
         best_weights, best_loss, best_epoch = self.best_weights, self.best_loss, self.best_epoch
         l2, steps, rates, seeds, mask = self.l2, self.steps, self.rates, self.seeds, self.mask
 
+        def matmul(i, h):
+            # Hidden to hidden in bfloat16 if asked: over 99 % of the arithmetic. The first
+            # layer keeps the inputs' resolution, the last the output's; both cost nothing.
+            if key.bfloat16_matmuls and 0 < i < n_layers - 1:
+                product = tf.matmul(tf.cast(h, tf.bfloat16), tf.cast(kernels[i], tf.bfloat16))
+                return tf.cast(product, tf.float32)
+            return tf.matmul(h, kernels[i])
+
         def forward(x):
             # x: (k, points, features), or (1, points, features) broadcast over the members.
             h = x
             for i in range(n_layers):
-                h = tf.matmul(h, kernels[i]) + biases[i]
+                h = matmul(i, h) + biases[i]
                 if i < n_layers - 1:
                     h = hidden_activation(h)
             return h
+
+        def adam_step(grads, gate):
+            steps.assign_add(gate)
+            if k == 1:
+                # One member, always active inside a chunk: TensorFlow's fused Adam kernel, one
+                # op a variable instead of a dozen (about 15 % of a one-network epoch).
+                t = tf.reshape(steps, [])
+                for w, g, m, v in zip(weights, grads, moments, velocities, strict=True):
+                    tf.raw_ops.ResourceApplyAdam(
+                        var=w.handle,
+                        m=m.handle,
+                        v=v.handle,
+                        beta1_power=_BETA_1**t,
+                        beta2_power=_BETA_2**t,
+                        lr=tf.reshape(rates, []),
+                        beta1=tf.constant(_BETA_1),
+                        beta2=tf.constant(_BETA_2),
+                        epsilon=tf.constant(_EPSILON),
+                        grad=g,
+                    )
+                return
+            alpha = rates * tf.sqrt(1 - _BETA_2**steps) / (1 - _BETA_1**steps)
+            for w, g, m, v in zip(weights, grads, moments, velocities, strict=True):
+                m.assign_add(gate * (g - m) * (1 - _BETA_1))
+                v.assign_add(gate * (tf.square(g) - v) * (1 - _BETA_2))
+                w.assign_sub(gate * alpha * m / (tf.sqrt(v) + _EPSILON))
 
         def run_chunk(first_epoch, n_epochs, active):
             # active: (k,) 1.0 for members still training; the others stay exactly as they are.
@@ -319,13 +362,7 @@ class _Graph:
                             loss += key.monotonic_weight * slope_penalty(
                                 tf, forward, points, directions
                             )
-                    grads = tape.gradient(loss, weights)
-                    steps.assign_add(gate)
-                    alpha = rates * tf.sqrt(1 - _BETA_2**steps) / (1 - _BETA_1**steps)
-                    for w, g, m, v in zip(weights, grads, moments, velocities, strict=True):
-                        m.assign_add(gate * (g - m) * (1 - _BETA_1))
-                        v.assign_add(gate * (tf.square(g) - v) * (1 - _BETA_2))
-                        w.assign_sub(gate * alpha * m / (tf.sqrt(v) + _EPSILON))
+                    adam_step(tape.gradient(loss, weights), gate)
                 val_loss = tf.reduce_mean(tf.square(forward(xv_batch) - yv_batch), axis=[1, 2])
                 losses = losses.write(i, val_loss)
                 improved = tf.logical_and(val_loss < best_loss, active > 0)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bluesky_digitwin.surrogate.precision import check_precision
+
 if TYPE_CHECKING:
     import keras
 
@@ -67,6 +69,11 @@ class TrainConfig:
         where the data say nothing, as much as on them.
     monotonic_weight
         Weight of that penalty against the mean squared error (both on scaled data).
+    precision
+        ``"auto"``, ``"float32"`` or ``"mixed_bfloat16"``: the arithmetic of the population
+        trainer's hidden-to-hidden matmuls (:mod:`~bluesky_digitwin.surrogate.precision`).
+        ``"auto"`` takes bfloat16 where the CPU multiplies it natively. :func:`train` (a
+        Keras network alone) always trains in float32.
     """
 
     max_epochs: int = 500
@@ -78,8 +85,10 @@ class TrainConfig:
     reference_points: int | None = 8192
     monotonic: tuple[tuple[int, int], ...] = ()
     monotonic_weight: float = 1.0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         # From JSON (a study record, twin.json) the pairs come back as lists.
         pairs = tuple((int(index), int(sign)) for index, sign in self.monotonic)
         object.__setattr__(self, "monotonic", pairs)

@@ -20,7 +20,10 @@ def _data(n: int = 90, seed: int = 0) -> tuple[np.ndarray, ...]:
     return x[:70], y[:70], x[70:], y[70:]
 
 
-CONFIG = TrainConfig(max_epochs=24, patience=6, lr_drop_epoch=10, chunk_epochs=5)
+# float32 throughout: train() computes in float32, and these tests compare with it to rounding.
+CONFIG = TrainConfig(
+    max_epochs=24, patience=6, lr_drop_epoch=10, chunk_epochs=5, precision="float32"
+)
 MEMBERS = [(3e-3, 1e-4, 11), (1e-3, 0.0, 12), (2e-3, 1e-3, 13)]  # learning rate, L2, seed
 
 
@@ -163,7 +166,7 @@ def test_the_members_still_training_go_on_in_a_smaller_loop_to_the_same_result()
     x = rng.uniform(-1, 1, size=(80, 3)).astype(np.float32)
     y = np.sin(2 * x[:, 0]) * x[:, 1] + x[:, 2]
     y = ((y - y.mean()) / y.std()).astype(np.float32)
-    config = TrainConfig(max_epochs=80, patience=80, lr_drop_epoch=40, chunk_epochs=10)
+    config = replace(CONFIG, max_epochs=80, patience=80, lr_drop_epoch=40, chunk_epochs=10)
     seeds = [21, 22, 23, 24]
 
     def run(compact: bool):
@@ -201,3 +204,38 @@ def test_the_members_still_training_go_on_in_a_smaller_loop_to_the_same_result()
         )
         assert rb.history == pytest.approx(ra.history, rel=1e-5, abs=1e-7)
         np.testing.assert_allclose(np.asarray(b(grid)), np.asarray(a(grid)), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_bfloat16_trains_the_hidden_matmuls_in_bfloat16_to_about_the_same_network():
+    # Three hidden layers: two hidden-to-hidden matmuls run in bfloat16. The result is not
+    # float32's to rounding (bfloat16 keeps 8 bits), but the same fit within a few per cent.
+    x, y, xv, yv = _data()
+    config = replace(CONFIG, max_epochs=60, patience=60, lr_drop_epoch=40)
+    results, outputs = {}, {}
+    grid = np.random.default_rng(4).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
+    for precision in ("float32", "mixed_bfloat16"):
+        model = build_mlp(2, 3, 32, activation="silu", seed=8)
+        (results[precision],) = train_population(
+            [model],
+            x,
+            y,
+            xv,
+            yv,
+            batch_size=16,
+            learning_rates=[3e-3],
+            seeds=[8],
+            config=replace(config, precision=precision),
+        )
+        outputs[precision] = np.asarray(model(grid))[:, 0]
+        # Predictions come from the float32 weights, in float32.
+        assert model.weights[2].dtype == "float32"
+        assert outputs[precision].dtype == np.float32
+    exact, mixed = results["float32"], results["mixed_bfloat16"]
+    assert mixed.history != pytest.approx(exact.history, rel=1e-4)
+    assert mixed.best_loss == pytest.approx(exact.best_loss, rel=0.25)
+    assert np.sqrt(np.mean((outputs["mixed_bfloat16"] - outputs["float32"]) ** 2)) < 0.05
+
+
+def test_an_unknown_precision_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="auto, float32, mixed_bfloat16"):
+        TrainConfig(precision="float16")

@@ -1,0 +1,80 @@
+"""The arithmetic the networks train in: float32, or bfloat16 matmuls where the CPU has them.
+
+A network's hidden-to-hidden matmuls are most of a training step's arithmetic (five layers
+of 160 nodes on two features: over 99 % of the multiply-adds). CPUs with bfloat16 matrix
+instructions (Intel AMX, AVX512-BF16 on Intel and AMD) run them several times faster in
+bfloat16 than in float32: on the benchmarks' machine a (16, 64, 160) x (16, 160, 160)
+batched matmul reached 562 GFLOP/s on one core against 158 (benchmarks/RESULTS.md,
+"bfloat16 matmuls"). TensorFlow's oneDNN kernels accumulate in float32 and round the product
+to bfloat16.
+
+``"mixed_bfloat16"`` (Keras' name for the same idea) trains those hidden-to-hidden matmuls
+in bfloat16 and everything else in float32: the weights, Adam's moments, the loss, the
+first layer (the inputs keep their resolution: a temperature in bfloat16 would move in steps
+of 0.4 %) and the last. Predictions are always float32, from the float32 weights, so the
+twin a user evaluates is a smooth float32 network either way. On the fidelity benchmark it
+changed no derived quantity beyond the seeds' own spread (benchmarks/RESULTS.md).
+
+``"auto"`` (the default) is ``"mixed_bfloat16"`` on a CPU whose flags show bfloat16
+instructions, ``"float32"`` otherwise: without them TensorFlow emulates bfloat16, slower than
+float32. It is resolved where the networks train, so a search worker on another machine
+decides for its own CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+__all__ = [
+    "PRECISIONS",
+    "check_precision",
+    "cpu_flags_have_bfloat16",
+    "native_bfloat16",
+    "resolve_precision",
+]
+
+#: The values ``TrainConfig.precision`` takes.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+#: CPU flags (Linux's /proc/cpuinfo names) of instructions that multiply bfloat16 natively.
+_BFLOAT16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def check_precision(precision: str) -> None:
+    """Raise a ValueError that names the choices unless ``precision`` is one of them."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} "
+            "('auto' uses bfloat16 matmuls where the CPU multiplies bfloat16 natively)"
+        )
+
+
+def cpu_flags_have_bfloat16(cpuinfo: str) -> bool:
+    """Whether the ``flags`` lines of a /proc/cpuinfo text name a bfloat16 instruction."""
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags" and _BFLOAT16_FLAGS & set(value.split()):
+            return True
+    return False
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this machine's CPU multiplies bfloat16 natively (read once per process).
+
+    Only Linux says so in a file every process may read; elsewhere this is False, and the
+    networks train in float32 unless asked otherwise.
+    """
+    try:
+        return cpu_flags_have_bfloat16(Path("/proc/cpuinfo").read_text(errors="replace"))
+    except OSError:
+        return False
+
+
+def resolve_precision(precision: str) -> str:
+    """``"float32"`` or ``"mixed_bfloat16"``: what ``precision`` means on this machine."""
+    check_precision(precision)
+    if precision == "auto":
+        return "mixed_bfloat16" if native_bfloat16() else "float32"
+    return precision
