@@ -24,6 +24,7 @@ decides for its own CPU.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 __all__ = [
@@ -64,8 +65,12 @@ def native_bfloat16() -> bool:
     """Whether this machine's CPU multiplies bfloat16 natively (read once per process).
 
     Only Linux says so in a file every process may read; elsewhere this is False, and the
-    networks train in float32 unless asked otherwise.
+    networks train in float32 unless asked otherwise. False too when TensorFlow's oneDNN
+    kernels are switched off (``TF_ENABLE_ONEDNN_OPTS=0``): they are what use the
+    instructions.
     """
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        return False
     try:
         return cpu_flags_have_bfloat16(Path("/proc/cpuinfo").read_text(errors="replace"))
     except OSError:

@@ -36,6 +36,15 @@ def test_auto_means_bfloat16_matmuls_only_on_a_cpu_that_has_them(monkeypatch, na
     assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
 
 
+def test_without_onednn_no_cpu_counts_as_native(monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    precision.native_bfloat16.cache_clear()
+    try:
+        assert precision.native_bfloat16() is False
+    finally:
+        precision.native_bfloat16.cache_clear()
+
+
 def test_this_machine_reads_its_own_cpu_flags():
     # Whatever the CPU, the answer is a bool and stays the same within a process.
     assert precision.native_bfloat16() in (True, False)
