@@ -185,7 +185,6 @@ def train_population(
         n_layers=n_layers,
         n_features=data.x.shape[1],
         activation=activation_name(stacks[0][0]),
-        regularized=any(float(c.max()) > 0 for c in l2),
         monotonic=monotonic,
         monotonic_weight=float(config.monotonic_weight) if monotonic else 0.0,
         jit_compile=bool(config.jit_compile),
@@ -211,16 +210,15 @@ def train_population(
 class _GraphKey:
     """What shapes a population's compiled training loop; everything else is data to it.
 
-    Widths, batch size, numbers of points, learning rates, seeds and penalties are values in
-    variables of relaxed shape, so a search's trials of one depth share one traced graph
-    instead of tracing their own (about 0.4-0.7 s a trial, benchmarks/RESULTS.md).
+    Widths, batch size, numbers of points, learning rates, seeds and L2 penalties (zero for
+    none) are values in variables of relaxed shape, so a search's trials of one depth share
+    one traced graph instead of tracing their own (about 0.4-1 s a trace, benchmarks/RESULTS.md).
     """
 
     members: int
     n_layers: int
     n_features: int
     activation: str
-    regularized: bool
     monotonic: bool
     monotonic_weight: float
     jit_compile: bool
@@ -290,6 +288,12 @@ class _Graph:
             return h
 
         def adam_step(grads, gate):
+            # The L2 penalty c * sum(w**2) of each kernel enters as its gradient, 2 c w, here
+            # rather than in the loss: with c = 0 for networks without it, trials with and
+            # without L2 share one traced loop (a 30-trial search traced 9 loops, not 15).
+            grads = [
+                g + 2.0 * l2[i // 2] * weights[i] if i % 2 == 0 else g for i, g in enumerate(grads)
+            ]
             steps.assign_add(gate)
             if k == 1:
                 # One member, always active inside a chunk: TensorFlow's fused Adam kernel, one
@@ -348,9 +352,6 @@ class _Graph:
                         pred = forward(xb)
                         # Members' losses are summed: each one's gradient is its own loss's.
                         loss = tf.reduce_sum(mb * tf.square(pred - yb)) / tf.reduce_sum(mb)
-                        if key.regularized:
-                            for c, w in zip(l2, kernels, strict=True):
-                                loss += tf.reduce_sum(c * tf.square(w))
                         if key.monotonic:
                             step = epoch * n_batches + tf.cast(b, tf.int64)
                             points = tf.stack(

@@ -239,3 +239,32 @@ def test_mixed_bfloat16_trains_the_hidden_matmuls_in_bfloat16_to_about_the_same_
 def test_an_unknown_precision_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="auto, float32, mixed_bfloat16"):
         TrainConfig(precision="float16")
+
+
+def test_networks_with_and_without_l2_share_one_traced_loop():
+    # The L2 penalty is a value (zero for none), not a shape of the graph: a search's trials
+    # with and without it train in one loop, each to what train() gives it.
+    x, y, xv, yv = _data()
+    train_population(
+        [build_mlp(2, 4, 10, l2=0.0, activation="gelu", seed=30)],
+        x,
+        y,
+        xv,
+        yv,
+        batch_size=16,
+        learning_rates=[1e-3],
+        seeds=[30],
+        config=CONFIG,
+    )
+    traced = traced_loops()
+    alone, together = (build_mlp(2, 4, 14, l2=1e-3, activation="gelu", seed=31) for _ in range(2))
+    expected = train(alone, x, y, xv, yv, batch_size=16, learning_rate=2e-3, config=CONFIG, seed=31)
+    (result,) = train_population(
+        [together], x, y, xv, yv, batch_size=16, learning_rates=[2e-3], seeds=[31], config=CONFIG
+    )
+    assert traced_loops() == traced
+    assert result.history == pytest.approx(expected.history, rel=1e-3, abs=1e-5)
+    grid = np.random.default_rng(5).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(together(grid)), np.asarray(alone(grid)), rtol=1e-3, atol=1e-4
+    )
