@@ -231,7 +231,7 @@ twin = DigitalTwin.fit(
     "scans.csv",
     features=["x", "h"],
     target="y",
-    n_trials=10,
+    n_trials=30,
     n_workers=2,
     seed=0,
     storage="search.journal",
