@@ -21,6 +21,7 @@ import itertools
 import os
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 from _common import machine
@@ -68,31 +69,22 @@ def data() -> tuple[np.ndarray, ...]:
     return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
 
 
-def timed(run, epochs: int, precision: str) -> float:
+def timed(run, epochs: int) -> float:
     start = time.perf_counter()
-    run(
-        TrainConfig(
-            max_epochs=epochs,
-            patience=10**6,
-            lr_drop_epoch=10**6,
-            chunk_epochs=10,
-            precision=precision,
-        )
-    )
+    run(TrainConfig(max_epochs=epochs, patience=10**6, lr_drop_epoch=10**6, chunk_epochs=10))
     return time.perf_counter() - start
 
 
-def per_epoch(run, repeats: int, precision: str = "float32") -> float:
+def per_epoch(run, repeats: int) -> float:
     """Seconds an epoch: the median over ``repeats`` of (long run - short run) / extra epochs.
 
     A first short run comes before any timing. The population trainer keeps its compiled
     loop for the next run of the same shape (as a search worker does), so without it the
     first timed run alone would pay the tracing, and the difference would count it as epochs.
     """
-    timed(run, SHORT, precision)
+    timed(run, SHORT)
     return statistics.median(
-        (timed(run, LONG, precision) - timed(run, SHORT, precision)) / (LONG - SHORT)
-        for _ in range(repeats)
+        (timed(run, LONG) - timed(run, SHORT)) / (LONG - SHORT) for _ in range(repeats)
     )
 
 
@@ -148,10 +140,10 @@ def main() -> None:
                 batch_size=args.batch,
                 learning_rates=[1e-3] * k,
                 seeds=list(range(k)),
-                config=config,
+                config=replace(config, precision=args.precision),
             )
 
-        seconds = per_epoch(together, args.repeats, args.precision)
+        seconds = per_epoch(together, args.repeats)
         print(
             f"| {k} | {seconds * 1e3:.1f} | {seconds / k * 1e3:.1f} | {k * one * 1e3:.1f} "
             f"| {k * one / seconds:.1f}x | {k * flops / seconds / 1e9:.0f} |",

@@ -11,11 +11,12 @@ costs 10-11 ms an epoch whatever ``k``, the arithmetic itself being most of it. 
 sixteen networks train 2.3 times faster than one by one, near the matmul's rate
 (benchmarks/RESULTS.md, "Many networks at once").
 
-Two things cut the arithmetic's own cost (benchmarks/RESULTS.md, "bfloat16 matmuls"): where
-the CPU multiplies bfloat16 natively, the hidden-to-hidden matmuls run in bfloat16
-(``TrainConfig.precision``, :mod:`~bluesky_digitwin.surrogate.precision`); and a population of
-one (a search trial) updates each variable with TensorFlow's fused Adam kernel instead of a
-dozen element-wise ops.
+Two things cut the arithmetic's own cost (benchmarks/RESULTS.md, "bfloat16 matmuls, a fused
+Adam and fewer traced loops"): where the CPU multiplies bfloat16 natively, the
+hidden-to-hidden matmuls run in bfloat16 (``TrainConfig.precision``,
+:mod:`~bluesky_digitwin.surrogate.precision`); and a population of one (a search trial)
+updates each variable with TensorFlow's fused Adam kernel instead of a dozen element-wise
+ops.
 
 Each member keeps its own initial weights, learning rate, L2 penalty, shuffling seed, early
 stopping and best weights: in float32 the result is what training each one alone with
