@@ -1,13 +1,14 @@
 """Many networks at once: the population trainer against training networks one by one.
 
-k networks of 5 x 160 ReLU units on 808 points (ErCo2's size; synthetic data of that shape, so
-the shared data are not needed), batch 64, Adam. Per-epoch times exclude the one-off tracing:
-they are the difference of a long and a short run divided by the extra epochs. The FLOP count
-of an epoch (forward and backward of every batch, plus the validation pass) and the machine's
-matmul rate measured in the same run say how close the loop comes to the hardware's limit.
+k networks of 5 x 160 ReLU units (``--activation``) on 808 points (ErCo2's size; synthetic data
+of that shape, so the shared data are not needed), batch 64, Adam. Per-epoch times exclude the
+one-off tracing: they are the difference of a long and a short run divided by the extra epochs.
+The FLOP count of an epoch (forward and backward of every batch, plus the validation pass) and
+the machine's matmul rate measured in the same run say how close the loop comes to the
+hardware's limit.
 
     python benchmarks/bench_population.py [--k 1 4 8 16] [--batch 64] [--threads 1]
-        [--precision float32]
+        [--precision float32] [--activation silu]
 
 ``--threads 1`` runs TensorFlow on one thread, as each search worker of a two-worker fit does.
 ``--precision`` is the population's ``TrainConfig.precision`` (default ``auto``: bfloat16
@@ -27,7 +28,7 @@ import numpy as np
 from _common import machine
 
 from bluesky_digitwin.processes import THREADS_ENV
-from bluesky_digitwin.surrogate.network import build_mlp
+from bluesky_digitwin.surrogate.network import ACTIVATIONS, build_mlp
 from bluesky_digitwin.surrogate.population import train_population
 from bluesky_digitwin.surrogate.precision import PRECISIONS, resolve_precision
 from bluesky_digitwin.surrogate.training import TrainConfig, train
@@ -102,6 +103,12 @@ def main() -> None:
         default="auto",
         help="the population's TrainConfig.precision (train() is float32 whatever it says)",
     )
+    parser.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        default="relu",
+        help="the networks' hidden activation (the twin's default networks are SiLU)",
+    )
     args = parser.parse_args()
     if args.threads:
         # Read when TensorFlow starts, as in a search worker.
@@ -113,11 +120,14 @@ def main() -> None:
     peak = matmul_gflops(tf, args.batch)
 
     def alone(config: TrainConfig) -> None:
-        model = build_mlp(FEATURES, LAYERS, UNITS, seed=0)
+        model = build_mlp(FEATURES, LAYERS, UNITS, activation=args.activation, seed=0)
         train(model, x, y, xv, yv, batch_size=args.batch, learning_rate=1e-3, config=config)
 
     one = per_epoch(alone, args.repeats)
-    print(f"# population trainer, {LAYERS}x{UNITS} ReLU, {POINTS} points, batch {args.batch}")
+    print(
+        f"# population trainer, {LAYERS}x{UNITS} {args.activation}, {POINTS} points, "
+        f"batch {args.batch}"
+    )
     print(
         f"# {machine()}; TensorFlow threads: {args.threads or 'all'}; "
         f"one epoch of one network = {flops / 1e9:.2f} GFLOP; population's precision: "
@@ -130,7 +140,10 @@ def main() -> None:
     for k in args.k:
 
         def together(config: TrainConfig, k: int = k) -> None:
-            models = [build_mlp(FEATURES, LAYERS, UNITS, seed=i) for i in range(k)]
+            models = [
+                build_mlp(FEATURES, LAYERS, UNITS, activation=args.activation, seed=i)
+                for i in range(k)
+            ]
             train_population(
                 models,
                 x,

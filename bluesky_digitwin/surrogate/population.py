@@ -14,9 +14,10 @@ sixteen networks train 2.3 times faster than one by one, near the matmul's rate
 Two things cut the arithmetic's own cost (benchmarks/RESULTS.md, "bfloat16 matmuls, a fused
 Adam and fewer traced loops"): where the CPU multiplies bfloat16 natively, the
 hidden-to-hidden matmuls run in bfloat16 (``TrainConfig.precision``,
-:mod:`~bluesky_digitwin.surrogate.precision`); and a population of one (a search trial)
-updates each variable with TensorFlow's fused Adam kernel instead of a dozen element-wise
-ops.
+:mod:`~bluesky_digitwin.surrogate.precision`); and a population whose members share one
+learning rate (a search trial, an ensemble group) updates each stacked variable with
+TensorFlow's fused Adam kernel instead of a dozen element-wise ops ("A fused Adam for
+ensemble groups").
 
 Each member keeps its own initial weights, learning rate, L2 penalty, shuffling seed, early
 stopping and best weights: in float32 the result is what training each one alone with
@@ -190,6 +191,7 @@ def train_population(
         monotonic_weight=float(config.monotonic_weight) if monotonic else 0.0,
         jit_compile=bool(config.jit_compile),
         bfloat16_matmuls=resolve_precision(config.precision) == "mixed_bfloat16",
+        shared_rate=len({float(rate) for rate in learning_rates}) == 1,
     )
     return _train_with(
         key,
@@ -207,6 +209,35 @@ def train_population(
     )
 
 
+def _loop_activation(name: str) -> Callable[[Any], Any]:
+    """The hidden layers' activation as the training loop computes it: Keras's, but SiLU
+    with a backward pass that reuses the forward's sigmoid.
+
+    TensorFlow's own SiLU recomputes ``sigmoid(beta * x)`` for its gradient (saving memory
+    these small networks do not need) and also works out a gradient for ``beta``: ten
+    element-wise ops a layer against six here, about a tenth of a six-network epoch
+    (benchmarks/RESULTS.md, "A fused Adam for ensemble groups"). The values are the same;
+    the gradient differs by rounding, and differentiates again for the slope penalty.
+    """
+    from bluesky_digitwin.tensorflow_runtime import keras, tf
+
+    if name != "silu":
+        return keras.activations.get(name)
+
+    @tf.custom_gradient
+    def silu(x: Any) -> Any:
+        sigmoid = tf.sigmoid(x)
+        y = x * sigmoid
+
+        def gradient(dy: Any) -> Any:
+            # d/dx x sigmoid(x) = sigmoid + x sigmoid (1 - sigmoid)
+            return dy * (sigmoid + y * (1.0 - sigmoid))
+
+        return y, gradient
+
+    return silu
+
+
 @dataclass(frozen=True)
 class _GraphKey:
     """What shapes a population's compiled training loop; everything else is data to it.
@@ -214,6 +245,8 @@ class _GraphKey:
     Widths, batch size, numbers of points, learning rates, seeds and L2 penalties (zero for
     none) are values in variables of relaxed shape, so a search's trials of one depth share
     one traced graph instead of tracing their own (about 0.4-1 s a trace, benchmarks/RESULTS.md).
+    Whether the members share one learning rate is a shape: then Adam is one fused op a
+    variable (a population of one always does).
     """
 
     members: int
@@ -224,6 +257,7 @@ class _GraphKey:
     monotonic_weight: float
     jit_compile: bool
     bfloat16_matmuls: bool
+    shared_rate: bool
 
 
 class _Graph:
@@ -234,7 +268,7 @@ class _Graph:
     """
 
     def __init__(self, key: _GraphKey) -> None:
-        from bluesky_digitwin.tensorflow_runtime import keras, tf
+        from bluesky_digitwin.tensorflow_runtime import tf
 
         k, f, n_layers = key.members, key.n_features, key.n_layers
         self.key = key
@@ -266,7 +300,7 @@ class _Graph:
         self.high = variable([f])
         self.directions = variable([f])
 
-        hidden_activation = keras.activations.get(key.activation)
+        hidden_activation = _loop_activation(key.activation)
         weights, moments, velocities = self.weights, self.moments, self.velocities
         best_weights, best_loss, best_epoch = self.best_weights, self.best_loss, self.best_epoch
         l2, steps, rates, seeds, mask = self.l2, self.steps, self.rates, self.seeds, self.mask
@@ -296,10 +330,14 @@ class _Graph:
                 g + 2.0 * l2[i // 2] * weights[i] if i % 2 == 0 else g for i, g in enumerate(grads)
             ]
             steps.assign_add(gate)
-            if k == 1:
-                # One member, always active inside a chunk: TensorFlow's fused Adam kernel, one
-                # op a variable instead of a dozen (about 15 % of a one-network epoch).
-                t = tf.reshape(steps, [])
+            if key.shared_rate:
+                # One learning rate for all (a trial; an ensemble group): TensorFlow's fused
+                # Adam kernel on the stacked variables, one op a variable instead of a dozen
+                # (a third of a six-network epoch, 15 % of a one-network one). It updates a
+                # stopped member too, but nothing reads that: its best weights are frozen
+                # (``improved`` below) and compaction leaves it out. The members still training
+                # have all taken the same steps, the most of any.
+                t = tf.reduce_max(steps)
                 for w, g, m, v in zip(weights, grads, moments, velocities, strict=True):
                     tf.raw_ops.ResourceApplyAdam(
                         var=w.handle,
@@ -307,7 +345,7 @@ class _Graph:
                         v=v.handle,
                         beta1_power=_BETA_1**t,
                         beta2_power=_BETA_2**t,
-                        lr=tf.reshape(rates, []),
+                        lr=rates[0, 0, 0],
                         beta1=tf.constant(_BETA_1),
                         beta2=tf.constant(_BETA_2),
                         epsilon=tf.constant(_EPSILON),
@@ -321,7 +359,7 @@ class _Graph:
                 w.assign_sub(gate * alpha * m / (tf.sqrt(v) + _EPSILON))
 
         def run_chunk(first_epoch, n_epochs, active):
-            # active: (k,) 1.0 for members still training; the others stay exactly as they are.
+            # active: (k,) 1.0 for members still training; the others' best stay as they are.
             gate = tf.reshape(active, (k, 1, 1))
             x_all, y_all = self.x.value(), self.y.value()
             n = tf.shape(x_all, out_type=tf.int64)[0]
@@ -590,7 +628,7 @@ def _train_with(
             break
         members = np.flatnonzero(progress.active)
 
-    # Each member ends with its best weights (or, if it never improved, as it ended).
+    # Each member ends with its best weights (or, if it never improved, as the loop left it).
     for j, layers in enumerate(stacks):
         values = state.best_weights if state.best_epoch[j] >= 0 else state.weights
         for i, layer in enumerate(layers):

@@ -73,6 +73,48 @@ def test_population_matches_training_one_by_one(activation, monotonic):
         np.testing.assert_allclose(np.asarray(b(grid)), np.asarray(a(grid)), rtol=1e-3, atol=1e-4)
 
 
+def test_members_at_one_learning_rate_each_train_as_alone_while_a_stopped_one_stays_in_the_loop():
+    # One learning rate for all (an ensemble group): the fused Adam updates the stacked
+    # variables, the pruned member's too, and no one else's result may change.
+    x, y, xv, yv = _data()
+    rate, prune_at = 2e-3, 5
+    alone = _models("silu")
+    expected = [
+        train(
+            m,
+            x,
+            y,
+            xv,
+            yv,
+            batch_size=16,
+            learning_rate=rate,
+            config=replace(CONFIG, max_epochs=prune_at) if j == 1 else CONFIG,
+            seed=seed,
+        )
+        for j, (m, (_, _, seed)) in enumerate(zip(alone, MEMBERS, strict=True))
+    ]
+    together = _models("silu")
+    results = train_population(
+        together,
+        x,
+        y,
+        xv,
+        yv,
+        batch_size=16,
+        learning_rates=[rate] * len(MEMBERS),
+        seeds=[seed for _, _, seed in MEMBERS],
+        config=CONFIG,
+        should_stop=lambda epochs, best, active: [False, epochs >= prune_at, False],
+        compact=False,
+    )
+    assert [r.stopped_by for r in results][1] == "pruned"
+    grid = np.random.default_rng(6).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
+    for a, b, ra, rb in zip(alone, together, expected, results, strict=True):
+        assert (rb.best_epoch, rb.epochs_run) == (ra.best_epoch, ra.epochs_run)
+        assert rb.history == pytest.approx(ra.history, rel=1e-3, abs=1e-5)
+        np.testing.assert_allclose(np.asarray(b(grid)), np.asarray(a(grid)), rtol=1e-3, atol=1e-4)
+
+
 def test_members_stop_on_their_own():
     x, y, xv, yv = _data()
     models = _models()
