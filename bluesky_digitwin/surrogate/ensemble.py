@@ -14,9 +14,11 @@ early stopping on the held-out points, then refitted briefly on all points.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -43,10 +45,12 @@ __all__ = [
     "TrainedEnsemble",
     "default_recipe",
     "gather_shares",
+    "read_records",
     "refit_schedule",
     "train_group_members",
     "train_members",
     "within_tolerance",
+    "write_records",
 ]
 
 
@@ -607,6 +611,56 @@ class BestShapeShare:
             )
             records.extend(MemberRecord.of(m, j) for m, j in zip(members, indices, strict=True))
         return records
+
+    def save_part(self, output: Sequence[MemberRecord], file: BinaryIO) -> None:
+        """Write a spawned worker's part for the search's process: :func:`write_records`."""
+        write_records(output, file)
+
+    def load_part(self, path: Path) -> list[MemberRecord]:
+        """Read a part :meth:`save_part` wrote."""
+        return read_records(path)
+
+
+def write_records(records: Sequence[MemberRecord], file: BinaryIO) -> None:
+    """Write networks as one ``.npz``: their weights and validation predictions as arrays,
+    everything else as JSON in a text array. No pickle: :func:`read_records` reads it with
+    ``allow_pickle=False``, as the twin's own files are read."""
+    arrays: dict[str, np.ndarray] = {}
+    described = []
+    for i, record in enumerate(records):
+        arrays[f"validation_{i}"] = np.asarray(record.validation)
+        for j, weight in enumerate(record.weights):
+            arrays[f"weights_{i}_{j}"] = np.asarray(weight)
+        described.append(
+            {
+                "params": dict(record.params),
+                "seed": record.seed,
+                "source_trial": record.source_trial,
+                "index": record.index,
+                "n_weights": len(record.weights),
+                "result": asdict(record.result),
+            }
+        )
+    arrays["records"] = np.array(json.dumps(described))
+    np.savez(file, **arrays)
+
+
+def read_records(path: Path) -> list[MemberRecord]:
+    """The networks :func:`write_records` wrote to ``path``."""
+    with np.load(path, allow_pickle=False) as arrays:
+        described = json.loads(str(arrays["records"]))
+        return [
+            MemberRecord(
+                params=d["params"],
+                seed=d["seed"],
+                source_trial=d["source_trial"],
+                result=TrainResult(**d["result"]),
+                validation=arrays[f"validation_{i}"],
+                weights=[arrays[f"weights_{i}_{j}"] for j in range(d["n_weights"])],
+                index=d["index"],
+            )
+            for i, d in enumerate(described)
+        ]
 
 
 def gather_shares(shares: Sequence[Sequence[MemberRecord] | None], n_features: int) -> list[Member]:

@@ -13,10 +13,9 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -46,10 +45,25 @@ from bluesky_digitwin.surrogate.trials import (
 __all__ = ["AfterSearch", "LocalWorker", "WorkerSpec", "after_path", "start_worker", "worker_main"]
 
 
-#: Work shared out to every process that searched, once no trial runs any more: called with the
-#: split, the complete trials (best first), this process's part and the number of parts. What it
-#: returns crosses processes by pickle (plain values, arrays: no model objects).
-AfterSearch = Callable[["SplitData", list[optuna.trial.FrozenTrial], int, int], Any]
+class AfterSearch(Protocol):
+    """Work shared out to every process that searched, once no trial runs any more.
+
+    It is sent to the spawned workers with their :class:`WorkerSpec` (so it must pickle: a
+    module-level class). A worker's part comes back to the search's own process as a file the
+    work writes and reads itself, arrays and plain values, never a pickle: the parts are
+    networks (:class:`~bluesky_digitwin.surrogate.ensemble.BestShapeShare`).
+    """
+
+    def __call__(
+        self, split: SplitData, trials: list[optuna.trial.FrozenTrial], part: int, parts: int
+    ) -> Any:
+        """Do part ``part`` of ``parts`` with the complete ``trials`` (best first)."""
+
+    def save_part(self, output: Any, file: BinaryIO) -> None:
+        """Write what a call returned, in a spawned worker."""
+
+    def load_part(self, path: Path) -> Any:
+        """Read what :meth:`save_part` wrote, in the search's own process."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,8 @@ class WorkerSpec:
 
 
 def after_path(data_dir: str | os.PathLike, part: int) -> Path:
-    return Path(data_dir) / f"after-{part}.pickle"
+    """Where a spawned worker leaves its part of the work after the search."""
+    return Path(data_dir) / f"after-{part}.part"
 
 
 #: What a worker process runs: a fresh interpreter that imports this package and nothing of the
@@ -158,4 +173,4 @@ def _search_in_worker(spec: WorkerSpec) -> None:
             output = spec.after(split, trials, spec.worker_index, spec.parts)
             path = after_path(spec.data_dir, spec.worker_index)
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                pickle.dump(output, f)
+                spec.after.save_part(output, f)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import shutil
 import sys
 import tempfile
@@ -195,8 +194,9 @@ def run_search(
         best trial's shape), run in every process that searched here (this one and the
         spawned workers, each given its part) as soon as no trial runs any more, instead of
         in this process alone after the workers have exited; what each part returned is
-        ``SearchResult.after``. It must pickle (a module-level class or function, not one
-        defined in a script), as do its results. A part whose worker failed is done here.
+        ``SearchResult.after``. It is an :class:`AfterSearch`: it must pickle (a module-level
+        class, not one defined in a script), and it writes and reads its spawned workers'
+        results itself (no pickle). A part whose worker failed is done here.
     """
     space = space or SearchSpace()
     train_config = train_config or TrainConfig()
@@ -365,8 +365,7 @@ def run_search(
             for part in range(1, parts if settled else 1):
                 path = after_path(tmp_root / "data", part)
                 if path.exists():
-                    with open(path, "rb") as f:
-                        after_results[part] = pickle.load(f)
+                    after_results[part] = after.load_part(path)
                 else:
                     logger.warning("search worker %d did not do its part after the search", part)
                     after_results[part] = after(split, settled, part, parts)

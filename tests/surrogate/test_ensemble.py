@@ -211,9 +211,10 @@ def test_a_group_trained_beforehand_is_used_not_trained_again():
     )
 
 
-def test_a_group_shared_out_in_parts_is_the_group_trained_at_once():
+def test_a_group_shared_out_in_parts_is_the_group_trained_at_once(tmp_path):
     # What the search's processes do after the search: each trains every second network of
     # the best trial's group; gathered, they are the networks one process would have trained.
+    # The second part comes back through the file a spawned worker writes (no pickle).
     x = np.random.default_rng(2).uniform(-1, 1, size=(50, 2)).astype(np.float32)
     split = _split(x, np.cos(2 * x[:, 0]) + x[:, 1], 40)
     config = TrainConfig(max_epochs=6, chunk_epochs=3)
@@ -230,6 +231,21 @@ def test_a_group_shared_out_in_parts_is_the_group_trained_at_once():
     recipe = EnsembleRecipe(size=5, reference=False, refit_epochs=1)
     share = BestShapeShare(recipe, (16, 32), config, seed=3)
     parts = [share(split, [trial], part, 2) for part in range(2)]
+    with open(tmp_path / "after-1.part", "wb") as f:
+        share.save_part(parts[1], f)
+    sent = share.load_part(tmp_path / "after-1.part")
+    for record, back in zip(parts[1], sent, strict=True):
+        assert (back.params, back.seed, back.source_trial, back.index, back.result) == (
+            record.params,
+            record.seed,
+            record.source_trial,
+            record.index,
+            record.result,
+        )
+        sent_arrays = [back.validation, *back.weights]
+        for a, b in zip([record.validation, *record.weights], sent_arrays, strict=True):
+            np.testing.assert_array_equal(a, b)
+    parts[1] = sent
     assert [[r.index for r in part] for part in parts] == [[0, 2, 4], [1, 3]]
     members = gather_shares(parts, n_features=2)
     (group,) = recipe.plan([(trial.number, params)], [16, 32], len(split.y_train))

@@ -196,7 +196,7 @@ def test_work_after_the_search_is_shared_with_the_worker(data, tmp_path):
     result = run_search(data, n_trials=6, n_workers=2, seed=2, after=share, **TINY)
     try:
         # The worker did its part (it left it for this process to read) ...
-        assert (result.temp_dir / "data" / "after-1.pickle").is_file()
+        assert (result.temp_dir / "data" / "after-1.part").is_file()
         assert [[r.index for r in part] for part in result.after] == [[0, 2], [1]]
         # ... on the same best trial, to the same network this process would have trained.
         (again,) = share(result.split, result.best_trials, 1, 2)
