@@ -11,13 +11,14 @@ costs 10-11 ms an epoch whatever ``k``, the arithmetic itself being most of it. 
 sixteen networks train 2.3 times faster than one by one, near the matmul's rate
 (benchmarks/RESULTS.md, "Many networks at once").
 
-Two things cut the arithmetic's own cost (benchmarks/RESULTS.md, "bfloat16 matmuls, a fused
-Adam and fewer traced loops"): where the CPU multiplies bfloat16 natively, the
+Three things cut the arithmetic's own cost. Where the CPU multiplies bfloat16 natively, the
 hidden-to-hidden matmuls run in bfloat16 (``TrainConfig.precision``,
-:mod:`~bluesky_digitwin.surrogate.precision`); and a population whose members share one
-learning rate (a search trial, an ensemble group) updates each stacked variable with
-TensorFlow's fused Adam kernel instead of a dozen element-wise ops ("A fused Adam for
-ensemble groups").
+:mod:`~bluesky_digitwin.surrogate.precision`; benchmarks/RESULTS.md, "bfloat16 matmuls, a
+fused Adam and fewer traced loops"). A population whose members share one learning rate (a
+search trial, an ensemble group) updates each stacked variable with TensorFlow's fused Adam
+kernel instead of a dozen element-wise ops. And SiLU's gradient reuses the sigmoid of its
+forward pass (both: "A fused Adam for ensemble groups, and SiLU's gradient from its own
+sigmoid").
 
 Each member keeps its own initial weights, learning rate, L2 penalty, shuffling seed, early
 stopping and best weights: in float32 the result is what training each one alone with
@@ -216,8 +217,9 @@ def _loop_activation(name: str) -> Callable[[Any], Any]:
     TensorFlow's own SiLU recomputes ``sigmoid(beta * x)`` for its gradient (saving memory
     these small networks do not need) and also works out a gradient for ``beta``: ten
     element-wise ops a layer against six here, about a tenth of a six-network epoch
-    (benchmarks/RESULTS.md, "A fused Adam for ensemble groups"). The values are the same;
-    the gradient differs by rounding, and differentiates again for the slope penalty.
+    (benchmarks/RESULTS.md, "A fused Adam for ensemble groups, and SiLU's gradient from its own
+    sigmoid"). The values are the same; the gradient differs by rounding, and differentiates
+    again for the slope penalty.
     """
     from bluesky_digitwin.tensorflow_runtime import keras, tf
 
@@ -244,7 +246,7 @@ class _GraphKey:
 
     Widths, batch size, numbers of points, learning rates, seeds and L2 penalties (zero for
     none) are values in variables of relaxed shape, so a search's trials of one depth share
-    one traced graph instead of tracing their own (about 0.4-1 s a trace, benchmarks/RESULTS.md).
+    one traced graph instead of tracing their own (0.1-1 s a trace, benchmarks/RESULTS.md).
     Whether the members share one learning rate is a shape: then Adam is one fused op a
     variable (a population of one always does).
     """
@@ -359,7 +361,8 @@ class _Graph:
                 w.assign_sub(gate * alpha * m / (tf.sqrt(v) + _EPSILON))
 
         def run_chunk(first_epoch, n_epochs, active):
-            # active: (k,) 1.0 for members still training; the others' best stay as they are.
+            # active: (k,) 1.0 for members still training; the others' best weights and losses
+            # stay as they are.
             gate = tf.reshape(active, (k, 1, 1))
             x_all, y_all = self.x.value(), self.y.value()
             n = tf.shape(x_all, out_type=tf.int64)[0]
