@@ -5,7 +5,9 @@ trials, the ensemble refit and the save included), started as a new process, aga
 process that imports Keras and fits one 5x160 ReLU network for 500 epochs at batch 128 (the
 paper's network; Adam, MSE, the same data standardised). The two run in turn, never at the same
 time, ``--pairs`` times; each pair's ratio compares runs made seconds apart, so it is what
-counts on a machine shared with other work (absolute times are noisy there).
+counts on a machine shared with other work (absolute times are noisy there). Each pair also
+names the best trial's shape: after the search each process trains its share of the twin's
+networks of that shape, so the shape the search picked moves the fit's time.
 
     python benchmarks/bench_cold_fit.py [--pairs 3] [--workers 2] [--trials 30] [--seed 0]
 """
@@ -13,6 +15,7 @@ counts on a machine shared with other work (absolute times are noisy there).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -53,6 +56,17 @@ def timed(command: list[str], cwd: str) -> tuple[float, str]:
     elapsed, output = run_cold(command, cwd)
     lines = output.strip().splitlines()
     return elapsed, lines[-1] if lines else ""
+
+
+def best_shape(twin_dir: str) -> str:
+    """The shape of the best trial's networks in a saved twin: after the search each process
+    trains its share of them, so the shape the search picked moves the fit's time."""
+    with open(os.path.join(twin_dir, "twin.json"), encoding="utf-8") as f:
+        members = json.load(f)["members"]
+    params = next((m["params"] for m in members if m["trial"] is not None), None)
+    if params is None:
+        return "no trial's networks"
+    return f"best trial {params['n_layers']}x{params['n_units']}, batch {params['batch_size']}"
 
 
 def main() -> None:
@@ -99,7 +113,7 @@ def main() -> None:
             ref, ref_line = timed([sys.executable, "-c", REFERENCE, data], cwd=tmp)
             ratios.append(fit / ref)
             print(
-                f"pair {pair}: digitwin fit {fit:.1f} s ({fit_line.strip()}); "
+                f"pair {pair}: digitwin fit {fit:.1f} s ({fit_line.strip()}; {best_shape(out)}); "
                 f"one-network script {ref:.1f} s ({ref_line}); ratio {fit / ref:.2f}",
                 flush=True,
             )
