@@ -59,8 +59,7 @@ def timed(command: list[str], cwd: str) -> tuple[float, str]:
 
 
 def best_shape(twin_dir: str) -> str:
-    """The shape of the best trial's networks in a saved twin: after the search each process
-    trains its share of them, so the shape the search picked moves the fit's time."""
+    """The shape of the best trial's networks in a saved twin (see the module's docstring)."""
     with open(os.path.join(twin_dir, "twin.json"), encoding="utf-8") as f:
         members = json.load(f)["members"]
     params = next((m["params"] for m in members if m["trial"] is not None), None)
