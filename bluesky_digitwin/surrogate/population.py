@@ -14,7 +14,10 @@ sixteen networks train 2.3 times faster than one by one, near the matmul's rate
 Three things cut the arithmetic's own cost. Where the CPU multiplies bfloat16 natively, the
 hidden-to-hidden matmuls run in bfloat16 (``TrainConfig.precision``,
 :mod:`~bluesky_digitwin.surrogate.precision`; benchmarks/RESULTS.md, "bfloat16 matmuls, a
-fused Adam and fewer traced loops"). A population whose members share one learning rate (a
+fused Adam and fewer traced loops"); in a process of the package's own (the command line, a
+search worker) oneDNN does that inside its matmuls, without Cast ops around them, and the
+first and last layers are computed without a batched matmul so that they stay float32
+("bfloat16 inside oneDNN's matmuls"). A population whose members share one learning rate (a
 search trial, an ensemble group) updates each stacked variable with TensorFlow's fused Adam
 kernel instead of a dozen element-wise ops. And SiLU's gradient reuses the sigmoid of its
 forward pass (both: "A fused Adam for ensemble groups, and SiLU's gradient from its own
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bluesky_digitwin.surrogate.precision import resolve_precision
+from bluesky_digitwin.surrogate.precision import bfloat16_inside_matmuls, resolve_precision
 from bluesky_digitwin.surrogate.training import (
     TrainConfig,
     TrainingArrays,
@@ -59,6 +62,7 @@ __all__ = [
     "PopulationStopCheck",
     "activation_name",
     "dense_layers",
+    "hidden_matmuls",
     "traced_loops",
     "train_group",
     "train_population",
@@ -191,7 +195,7 @@ def train_population(
         monotonic=monotonic,
         monotonic_weight=float(config.monotonic_weight) if monotonic else 0.0,
         jit_compile=bool(config.jit_compile),
-        bfloat16_matmuls=resolve_precision(config.precision) == "mixed_bfloat16",
+        hidden_matmuls=hidden_matmuls(config.precision),
         shared_rate=len({float(rate) for rate in learning_rates}) == 1,
     )
     return _train_with(
@@ -240,6 +244,54 @@ def _loop_activation(name: str) -> Callable[[Any], Any]:
     return silu
 
 
+def hidden_matmuls(precision: str) -> str:
+    """How a training loop in this process multiplies hidden layer by hidden layer.
+
+    ``"float32"``; ``"bfloat16_casts"``: Cast ops to and from bfloat16 around each matmul;
+    or ``"bfloat16_onednn"``: plain float32 matmuls that oneDNN runs in bfloat16, in a process
+    where :func:`~bluesky_digitwin.surrogate.precision.allow_bfloat16_inside_matmuls` (or the
+    user) switched that on. The first and last layers stay float32 in all three.
+
+    Raises
+    ------
+    ValueError
+        ``precision`` asks for float32 in a process whose batched matmuls oneDNN runs in
+        bfloat16: it could not be honoured.
+    """
+    wanted = resolve_precision(precision)
+    inside = bfloat16_inside_matmuls()
+    if wanted == "float32":
+        if inside:
+            raise ValueError(
+                "precision 'float32' cannot be honoured in this process: "
+                "TF_SET_ONEDNN_FPMATH_MODE=BF16 makes oneDNN run every batched float32 matmul "
+                "in bfloat16; unset it before starting Python, or train with precision "
+                "'mixed_bfloat16'"
+            )
+        return "float32"
+    return "bfloat16_onednn" if inside else "bfloat16_casts"
+
+
+def _exact_first_layer(tf: Any, x: Any, kernel: Any) -> Any:
+    """``x @ kernel`` in float32 without a batched matmul, which oneDNN may run in bfloat16.
+
+    ``x`` is (k or 1, points, features), ``kernel`` (k, features, units). With a few features
+    (a scan's axes) it is a broadcast product summed over the features (as a sum of one
+    product per feature, its gradient's reductions made some processes' epochs a third
+    slower); with many (Fourier features) one two-dimensional matmul a member, which oneDNN
+    keeps in float32.
+    """
+    if x.shape[-1] <= 8:
+        return tf.reduce_sum(x[:, :, :, None] * kernel[:, None, :, :], axis=2)
+    k, shared = kernel.shape[0], x.shape[0] == 1
+    return tf.stack([tf.matmul(x[0 if shared else j], kernel[j]) for j in range(k)])
+
+
+def _exact_last_layer(tf: Any, h: Any, kernel: Any) -> Any:
+    """``h @ kernel`` for a one-output layer, in float32: a product summed over the units."""
+    return tf.reduce_sum(h * tf.transpose(kernel, [0, 2, 1]), axis=-1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class _GraphKey:
     """What shapes a population's compiled training loop; everything else is data to it.
@@ -258,7 +310,7 @@ class _GraphKey:
     monotonic: bool
     monotonic_weight: float
     jit_compile: bool
-    bfloat16_matmuls: bool
+    hidden_matmuls: str
     shared_rate: bool
 
 
@@ -309,10 +361,16 @@ class _Graph:
 
         def matmul(i, h):
             # Hidden to hidden in bfloat16 if asked: over 99 % of the arithmetic. The first
-            # layer keeps the inputs' resolution, the last the output's; both cost nothing.
-            if key.bfloat16_matmuls and 0 < i < n_layers - 1:
+            # layer keeps the inputs' resolution, the last the output's; both cost little.
+            hidden = 0 < i < n_layers - 1
+            if key.hidden_matmuls == "bfloat16_casts" and hidden:
                 product = tf.matmul(tf.cast(h, tf.bfloat16), tf.cast(kernels[i], tf.bfloat16))
                 return tf.cast(product, tf.float32)
+            if key.hidden_matmuls == "bfloat16_onednn" and not hidden:
+                # Here oneDNN would run a batched matmul in bfloat16: not these two.
+                if i == 0:
+                    return _exact_first_layer(tf, h, kernels[0])
+                return _exact_last_layer(tf, h, kernels[i])
             return tf.matmul(h, kernels[i])
 
         def forward(x):

@@ -19,6 +19,15 @@ changed no derived quantity beyond the seeds' own spread (benchmarks/RESULTS.md)
 instructions, ``"float32"`` otherwise: without them TensorFlow emulates bfloat16, slower than
 float32. It is resolved where the networks train, so a search worker on another machine
 decides for its own CPU.
+In a process this package starts and owns (``digitwin fit``, a search worker) the same
+bfloat16 matmuls cost less: TensorFlow's ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` lets oneDNN run
+float32 batched matmuls in bfloat16 inside the kernel, so the training loop needs no Cast ops
+around them (a fifth of a six-network epoch's ops; benchmarks/RESULTS.md, "bfloat16 inside
+oneDNN's matmuls"). TensorFlow reads the switch once per process and it applies to every
+batched float32 matmul of the process, so it is set only where the whole process is ours
+(:func:`allow_bfloat16_inside_matmuls`), never in a user's Python session: there the casts
+stay. The first and last layers are computed without a batched matmul either way, so the
+inputs and the output keep float32's resolution.
 """
 
 from __future__ import annotations
@@ -28,7 +37,10 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "FPMATH_ENV",
     "PRECISIONS",
+    "allow_bfloat16_inside_matmuls",
+    "bfloat16_inside_matmuls",
     "check_precision",
     "cpu_flags_have_bfloat16",
     "native_bfloat16",
@@ -37,6 +49,9 @@ __all__ = [
 
 #: The values ``TrainConfig.precision`` takes.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+#: TensorFlow's environment variable that sets oneDNN's float32 math mode for the process.
+FPMATH_ENV = "TF_SET_ONEDNN_FPMATH_MODE"
 
 #: CPU flags (Linux's /proc/cpuinfo names) of instructions that multiply bfloat16 natively.
 _BFLOAT16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -83,3 +98,25 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "mixed_bfloat16" if native_bfloat16() else "float32"
     return precision
+
+
+def bfloat16_inside_matmuls() -> bool:
+    """Whether this process's batched float32 matmuls run in bfloat16 inside oneDNN.
+
+    True when ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` is set (by
+    :func:`allow_bfloat16_inside_matmuls`, or by the user) and oneDNN's kernels are on.
+    """
+    return os.environ.get(FPMATH_ENV) == "BF16" and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+
+
+def allow_bfloat16_inside_matmuls(precision: str) -> None:
+    """In a process of this package's own, let oneDNN do the bfloat16 matmuls ``precision``
+    asks for, without casts.
+
+    Call it first thing in a process whose every TensorFlow computation is this package's
+    (the command line, a search worker): TensorFlow reads the switch at its first batched
+    matmul, once, and it then applies to all of them. Nothing happens unless ``precision``
+    resolves to ``"mixed_bfloat16"`` on this machine; a value the user set is kept.
+    """
+    if resolve_precision(precision) == "mixed_bfloat16":
+        os.environ.setdefault(FPMATH_ENV, "BF16")

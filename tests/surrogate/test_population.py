@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from digitwin_testing import subprocess_env
 
 from bluesky_digitwin.surrogate.network import build_mlp
-from bluesky_digitwin.surrogate.population import traced_loops, train_population
+from bluesky_digitwin.surrogate.population import hidden_matmuls, traced_loops, train_population
+from bluesky_digitwin.surrogate.precision import FPMATH_ENV
 from bluesky_digitwin.surrogate.training import TrainConfig, train
 
 
@@ -276,6 +281,82 @@ def test_mixed_bfloat16_trains_the_hidden_matmuls_in_bfloat16_to_about_the_same_
     assert mixed.history != pytest.approx(exact.history, rel=1e-4)
     assert mixed.best_loss == pytest.approx(exact.best_loss, rel=0.25)
     assert np.sqrt(np.mean((outputs["mixed_bfloat16"] - outputs["float32"]) ** 2)) < 0.05
+
+
+# Trains, in a process of its own, one network per depth of the test below and prints what
+# the test compares: argv are the data file and the precision.
+_TRAIN_BY_DEPTH = """
+import json, sys
+from dataclasses import replace
+import numpy as np
+from bluesky_digitwin.surrogate.network import build_mlp
+from bluesky_digitwin.surrogate.population import hidden_matmuls, train_population
+from bluesky_digitwin.surrogate.training import TrainConfig
+
+arrays = np.load(sys.argv[1])
+config = TrainConfig(
+    max_epochs=30, patience=30, lr_drop_epoch=20, chunk_epochs=5, precision=sys.argv[2]
+)
+report = {"hidden_matmuls": hidden_matmuls(config.precision)}
+for depth in (1, 3):
+    model = build_mlp(2, depth, 32, activation="silu", seed=8)
+    (result,) = train_population(
+        [model], arrays["x"], arrays["y"], arrays["xv"], arrays["yv"], batch_size=16,
+        learning_rates=[3e-3], seeds=[8], config=config,
+    )
+    report[depth] = {
+        "history": result.history,
+        "prediction": np.asarray(model(arrays["grid"]))[:, 0].tolist(),
+    }
+print(json.dumps(report))
+"""
+
+
+def _train_by_depth(tmp_path, precision: str, environment: dict[str, str]) -> dict:
+    data = tmp_path / "data.npz"
+    if not data.exists():
+        x, y, xv, yv = _data()
+        grid = np.random.default_rng(4).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
+        np.savez(data, x=x, y=y, xv=xv, yv=yv, grid=grid)
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN_BY_DEPTH, str(data), precision],
+        capture_output=True,
+        text=True,
+        env={**subprocess_env(), **environment},
+        timeout=300,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_bfloat16_inside_onednn_keeps_the_first_and_last_layers_float32(tmp_path):
+    # A process of the package's own (the command line, a search worker) lets oneDNN run every
+    # batched float32 matmul in bfloat16, without Cast ops. The first and last layers must not
+    # be among them: a network with one hidden layer has no other, so it trains exactly as in
+    # float32 (where bfloat16 would move it by about 1e-2). With three hidden layers the
+    # result is bfloat16's: the same fit within a few per cent.
+    exact = _train_by_depth(tmp_path, "float32", {})
+    inside = _train_by_depth(tmp_path, "mixed_bfloat16", {FPMATH_ENV: "BF16"})
+    assert (exact["hidden_matmuls"], inside["hidden_matmuls"]) == ("float32", "bfloat16_onednn")
+    one, three = "1", "3"
+    assert inside[one]["history"] == pytest.approx(exact[one]["history"], rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(
+        inside[one]["prediction"], exact[one]["prediction"], rtol=1e-4, atol=1e-5
+    )
+    assert inside[three]["history"][-1] == pytest.approx(exact[three]["history"][-1], rel=0.25)
+    difference = np.subtract(inside[three]["prediction"], exact[three]["prediction"])
+    assert np.sqrt(np.mean(difference**2)) < 0.05
+
+
+def test_how_the_hidden_matmuls_run_follows_the_precision_and_the_process(monkeypatch):
+    monkeypatch.delenv(FPMATH_ENV, raising=False)
+    assert hidden_matmuls("float32") == "float32"
+    assert hidden_matmuls("mixed_bfloat16") == "bfloat16_casts"
+    monkeypatch.setenv(FPMATH_ENV, "BF16")
+    assert hidden_matmuls("mixed_bfloat16") == "bfloat16_onednn"
+    # float32 cannot be had where oneDNN runs batched matmuls in bfloat16: say so and how.
+    with pytest.raises(ValueError, match=f"unset {FPMATH_ENV}|TF_SET_ONEDNN_FPMATH_MODE"):
+        hidden_matmuls("float32")
 
 
 def test_an_unknown_precision_is_refused_with_the_choices():

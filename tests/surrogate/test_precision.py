@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bluesky_digitwin.surrogate import precision
 from bluesky_digitwin.surrogate.precision import (
+    FPMATH_ENV,
+    allow_bfloat16_inside_matmuls,
+    bfloat16_inside_matmuls,
     check_precision,
     cpu_flags_have_bfloat16,
     resolve_precision,
@@ -55,3 +60,22 @@ def test_this_machine_reads_its_own_cpu_flags():
 def test_an_unknown_precision_names_the_choices(bad):
     with pytest.raises(ValueError, match=r"choose one of auto, float32, mixed_bfloat16"):
         check_precision(bad)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_process_of_its_own_lets_onednn_do_the_bfloat16_only_when_training_so(
+    monkeypatch, native
+):
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
+    monkeypatch.delenv(FPMATH_ENV, raising=False)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    allow_bfloat16_inside_matmuls("float32")
+    assert FPMATH_ENV not in os.environ and not bfloat16_inside_matmuls()
+    allow_bfloat16_inside_matmuls("auto")
+    assert bfloat16_inside_matmuls() is native
+    monkeypatch.delenv(FPMATH_ENV, raising=False)
+    allow_bfloat16_inside_matmuls("mixed_bfloat16")
+    assert os.environ[FPMATH_ENV] == "BF16" and bfloat16_inside_matmuls()
+    # Without oneDNN's kernels the switch does nothing.
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert not bfloat16_inside_matmuls()
