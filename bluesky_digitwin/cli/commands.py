@@ -21,11 +21,14 @@ __all__ = ["cmd_dashboard", "cmd_demo", "cmd_replay", "cmd_worker"]
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bluesky_digitwin.demo import DEMO_STORAGE, run_demo
+    from bluesky_digitwin.surrogate.precision import allow_bfloat16_inside_matmuls
 
     if args.api_key and not args.tiled_uri:
         raise DigitwinInputError(
             "--api-key goes with --tiled-uri (the embedded server makes its own)"
         )
+    # The whole process is the demo's: see cmd_fit.
+    allow_bfloat16_inside_matmuls("auto")
     summary = run_demo(
         n_trials=args.trials,
         n_workers=args.workers,

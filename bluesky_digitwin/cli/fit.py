@@ -33,6 +33,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.data import prepare_training_data
     from bluesky_digitwin.holdout import TwinNotBetterWarning
     from bluesky_digitwin.resolution import UnresolvedStepWarning
+    from bluesky_digitwin.surrogate.precision import allow_bfloat16_inside_matmuls
     from bluesky_digitwin.surrogate.search_settings import RemoteWorkers
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
     from bluesky_digitwin.twin_files import check_save_destination
@@ -44,6 +45,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     except DigitwinInputError as exc:
         raise DigitwinInputError(f"--out {exc}") from None
     _check_search_options(args)
+    # The whole process is this command's: its batched matmuls may run in bfloat16 inside
+    # oneDNN, without the casts a user's own Python session keeps.
+    allow_bfloat16_inside_matmuls(args.precision)
     if _from_tiled(args):
         data, source, provenance, data_source = _read_tiled_runs(args)
     else:

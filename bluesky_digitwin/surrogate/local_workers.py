@@ -28,6 +28,7 @@ from bluesky_digitwin.processes import (
     python_command,
 )
 from bluesky_digitwin.surrogate.network import Scaling
+from bluesky_digitwin.surrogate.precision import allow_bfloat16_inside_matmuls
 from bluesky_digitwin.surrogate.recovery import exit_with_parent
 from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
 from bluesky_digitwin.surrogate.search_space import SearchSpace
@@ -153,6 +154,9 @@ def worker_main() -> None:
 
 
 def _search_in_worker(spec: WorkerSpec) -> None:
+    # A worker process is the search's alone: before its first matmul, let oneDNN run them in
+    # bfloat16 if the search trains so (no Cast ops around them).
+    allow_bfloat16_inside_matmuls(spec.train_config.precision)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(spec.storage, heartbeat_interval=spec.heartbeat_interval)
     study = optuna.load_study(
