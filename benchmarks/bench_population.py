@@ -12,7 +12,9 @@ hardware's limit.
 
 ``--threads 1`` runs TensorFlow on one thread, as each search worker of a two-worker fit does.
 ``--precision`` is the population's ``TrainConfig.precision`` (default ``auto``: bfloat16
-hidden matmuls where the CPU has them); ``train()`` is float32 whatever it says.
+hidden matmuls where the CPU has them); ``train()`` is float32 whatever it says. Started with
+``TF_SET_ONEDNN_FPMATH_MODE=BF16`` in the environment, the population's bfloat16 matmuls run
+as in ``digitwin fit`` and its workers: inside oneDNN, without casts (the header says which).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from _common import machine
 
 from bluesky_digitwin.processes import THREADS_ENV
 from bluesky_digitwin.surrogate.network import ACTIVATIONS, build_mlp
-from bluesky_digitwin.surrogate.population import train_population
+from bluesky_digitwin.surrogate.population import hidden_matmuls, train_population
 from bluesky_digitwin.surrogate.precision import PRECISIONS, resolve_precision
 from bluesky_digitwin.surrogate.training import TrainConfig, train
 
@@ -131,7 +133,8 @@ def main() -> None:
     print(
         f"# {machine()}; TensorFlow threads: {args.threads or 'all'}; "
         f"one epoch of one network = {flops / 1e9:.2f} GFLOP; population's precision: "
-        f"{args.precision} ({resolve_precision(args.precision)} here)"
+        f"{args.precision} ({resolve_precision(args.precision)} here, hidden matmuls "
+        f"{hidden_matmuls(args.precision)})"
     )
     print(f"# matmul {args.batch}x{UNITS}x{UNITS} alone: {peak:.0f} GFLOP/s in this run")
     print(f"# train(), one network: {one * 1e3:.1f} ms/epoch ({flops / one / 1e9:.0f} GFLOP/s)")
