@@ -51,11 +51,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from bluesky_digitwin.names import check_name
+    from bluesky_digitwin.surrogate.precision import allow_bfloat16_inside_matmuls
 
     check_name(args.study, "--study")
     start_tensorflow()
-    from bluesky_digitwin.surrogate.workers import run_worker
+    from bluesky_digitwin.surrogate.workers import load_study_record, run_worker
 
+    # This process is the worker's alone: before its first matmul, let oneDNN do the bfloat16
+    # rounding if the search trains so on this machine (see cmd_fit).
+    _, record = load_study_record(args.storage, args.study, heartbeat_interval=args.heartbeat)
+    allow_bfloat16_inside_matmuls(record.train_config.precision)
     where = redact_url(str(args.storage))
     say(args, f"joining study {args.study!r} on {where}")
     report = run_worker(
