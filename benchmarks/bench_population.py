@@ -31,8 +31,8 @@ from _common import machine
 
 from bluesky_digitwin.processes import THREADS_ENV
 from bluesky_digitwin.surrogate.network import ACTIVATIONS, build_mlp
-from bluesky_digitwin.surrogate.population import hidden_matmuls, train_population
-from bluesky_digitwin.surrogate.precision import PRECISIONS, resolve_precision
+from bluesky_digitwin.surrogate.population import train_population
+from bluesky_digitwin.surrogate.precision import PRECISIONS, hidden_matmuls, resolve_precision
 from bluesky_digitwin.surrogate.training import TrainConfig, train
 
 LAYERS, UNITS, FEATURES, POINTS = 5, 160, 2, 808

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bluesky_digitwin.surrogate.precision import bfloat16_inside_matmuls, resolve_precision
+from bluesky_digitwin.surrogate.precision import hidden_matmuls
 from bluesky_digitwin.surrogate.training import (
     TrainConfig,
     TrainingArrays,
@@ -62,7 +62,6 @@ __all__ = [
     "PopulationStopCheck",
     "activation_name",
     "dense_layers",
-    "hidden_matmuls",
     "traced_loops",
     "train_group",
     "train_population",
@@ -242,34 +241,6 @@ def _loop_activation(name: str) -> Callable[[Any], Any]:
         return y, gradient
 
     return silu
-
-
-def hidden_matmuls(precision: str) -> str:
-    """How a training loop in this process multiplies hidden layer by hidden layer.
-
-    ``"float32"``; ``"bfloat16_casts"``: Cast ops to and from bfloat16 around each matmul;
-    or ``"bfloat16_onednn"``: plain float32 matmuls that oneDNN runs in bfloat16, in a process
-    where :func:`~bluesky_digitwin.surrogate.precision.allow_bfloat16_inside_matmuls` (or the
-    user) switched that on. The first and last layers stay float32 in all three.
-
-    Raises
-    ------
-    ValueError
-        ``precision`` asks for float32 in a process whose batched matmuls oneDNN runs in
-        bfloat16: it could not be honoured.
-    """
-    wanted = resolve_precision(precision)
-    inside = bfloat16_inside_matmuls()
-    if wanted == "float32":
-        if inside:
-            raise ValueError(
-                "precision 'float32' cannot be honoured in this process: "
-                "TF_SET_ONEDNN_FPMATH_MODE=BF16 makes oneDNN run every batched float32 matmul "
-                "in bfloat16; unset it before starting Python, or train with precision "
-                "'mixed_bfloat16'"
-            )
-        return "float32"
-    return "bfloat16_onednn" if inside else "bfloat16_casts"
 
 
 def _exact_first_layer(tf: Any, x: Any, kernel: Any) -> Any:

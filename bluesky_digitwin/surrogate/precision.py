@@ -43,6 +43,7 @@ __all__ = [
     "bfloat16_inside_matmuls",
     "check_precision",
     "cpu_flags_have_bfloat16",
+    "hidden_matmuls",
     "native_bfloat16",
     "resolve_precision",
 ]
@@ -101,10 +102,12 @@ def resolve_precision(precision: str) -> str:
 
 
 def bfloat16_inside_matmuls() -> bool:
-    """Whether this process's batched float32 matmuls run in bfloat16 inside oneDNN.
+    """Whether this process lets oneDNN run its batched float32 matmuls in bfloat16.
 
     True when ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` is set (by
-    :func:`allow_bfloat16_inside_matmuls`, or by the user) and oneDNN's kernels are on.
+    :func:`allow_bfloat16_inside_matmuls`, or by the user) and oneDNN's kernels are on. On a
+    CPU without bfloat16 units (:func:`native_bfloat16` False) oneDNN then still computes in
+    float32.
     """
     return os.environ.get(FPMATH_ENV) == "BF16" and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
 
@@ -120,3 +123,32 @@ def allow_bfloat16_inside_matmuls(precision: str) -> None:
     """
     if resolve_precision(precision) == "mixed_bfloat16":
         os.environ.setdefault(FPMATH_ENV, "BF16")
+
+
+def hidden_matmuls(precision: str) -> str:
+    """How a training loop in this process multiplies hidden layer by hidden layer.
+
+    ``"float32"``; ``"bfloat16_casts"``: Cast ops to and from bfloat16 around each matmul;
+    or ``"bfloat16_onednn"``: plain float32 matmuls that oneDNN runs in bfloat16, in a process
+    where :func:`allow_bfloat16_inside_matmuls` (or the user) switched that on. The first and
+    last layers stay float32 in all three (the population trainer computes them without a
+    batched matmul in the last case).
+
+    Raises
+    ------
+    ValueError
+        ``precision`` asks for float32 in a process whose batched matmuls oneDNN runs in
+        bfloat16 (the switch is on and the CPU has bfloat16 units): it could not be honoured.
+    """
+    wanted = resolve_precision(precision)
+    inside = bfloat16_inside_matmuls()
+    if wanted == "float32":
+        if inside and native_bfloat16():
+            raise ValueError(
+                "precision 'float32' cannot be honoured in this process: "
+                "TF_SET_ONEDNN_FPMATH_MODE=BF16 makes oneDNN run every batched float32 matmul "
+                "in bfloat16; unset it before starting Python, or train with precision "
+                "'mixed_bfloat16'"
+            )
+        return "float32"
+    return "bfloat16_onednn" if inside else "bfloat16_casts"

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from digitwin_testing import subprocess_env
 
+from bluesky_digitwin.surrogate import precision as precision_module
 from bluesky_digitwin.surrogate.network import build_mlp
-from bluesky_digitwin.surrogate.population import hidden_matmuls, traced_loops, train_population
-from bluesky_digitwin.surrogate.precision import FPMATH_ENV
+from bluesky_digitwin.surrogate.population import traced_loops, train_population
+from bluesky_digitwin.surrogate.precision import FPMATH_ENV, hidden_matmuls
 from bluesky_digitwin.surrogate.training import TrainConfig, train
 
 
@@ -290,7 +291,8 @@ import json, sys
 from dataclasses import replace
 import numpy as np
 from bluesky_digitwin.surrogate.network import build_mlp
-from bluesky_digitwin.surrogate.population import hidden_matmuls, train_population
+from bluesky_digitwin.surrogate.population import train_population
+from bluesky_digitwin.surrogate.precision import hidden_matmuls
 from bluesky_digitwin.surrogate.training import TrainConfig
 
 arrays = np.load(sys.argv[1])
@@ -334,7 +336,8 @@ def test_bfloat16_inside_onednn_keeps_the_first_and_last_layers_float32(tmp_path
     # batched float32 matmul in bfloat16, without Cast ops. The first and last layers must not
     # be among them: a network with one hidden layer has no other, so it trains exactly as in
     # float32 (where bfloat16 would move it by about 1e-2). With three hidden layers the
-    # result is bfloat16's: the same fit within a few per cent.
+    # result is bfloat16's: the same fit within a few per cent. (On a CPU without bfloat16
+    # units oneDNN keeps float32, and the same path runs in float32.)
     exact = _train_by_depth(tmp_path, "float32", {})
     inside = _train_by_depth(tmp_path, "mixed_bfloat16", {FPMATH_ENV: "BF16"})
     assert (exact["hidden_matmuls"], inside["hidden_matmuls"]) == ("float32", "bfloat16_onednn")
@@ -349,14 +352,18 @@ def test_bfloat16_inside_onednn_keeps_the_first_and_last_layers_float32(tmp_path
 
 
 def test_how_the_hidden_matmuls_run_follows_the_precision_and_the_process(monkeypatch):
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda: True)
     monkeypatch.delenv(FPMATH_ENV, raising=False)
     assert hidden_matmuls("float32") == "float32"
     assert hidden_matmuls("mixed_bfloat16") == "bfloat16_casts"
     monkeypatch.setenv(FPMATH_ENV, "BF16")
     assert hidden_matmuls("mixed_bfloat16") == "bfloat16_onednn"
     # float32 cannot be had where oneDNN runs batched matmuls in bfloat16: say so and how.
-    with pytest.raises(ValueError, match=f"unset {FPMATH_ENV}|TF_SET_ONEDNN_FPMATH_MODE"):
+    with pytest.raises(ValueError, match=f"{FPMATH_ENV}=BF16 .* unset it before starting Python"):
         hidden_matmuls("float32")
+    # Without bfloat16 units oneDNN keeps float32 whatever the switch says.
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda: False)
+    assert hidden_matmuls("float32") == "float32"
 
 
 def test_an_unknown_precision_is_refused_with_the_choices():
