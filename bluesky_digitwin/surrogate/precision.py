@@ -19,6 +19,7 @@ changed no derived quantity beyond the seeds' own spread (benchmarks/RESULTS.md)
 instructions, ``"float32"`` otherwise: without them TensorFlow emulates bfloat16, slower than
 float32. It is resolved where the networks train, so a search worker on another machine
 decides for its own CPU.
+
 In a process this package starts and owns (``digitwin fit``, a search worker) the same
 bfloat16 matmuls cost less: TensorFlow's ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` lets oneDNN run
 float32 batched matmuls in bfloat16 inside the kernel, so the training loop needs no Cast ops
@@ -26,8 +27,8 @@ around them (a fifth of a six-network epoch's ops; benchmarks/RESULTS.md, "bfloa
 oneDNN's matmuls"). TensorFlow reads the switch once per process and it applies to every
 batched float32 matmul of the process, so it is set only where the whole process is ours
 (:func:`allow_bfloat16_inside_matmuls`), never in a user's Python session: there the casts
-stay. The first and last layers are computed without a batched matmul either way, so the
-inputs and the output keep float32's resolution.
+stay. With the switch the first and last layers are computed without a batched matmul, so
+the inputs and the output keep float32's resolution, as they do with the casts.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def cpu_flags_have_bfloat16(cpuinfo: str) -> bool:
     return False
 
 
+def _onednn_kernels_on() -> bool:
+    # TensorFlow's switch for its oneDNN kernels, which are what use bfloat16 instructions.
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+
+
 @functools.cache
 def native_bfloat16() -> bool:
     """Whether this machine's CPU multiplies bfloat16 natively (read once per process).
@@ -85,7 +91,7 @@ def native_bfloat16() -> bool:
     kernels are switched off (``TF_ENABLE_ONEDNN_OPTS=0``): they are what use the
     instructions.
     """
-    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+    if not _onednn_kernels_on():
         return False
     try:
         return cpu_flags_have_bfloat16(Path("/proc/cpuinfo").read_text(errors="replace"))
@@ -109,7 +115,7 @@ def bfloat16_inside_matmuls() -> bool:
     CPU without bfloat16 units (:func:`native_bfloat16` False) oneDNN then still computes in
     float32.
     """
-    return os.environ.get(FPMATH_ENV) == "BF16" and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+    return os.environ.get(FPMATH_ENV) == "BF16" and _onednn_kernels_on()
 
 
 def allow_bfloat16_inside_matmuls(precision: str) -> None:
@@ -146,8 +152,8 @@ def hidden_matmuls(precision: str) -> str:
         if inside and native_bfloat16():
             raise ValueError(
                 "precision 'float32' cannot be honoured in this process: "
-                "TF_SET_ONEDNN_FPMATH_MODE=BF16 makes oneDNN run every batched float32 matmul "
-                "in bfloat16; unset it before starting Python, or train with precision "
+                f"{FPMATH_ENV}=BF16 makes oneDNN run every batched float32 matmul in "
+                "bfloat16; unset it before starting Python, or train with precision "
                 "'mixed_bfloat16'"
             )
         return "float32"

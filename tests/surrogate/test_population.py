@@ -288,7 +288,6 @@ def test_mixed_bfloat16_trains_the_hidden_matmuls_in_bfloat16_to_about_the_same_
 # the test compares: argv are the data file and the precision.
 _TRAIN_BY_DEPTH = """
 import json, sys
-from dataclasses import replace
 import numpy as np
 from bluesky_digitwin.surrogate.network import build_mlp
 from bluesky_digitwin.surrogate.population import train_population
