@@ -53,7 +53,7 @@ from bluesky_digitwin.surrogate.ensemble import (
 )
 from bluesky_digitwin.surrogate.fourier import register_encoding_layer
 from bluesky_digitwin.surrogate.members import build_new_members, build_trial_members
-from bluesky_digitwin.surrogate.precision import resolve_precision
+from bluesky_digitwin.surrogate.precision import hidden_matmuls, resolve_precision
 from bluesky_digitwin.surrogate.search import (
     Progress,
     SearchSpace,
@@ -234,6 +234,8 @@ class DigitalTwin:
                 stacklevel=2,
             )
         train_config = train_config or TrainConfig()
+        # Before the workers start: a precision this process cannot honour fails now.
+        hidden_matmuls(train_config.precision)
         recipe = ensemble or default_recipe(prepared.n_points, train_config)
         if monotonic:
             train_config = replace(

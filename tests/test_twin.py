@@ -22,6 +22,7 @@ from bluesky_digitwin import (
 from bluesky_digitwin.resolution import UnresolvedStepWarning
 from bluesky_digitwin.sim import FirstOrderMagnet
 from bluesky_digitwin.sim.materials import isofield_scans
+from bluesky_digitwin.surrogate import precision
 from bluesky_digitwin.surrogate.precision import resolve_precision
 from bluesky_digitwin.surrogate.search import SearchSpace
 from bluesky_digitwin.surrogate.search_settings import SearchStrategy
@@ -349,6 +350,27 @@ def test_bad_shape_knowledge_and_activations_are_one_clear_error_each():
         SearchSpace(activations=("relu", "sigmoidal"))
     with pytest.raises(DigitwinInputError, match="non-empty tuple"):
         SearchSpace(activations="silu")
+
+
+def test_float32_where_onednn_would_round_to_bfloat16_is_refused_before_the_search(
+    monkeypatch, tmp_path
+):
+    # The user started Python with oneDNN's bfloat16 switch on a CPU that has the units: every
+    # batched float32 matmul of the process is bfloat16, so float32 cannot be had. Said at
+    # once, with the fix, not by a worker after the search has started.
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
+    monkeypatch.setenv(precision.FPMATH_ENV, "BF16")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    journal = tmp_path / "search.journal"
+    with pytest.raises(DigitwinInputError, match="unset it before starting Python"):
+        DigitalTwin.fit(
+            smooth_table(),
+            ["x", "h"],
+            "y",
+            train_config=TrainConfig(precision="float32"),
+            storage=journal,
+        )
+    assert not journal.exists()  # no search was started
 
 
 @pytest.mark.filterwarnings("ignore::bluesky_digitwin.holdout.TwinNotBetterWarning")

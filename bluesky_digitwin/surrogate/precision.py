@@ -37,6 +37,8 @@ import functools
 import os
 from pathlib import Path
 
+from bluesky_digitwin.errors import DigitwinInputError
+
 __all__ = [
     "FPMATH_ENV",
     "PRECISIONS",
@@ -142,15 +144,16 @@ def hidden_matmuls(precision: str) -> str:
 
     Raises
     ------
-    ValueError
+    DigitwinInputError
         ``precision`` asks for float32 in a process whose batched matmuls oneDNN runs in
         bfloat16 (the switch is on and the CPU has bfloat16 units): it could not be honoured.
+        ``DigitalTwin.fit`` asks before its search starts.
     """
     wanted = resolve_precision(precision)
     inside = bfloat16_inside_matmuls()
     if wanted == "float32":
         if inside and native_bfloat16():
-            raise ValueError(
+            raise DigitwinInputError(
                 "precision 'float32' cannot be honoured in this process: "
                 f"{FPMATH_ENV}=BF16 makes oneDNN run every batched float32 matmul in "
                 "bfloat16; unset it before starting Python, or train with precision "
