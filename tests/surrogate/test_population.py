@@ -299,15 +299,17 @@ config = TrainConfig(
     max_epochs=30, patience=30, lr_drop_epoch=20, chunk_epochs=5, precision=sys.argv[2]
 )
 report = {"hidden_matmuls": hidden_matmuls(config.precision)}
-for depth in (1, 3):
-    model = build_mlp(2, depth, 32, activation="silu", seed=8)
+# Two inputs (a scan's axes), and twelve (as Fourier features make them; another first layer).
+for depth, inputs in ((1, ""), (3, ""), (1, "_wide")):
+    x, xv, grid = (arrays[name + inputs] for name in ("x", "xv", "grid"))
+    model = build_mlp(x.shape[1], depth, 32, activation="silu", seed=8)
     (result,) = train_population(
-        [model], arrays["x"], arrays["y"], arrays["xv"], arrays["yv"], batch_size=16,
+        [model], x, arrays["y"], xv, arrays["yv"], batch_size=16,
         learning_rates=[3e-3], seeds=[8], config=config,
     )
-    report[depth] = {
+    report[f"{depth}{inputs}"] = {
         "history": result.history,
-        "prediction": np.asarray(model(arrays["grid"]))[:, 0].tolist(),
+        "prediction": np.asarray(model(grid))[:, 0].tolist(),
     }
 print(json.dumps(report))
 """
@@ -318,7 +320,22 @@ def _train_by_depth(tmp_path, precision: str, environment: dict[str, str]) -> di
     if not data.exists():
         x, y, xv, yv = _data()
         grid = np.random.default_rng(4).uniform(-1.5, 1.5, size=(50, 2)).astype(np.float32)
-        np.savez(data, x=x, y=y, xv=xv, yv=yv, grid=grid)
+
+        def wide(points: np.ndarray) -> np.ndarray:
+            phase = points @ np.random.default_rng(5).normal(size=(2, 5))
+            return np.hstack([points, np.sin(phase), np.cos(phase)]).astype(np.float32)
+
+        np.savez(
+            data,
+            x=x,
+            y=y,
+            xv=xv,
+            yv=yv,
+            grid=grid,
+            x_wide=wide(x),
+            xv_wide=wide(xv),
+            grid_wide=wide(grid),
+        )
     out = subprocess.run(
         [sys.executable, "-c", _TRAIN_BY_DEPTH, str(data), precision],
         capture_output=True,
@@ -340,11 +357,12 @@ def test_bfloat16_inside_onednn_keeps_the_first_and_last_layers_float32(tmp_path
     exact = _train_by_depth(tmp_path, "float32", {})
     inside = _train_by_depth(tmp_path, "mixed_bfloat16", {FPMATH_ENV: "BF16"})
     assert (exact["hidden_matmuls"], inside["hidden_matmuls"]) == ("float32", "bfloat16_onednn")
-    one, three = "1", "3"
-    assert inside[one]["history"] == pytest.approx(exact[one]["history"], rel=1e-4, abs=1e-6)
-    np.testing.assert_allclose(
-        inside[one]["prediction"], exact[one]["prediction"], rtol=1e-4, atol=1e-5
-    )
+    for one in ("1", "1_wide"):  # two inputs, and twelve (Fourier features' first layer)
+        assert inside[one]["history"] == pytest.approx(exact[one]["history"], rel=1e-4, abs=1e-6)
+        np.testing.assert_allclose(
+            inside[one]["prediction"], exact[one]["prediction"], rtol=1e-4, atol=1e-5
+        )
+    three = "3"
     assert inside[three]["history"][-1] == pytest.approx(exact[three]["history"][-1], rel=0.25)
     difference = np.subtract(inside[three]["prediction"], exact[three]["prediction"])
     assert np.sqrt(np.mean(difference**2)) < 0.05
