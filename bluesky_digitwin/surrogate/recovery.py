@@ -9,6 +9,11 @@ Two ways a trial's worker is found dead:
   (:func:`worker_identity`); :func:`recover_orphaned_trials` fails and retries the running trials
   whose process on this machine is gone. A search killed and rerun on the same journal and study
   resumes this way: finished trials are kept, the interrupted ones run again.
+- A trial is running from the moment Optuna creates it, before its objective records the
+  process: a worker killed in between leaves a running trial that no process claims. Heartbeats
+  cannot see it either (they start with the objective), so a process that waits on the search
+  fails and retries such a trial once it has seen it unclaimed for :data:`CLAIM_GRACE` seconds
+  (:class:`UnclaimedTrials`).
 
 A failed trial that was retried does not count toward the search's number of trials
 (:func:`count_finished`): a killed worker costs the time of its trial, not a trial of the search.
@@ -20,6 +25,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import optuna
@@ -28,10 +34,12 @@ from optuna.trial import FrozenTrial, TrialState
 from bluesky_digitwin.processes import watch_parent
 
 __all__ = [
+    "CLAIM_GRACE",
     "FINISHED",
     "MAX_RETRY",
     "WORKER_ATTR",
     "StopWhenFinished",
+    "UnclaimedTrials",
     "count_finished",
     "count_taken",
     "exit_with_parent",
@@ -49,6 +57,11 @@ WORKER_ATTR = "worker"
 #: How many times one trial is run again after its worker died (a trial that kills every
 #: worker it runs on, e.g. by exhausting memory, must not take the whole search down).
 MAX_RETRY = 2
+#: Seconds a running trial may stay without its process recorded before it counts as lost.
+#: Its objective records the process first thing, milliseconds after Optuna created the trial
+#: (longer only on a slow database), so half a minute is generous and costs a killed search's
+#: rerun at most that.
+CLAIM_GRACE = 30.0
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -133,21 +146,55 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     logger.info("trial %d lost its worker; queued again", trial.number)
 
 
-def recover_orphaned_trials(study: optuna.Study) -> list[int]:
+class UnclaimedTrials:
+    """Running trials that no process has claimed yet, and since when this process saw them.
+
+    The time is this process's own clock, from its first sight of the trial: the trial's
+    ``datetime_start`` was written by whichever machine created it, with that machine's clock.
+
+    Parameters
+    ----------
+    grace
+        Seconds a trial may stay unclaimed before :meth:`lost` says its worker died;
+        :data:`CLAIM_GRACE` by default.
+    """
+
+    def __init__(self, grace: float | None = None) -> None:
+        self.grace = CLAIM_GRACE if grace is None else grace
+        self._first_seen: dict[int, float] = {}
+
+    def lost(self, running: list[FrozenTrial]) -> list[FrozenTrial]:
+        """The unclaimed trials among ``running`` that have been so for the grace period."""
+        now = time.monotonic()
+        unclaimed = {t._trial_id: t for t in running if not _claimed(t)}
+        # Forget trials claimed or finished since: only a continuous stretch unclaimed counts.
+        self._first_seen = {i: self._first_seen.get(i, now) for i in unclaimed}
+        return [t for i, t in unclaimed.items() if now - self._first_seen[i] >= self.grace]
+
+
+def _claimed(trial: FrozenTrial) -> bool:
+    # A retry carries no identity until its new worker writes one; an identity of another
+    # trial number would be a copy, not this trial's worker.
+    identity = trial.user_attrs.get(WORKER_ATTR)
+    return isinstance(identity, dict) and identity.get("trial") == trial.number
+
+
+def recover_orphaned_trials(
+    study: optuna.Study, unclaimed: UnclaimedTrials | None = None
+) -> list[int]:
     """Fail and retry the running trials whose worker process on this machine is gone.
 
     Returns the numbers of the trials recovered. Trials run by other machines are left to the
-    storage's heartbeats.
+    storage's heartbeats. With ``unclaimed``, running trials that no process has claimed for
+    its grace period are recovered too (their worker died between Optuna creating the trial
+    and the objective's first line), on whichever machine.
     """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    dead = [t for t in running if _claimed(t) and _is_gone(t.user_attrs[WORKER_ATTR])]
+    if unclaimed is not None:
+        dead += unclaimed.lost(running)
     recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        identity = trial.user_attrs.get(WORKER_ATTR)
-        # A retry carries no identity until its new worker writes one; an identity of another
-        # trial number would be a copy, not this trial's worker.
-        if not isinstance(identity, dict) or identity.get("trial") != trial.number:
-            continue
-        if not _is_gone(identity):
-            continue
+    for trial in dead:
         try:
             changed = study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from bluesky_digitwin.surrogate.recovery import (
     WORKER_ATTR,
     StopWhenFinished,
+    UnclaimedTrials,
     count_finished,
     count_taken,
     recover_orphaned_trials,
@@ -61,8 +62,9 @@ def settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial.
     :func:`wait_for_workers` fails them (heartbeats, local processes), so they cannot keep
     it waiting.
     """
+    unclaimed = UnclaimedTrials()
     while True:
-        _fail_dead_workers_trials(study)
+        _fail_dead_workers_trials(study, unclaimed)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return ranked_trials(study)
         time.sleep(poll)
@@ -152,8 +154,9 @@ def optimize_until(
     as soon as the trials were taken would leave a dead worker's trial, and the search, one
     short for ever.
     """
+    unclaimed = UnclaimedTrials()
     while True:
-        _fail_dead_workers_trials(study)
+        _fail_dead_workers_trials(study, unclaimed)
         if count_finished(study) >= n_trials:
             return
         if count_taken(study) < n_trials:
@@ -171,12 +174,12 @@ def optimize_until(
             time.sleep(poll)
 
 
-def _fail_dead_workers_trials(study: optuna.Study) -> None:
+def _fail_dead_workers_trials(study: optuna.Study, unclaimed: UnclaimedTrials) -> None:
     """Fail, and queue again, the running trials of workers that died."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    recover_orphaned_trials(study)
+    recover_orphaned_trials(study, unclaimed)
 
 
 def wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> None:
@@ -185,8 +188,9 @@ def wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> N
     Meanwhile fail and retry the trials of dead workers (heartbeats, and processes on this
     machine), so a killed worker cannot leave the search waiting for ever.
     """
+    unclaimed = UnclaimedTrials()
     while True:
-        _fail_dead_workers_trials(study)
+        _fail_dead_workers_trials(study, unclaimed)
         if count_finished(study) >= n_trials:
             return
         time.sleep(poll)

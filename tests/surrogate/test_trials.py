@@ -8,7 +8,14 @@ import time
 
 import optuna
 
-from bluesky_digitwin.surrogate.recovery import count_finished
+from bluesky_digitwin.surrogate import recovery
+from bluesky_digitwin.surrogate.recovery import (
+    WORKER_ATTR,
+    UnclaimedTrials,
+    count_finished,
+    recover_orphaned_trials,
+    worker_identity,
+)
 from bluesky_digitwin.surrogate.storage import open_storage
 from bluesky_digitwin.surrogate.trials import optimize_until
 
@@ -95,3 +102,45 @@ def test_the_trial_of_a_worker_that_died_is_run_again_here(tmp_path):
     assert retry.system_attrs.get("failed_trial") == dead.number
     assert retry.params == dead.params
     assert count_finished(study) == 5
+
+
+def test_a_trial_whose_worker_died_before_claiming_it_is_run_again(tmp_path, monkeypatch):
+    # Killed between Optuna creating the trial and the objective's first line: the trial runs
+    # for ever with no process recorded, and on the journal no heartbeat either. Before, the
+    # rerun of such a search waited on it without end.
+    monkeypatch.setattr(recovery, "CLAIM_GRACE", 0.3)
+    study = _study_with(finished=4, running=1, storage=open_storage(tmp_path / "s.journal"))
+    (dead,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    calls: list[int] = []
+    search = threading.Thread(
+        target=optimize_until,
+        args=(study, _counting_objective(calls), 5),
+        kwargs={"poll": 0.05},
+        daemon=True,
+    )
+    search.start()
+    search.join(timeout=60)
+    assert not search.is_alive(), "the search waited on the unclaimed trial"
+    assert len(calls) == 1
+    trials = study.get_trials()
+    assert trials[dead.number].state == optuna.trial.TrialState.FAIL
+    assert trials[calls[0]].system_attrs.get("failed_trial") == dead.number
+    assert count_finished(study) == 5
+
+
+def test_an_unclaimed_trial_counts_as_lost_only_after_the_grace(tmp_path):
+    study = _study_with(finished=0, running=1, storage=open_storage(tmp_path / "s.journal"))
+    unclaimed = UnclaimedTrials(grace=0.3)
+    # Just created: its worker may be about to claim it.
+    assert recover_orphaned_trials(study, unclaimed) == []
+    assert recover_orphaned_trials(study) == []  # nothing watched, nothing recovered
+    time.sleep(0.4)
+    assert recover_orphaned_trials(study, unclaimed) == [0]
+
+
+def test_a_claimed_trial_of_a_live_process_is_left_running(tmp_path):
+    study = _study_with(finished=0, running=1, storage=open_storage(tmp_path / "s.journal"))
+    (trial,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, worker_identity(0))
+    assert recover_orphaned_trials(study, UnclaimedTrials(grace=0.0)) == []
+    assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
