@@ -59,8 +59,8 @@ def settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial.
 
     A process that ends its share of the search first waits here for the others' last
     trials, since the best trial is known only then. Trials of dead workers are failed as
-    :func:`wait_for_workers` fails them (heartbeats, local processes), so they cannot keep
-    it waiting.
+    :func:`wait_for_workers` fails them (heartbeats, local processes, unclaimed trials), so
+    they cannot keep it waiting.
     """
     unclaimed = UnclaimedTrials()
     while True:
@@ -185,8 +185,9 @@ def _fail_dead_workers_trials(study: optuna.Study, unclaimed: UnclaimedTrials) -
 def wait_for_workers(study: optuna.Study, n_trials: int, poll: float = 2.0) -> None:
     """Train nothing here: wait until other workers have finished ``n_trials`` trials.
 
-    Meanwhile fail and retry the trials of dead workers (heartbeats, and processes on this
-    machine), so a killed worker cannot leave the search waiting for ever.
+    Meanwhile fail and retry the trials of dead workers (heartbeats, processes on this
+    machine, trials no process claimed), so a killed worker cannot leave the search waiting
+    for ever.
     """
     unclaimed = UnclaimedTrials()
     while True:
