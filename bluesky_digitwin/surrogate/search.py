@@ -414,8 +414,8 @@ def _claim_study(
 ) -> int:
     """Record what a study learns from; refuse to continue a study made for other data, other
     network inputs (Fourier features or not: its trials' networks take those inputs) or other
-    training settings (its workers elsewhere train by its record, and ASHA compares trials at
-    the same epoch counts), before any work on the split.
+    training settings as they apply to its data (its workers elsewhere train by its record, and
+    ASHA compares trials at the same epoch counts), before any work on the split.
 
     Returns the seed of the validation split, the same for every run of one study.
     """
@@ -437,7 +437,13 @@ def _claim_study(
                 "with the same setting, or give a new study name"
             )
         record = StudyRecord.from_json(attrs.get(STUDY_RECORD))
-        if record is not None and record.train_config != train_config:
+        # Compared as they apply to this data, so that a default changed since the study began
+        # (e.g. reference_points, which leaves a small table alone) does not refuse it. The
+        # whole table's size: never fewer points than the split trains on, so a setting that
+        # changes nothing here changes nothing there either.
+        if record is not None and record.train_config.as_trained(
+            data.n_points
+        ) != train_config.as_trained(data.n_points):
             before, now = asdict(record.train_config), asdict(train_config)
             changed = ", ".join(
                 f"{name} {before[name]!r}, not {now[name]!r}"

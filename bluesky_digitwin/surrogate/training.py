@@ -131,6 +131,17 @@ class TrainConfig:
             reference_points=None,
         )
 
+    def as_trained(self, n_points: int) -> tuple[float, TrainConfig]:
+        """What this recipe does to ``n_points`` training points.
+
+        The size of a real epoch in counted epochs, and the recipe in real epochs without
+        ``reference_points`` (which only sets the first). Two recipes that give the same train
+        the same networks and report the same epochs to a pruner, e.g. any two
+        ``reference_points`` of at least ``n_points``.
+        """
+        unit, real = self.in_real_epochs(n_points)
+        return unit, replace(real, reference_points=None)
+
 
 @dataclass
 class TrainResult:

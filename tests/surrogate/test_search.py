@@ -97,6 +97,21 @@ def test_a_study_is_not_continued_with_other_training_settings(data, tmp_path):
     assert len(again.study.get_trials()) == 2
 
 
+def test_a_setting_that_changes_nothing_for_this_data_does_not_refuse_the_study(data, tmp_path):
+    # A default changed by an upgrade (here the counted epoch's size, from 8192 to 200 points)
+    # leaves a 125-point table's training as it was: its study goes on.
+    journal = tmp_path / "journal.log"
+    run_search(data, n_trials=1, n_workers=1, storage=journal, study_name="s", **TINY)
+    upgraded = {**TINY, "train_config": replace(TINY["train_config"], reference_points=200)}
+    assert data.n_points < 200
+    again = run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **upgraded)
+    assert len(again.study.get_trials()) == 2
+    # What does change its training still refuses it.
+    other = {**TINY, "train_config": replace(TINY["train_config"], patience=3)}
+    with pytest.raises(DigitwinInputError, match=r"patience 30, not 3"):
+        run_search(data, n_trials=3, n_workers=1, storage=journal, study_name="s", **other)
+
+
 def test_warm_start_tries_the_given_hyperparameters_first(data):
     warm = {
         "n_layers": 2,

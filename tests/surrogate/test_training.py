@@ -125,6 +125,15 @@ def test_bad_config():
         TrainConfig(max_epochs=0)
 
 
+def test_recipes_compare_by_what_they_do_to_the_data():
+    small, large = TrainConfig(reference_points=8192), TrainConfig(reference_points=16384)
+    # Both train 5000 points in real epochs: the same networks.
+    assert small.as_trained(5000) == large.as_trained(5000)
+    # 10 000 points: one counts passes over 8192 of them, the other real epochs.
+    assert small.as_trained(10_000) != large.as_trained(10_000)
+    assert TrainConfig(patience=10).as_trained(100) != TrainConfig().as_trained(100)
+
+
 def test_large_data_count_epochs_in_passes_over_the_reference_size():
     """400 points with reference_points=100: one real epoch counts as four."""
     x, y = _data(n=400)
