@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from _common import (
     ERCO2_MASS_G,
@@ -407,6 +408,25 @@ def arpes_case(n_primary: int, name: str = "arpes-lines") -> Case:
     )
 
 
+def calibration_ratio(coarse: pd.DataFrame, fine: pd.DataFrame) -> float:
+    """The median ratio of the coarse run's moment to the fine-step run's, at the fields both
+    measured (the coarse run interpolated to the fine run's temperatures).
+
+    For ErCo2 it is 1.048, within 0.001 at every temperature of every shared field of 1 T
+    and more (1.04-1.06 at 0.01 T): a calibration or sample-mass difference between the two
+    runs, not physics.
+    """
+    ratios = []
+    for h in np.intersect1d(np.unique(coarse["H"]), np.unique(fine["H"])):
+        line = coarse[coarse["H"] == h].sort_values("T")
+        other = fine[fine["H"] == h].sort_values("T")
+        inside = other["T"].between(line["T"].min(), line["T"].max())
+        measured = other["M"].to_numpy()[inside]
+        interpolated = np.interp(other["T"].to_numpy()[inside], line["T"], line["M"])
+        ratios.append(interpolated / measured)
+    return float(np.median(np.concatenate(ratios)))
+
+
 def erco2_case() -> Case | None:
     """ErCo2: coarse 8 fields, |ΔS_M| at 3 and 5 T against the fine-step experiment."""
     if not (SHARED_DATA / "experimental" / "fine_step.csv").is_file():
@@ -421,16 +441,38 @@ def erco2_case() -> Case | None:
         return entropy_change(m.transpose("H", "T"), absolute=True, **units)
 
     reference = dsm(fine.set_index(["H", "T"]).to_xarray()["M"])
+    # The two runs differ by a constant factor: every model of the coarse run carries it into
+    # |ΔS_M| (which is linear in M). The rows "on the coarse run's scale" score against the
+    # fine-step |ΔS_M| times that factor, to say how much of an error is the factor. Context,
+    # not the target: the issue's rows are the first two, unchanged.
+    scale = calibration_ratio(coarse, fine)
 
     def score(model: Predictor) -> dict[str, float]:
         predicted = dsm(model.predict(grid, warn=False)["M"])
-        return {
+        unchanged = {
             f"|ΔS_M| {b:g} T": rmse(predicted.sel(H=b).values, reference.sel(H=b).values)
             for b in (3.0, 5.0)
         }
+        rescaled = {
+            f"|ΔS_M| {b:g} T, fine step x {scale:.3f}": rmse(
+                predicted.sel(H=b).values, scale * reference.sel(H=b).values
+            )
+            for b in (3.0, 5.0)
+        }
+        return unchanged | rescaled
 
     def derived_coverage(twin: DigitalTwin) -> dict[str, float]:
-        return member_coverage(twin, grid, dsm, reference, {f"|ΔS_M| {b:g} T": b for b in (3, 5)})
+        unchanged = member_coverage(
+            twin, grid, dsm, reference, {f"|ΔS_M| {b:g} T": b for b in (3, 5)}
+        )
+        rescaled = member_coverage(
+            twin,
+            grid,
+            dsm,
+            scale * reference,
+            {f"|ΔS_M| {b:g} T, fine step x {scale:.3f}": b for b in (3, 5)},
+        )
+        return unchanged | rescaled
 
     def derived_curves(model: Predictor) -> dict[str, DerivedCurve]:
         return curves_by_field(model, grid, dsm, reference, {f"|ΔS_M| {b:g} T": b for b in (3, 5)})
@@ -652,7 +694,9 @@ def table(results: dict[str, Any]) -> str:
         for i, q in enumerate(quantities):
             twin = [s["rmse"][q] for s in seeds.values()]
             derived = [
-                s["derived_coverage"][q] for s in seeds.values() if s.get("derived_coverage")
+                s["derived_coverage"][q]
+                for s in seeds.values()
+                if q in s.get("derived_coverage", {})
             ]
             b = {m: case["baselines"][m][q] for m in BASELINES}
             best = min(b.values())
