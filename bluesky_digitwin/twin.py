@@ -186,7 +186,8 @@ class DigitalTwin:
             (:class:`~bluesky_digitwin.surrogate.ensemble.EnsembleRecipe`): by default 12 new
             networks of the best trial's hyperparameters (its learning rate capped at 1e-3)
             and of a fixed reference network,
-            trained together, each refitted on all the points; ``EnsembleRecipe(size=...)``
+            trained together (at most 250 epochs, ``EnsembleRecipe.max_epochs``), each then
+            refitted on all the points; ``EnsembleRecipe(size=...)``
             changes their number (their spread is the twin's uncertainty);
             ``EnsembleRecipe.paper()`` keeps the best trials' own networks as the paper did,
             and is the default above ``TrainConfig.reference_points`` points (a large map:
@@ -254,7 +255,7 @@ class DigitalTwin:
                 for member in train_group_members(
                     group,
                     split,
-                    train_config=train_config,
+                    train_config=recipe.member_training(train_config),
                     refit_epochs=recipe.refit_epochs,
                     refit_rate=recipe.refit_rate,
                     seed=seed or 0,

@@ -79,6 +79,7 @@ def test_fit_records_what_it_learned(twin):
         "trial_activation": None,
         "trial_rate_cap": 0.001,
         "tolerance": None,
+        "max_epochs": 250,
         "refit_epochs": 100,
         "refit_rate": 1.0,
     }
@@ -371,6 +372,30 @@ def test_float32_where_onednn_would_round_to_bfloat16_is_refused_before_the_sear
             storage=journal,
         )
     assert not journal.exists()  # no search was started
+
+
+@pytest.mark.filterwarnings("ignore::bluesky_digitwin.holdout.TwinNotBetterWarning")
+def test_the_twins_networks_train_the_recipes_epochs_and_the_trials_their_own():
+    # No early stop: every network runs to its cap. The reference trains beside the search,
+    # the best trial's networks after it; both take the recipe's cap, the trials do not.
+    config = TrainConfig(max_epochs=20, chunk_epochs=5, patience=1000, lr_drop_epoch=1000)
+    storage = optuna.storages.InMemoryStorage()
+    twin = DigitalTwin.fit(
+        smooth_table(),
+        ["x", "h"],
+        "y",
+        n_trials=2,
+        ensemble=EnsembleRecipe(size=4, max_epochs=10, refit_epochs=2),
+        seed=0,
+        storage=storage,
+        **{**FAST, "train_config": config},
+    )
+    members = twin.metadata["members"]
+    assert sorted(m["trial"] is None for m in members) == [False, False, True, True]
+    assert [m["epochs_run"] for m in members] == [10] * 4
+    trials = optuna.load_study(study_name=twin.metadata["search"]["study_name"], storage=storage)
+    assert {max(t.intermediate_values) for t in trials.get_trials()} == {20}
+    assert twin.metadata["search"]["ensemble"]["max_epochs"] == 10
 
 
 @pytest.mark.filterwarnings("ignore::bluesky_digitwin.holdout.TwinNotBetterWarning")

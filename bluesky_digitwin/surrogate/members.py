@@ -122,7 +122,7 @@ def build_new_members(
     ensemble = train_members(
         plan,
         result.split,
-        train_config=train_config,
+        train_config=recipe.member_training(train_config),
         refit_epochs=refit_epochs,
         refit_rate=recipe.refit_rate,
         seed=seed or 0,

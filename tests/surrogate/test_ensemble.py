@@ -120,6 +120,8 @@ def test_several_reference_activations_make_one_group_each():
         ({"reference_shape": 200}, r"reference_shape is \(hidden layers"),
         ({"refit_rate": 0}, "refit_rate is a multiple of each network's initial"),
         ({"refit_rate": "fast"}, "refit_rate is a multiple of each network's initial"),
+        ({"max_epochs": 0}, "max_epochs is the new networks' most epochs before their refit"),
+        ({"max_epochs": 2.5}, "max_epochs is the new networks' most epochs before their refit"),
     ],
 )
 def test_bad_recipes_are_one_clear_error(options, message):
@@ -130,6 +132,14 @@ def test_bad_recipes_are_one_clear_error(options, message):
 def test_paper_recipe_keeps_the_trials_networks():
     recipe = EnsembleRecipe.paper(4)
     assert recipe.size == 4 and not recipe.retrain
+    assert recipe.max_epochs is None  # its networks are the trials', trained as trials are
+
+
+def test_the_new_networks_epochs_are_capped_not_raised():
+    config = TrainConfig(max_epochs=500)
+    assert EnsembleRecipe().member_training(config) == TrainConfig(max_epochs=250)
+    assert EnsembleRecipe(max_epochs=None).member_training(config) == config
+    assert EnsembleRecipe(max_epochs=800).member_training(config) == config
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_train: int) -> SplitData:
