@@ -137,6 +137,7 @@ def test_predict_writes_grid_columns_plus_target_and_std(fitted, tmp_path, capsy
             "--fourier-scale: Fourier features (fourier_scale) and a monotonic shape cannot be",
         ),
         ([*FIT_XY, "--epoch-points", "0"], "--epoch-points: expected a number >= 1, got 0"),
+        ([*FIT_XY, "--max-epochs", "0"], "--max-epochs: expected a number >= 1, got 0"),
         (
             [*FIT_XY, "--precision", "float16"],
             "--precision: invalid choice: 'float16' (choose from 'auto', 'float32'",
@@ -163,15 +164,18 @@ def _exit_code(argv):
         return exc.code
 
 
-def test_epoch_points_and_precision_shape_the_training_and_are_recorded(fitted, tmp_path):
+def test_epoch_points_max_epochs_and_precision_shape_the_training_and_are_recorded(
+    fitted, tmp_path
+):
     data, _ = fitted
     out = tmp_path / "twin"
     fast = ["--trials", "2", "--workers", "1", "--seed", "0"]
     argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *fast]
-    options = ["--epoch-points", "50", "--precision", "mixed_bfloat16"]
+    options = ["--epoch-points", "50", "--max-epochs", "30", "--precision", "mixed_bfloat16"]
     assert main([*argv, *options, "--out", str(out)]) == 0
     search = json.loads((out / "twin.json").read_text())["search"]
     assert search["train_config"]["reference_points"] == 50
+    assert search["train_config"]["max_epochs"] == 30
     assert search["train_config"]["precision"] == "mixed_bfloat16"
     assert search["precision"] == "mixed_bfloat16"
     # The data's 125 points are more than 50: a large map's regime, the paper's ensemble.

@@ -260,16 +260,18 @@ def _strategy(args: argparse.Namespace) -> SearchStrategy | None:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig | None:
-    """The training --epoch-points and --precision ask for; None (the default) when neither is
-    given."""
+    """The training --epoch-points, --max-epochs and --precision ask for; None (the default)
+    when none is given."""
     from bluesky_digitwin.surrogate.training import TrainConfig
 
-    if args.epoch_points is None and args.precision == "auto":
+    if args.epoch_points is None and args.max_epochs is None and args.precision == "auto":
         return None
     config = TrainConfig(precision=args.precision)
-    if args.epoch_points is None:
-        return config
-    return replace(config, reference_points=args.epoch_points)
+    if args.epoch_points is not None:
+        config = replace(config, reference_points=args.epoch_points)
+    if args.max_epochs is not None:
+        config = replace(config, max_epochs=args.max_epochs)
+    return config
 
 
 def _ensemble_recipe(args: argparse.Namespace) -> EnsembleRecipe | None:

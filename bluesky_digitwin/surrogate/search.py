@@ -453,8 +453,8 @@ def _claim_study(
             raise DigitwinInputError(
                 f"study {study.study_name!r} was searched with other training settings "
                 f"({changed}): its trials would not compare with new ones; continue it with "
-                "the same settings (e.g. the same --epoch-points and --monotonic), or give a "
-                "new study name"
+                "the same settings (e.g. the same --epoch-points, --max-epochs and --monotonic), "
+                "or give a new study name"
             )
         return int(attrs["split_seed"])
     split_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
