@@ -175,7 +175,8 @@ class DigitalTwin:
             is the paper's).
         train_config
             How each network trains
-            (:class:`~bluesky_digitwin.surrogate.training.TrainConfig`).
+            (:class:`~bluesky_digitwin.surrogate.training.TrainConfig`: at most 250 epochs;
+            ``TrainConfig.paper()`` trains the paper's 500).
         strategy
             How the search proposes, stops and judges trials: sampler and pruner (TPE and
             ASHA), hyperparameters to try first (e.g. ``previous_twin.hyperparameters``), the

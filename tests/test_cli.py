@@ -182,6 +182,22 @@ def test_epoch_points_max_epochs_and_precision_shape_the_training_and_are_record
     assert search["ensemble"]["retrain"] is False
 
 
+def test_the_default_trains_250_epochs_and_max_epochs_outranks_the_papers_search(fitted, tmp_path):
+    data, _ = fitted
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", "--trials", "1"]
+    argv += ["--workers", "1", "--seed", "0", "--ensemble", "1", "-q"]
+    epochs = {}
+    for name, options in {
+        "default": [],
+        "paper": ["--paper-search", "--max-epochs", "20"],
+    }.items():
+        out = tmp_path / name
+        assert main([*argv, *options, "--out", str(out)]) == 0
+        epochs[name] = json.loads((out / "twin.json").read_text())["search"]["train_config"]
+    assert epochs["default"]["max_epochs"] == 250
+    assert epochs["paper"]["max_epochs"] == 20
+
+
 def test_predict_grid_missing_a_feature(fitted, tmp_path, capsys):
     _, out = fitted
     grid = tmp_path / "grid.csv"
@@ -375,10 +391,12 @@ def test_a_one_network_twin_is_said_and_its_spread_left_empty(fitted, tmp_path, 
     argv = ["fit", str(data), "--features", "x", "h", "--target", "y", "--trials", "1"]
     argv += ["--workers", "1", "--paper-ensemble", "--ensemble", "2", "--paper-search"]
     assert main([*argv, "--out", str(out), "-q"]) == 0
-    # The paper's way throughout: its search space (ReLU, no L2) and the trials' own networks.
+    # The paper's way throughout: its search (ReLU, no L2, 500 epochs) and the trials' own
+    # networks.
     recorded = json.loads((out / "twin.json").read_text())
     assert recorded["search"]["space"]["activations"] == ["relu"]
     assert recorded["search"]["space"]["l2"] is None
+    assert recorded["search"]["train_config"]["max_epochs"] == 500
     assert recorded["members"][0]["params"]["activation"] == "relu"
     # A twin this tiny may also be told that it is no better than interpolation.
     err = "".join(

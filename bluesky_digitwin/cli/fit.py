@@ -260,13 +260,15 @@ def _strategy(args: argparse.Namespace) -> SearchStrategy | None:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig | None:
-    """The training --epoch-points, --max-epochs and --precision ask for; None (the default)
-    when none is given."""
+    """The training --epoch-points, --max-epochs, --precision and --paper-search (the paper's
+    500 epochs) ask for; None (the default) when none is given."""
     from bluesky_digitwin.surrogate.training import TrainConfig
 
-    if args.epoch_points is None and args.max_epochs is None and args.precision == "auto":
+    defaults = args.epoch_points is None and args.max_epochs is None and args.precision == "auto"
+    if defaults and not args.paper_search:
         return None
-    config = TrainConfig(precision=args.precision)
+    make = TrainConfig.paper if args.paper_search else TrainConfig
+    config = make(precision=args.precision)
     if args.epoch_points is not None:
         config = replace(config, reference_points=args.epoch_points)
     if args.max_epochs is not None:

@@ -149,14 +149,14 @@ class EnsembleRecipe:
         (benchmarks/RESULTS.md).
     max_epochs
         The new networks train at most this many epochs (counted as ``TrainConfig`` counts
-        them) before their refit, fewer than the search's trials (500, the paper's) when
-        smaller; ``None`` trains them as long as a trial. 250 by default: the 100-epoch refit
-        at the initial rate that follows re-heats them anyway. Against 500, on the fidelity
-        benchmark's four magnets (five seeds) the derived quantity was the same within the
-        seeds' spread (ErCo2's worst seed better; an ARPES-like map's unseen lines about 1 %
-        worse), the twin's networks trained about a quarter fewer epochs, and a cold ErCo2 fit
-        took a few seconds less in five pairs of six (benchmarks/RESULTS.md). The search's
-        trials keep ``TrainConfig.max_epochs``.
+        them) before their refit, fewer than the search's trials when smaller (as when the
+        trials train the paper's 500, ``TrainConfig.paper()``); ``None`` trains them as long as
+        a trial. 250 by default: the 100-epoch refit at the initial rate that follows re-heats
+        them anyway. Against 500, on the fidelity benchmark's four magnets (five seeds) the
+        derived quantity was the same within the seeds' spread (ErCo2's worst seed better; an
+        ARPES-like map's unseen lines about 1 % worse), the twin's networks trained about a
+        quarter fewer epochs, and a cold ErCo2 fit took a few seconds less in five pairs of six
+        (benchmarks/RESULTS.md). The search's trials train ``TrainConfig.max_epochs``.
     refit_epochs
         After the search, each chosen network trains this many more epochs on *all* the
         points (held-out ones included). 0 skips it.

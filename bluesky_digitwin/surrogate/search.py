@@ -170,7 +170,8 @@ def run_search(
         The study to create or continue; ``None`` makes a new name.
     space, train_config
         Where the search looks (default: :class:`SearchSpace`) and how each trial's network
-        trains (default: 500 epochs with early stopping, :class:`TrainConfig`).
+        trains (default: at most 250 epochs with early stopping, :class:`TrainConfig`;
+        the paper's 500 with ``TrainConfig.paper()``).
     strategy
         How trials are proposed, stopped early and judged: the sampler (TPE) and pruner
         (ASHA), hyperparameters to try first, the held-out share and what is held out
@@ -404,6 +405,34 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+#: The ``digitwin fit`` flag of each training setting a study records.
+_TRAINING_FLAGS = {
+    "max_epochs": "--max-epochs",
+    "reference_points": "--epoch-points",
+    "precision": "--precision",
+}
+
+
+def _other_training_message(study_name: str, record: StudyRecord, train_config: TrainConfig) -> str:
+    """Why a study refuses a rerun with other training, and the settings that continue it:
+    as ``TrainConfig`` fields and, where ``digitwin fit`` has one, as its flag."""
+    before, now = asdict(record.train_config), asdict(train_config)
+    changed = [name for name in before if before[name] != now[name]]
+    differences = ", ".join(f"{name} {before[name]!r}, not {now[name]!r}" for name in changed)
+    as_fields = ", ".join(f"{name}={before[name]!r}" for name in changed)
+    flags = " ".join(
+        f"{_TRAINING_FLAGS[name]} {before[name]}"
+        for name in changed
+        if name in _TRAINING_FLAGS and before[name] is not None
+    )
+    on_the_command_line = f"; digitwin fit {flags}" if flags else ""
+    return (
+        f"study {study_name!r} was searched with other training settings ({differences}): its "
+        f"trials would not compare with new ones; continue it with the same settings "
+        f"(TrainConfig({as_fields}){on_the_command_line}), or give a new study name"
+    )
+
+
 def _claim_study(
     study: optuna.Study,
     data: TrainingData,
@@ -444,17 +473,8 @@ def _claim_study(
         if record is not None and record.train_config.as_trained(
             data.n_points
         ) != train_config.as_trained(data.n_points):
-            before, now = asdict(record.train_config), asdict(train_config)
-            changed = ", ".join(
-                f"{name} {before[name]!r}, not {now[name]!r}"
-                for name in before
-                if before[name] != now[name]
-            )
             raise DigitwinInputError(
-                f"study {study.study_name!r} was searched with other training settings "
-                f"({changed}): its trials would not compare with new ones; continue it with "
-                "the same settings (e.g. the same --epoch-points, --max-epochs and --monotonic), "
-                "or give a new study name"
+                _other_training_message(study.study_name, record, train_config)
             )
         return int(attrs["split_seed"])
     split_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))

@@ -90,8 +90,12 @@ def test_a_study_is_not_continued_with_other_training_settings(data, tmp_path):
     journal = tmp_path / "journal.log"
     run_search(data, n_trials=1, n_workers=1, storage=journal, study_name="s", **TINY)
     other = {**TINY, "train_config": replace(TINY["train_config"], reference_points=50)}
-    with pytest.raises(DigitwinInputError, match=r"reference_points 8192, not 50"):
+    with pytest.raises(DigitwinInputError, match=r"reference_points 8192, not 50") as refused:
         run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **other)
+    # It says how to continue: in Python and on the command line.
+    assert "(TrainConfig(reference_points=8192); digitwin fit --epoch-points 8192)" in str(
+        refused.value
+    )
     # The same settings continue it.
     again = run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **TINY)
     assert len(again.study.get_trials()) == 2
@@ -110,6 +114,20 @@ def test_a_setting_that_changes_nothing_for_this_data_does_not_refuse_the_study(
     other = {**TINY, "train_config": replace(TINY["train_config"], patience=3)}
     with pytest.raises(DigitwinInputError, match=r"patience 30, not 3"):
         run_search(data, n_trials=3, n_workers=1, storage=journal, study_name="s", **other)
+
+
+def test_a_study_searched_at_the_papers_epochs_names_the_flag_that_continues_it(data, tmp_path):
+    # Studies searched before the default became 250 epochs trained the paper's 500.
+    journal = tmp_path / "journal.log"
+    paper = {**TINY, "train_config": TrainConfig.paper(chunk_epochs=5)}
+    assert paper["train_config"].max_epochs == 500
+    run_search(data, n_trials=1, n_workers=1, storage=journal, study_name="s", **paper)
+    default = {**TINY, "train_config": TrainConfig(chunk_epochs=5)}
+    with pytest.raises(DigitwinInputError) as refused:
+        run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **default)
+    message = str(refused.value)
+    assert "max_epochs 500, not 250" in message
+    assert "(TrainConfig(max_epochs=500); digitwin fit --max-epochs 500)" in message
 
 
 def test_warm_start_tries_the_given_hyperparameters_first(data):
