@@ -93,19 +93,12 @@ def main() -> None:
                 # Exactly as DigitalTwin.fit builds its networks.
                 if recipe.retrain:
                     models, _, _ = build_new_members(
-                        search,
-                        search.best_trials,
-                        data,
-                        recipe,
-                        recipe.refit_epochs,
-                        train_config,
-                        None,
-                        seed,
+                        search, search.best_trials, data, recipe, train_config, None, seed
                     )
                 else:
                     chosen = search.best_trials[: recipe.size]
                     models, _, _ = build_trial_members(
-                        search, chosen, data, recipe.refit_epochs, train_config, recipe.refit_rate
+                        search, chosen, data, recipe.member_training(train_config)
                     )
                 run[name] = ensemble_dsm(models, grid, reference)
                 run[f"{name}_s"] = time.perf_counter() - start

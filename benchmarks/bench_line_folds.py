@@ -44,7 +44,7 @@ from bench_fidelity import Case, baselines, build_cases
 from bluesky_digitwin.data import prepare_training_data
 from bluesky_digitwin.prediction import prediction_dataset
 from bluesky_digitwin.scan_lines import slow_axis_lines
-from bluesky_digitwin.surrogate.ensemble import REFERENCE_CONFIGURATION, refit_schedule
+from bluesky_digitwin.surrogate.ensemble import REFERENCE_CONFIGURATION, MemberTraining
 from bluesky_digitwin.surrogate.network import Scaling, build_mlp
 from bluesky_digitwin.surrogate.population import train_group
 from bluesky_digitwin.surrogate.training import TrainConfig
@@ -142,8 +142,9 @@ def train_folded_group(
         )
         fold_mse.append(result.best_loss)
         if refit.epochs > 0:
-            # The product's refit (ensemble.refit_schedule), at the initial rate / divisor.
-            schedule, factor = refit_schedule(config, refit.epochs, 1.0 / refit.divisor)
+            # The product's refit (MemberTraining.refit_schedule), at the initial rate / divisor.
+            training = MemberTraining(config, refit.epochs, 1.0 / refit.divisor)
+            schedule, factor = training.refit_schedule()
             train_group(
                 [core],
                 x,

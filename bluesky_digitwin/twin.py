@@ -254,12 +254,7 @@ class DigitalTwin:
                 member
                 for group in recipe.reference_groups(batch_sizes, len(split.y_train))
                 for member in train_group_members(
-                    group,
-                    split,
-                    train_config=recipe.member_training(train_config),
-                    refit_epochs=recipe.refit_epochs,
-                    refit_rate=recipe.refit_rate,
-                    seed=seed or 0,
+                    group, split, recipe.member_training(train_config), seed=seed or 0
                 )
             ]
 
@@ -309,7 +304,6 @@ class DigitalTwin:
                     eligible,
                     prepared,
                     recipe,
-                    recipe.refit_epochs,
                     train_config,
                     space,
                     seed,
@@ -320,12 +314,7 @@ class DigitalTwin:
                 )
             else:
                 members, member_meta, val_scaled = build_trial_members(
-                    result,
-                    eligible[: recipe.size],
-                    prepared,
-                    recipe.refit_epochs,
-                    train_config,
-                    recipe.refit_rate,
+                    result, eligible[: recipe.size], prepared, recipe.member_training(train_config)
                 )
         finally:
             result.cleanup()

@@ -41,12 +41,12 @@ __all__ = [
     "EnsembleRecipe",
     "Member",
     "MemberRecord",
+    "MemberTraining",
     "PlannedGroup",
     "TrainedEnsemble",
     "default_recipe",
     "gather_shares",
     "read_records",
-    "refit_schedule",
     "train_group_members",
     "train_members",
     "within_tolerance",
@@ -270,12 +270,13 @@ class EnsembleRecipe:
         (30 epochs at their final learning rate)."""
         return cls(size=size, retrain=False, max_epochs=None, refit_epochs=30, refit_rate=None)
 
-    def member_training(self, train_config: TrainConfig) -> TrainConfig:
-        """How the recipe's new networks train before their refit: ``train_config`` with
-        its epochs capped at :attr:`max_epochs`."""
-        if self.max_epochs is None or self.max_epochs >= train_config.max_epochs:
-            return train_config
-        return replace(train_config, max_epochs=int(self.max_epochs))
+    def member_training(self, train_config: TrainConfig) -> MemberTraining:
+        """How the recipe's networks train: ``train_config`` with its epochs capped at
+        :attr:`max_epochs`, then the recipe's refit."""
+        config = train_config
+        if self.max_epochs is not None and self.max_epochs < train_config.max_epochs:
+            config = replace(train_config, max_epochs=int(self.max_epochs))
+        return MemberTraining(config, self.refit_epochs, self.refit_rate)
 
     @property
     def reference_activations(self) -> tuple[str, ...]:
@@ -448,32 +449,46 @@ class TrainedEnsemble:
     validation_prediction: np.ndarray
 
 
-def refit_schedule(
-    train_config: TrainConfig, refit_epochs: int, refit_rate: float | None
-) -> tuple[TrainConfig, float]:
-    """How a network continues on all the points after early stopping: the training
-    settings of the refit, and its learning rate as a multiple of the network's initial one.
+@dataclass(frozen=True)
+class MemberTraining:
+    """How a twin's networks train: with early stopping on the held-out points, then a refit
+    on all of them (:meth:`EnsembleRecipe.member_training` makes one from a recipe).
 
-    The refit keeps the weights with the lowest loss over all the points; its rate is constant
-    (``refit_rate``, or the final rate of ``train_config`` when None).
+    Attributes
+    ----------
+    config
+        The first training's recipe (epochs, early stopping, learning-rate drop).
+    refit_epochs
+        Then this many epochs on all the points; 0: none.
+    refit_rate
+        The refit's learning rate as a multiple of each network's initial one; ``None``: the
+        final rate of ``config`` (the initial one divided by ``lr_drop_factor``).
     """
-    config = replace(
-        train_config,
-        max_epochs=refit_epochs,
-        patience=refit_epochs,
-        lr_drop_epoch=refit_epochs,
-    )
-    factor = 1.0 / train_config.lr_drop_factor if refit_rate is None else float(refit_rate)
-    return config, factor
+
+    config: TrainConfig
+    refit_epochs: int
+    refit_rate: float | None
+
+    def refit_schedule(self) -> tuple[TrainConfig, float]:
+        """How a network continues on all the points after early stopping: the training
+        settings of the refit, and its learning rate as a multiple of the network's initial
+        one.
+
+        The refit keeps the weights with the lowest loss over all the points; its rate is
+        constant.
+        """
+        epochs = self.refit_epochs
+        refit = replace(self.config, max_epochs=epochs, patience=epochs, lr_drop_epoch=epochs)
+        rate = self.refit_rate
+        factor = 1.0 / self.config.lr_drop_factor if rate is None else float(rate)
+        return refit, factor
 
 
 def train_members(
     plan: Sequence[PlannedGroup],
     split: SplitData,
+    training: MemberTraining,
     *,
-    train_config: TrainConfig,
-    refit_epochs: int,
-    refit_rate: float | None,
     seed: int = 0,
     trained: Sequence[Member] = (),
 ) -> TrainedEnsemble:
@@ -485,11 +500,9 @@ def train_members(
         The groups, from :meth:`EnsembleRecipe.plan`.
     split
         The search's scaled training and held-out points.
-    train_config
-        The search's training recipe (epochs, early stopping on the held-out points).
-    refit_epochs, refit_rate
-        Then this many epochs on all the points (0: none), at this multiple of each network's
-        initial learning rate (None: its final rate); :func:`refit_schedule`.
+    training
+        How the networks train: the search's recipe with early stopping on the held-out
+        points, then the refit on all the points.
     seed
         Base of the networks' seeds (each network gets its own).
     trained
@@ -503,26 +516,15 @@ def train_members(
         if len(ready) == group.count:
             members.extend(ready)
         else:
-            members.extend(
-                train_group_members(
-                    group,
-                    split,
-                    train_config=train_config,
-                    refit_epochs=refit_epochs,
-                    refit_rate=refit_rate,
-                    seed=seed,
-                )
-            )
+            members.extend(train_group_members(group, split, training, seed=seed))
     return TrainedEnsemble(members, np.mean([m.validation for m in members], axis=0))
 
 
 def train_group_members(
     group: PlannedGroup,
     split: SplitData,
+    training: MemberTraining,
     *,
-    train_config: TrainConfig,
-    refit_epochs: int,
-    refit_rate: float | None,
     seed: int = 0,
     indices: Sequence[int] | None = None,
 ) -> list[Member]:
@@ -550,12 +552,12 @@ def train_group_members(
         batch_size=batch,
         learning_rates=[rate] * count,
         seeds=seeds,
-        config=train_config,
+        config=training.config,
     )
     validation = [np.asarray(m(split.x_val, training=False)).reshape(-1) for m in models]
-    if refit_epochs > 0:
+    if training.refit_epochs > 0:
         # The held-out points join in, keeping the weights with the lowest loss over all.
-        refit, factor = refit_schedule(train_config, refit_epochs, refit_rate)
+        refit, factor = training.refit_schedule()
         train_group(
             models,
             np.concatenate([split.x_train, split.x_val]),
@@ -627,9 +629,7 @@ class BestShapeShare:
             members = train_group_members(
                 group,
                 split,
-                train_config=self.recipe.member_training(self.train_config),
-                refit_epochs=self.recipe.refit_epochs,
-                refit_rate=self.recipe.refit_rate,
+                self.recipe.member_training(self.train_config),
                 seed=self.seed,
                 indices=indices,
             )

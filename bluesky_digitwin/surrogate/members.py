@@ -18,7 +18,7 @@ from bluesky_digitwin.data import TrainingData
 from bluesky_digitwin.surrogate.ensemble import (
     EnsembleRecipe,
     Member,
-    refit_schedule,
+    MemberTraining,
     train_members,
 )
 from bluesky_digitwin.surrogate.network import Scaling
@@ -34,12 +34,11 @@ def build_trial_members(
     result: SearchResult,
     trials: Sequence[Any],
     data: TrainingData,
-    refit_epochs: int,
-    train_config: TrainConfig,
-    refit_rate: float | None,
+    training: MemberTraining,
 ) -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
-    """The paper's ensemble: the best trials' own networks, refitted on all points
-    (:func:`~bluesky_digitwin.surrogate.ensemble.refit_schedule`).
+    """The paper's ensemble: the best trials' own networks, refitted on all points as
+    ``training`` says (:meth:`~bluesky_digitwin.surrogate.ensemble.MemberTraining.refit_schedule`;
+    they trained as its trials did).
 
     Also returns the networks' mean prediction of the held-out points (scaled) before the
     refit, when they had not seen them.
@@ -68,9 +67,9 @@ def build_trial_members(
             core = keras.saving.load_model(path, compile=False, safe_mode=True)
             params = trial_params(trial)
             validation.append(np.asarray(core(split.x_val, training=False)).reshape(-1))
-            if refit_epochs > 0:
+            if training.refit_epochs > 0:
                 # The held-out points join in, keeping the weights with the lowest loss over all.
-                refit, factor = refit_schedule(train_config, refit_epochs, refit_rate)
+                refit, factor = training.refit_schedule()
                 train(
                     core,
                     x_all,
@@ -101,7 +100,6 @@ def build_new_members(
     trials: Sequence[Any],
     data: TrainingData,
     recipe: EnsembleRecipe,
-    refit_epochs: int,
     train_config: TrainConfig,
     space: SearchSpace | None,
     seed: int | None,
@@ -122,9 +120,7 @@ def build_new_members(
     ensemble = train_members(
         plan,
         result.split,
-        train_config=recipe.member_training(train_config),
-        refit_epochs=refit_epochs,
-        refit_rate=recipe.refit_rate,
+        recipe.member_training(train_config),
         seed=seed or 0,
         trained=trained,
     )

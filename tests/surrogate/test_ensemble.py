@@ -11,10 +11,10 @@ from bluesky_digitwin.surrogate.ensemble import (
     REFERENCE_CONFIGURATION,
     BestShapeShare,
     EnsembleRecipe,
+    MemberTraining,
     PlannedGroup,
     default_recipe,
     gather_shares,
-    refit_schedule,
     train_group_members,
     train_members,
 )
@@ -137,9 +137,12 @@ def test_paper_recipe_keeps_the_trials_networks():
 
 def test_the_new_networks_epochs_are_capped_not_raised():
     config = TrainConfig(max_epochs=500)
-    assert EnsembleRecipe().member_training(config) == TrainConfig(max_epochs=250)
-    assert EnsembleRecipe(max_epochs=None).member_training(config) == config
-    assert EnsembleRecipe(max_epochs=800).member_training(config) == config
+    assert EnsembleRecipe().member_training(config).config == TrainConfig(max_epochs=250)
+    assert EnsembleRecipe(max_epochs=None).member_training(config).config == config
+    assert EnsembleRecipe(max_epochs=800).member_training(config).config == config
+    # The refit is the recipe's.
+    training = EnsembleRecipe(refit_epochs=7, refit_rate=0.5).member_training(config)
+    assert (training.refit_epochs, training.refit_rate) == (7, 0.5)
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_train: int) -> SplitData:
@@ -159,7 +162,7 @@ def test_train_members_gives_the_planned_networks():
     split = _split(x, np.sin(2 * x[:, 0]) * x[:, 1], 48)
     plan = [PlannedGroup(7, TRIALS[0][1], 2, 0), PlannedGroup(3, TRIALS[1][1], 1, 1)]
     config = TrainConfig(max_epochs=6, chunk_epochs=3)
-    trained = train_members(plan, split, train_config=config, refit_epochs=2, refit_rate=1.0)
+    trained = train_members(plan, split, MemberTraining(config, refit_epochs=2, refit_rate=1.0))
     assert [m.source_trial for m in trained.members] == [7, 7, 3]
     assert len({m.seed for m in trained.members}) == 3
     assert trained.validation_prediction.shape == (12,)
@@ -179,11 +182,7 @@ def test_the_reference_l2_reaches_the_reference_networks():
         (None, 1e-5, "l2")
     ]
     trained = train_members(
-        plan,
-        split,
-        train_config=TrainConfig(max_epochs=3, chunk_epochs=3),
-        refit_epochs=0,
-        refit_rate=1.0,
+        plan, split, MemberTraining(TrainConfig(max_epochs=3, chunk_epochs=3), 0, 1.0)
     )
     hidden = [
         layer
@@ -202,16 +201,13 @@ def test_a_group_trained_beforehand_is_used_not_trained_again():
     split = _split(x, x[:, 0] - x[:, 1] ** 2, 32)
     config = TrainConfig(max_epochs=4, chunk_epochs=2)
     plan = EnsembleRecipe(size=3).plan(TRIALS[:1], [16], len(split.y_train))
-    reference = train_group_members(
-        plan[-1], split, train_config=config, refit_epochs=1, refit_rate=1.0
-    )
-    together = train_members(
-        plan, split, train_config=config, refit_epochs=1, refit_rate=1.0, trained=reference
-    )
+    training = MemberTraining(config, refit_epochs=1, refit_rate=1.0)
+    reference = train_group_members(plan[-1], split, training)
+    together = train_members(plan, split, training, trained=reference)
     assert [m.source_trial for m in together.members] == [7, 7, None]
     assert together.members[-1] is reference[0]
     # The same seeds as training the whole plan at once: the same networks.
-    at_once = train_members(plan, split, train_config=config, refit_epochs=1, refit_rate=1.0)
+    at_once = train_members(plan, split, training)
     assert [m.seed for m in at_once.members] == [m.seed for m in together.members]
     np.testing.assert_allclose(
         np.asarray(at_once.members[-1].model(split.x_val)),
@@ -259,9 +255,7 @@ def test_a_group_shared_out_in_parts_is_the_group_trained_at_once(tmp_path):
     assert [[r.index for r in part] for part in parts] == [[0, 2, 4], [1, 3]]
     members = gather_shares(parts, n_features=2)
     (group,) = recipe.plan([(trial.number, params)], [16, 32], len(split.y_train))
-    at_once = train_group_members(
-        group, split, train_config=config, refit_epochs=1, refit_rate=1.0, seed=3
-    )
+    at_once = train_group_members(group, split, recipe.member_training(config), seed=3)
     assert [m.seed for m in members] == [m.seed for m in at_once]
     for shared, alone in zip(members, at_once, strict=True):
         assert shared.result.epochs_run == alone.result.epochs_run
@@ -278,13 +272,12 @@ def test_the_refit_continues_on_all_points_at_the_rate_the_recipe_gives():
     x = np.random.default_rng(4).uniform(-1, 1, size=(50, 2)).astype(np.float32)
     split = _split(x, np.cos(2 * x[:, 0]) + x[:, 1], 40)
     config = TrainConfig(max_epochs=4, chunk_epochs=2, lr_drop_factor=5.0)
-    refit, factor = refit_schedule(config, 3, 1.0)
+    refit, factor = MemberTraining(config, 3, 1.0).refit_schedule()
     assert (refit.max_epochs, refit.patience, refit.lr_drop_epoch, factor) == (3, 3, 3, 1.0)
-    assert refit_schedule(config, 3, None)[1] == pytest.approx(0.2)  # the final rate
+    final_rate = MemberTraining(config, 3, None).refit_schedule()[1]
+    assert final_rate == pytest.approx(0.2)
     group = PlannedGroup(7, TRIALS[0][1], 1, 0)
-    (by_hand,) = train_group_members(
-        group, split, train_config=config, refit_epochs=0, refit_rate=1.0
-    )
+    (by_hand,) = train_group_members(group, split, MemberTraining(config, 0, 1.0))
     train_group(
         [by_hand.model],
         np.concatenate([split.x_train, split.x_val]),
@@ -294,10 +287,8 @@ def test_the_refit_continues_on_all_points_at_the_rate_the_recipe_gives():
         seeds=[by_hand.seed + 1],
         config=refit,
     )
-    (fast,) = train_group_members(group, split, train_config=config, refit_epochs=3, refit_rate=1.0)
-    (gentle,) = train_group_members(
-        group, split, train_config=config, refit_epochs=3, refit_rate=None
-    )
+    (fast,) = train_group_members(group, split, MemberTraining(config, 3, 1.0))
+    (gentle,) = train_group_members(group, split, MemberTraining(config, 3, None))
     grid = split.x_val
     np.testing.assert_allclose(
         np.asarray(fast.model(grid)), np.asarray(by_hand.model(grid)), rtol=1e-5, atol=1e-6
