@@ -50,9 +50,9 @@ class TrainConfig:
         Upper bound of epochs: 250 by default, the paper's 500 with :meth:`paper`. The learning
         rate drops at epoch 100, so 250 leaves 150 epochs at the lower rate, and early stopping
         ends most networks before either bound. Against 500, on the fidelity benchmark's
-        magnets (five seeds each) the derived quantities stayed within the seeds' spread and a
-        cold ErCo2 ``digitwin fit`` took 1.29 times a one-network script's time instead of 1.52
-        (benchmarks/RESULTS.md).
+        magnets (five seeds each, ErCo2 ten) the derived quantities stayed within the seeds'
+        spread and a cold ErCo2 ``digitwin fit`` took 1.29-1.38 times a one-network script's
+        time instead of 1.52-1.56 (benchmarks/RESULTS.md).
     patience
         Early stopping: stop when the validation loss has not improved for this many epochs.
     lr_drop_epoch, lr_drop_factor
