@@ -60,7 +60,11 @@ class SearchSpace:
 
     @classmethod
     def paper(cls, **changes: Any) -> SearchSpace:
-        """The paper's space: ReLU networks, no L2 penalty (``changes`` override fields)."""
+        """The paper's space: ReLU networks, no L2 penalty (``changes`` override fields).
+
+        The paper's training, 500 epochs a network, is ``TrainConfig.paper()``;
+        ``digitwin fit --paper-search`` takes both.
+        """
         return cls(**{"activations": ("relu",), "l2": None, **changes})
 
     def __post_init__(self) -> None:
