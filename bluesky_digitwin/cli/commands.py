@@ -55,20 +55,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     check_name(args.study, "--study")
     start_tensorflow()
-    from bluesky_digitwin.surrogate.workers import load_study_record, run_worker
+    from bluesky_digitwin.surrogate.study_record import StudyRecord
+    from bluesky_digitwin.surrogate.workers import run_worker
 
-    # This process is the worker's alone: before its first matmul, let oneDNN do the bfloat16
-    # rounding if the search trains so on this machine (see cmd_fit).
-    _, record = load_study_record(args.storage, args.study, heartbeat_interval=args.heartbeat)
-    allow_bfloat16_inside_matmuls(record.train_config.precision)
-    where = redact_url(str(args.storage))
-    say(args, f"joining study {args.study!r} on {where}")
+    def joined(record: StudyRecord) -> None:
+        # This process is the worker's alone: before its first matmul, let oneDNN do the
+        # bfloat16 rounding if the search trains so on this machine (see cmd_fit).
+        allow_bfloat16_inside_matmuls(record.train_config.precision)
+        say(args, f"joining study {args.study!r} on {redact_url(str(args.storage))}")
+
     report = run_worker(
         args.storage,
         args.study,
         n_trials=args.trials,
         artifacts=args.artifacts,
         heartbeat_interval=args.heartbeat,
+        on_joined=joined,
     )
     say(
         args,

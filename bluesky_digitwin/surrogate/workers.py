@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +178,7 @@ def run_worker(
     pruner: optuna.pruners.BasePruner | None = None,
     seed: int | None = None,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+    on_joined: Callable[[StudyRecord], None] | None = None,
 ) -> WorkerReport:
     """Join a running search and train trials until the study holds enough finished ones.
 
@@ -199,6 +201,10 @@ def run_worker(
         search's seed and the trial number, whichever worker trains them.
     heartbeat_interval
         Seconds between heartbeats of this worker's running trial on a database storage.
+    on_joined
+        Called with the study's record once it is read, before any data is fetched or any
+        network trained: e.g. to say what the worker joined, or to set up the arithmetic the
+        record's ``train_config.precision`` asks for before TensorFlow's first matmul.
 
     Returns
     -------
@@ -206,6 +212,8 @@ def run_worker(
         How many trials this worker ran and how many the study holds finished.
     """
     study, record = load_study_record(storage, study_name, heartbeat_interval=heartbeat_interval)
+    if on_joined is not None:
+        on_joined(record)
     if record.custom_sampler_or_pruner and (sampler is None or pruner is None):
         warnings.warn(
             f"study {study_name!r} was started with a custom sampler or pruner; this worker "

@@ -94,7 +94,15 @@ def test_a_worker_joins_with_nothing_but_the_storage_and_the_study_name(data, tm
     }
     assert record["n_trials"] == 2
 
-    report = run_worker(journal, "s", n_trials=5)
+    # The caller hears of the record once, before the worker trains anything.
+    heard = []
+
+    def joined(study_record):
+        trials = optuna.load_study(study_name="s", storage=open_storage(journal)).get_trials()
+        heard.append((study_record.n_trials, len(trials)))
+
+    report = run_worker(journal, "s", n_trials=5, on_joined=joined)
+    assert heard == [(2, 2)]
     assert (report.trials_run, report.finished, report.n_trials) == (3, 5, 5)
     study = optuna.load_study(study_name="s", storage=open_storage(journal))
     trials = study.get_trials()
