@@ -95,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="parallel workers on this machine (one per core); 0: train nothing here, wait for "
         "'digitwin worker' processes elsewhere",
     )
-    fit.add_argument("--seed", type=int, default=None, help="make the search repeatable")
+    fit.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed the split, the sampler and the networks: the same twin again with "
+        "--workers 1; with several workers the order trials finish in depends on timing, so "
+        "the search, and the twin, may differ",
+    )
     fit.add_argument(
         "--storage",
         default=None,
@@ -483,7 +490,12 @@ def _add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
     compare.add_argument(
         "--workers", type=_positive_int, default=None, help="parallel workers (one per core)"
     )
-    compare.add_argument("--seed", type=int, default=None, help="make the fits repeatable")
+    compare.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed the fits (the same twin again with --workers 1; see digitwin fit --help)",
+    )
     compare.add_argument(
         "--rbf-trials", type=_positive_int, default=30, help="RBF tuning trials (30)"
     )
