@@ -250,12 +250,11 @@ class DigitalTwin:
             # The reference networks do not depend on the search: they train on this
             # process's core while the workers search, instead of after the search with the
             # other core idle.
+            training = recipe.member_training(train_config)
             return [
                 member
                 for group in recipe.reference_groups(batch_sizes, len(split.y_train))
-                for member in train_group_members(
-                    group, split, recipe.member_training(train_config), seed=seed or 0
-                )
+                for member in train_group_members(group, split, training, seed=seed or 0)
             ]
 
         shares = BestShapeShare(recipe, tuple(batch_sizes), train_config, seed=seed or 0)

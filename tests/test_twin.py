@@ -37,31 +37,32 @@ FAST = {
 }
 
 
-@pytest.fixture(scope="module")
-def twin() -> DigitalTwin:
+#: The module twin's fit: four trials, three networks, seed 0, one worker.
+SMOOTH_FIT = {"n_trials": 4, "ensemble": EnsembleRecipe(size=3), "seed": 0, **FAST}
+
+
+def _smooth_dataset() -> xr.Dataset:
     data = xr.Dataset.from_dataframe(smooth_table())
     data["x"].attrs["units"] = "mm"
+    return data
+
+
+@pytest.fixture(scope="module")
+def twin() -> DigitalTwin:
     return DigitalTwin.fit(
-        data,
+        _smooth_dataset(),
         ["x", "h"],
         "y",
-        n_trials=4,
-        ensemble=EnsembleRecipe(size=3),
-        seed=0,
         units={"y": "V"},
         provenance={"run_uids": ["abc"]},
-        **FAST,
+        **SMOOTH_FIT,
     )
 
 
 def test_one_worker_and_a_seed_give_the_same_twin_again(twin):
     # What `digitwin fit --seed` promises with --workers 1 (with several, trials finish in an
     # order that depends on timing).
-    data = xr.Dataset.from_dataframe(smooth_table())
-    data["x"].attrs["units"] = "mm"
-    again = DigitalTwin.fit(
-        data, ["x", "h"], "y", n_trials=4, ensemble=EnsembleRecipe(size=3), seed=0, **FAST
-    )
+    again = DigitalTwin.fit(_smooth_dataset(), ["x", "h"], "y", **SMOOTH_FIT)
     grid = {"x": np.linspace(0.0, 1.0, 7), "h": np.linspace(0.0, 2.0, 7)}
     first, second = twin.predict(grid), again.predict(grid)
     np.testing.assert_array_equal(first["y"].values, second["y"].values)

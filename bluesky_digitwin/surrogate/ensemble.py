@@ -621,18 +621,13 @@ class BestShapeShare:
         plan = self.recipe.plan(
             [(t.number, trial_params(t)) for t in eligible], self.batch_sizes, len(split.y_train)
         )
+        training = self.recipe.member_training(self.train_config)
         records: list[MemberRecord] = []
         for group in plan:
             if group.trial is None:
                 continue
             indices = range(part, group.count, parts)
-            members = train_group_members(
-                group,
-                split,
-                self.recipe.member_training(self.train_config),
-                seed=self.seed,
-                indices=indices,
-            )
+            members = train_group_members(group, split, training, seed=self.seed, indices=indices)
             records.extend(MemberRecord.of(m, j) for m, j in zip(members, indices, strict=True))
         return records
 
