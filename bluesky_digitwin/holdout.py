@@ -38,6 +38,9 @@ class HoldoutComparison:
         How many points were held out.
     twin_rmse
         The twin's ensemble mean, in the target's units.
+    twin_r2
+        The same as a coefficient of determination (1 - MSE / variance of the held-out
+        values); None in twins saved before it was recorded.
     baselines
         Method name -> RMSE on the same points (methods that could not be fitted are left out,
         with the reason in ``skipped``).
@@ -50,6 +53,7 @@ class HoldoutComparison:
     twin_rmse: float
     baselines: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    twin_r2: float | None = None
 
     @property
     def best_baseline(self) -> tuple[str, float] | None:
@@ -90,6 +94,7 @@ class HoldoutComparison:
             twin_rmse=float(d["twin_rmse"]),
             baselines={str(k): float(v) for k, v in d.get("baselines", {}).items()},
             skipped={str(k): str(v) for k, v in d.get("skipped", {}).items()},
+            twin_r2=None if d.get("twin_r2") is None else float(d["twin_r2"]),
         )
 
     def summary(self, units: str = "") -> str:
@@ -135,7 +140,10 @@ def compare_on_holdout(
     from bluesky_digitwin.analysis.baselines import LinearInterpolator, RBFBaseline
 
     y_val = np.asarray(y_val, np.float64)
-    twin_rmse = float(np.sqrt(np.mean((np.asarray(twin_val, np.float64) - y_val) ** 2)))
+    twin_mse = float(np.mean((np.asarray(twin_val, np.float64) - y_val) ** 2))
+    twin_rmse = math.sqrt(twin_mse)
+    spread = float(np.var(y_val))
+    twin_r2 = 1.0 - twin_mse / spread if spread > 0 else None
     table = pd.DataFrame(np.column_stack([x_train, y_train]), columns=[*features, target])
     queries = {name: x_val[:, i] for i, name in enumerate(features)}
     baselines: dict[str, float] = {}
@@ -161,7 +169,7 @@ def compare_on_holdout(
         if not finite.all():
             skipped[f"{name} (partial)"] = f"no value at {int((~finite).sum())} point(s)"
         baselines[name] = rmse
-    result = HoldoutComparison(held_out, len(y_val), twin_rmse, baselines, skipped)
+    result = HoldoutComparison(held_out, len(y_val), twin_rmse, baselines, skipped, twin_r2)
     if warn and not result.twin_is_better and math.isfinite(twin_rmse):
         name, rmse = result.trivial_baseline  # type: ignore[misc]
         # Random points of densely measured lines are easy for interpolation along the line;

@@ -455,7 +455,15 @@ class DigitalTwin:
 
     @property
     def validation_rmse(self) -> float:
-        """RMSE of the best network on the held-out points, in the target's units."""
+        """The twin's RMSE on the points the search held out, in the target's units.
+
+        The mean of its networks there, before their refit on all the points let them see
+        those points (:attr:`holdout`); one network alone can be far worse or better. Twins
+        saved without the comparison give their first network's.
+        """
+        holdout = self.holdout
+        if holdout is not None:
+            return holdout.twin_rmse
         return float(self.metadata["members"][0]["validation_rmse"])
 
     @property

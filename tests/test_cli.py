@@ -198,6 +198,21 @@ def test_the_default_trains_250_epochs_and_max_epochs_outranks_the_papers_search
     assert epochs["paper"]["max_epochs"] == 20
 
 
+def test_the_summary_tells_the_twins_validation_from_each_networks(fitted, tmp_path, capsys):
+    """One network that stopped early must not pass for the twin (its mean), nor hide."""
+    data, _ = fitted
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    assert main([*argv, "--max-epochs", "30", "--out", str(tmp_path / "twin")]) == 0
+    twin = DigitalTwin.load(tmp_path / "twin")
+    each = [m["validation_rmse"] for m in twin.metadata["members"]]
+    (line,) = [s for s in capsys.readouterr().out.splitlines() if s.startswith("  networks:")]
+    assert line == (
+        f"  networks: 2, on the held-out points RMSE {min(each):.4g}-{max(each):.4g} each; "
+        f"together R^2 {twin.holdout.twin_r2:.5f}"
+    )
+    assert twin.validation_rmse == twin.holdout.twin_rmse
+
+
 def test_predict_grid_missing_a_feature(fitted, tmp_path, capsys):
     _, out = fitted
     grid = tmp_path / "grid.csv"

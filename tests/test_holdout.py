@@ -63,3 +63,20 @@ def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason():
     result = compare_on_holdout(["a", "b"], "y", x[:30], y[:30], x[30:], y[30:], y[30:], warn=False)
     assert "thin-plate RBF" in result.baselines
     assert "linear" in result.skipped or "linear" in result.baselines
+
+
+def test_the_twins_r2_is_its_mean_squared_error_against_the_held_out_spread():
+    x, y, xv, yv = _lines()
+    offset = np.where(np.arange(len(yv)) % 2 == 0, 0.1, -0.1)
+    result = compare_on_holdout(["T", "H"], "M", x, y, xv, yv, yv + offset, warn=False)
+    assert result.twin_r2 == pytest.approx(1 - 0.01 / np.var(yv))
+    flat = compare_on_holdout(["T", "H"], "M", x, y, xv, np.ones_like(yv), yv, warn=False)
+    assert flat.twin_r2 is None  # no spread to compare with, rather than a division by zero
+
+
+def test_a_comparison_saved_before_the_r2_was_recorded_still_loads():
+    x, y, xv, yv = _lines()
+    saved = compare_on_holdout(["T", "H"], "M", x, y, xv, yv, yv, warn=False).to_dict()
+    del saved["twin_r2"]
+    loaded = HoldoutComparison.from_dict(saved)
+    assert loaded.twin_r2 is None and loaded.twin_rmse == pytest.approx(0.0)

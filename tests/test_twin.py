@@ -106,7 +106,10 @@ def test_fit_records_what_it_learned(twin):
     holdout = twin.holdout
     assert holdout.held_out == "points" and holdout.n_points == meta["data"]["n_points"] // 5
     assert set(holdout.baselines) == {"linear", "thin-plate RBF"}
-    assert np.isfinite(holdout.twin_rmse)
+    assert np.isfinite(holdout.twin_rmse) and 0.0 < holdout.twin_r2 <= 1.0
+    # The twin's validation is its networks' mean on the held-out points, not its first's.
+    assert twin.validation_rmse == holdout.twin_rmse
+    assert f"validation RMSE {holdout.twin_rmse:.4g}" in repr(twin)
     assert meta["unresolved_steps"] == [] and twin.unresolved_steps == []  # smooth data
     assert set(twin.hyperparameters) >= {"n_layers", "n_units", "learning_rate", "batch_size"}
     assert "DigitalTwin y(x, h)" in repr(twin)
@@ -554,3 +557,9 @@ def test_a_twin_left_aside_by_an_earlier_version_killed_mid_save_comes_back(twin
     staging.mkdir()
     assert DigitalTwin.load(path).id == twin.id
     assert sorted(p.name for p in tmp_path.iterdir()) == [".twin.ab12cd34", "twin"]
+
+
+def test_a_twin_saved_without_the_comparison_gives_its_first_networks_validation(twin):
+    older = twin.select(range(twin.ensemble_size))
+    del older.metadata["holdout"]  # as twins saved before the comparison was recorded
+    assert older.validation_rmse == twin.metadata["members"][0]["validation_rmse"]

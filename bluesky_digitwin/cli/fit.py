@@ -109,8 +109,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 f"{search['n_pruned']} pruned, {search['n_failed']} failed), "
                 f"study {search['study_name']!r}",
                 f"  best hyperparameters: {params}",
-                f"  validation: RMSE {best['validation_rmse']:.4g}{target_units}, "
-                f"R^2 {best['validation_r2']:.5f} (ensemble of {twin.ensemble_size})",
+                f"  {_networks_line(twin, target_units)}",
                 *(
                     [f"  {twin.holdout.summary(twin.units.get(twin.target, ''))}"]
                     if twin.holdout is not None
@@ -121,6 +120,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
         ),
     )
     return 0
+
+
+def _networks_line(twin: Any, target_units: str) -> str:
+    """How the twin's networks did on the held-out points, alone and together.
+
+    Each network's own figure is from before the refit on all the points; together is the
+    twin, their mean. So a stray network shows without being taken for the twin.
+    """
+    rmses = [float(m["validation_rmse"]) for m in twin.metadata["members"]]
+    holdout = twin.holdout
+    where = f"held-out {'points' if holdout is None else holdout.held_out}"
+    if len(rmses) == 1:
+        return f"networks: 1, on the {where} RMSE {rmses[0]:.4g}{target_units}"
+    together = (
+        ""
+        if holdout is None or holdout.twin_r2 is None
+        else f"; together R^2 {holdout.twin_r2:.5f}"
+    )
+    return (
+        f"networks: {len(rmses)}, on the {where} RMSE {min(rmses):.4g}-{max(rmses):.4g}"
+        f"{target_units} each{together}"
+    )
 
 
 def _save_or_fall_back(twin: Any, out: Path) -> None:
