@@ -53,6 +53,13 @@ def _durations(journal: Path, study_name: str) -> list[float]:
     return [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]
 
 
+def _twin_r2(meta: dict) -> str:
+    """The twin's R² on the held-out points: its networks' mean, what a user predicts with
+    (recorded since the summary stopped giving the first network's as the twin's)."""
+    r2 = (meta.get("holdout") or {}).get("twin_r2")
+    return "R^2 not recorded" if r2 is None else f"R^2 {r2:.4f}"
+
+
 def replay(durations: list[float], workers: int) -> float:
     """Wall time of running ``durations`` in order on ``workers`` (list scheduling)."""
     free_at = [0.0] * workers
@@ -104,7 +111,8 @@ def cold(args: argparse.Namespace) -> None:
                 f"workers {workers}: {wall:.0f} s wall ({wall / 60:.1f} min; search "
                 f"{search['wall_time_s']:.0f} s), {search['n_complete']} complete / "
                 f"{search['n_pruned']} pruned, best validation R^2 {r2[0]:.4f}, ensemble of "
-                f"{len(members)} R^2 {min(r2):.4f}–{max(r2):.4f}; peak memory of the command "
+                f"{len(members)} R^2 {min(r2):.4f}–{max(r2):.4f}, the twin (their mean) "
+                f"{_twin_r2(meta)}; peak memory of the command "
                 f"{peak_memory_mib()['children']:.0f} MiB",
                 flush=True,
             )
@@ -176,6 +184,7 @@ def main() -> None:
                 f"RMSE {best['validation_rmse']:.3g} (R^2 {best['validation_r2']:.4f}), "
                 f"ensemble R^2 {min(m['validation_r2'] for m in twin.metadata['members']):.4f}"
                 f"–{max(m['validation_r2'] for m in twin.metadata['members']):.4f}, "
+                f"the twin (their mean) {_twin_r2(twin.metadata)}, "
                 f"best {best['params']}",
                 flush=True,
             )
