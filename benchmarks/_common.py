@@ -25,8 +25,10 @@ SHARED_DATA = Path(
 ERCO2_MASS_G = 0.61e-3
 
 
-#: The installed ``digitwin`` command of this interpreter, as a user starts it.
-DIGITWIN = str(Path(sys.executable).with_name("digitwin"))
+#: The installed ``digitwin`` command of this interpreter, as a user starts it; the environment
+#: variable DIGITWIN_EXECUTABLE times another (e.g. the ``bin/digitwin`` of an install of
+#: another commit made with ``pip install --target``, its package put first by PYTHONPATH).
+DIGITWIN = os.environ.get("DIGITWIN_EXECUTABLE", str(Path(sys.executable).with_name("digitwin")))
 
 
 def run_cold(command: list[str], cwd: str) -> tuple[float, str]:

@@ -174,3 +174,30 @@ def test_a_child_ends_when_the_process_that_launched_it_is_gone(tmp_path, launch
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_process_that_skips_the_exit_collection_still_runs_its_exit_handlers(tmp_path):
+    """What `digitwin` and each search worker do last: exit without collecting the heap, but
+    with atexit handlers, finalizers (temporary directories) and the exit code as before."""
+    script = f"""
+import atexit, sys, tempfile, weakref
+from pathlib import Path
+from bluesky_digitwin.processes import skip_exit_collection
+
+out = Path({str(tmp_path)!r})
+atexit.register((out / "atexit").write_text, "ran")
+kept = tempfile.TemporaryDirectory(dir=out)
+(out / "tempdir").write_text(kept.name)
+class Cycle:
+    pass
+cycle = Cycle()
+cycle.self = cycle
+weakref.finalize(cycle, (out / "finalized").write_text, "ran")
+skip_exit_collection()
+sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), timeout=120)
+    assert done.returncode == 3
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "finalized").read_text() == "ran"
+    assert not Path((tmp_path / "tempdir").read_text()).exists()

@@ -48,11 +48,12 @@ import time
 from collections.abc import Sequence
 
 from bluesky_digitwin.errors import DigitwinError
+from bluesky_digitwin.processes import skip_exit_collection
 
 from .output import EXIT_USAGE, ProgressLine, StatusLine, one_line_warnings, quiet_libraries
 from .parser import build_parser
 
-__all__ = ["ProgressLine", "build_parser", "main"]
+__all__ = ["ProgressLine", "build_parser", "command", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,3 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     logging.getLogger(__name__).debug("%s took %.1f s", args.command, time.perf_counter() - start)
     return code
+
+
+def command() -> None:
+    """The ``digitwin`` executable: :func:`main` on the command line's arguments, then exit.
+
+    What :func:`main` printed is the end of the command; the interpreter's teardown after
+    TensorFlow is not waited through (:func:`~bluesky_digitwin.processes.skip_exit_collection`).
+    :func:`main` itself stays an ordinary function for code and tests that call it.
+    """
+    code = main()
+    skip_exit_collection()
+    sys.exit(code)

@@ -26,6 +26,7 @@ from bluesky_digitwin.processes import (
     child_environment,
     forward_stderr,
     python_command,
+    skip_exit_collection,
 )
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.precision import allow_bfloat16_inside_matmuls
@@ -151,6 +152,8 @@ def worker_main() -> None:
     except KeyboardInterrupt:
         # Ctrl-C reached the whole process group; the search itself says it was interrupted.
         sys.exit(130)
+    # The search's own process waits for this one to exit before it builds the twin.
+    skip_exit_collection()
 
 
 def _search_in_worker(spec: WorkerSpec) -> None:
