@@ -213,6 +213,35 @@ def test_the_summary_tells_the_twins_validation_from_each_networks(fitted, tmp_p
     assert twin.validation_rmse == twin.holdout.twin_rmse
 
 
+def test_a_study_refusing_other_training_names_the_flags_that_continue_it(fitted, tmp_path, capsys):
+    from bluesky_digitwin.data import prepare_training_data
+    from bluesky_digitwin.surrogate.search import SearchSpace, run_search
+    from bluesky_digitwin.surrogate.training import TrainConfig
+
+    data, _ = fitted
+    journal = tmp_path / "search.journal"
+    # Searched from Python, with a setting the command has a flag for and one it has not.
+    run_search(
+        prepare_training_data(str(data), ["x", "h"], "y"),
+        n_trials=1,
+        n_workers=1,
+        storage=journal,
+        study_name="s",
+        space=SearchSpace(n_layers=(1, 2), n_units=(4, 16)),
+        train_config=TrainConfig(max_epochs=20, patience=3),
+    )
+    argv = ["fit", str(data), "--features", "x", "h", "--target", "y", *FIT_FAST]
+    argv += ["--storage", str(journal), "--study", "s", "--out", str(tmp_path / "twin")]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("digitwin: error: study 's' was searched with other training settings")
+    assert "max_epochs 20, not 250" in line and "patience 3, not 30" in line
+    assert line.endswith(
+        "continue it with the same settings (digitwin fit --max-epochs 20; "
+        "TrainConfig(patience=3) in Python), or give a new study name"
+    )
+
+
 def test_predict_grid_missing_a_feature(fitted, tmp_path, capsys):
     _, out = fitted
     grid = tmp_path / "grid.csv"

@@ -20,6 +20,7 @@ from .output import ProgressLine, say, show_status
 
 if TYPE_CHECKING:
     from bluesky_digitwin.surrogate.ensemble import EnsembleRecipe
+    from bluesky_digitwin.surrogate.search import OtherTrainingError
     from bluesky_digitwin.surrogate.search_settings import SearchStrategy
     from bluesky_digitwin.surrogate.training import TrainConfig
 
@@ -34,6 +35,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from bluesky_digitwin.holdout import TwinNotBetterWarning
     from bluesky_digitwin.resolution import UnresolvedStepWarning
     from bluesky_digitwin.surrogate.precision import allow_bfloat16_inside_matmuls
+    from bluesky_digitwin.surrogate.search import OtherTrainingError
     from bluesky_digitwin.surrogate.search_settings import RemoteWorkers
     from bluesky_digitwin.twin import DigitalTwin, EnsembleWarning
     from bluesky_digitwin.twin_files import check_save_destination
@@ -72,28 +74,31 @@ def cmd_fit(args: argparse.Namespace) -> int:
         # jumps no interpolator can place.
         warnings.simplefilter("always", TwinNotBetterWarning)
         warnings.simplefilter("always", UnresolvedStepWarning)
-        twin = DigitalTwin.fit(
-            data,
-            args.features,
-            args.target,
-            n_trials=args.trials,
-            n_workers=args.workers,
-            ensemble=_ensemble_recipe(args),
-            space=args.space,
-            monotonic=args.monotonic,
-            strategy=args.strategy,
-            train_config=_train_config(args),
-            seed=args.seed,
-            storage=args.storage,
-            study_name=args.study,
-            progress=progress,
-            provenance=provenance,
-            remote=RemoteWorkers(
-                artifact_store=_artifact_store(args.artifacts),
-                data_source=data_source,
-                heartbeat_interval=args.heartbeat,
-            ),
-        )
+        try:
+            twin = DigitalTwin.fit(
+                data,
+                args.features,
+                args.target,
+                n_trials=args.trials,
+                n_workers=args.workers,
+                ensemble=_ensemble_recipe(args),
+                space=args.space,
+                monotonic=args.monotonic,
+                strategy=args.strategy,
+                train_config=_train_config(args),
+                seed=args.seed,
+                storage=args.storage,
+                study_name=args.study,
+                progress=progress,
+                provenance=provenance,
+                remote=RemoteWorkers(
+                    artifact_store=_artifact_store(args.artifacts),
+                    data_source=data_source,
+                    heartbeat_interval=args.heartbeat,
+                ),
+            )
+        except OtherTrainingError as refused:
+            raise DigitwinInputError(_continue_with_flags(refused)) from None
     progress.done()
     _save_or_fall_back(twin, out)
     search = twin.metadata["search"]
@@ -278,6 +283,35 @@ def _strategy(args: argparse.Namespace) -> SearchStrategy | None:
     except DigitwinInputError as exc:
         raise DigitwinInputError(f"--fourier-scale: {exc}") from None
     return strategy
+
+
+#: The flag of each training setting a study records that ``digitwin fit`` can set.
+_TRAINING_FLAGS = {
+    "max_epochs": "--max-epochs",
+    "reference_points": "--epoch-points",
+    "precision": "--precision",
+}
+
+
+def _continue_with_flags(refused: OtherTrainingError) -> str:
+    """A study's refusal of other training, in this command's terms: the flags that continue
+    it, and as ``TrainConfig`` fields the settings no flag sets (changed since by an upgrade)."""
+    flags = {
+        name: value
+        for name, value in refused.searched.items()
+        if name in _TRAINING_FLAGS and value is not None
+    }
+    others = ", ".join(
+        f"{name}={value!r}" for name, value in refused.searched.items() if name not in flags
+    )
+    ways = []
+    if flags:
+        ways.append(
+            "digitwin fit " + " ".join(f"{_TRAINING_FLAGS[k]} {v}" for k, v in flags.items())
+        )
+    if others:
+        ways.append(f"TrainConfig({others}) in Python")
+    return refused.message("; ".join(ways))
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig | None:

@@ -69,6 +69,7 @@ __all__ = [
     "MODEL_ARTIFACT",
     "STUDY_RECORD",
     "AfterSearch",
+    "OtherTrainingError",
     "Progress",
     "SearchResult",
     "SearchSpace",
@@ -405,31 +406,52 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-#: The ``digitwin fit`` flag of each training setting a study records.
-_TRAINING_FLAGS = {
-    "max_epochs": "--max-epochs",
-    "reference_points": "--epoch-points",
-    "precision": "--precision",
-}
+class OtherTrainingError(DigitwinInputError):
+    """A study refuses a rerun whose training differs from the one its trials had.
+
+    Its workers elsewhere train by the study's record, and ASHA compares trials at equal
+    epochs, so new trials would not compare with the old. The message says which settings
+    differ and the ``TrainConfig`` that continues the study; a front end can say the same in
+    its own terms (``digitwin fit`` names its flags) from the attributes.
+
+    Attributes
+    ----------
+    study_name
+        The study refused.
+    searched, given
+        Each differing ``TrainConfig`` field: its value in the study's trials, and in this run.
+    """
+
+    def __init__(self, study_name: str, searched: dict[str, Any], given: dict[str, Any]):
+        self.study_name = study_name
+        self.searched = searched
+        self.given = given
+        fields = ", ".join(f"{name}={value!r}" for name, value in searched.items())
+        super().__init__(self.message(f"TrainConfig({fields})"))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its parts, not from the message (e.g. sent back from a process).
+        return type(self), (self.study_name, self.searched, self.given)
+
+    def message(self, continue_with: str) -> str:
+        """The refusal, with ``continue_with`` as the settings that continue the study."""
+        differences = ", ".join(
+            f"{name} {value!r}, not {self.given[name]!r}" for name, value in self.searched.items()
+        )
+        return (
+            f"study {self.study_name!r} was searched with other training settings "
+            f"({differences}): its trials would not compare with new ones; continue it with "
+            f"the same settings ({continue_with}), or give a new study name"
+        )
 
 
-def _other_training_message(study_name: str, record: StudyRecord, train_config: TrainConfig) -> str:
-    """Why a study refuses a rerun with other training, and the settings that continue it:
-    as ``TrainConfig`` fields and, where ``digitwin fit`` has one, as its flag."""
+def _other_training(
+    study_name: str, record: StudyRecord, train_config: TrainConfig
+) -> OtherTrainingError:
     before, now = asdict(record.train_config), asdict(train_config)
     changed = [name for name in before if before[name] != now[name]]
-    differences = ", ".join(f"{name} {before[name]!r}, not {now[name]!r}" for name in changed)
-    as_fields = ", ".join(f"{name}={before[name]!r}" for name in changed)
-    flags = " ".join(
-        f"{_TRAINING_FLAGS[name]} {before[name]}"
-        for name in changed
-        if name in _TRAINING_FLAGS and before[name] is not None
-    )
-    on_the_command_line = f"; digitwin fit {flags}" if flags else ""
-    return (
-        f"study {study_name!r} was searched with other training settings ({differences}): its "
-        f"trials would not compare with new ones; continue it with the same settings "
-        f"(TrainConfig({as_fields}){on_the_command_line}), or give a new study name"
+    return OtherTrainingError(
+        study_name, {name: before[name] for name in changed}, {name: now[name] for name in changed}
     )
 
 
@@ -473,9 +495,7 @@ def _claim_study(
         if record is not None and record.train_config.as_trained(
             data.n_points
         ) != train_config.as_trained(data.n_points):
-            raise DigitwinInputError(
-                _other_training_message(study.study_name, record, train_config)
-            )
+            raise _other_training(study.study_name, record, train_config)
         return int(attrs["split_seed"])
     split_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
     study.set_user_attr("data_sha256", digest)

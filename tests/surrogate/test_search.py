@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import secrets
 import subprocess
@@ -18,6 +19,7 @@ from digitwin_testing import smooth_table, subprocess_env
 from bluesky_digitwin.data import DigitwinInputError, prepare_training_data
 from bluesky_digitwin.surrogate.ensemble import BestShapeShare, EnsembleRecipe
 from bluesky_digitwin.surrogate.search import (
+    OtherTrainingError,
     SearchSpace,
     default_batch_sizes,
     open_storage,
@@ -90,12 +92,18 @@ def test_a_study_is_not_continued_with_other_training_settings(data, tmp_path):
     journal = tmp_path / "journal.log"
     run_search(data, n_trials=1, n_workers=1, storage=journal, study_name="s", **TINY)
     other = {**TINY, "train_config": replace(TINY["train_config"], reference_points=50)}
-    with pytest.raises(DigitwinInputError, match=r"reference_points 8192, not 50") as refused:
+    with pytest.raises(OtherTrainingError, match=r"reference_points 8192, not 50") as refused:
         run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **other)
-    # It says how to continue: in Python and on the command line.
-    assert "(TrainConfig(reference_points=8192); digitwin fit --epoch-points 8192)" in str(
+    # It says how to continue, and carries the settings for a front end to say so its way.
+    assert "continue it with the same settings (TrainConfig(reference_points=8192))" in str(
         refused.value
     )
+    assert (refused.value.searched, refused.value.given) == (
+        {"reference_points": 8192},
+        {"reference_points": 50},
+    )
+    assert isinstance(refused.value, DigitwinInputError)
+    assert str(pickle.loads(pickle.dumps(refused.value))) == str(refused.value)
     # The same settings continue it.
     again = run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **TINY)
     assert len(again.study.get_trials()) == 2
@@ -116,18 +124,18 @@ def test_a_setting_that_changes_nothing_for_this_data_does_not_refuse_the_study(
         run_search(data, n_trials=3, n_workers=1, storage=journal, study_name="s", **other)
 
 
-def test_a_study_searched_at_the_papers_epochs_names_the_flag_that_continues_it(data, tmp_path):
+def test_a_study_searched_at_the_papers_epochs_names_the_setting_that_continues_it(data, tmp_path):
     # Studies searched before the default became 250 epochs trained the paper's 500.
     journal = tmp_path / "journal.log"
     paper = {**TINY, "train_config": TrainConfig.paper(chunk_epochs=5)}
     assert paper["train_config"].max_epochs == 500
     run_search(data, n_trials=1, n_workers=1, storage=journal, study_name="s", **paper)
     default = {**TINY, "train_config": TrainConfig(chunk_epochs=5)}
-    with pytest.raises(DigitwinInputError) as refused:
+    with pytest.raises(OtherTrainingError) as refused:
         run_search(data, n_trials=2, n_workers=1, storage=journal, study_name="s", **default)
     message = str(refused.value)
     assert "max_epochs 500, not 250" in message
-    assert "(TrainConfig(max_epochs=500); digitwin fit --max-epochs 500)" in message
+    assert "(TrainConfig(max_epochs=500))" in message
 
 
 def test_warm_start_tries_the_given_hyperparameters_first(data):
