@@ -30,7 +30,7 @@ from bluesky_digitwin.processes import (
 )
 from bluesky_digitwin.surrogate.network import Scaling
 from bluesky_digitwin.surrogate.precision import allow_bfloat16_inside_matmuls
-from bluesky_digitwin.surrogate.recovery import exit_with_parent
+from bluesky_digitwin.surrogate.recovery import UnclaimedTrials, exit_with_parent
 from bluesky_digitwin.surrogate.search_settings import HEARTBEAT_INTERVAL
 from bluesky_digitwin.surrogate.search_space import SearchSpace
 from bluesky_digitwin.surrogate.split import SplitData
@@ -171,9 +171,10 @@ def _search_in_worker(spec: WorkerSpec) -> None:
     split = SplitData.load(Path(spec.data_dir), Scaling.from_dict(spec.scaling))
     store = FileSystemArtifactStore(spec.artifact_dir)
     objective = make_objective(split, spec.space, spec.train_config, store, spec.seed)
-    optimize_until(study, objective, spec.n_trials)
+    unclaimed = UnclaimedTrials()
+    optimize_until(study, objective, spec.n_trials, unclaimed=unclaimed)
     if spec.after is not None:
-        trials = settled_trials(study)
+        trials = settled_trials(study, unclaimed=unclaimed)
         if trials:
             # An error here ends this worker with a traceback; the search's own process then
             # does this part itself.

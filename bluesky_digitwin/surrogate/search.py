@@ -43,7 +43,7 @@ from bluesky_digitwin.names import check_name
 from bluesky_digitwin.processes import THREADS_ENV
 from bluesky_digitwin.redaction import redact_url
 from bluesky_digitwin.surrogate.network import Scaling
-from bluesky_digitwin.surrogate.recovery import FINISHED, count_finished
+from bluesky_digitwin.surrogate.recovery import FINISHED, UnclaimedTrials, count_finished
 from bluesky_digitwin.surrogate.search_settings import RemoteWorkers, SearchStrategy
 from bluesky_digitwin.surrogate.search_space import SearchSpace, default_batch_sizes
 from bluesky_digitwin.surrogate.study_record import STUDY_RECORD, StudyRecord
@@ -335,6 +335,8 @@ def run_search(
             after_results: list[Any] = [None] * parts
             settled: list[optuna.trial.FrozenTrial] = []
             search_end = None
+            # Trials no process has claimed yet, watched from here until the search settles.
+            unclaimed = UnclaimedTrials()
             try:
                 if beside is not None:
                     beside_result = beside(split)
@@ -347,9 +349,9 @@ def run_search(
                     wait_for_workers(study, n_trials)
                 else:
                     objective = make_objective(split, space, train_config, store, seed)
-                    optimize_until(study, objective, n_trials)
+                    optimize_until(study, objective, n_trials, unclaimed=unclaimed)
                 if after is not None:
-                    settled = settled_trials(study)
+                    settled = settled_trials(study, unclaimed=unclaimed)
                     search_end = time.perf_counter()
                     if settled:
                         after_results[0] = after(split, settled, 0, parts)

@@ -54,15 +54,18 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted((t for t in complete if MODEL_ARTIFACT in t.user_attrs), key=lambda t: t.value)
 
 
-def settled_trials(study: optuna.Study, poll: float = 0.2) -> list[optuna.trial.FrozenTrial]:
+def settled_trials(
+    study: optuna.Study, poll: float = 0.2, unclaimed: UnclaimedTrials | None = None
+) -> list[optuna.trial.FrozenTrial]:
     """:func:`ranked_trials` once no trial runs any more (the other processes' last ones).
 
     A process that ends its share of the search first waits here for the others' last
     trials, since the best trial is known only then. Trials of dead workers are failed as
     :func:`wait_for_workers` fails them (heartbeats, local processes, unclaimed trials), so
-    they cannot keep it waiting.
+    they cannot keep it waiting. Give the ``unclaimed`` tracker :func:`optimize_until` used,
+    so that a trial it already watched unclaimed does not wait out the whole grace again.
     """
-    unclaimed = UnclaimedTrials()
+    unclaimed = unclaimed or UnclaimedTrials()
     while True:
         _fail_dead_workers_trials(study, unclaimed)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -143,7 +146,8 @@ def optimize_until(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     n_trials: int,
-    poll: float = 1.0,
+    poll: float = 0.2,
+    unclaimed: UnclaimedTrials | None = None,
 ) -> None:
     """Run trials until the study's ``n_trials`` (shared by all workers) are finished.
 
@@ -153,8 +157,13 @@ def optimize_until(
     here (heartbeats, processes on this machine) and its retry is run here. A worker that left
     as soon as the trials were taken would leave a dead worker's trial, and the search, one
     short for ever.
+
+    ``poll`` is how often it looks meanwhile: the work after the search waits on it, so it is
+    short (each look reads the storage a few times). ``unclaimed`` tracks trials no process has
+    claimed yet (:class:`~bluesky_digitwin.surrogate.recovery.UnclaimedTrials`); pass the same
+    one on to :func:`settled_trials`.
     """
-    unclaimed = UnclaimedTrials()
+    unclaimed = unclaimed or UnclaimedTrials()
     while True:
         _fail_dead_workers_trials(study, unclaimed)
         if count_finished(study) >= n_trials:

@@ -234,7 +234,8 @@ def run_worker(
     before = {t.number for t in study.get_trials(deepcopy=False)}
     # Networks are seeded by the search's seed and the trial number, whichever worker runs them.
     objective = make_objective(split, record.space, train_config, store, record.seed)
-    optimize_until(study, objective, target)
+    # Nothing here waits on the search's end: look at a database less often meanwhile.
+    optimize_until(study, objective, target, poll=1.0)
     mine = [
         t
         for t in study.get_trials(deepcopy=False)

@@ -17,7 +17,7 @@ from bluesky_digitwin.surrogate.recovery import (
     worker_identity,
 )
 from bluesky_digitwin.surrogate.storage import open_storage
-from bluesky_digitwin.surrogate.trials import optimize_until
+from bluesky_digitwin.surrogate.trials import optimize_until, settled_trials
 
 
 def _study_with(finished: int, running: int, storage=None) -> optuna.Study:
@@ -144,3 +144,17 @@ def test_a_claimed_trial_of_a_live_process_is_left_running(tmp_path):
     study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, worker_identity(0))
     assert recover_orphaned_trials(study, UnclaimedTrials(grace=0.0)) == []
     assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
+
+
+def test_the_search_waits_out_an_unclaimed_trials_grace_once_not_again_after_it(tmp_path):
+    # The search's number is reached while a trial nobody claimed still runs (its worker died
+    # as Optuna created it): the wait for the last trials goes on with the same tracker.
+    study = _study_with(finished=3, running=1, storage=open_storage(tmp_path / "s.journal"))
+    (dead,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    unclaimed = UnclaimedTrials(grace=2.0)
+    optimize_until(study, _counting_objective([]), n_trials=3, poll=0.05, unclaimed=unclaimed)
+    time.sleep(2.1)  # the grace, spent between the search and the wait for its last trials
+    start = time.monotonic()
+    settled_trials(study, poll=0.05, unclaimed=unclaimed)
+    assert time.monotonic() - start < 1.0  # a new tracker would wait 2 s more
+    assert study.get_trials()[dead.number].state == optuna.trial.TrialState.FAIL
