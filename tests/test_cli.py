@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import shutil
 import socket
 import subprocess
@@ -205,7 +206,13 @@ def test_the_summary_tells_the_twins_validation_from_each_networks(fitted, tmp_p
     assert main([*argv, "--max-epochs", "30", "--out", str(tmp_path / "twin")]) == 0
     twin = DigitalTwin.load(tmp_path / "twin")
     each = [m["validation_rmse"] for m in twin.metadata["members"]]
-    (line,) = [s for s in capsys.readouterr().out.splitlines() if s.startswith("  networks:")]
+    out = capsys.readouterr().out.splitlines()
+    (line,) = [s for s in out if s.startswith("  networks:")]
+    # The whole command's time, beside the search's part of it.
+    (wall,) = [s for s in out if s.startswith("  wall time:")]
+    total, searching = map(float, re.findall(r"([\d.]+) s", wall))
+    assert wall.endswith(" s searching") and total >= searching
+    assert searching == pytest.approx(twin.metadata["search"]["wall_time_s"], abs=0.05)
     assert line == (
         f"  networks: 2, on the held-out points RMSE {min(each):.4g}-{max(each):.4g} each; "
         f"together R^2 {twin.holdout.twin_r2:.5f}"
