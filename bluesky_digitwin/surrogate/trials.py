@@ -65,7 +65,8 @@ def settled_trials(
     they cannot keep it waiting. Give the ``unclaimed`` tracker :func:`optimize_until` used,
     so that a trial it already watched unclaimed does not wait out the whole grace again.
     """
-    unclaimed = unclaimed or UnclaimedTrials()
+    if unclaimed is None:
+        unclaimed = UnclaimedTrials()
     while True:
         _fail_dead_workers_trials(study, unclaimed)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -163,7 +164,8 @@ def optimize_until(
     claimed yet (:class:`~bluesky_digitwin.surrogate.recovery.UnclaimedTrials`); pass the same
     one on to :func:`settled_trials`.
     """
-    unclaimed = unclaimed or UnclaimedTrials()
+    if unclaimed is None:
+        unclaimed = UnclaimedTrials()
     while True:
         _fail_dead_workers_trials(study, unclaimed)
         if count_finished(study) >= n_trials:
