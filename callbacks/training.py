@@ -35,7 +35,7 @@ from typing import Any
 from bluesky_digitwin.atomic_files import atomic_path
 from bluesky_digitwin.buffer import DataKeyError, ScanBuffer
 from bluesky_digitwin.errors import DigitwinError
-from bluesky_digitwin.processes import child_environment, watch_parent
+from bluesky_digitwin.processes import child_environment, skip_exit_collection, watch_parent
 from bluesky_digitwin.protocols import TwinState
 from bluesky_digitwin.surrogate.search_settings import SearchStrategy
 from bluesky_digitwin.twin import DigitalTwin
@@ -978,6 +978,8 @@ def run_training_process() -> None:
     relayed = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]
     lines = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in relayed))
     dataclasses.replace(outcome, warnings=lines).write(result_path)
+    # The callback swaps the twin in once this process has exited: not a second later.
+    skip_exit_collection()
 
 
 def relay_warnings(number: int, messages: Sequence[str], told: frozenset[str]) -> frozenset[str]:
