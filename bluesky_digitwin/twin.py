@@ -245,12 +245,12 @@ class DigitalTwin:
             )
         check_fourier_with_monotonic(strategy.fourier_scale, train_config.monotonic)
         batch_sizes = (space or SearchSpace()).batch_choices(prepared.n_points)
+        training = recipe.member_training(train_config)
 
         def train_reference(split: SplitData) -> list[Member]:
             # The reference networks do not depend on the search: they train on this
             # process's core while the workers search, instead of after the search with the
             # other core idle.
-            training = recipe.member_training(train_config)
             return [
                 member
                 for group in recipe.reference_groups(batch_sizes, len(split.y_train))
@@ -313,7 +313,7 @@ class DigitalTwin:
                 )
             else:
                 members, member_meta, val_scaled = build_trial_members(
-                    result, eligible[: recipe.size], prepared, recipe.member_training(train_config)
+                    result, eligible[: recipe.size], prepared, training
                 )
         finally:
             result.cleanup()
