@@ -204,7 +204,10 @@ class DigitalTwin:
             Shape knowledge, by feature: ``"increasing"`` or ``"decreasing"``, e.g.
             ``{"H": "increasing"}`` for a magnetisation that grows with field. Every network
             (search trials and the twin's members) is then penalised where its slope has the
-            other sign, also between the measured lines (``TrainConfig.monotonic``).
+            other sign, also between the measured lines (``TrainConfig.monotonic``). That
+            about doubles the training time, and whether it helps depends on the material
+            (benchmarks/RESULTS.md: better on a moving transition, not on a sharp first-order
+            one): measure it on yours.
         progress
             Called with a :class:`~bluesky_digitwin.surrogate.search.Progress` while searching.
         provenance
