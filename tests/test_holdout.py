@@ -33,6 +33,20 @@ def test_a_poor_twin_is_told_so():
     assert "NOT better than linear" in result.summary()
 
 
+@pytest.mark.parametrize(
+    ("held_out", "advised", "not_advised"),
+    [("points", "fourier_scale=", "more trials"), ("lines", "more trials", "fourier_scale")],
+)
+def test_the_warning_advises_what_helps_for_what_was_held_out(held_out, advised, not_advised):
+    # Fourier features reproduce densely measured lines but interpolate worse between them.
+    x, y, xv, yv = _lines()
+    with pytest.warns(TwinNotBetterWarning) as caught:
+        compare_on_holdout(["T", "H"], "M", x, y, xv, yv, np.zeros_like(yv), held_out=held_out)
+    (message,) = [str(w.message) for w in caught]
+    assert f"held-out {held_out} no better than linear" in message
+    assert advised in message and not_advised not in message
+
+
 def test_a_twin_between_linear_and_rbf_is_better_than_the_trivial_answer():
     x, y, xv, yv = _lines()
     probe = compare_on_holdout(["T", "H"], "M", x, y, xv, yv, yv, warn=False)
