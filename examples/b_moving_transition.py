@@ -81,7 +81,7 @@ def main() -> None:
 
     # M grows with H (thermodynamic stability): stated, so that no network bends the other
     # way between the measured fields, where |ΔS_M| is integrated. On this magnet it made
-    # |ΔS_M| 6-11 % better on the fidelity benchmark (benchmarks/RESULTS.md).
+    # |ΔS_M| about 15 % better on the fidelity benchmark (benchmarks/RESULTS.md).
     twin = fit_twin(coarse, ["T", "H"], "M", args, say, monotonic={"H": "increasing"})
     linear = LinearInterpolator.fit(coarse, ["T", "H"], "M")
 
