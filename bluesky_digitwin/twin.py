@@ -48,6 +48,7 @@ from bluesky_digitwin.surrogate.ensemble import (
     Member,
     default_recipe,
     gather_shares,
+    is_large_map,
     train_group_members,
     within_tolerance,
 )
@@ -330,6 +331,8 @@ class DigitalTwin:
             split.y_val * scaling.y_std + scaling.y_mean,
             val_scaled * scaling.y_std + scaling.y_mean,
             held_out=split.held_out,
+            suggest_fourier=strategy.fourier_scale is None
+            and is_large_map(prepared.n_points, train_config),
         )
         meta = {
             "format": FORMAT,

@@ -17,6 +17,7 @@ from bluesky_digitwin import (
     DigitwinInputError,
     EnsembleRecipe,
     OutsideRangeWarning,
+    TwinNotBetterWarning,
     make_grid,
 )
 from bluesky_digitwin.resolution import UnresolvedStepWarning
@@ -563,3 +564,40 @@ def test_a_twin_saved_without_the_comparison_gives_its_first_networks_validation
     older = twin.select(range(twin.ensemble_size))
     del older.metadata["holdout"]  # as twins saved before the comparison was recorded
     assert older.validation_rmse == twin.metadata["members"][0]["validation_rmse"]
+
+
+@pytest.mark.parametrize(
+    ("reference_points", "fourier_scale", "advised"),
+    [
+        (8192, None, "digitwin compare --reference"),  # a small table: not Fourier features
+        (50, None, "fourier_scale="),  # a large map, as measured on the 30 k-point one
+        (50, 1.0, "digitwin compare --reference"),  # it has them already
+    ],
+)
+def test_a_twin_no_better_than_linear_is_advised_for_its_size_and_inputs(
+    reference_points, fourier_scale, advised
+):
+    # Straight along every line: linear interpolation is exact at held-out points on them.
+    table = smooth_table()
+    table["y"] = 2.0 * table["x"] + table["h"]
+    with pytest.warns(TwinNotBetterWarning) as caught:
+        DigitalTwin.fit(
+            table,
+            ["x", "h"],
+            "y",
+            n_trials=2,
+            ensemble=EnsembleRecipe(size=2),
+            seed=0,
+            **{
+                **FAST,
+                "strategy": SearchStrategy(
+                    pruner=optuna.pruners.NopPruner(), fourier_scale=fourier_scale
+                ),
+                "train_config": TrainConfig(
+                    max_epochs=20, chunk_epochs=10, reference_points=reference_points
+                ),
+            },
+        )
+    (message,) = [str(w.message) for w in caught if w.category is TwinNotBetterWarning]
+    assert advised in message
+    assert ("fourier_scale=" in message) == (advised == "fourier_scale=")
