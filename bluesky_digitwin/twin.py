@@ -48,7 +48,6 @@ from bluesky_digitwin.surrogate.ensemble import (
     Member,
     default_recipe,
     gather_shares,
-    is_large_map,
     train_group_members,
     within_tolerance,
 )
@@ -332,7 +331,7 @@ class DigitalTwin:
             val_scaled * scaling.y_std + scaling.y_mean,
             held_out=split.held_out,
             suggest_fourier=strategy.fourier_scale is None
-            and is_large_map(prepared.n_points, train_config),
+            and train_config.is_large_map(prepared.n_points),
         )
         meta = {
             "format": FORMAT,

@@ -46,7 +46,6 @@ __all__ = [
     "TrainedEnsemble",
     "default_recipe",
     "gather_shares",
-    "is_large_map",
     "read_records",
     "train_group_members",
     "train_members",
@@ -364,17 +363,9 @@ def default_recipe(n_points: int, train_config: TrainConfig) -> EnsembleRecipe:
     of the default, the reference ones above all, cost more than the whole search at that size
     (benchmarks/RESULTS.md). Its ±2σ is narrower there (0.59 against 0.75 of the true values).
     """
-    if is_large_map(n_points, train_config):
+    if train_config.is_large_map(n_points):
         return EnsembleRecipe.paper()
     return EnsembleRecipe()
-
-
-def is_large_map(n_points: int, train_config: TrainConfig) -> bool:
-    """Whether ``n_points`` is above ``train_config.reference_points``: a large map, where
-    epochs are counted in passes over that many points and the paper's ensemble is the
-    default."""
-    limit = train_config.reference_points
-    return limit is not None and n_points > limit
 
 
 @dataclass

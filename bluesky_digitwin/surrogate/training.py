@@ -128,12 +128,17 @@ class TrainConfig:
         """
         return cls(**{"max_epochs": 500, **changes})
 
+    def is_large_map(self, n_points: int) -> bool:
+        """Whether ``n_points`` is above ``reference_points``: a large map, where epochs are
+        counted in passes over that many points (and the paper's ensemble is the default)."""
+        return self.reference_points is not None and n_points > self.reference_points
+
     def in_real_epochs(self, n_points: int) -> tuple[float, TrainConfig]:
         """The size of a real epoch in counted epochs, and this recipe in real epochs.
 
         For ``n_points`` training points: ``(1.0, self)`` up to ``reference_points``.
         """
-        if self.reference_points is None or n_points <= self.reference_points:
+        if not self.is_large_map(n_points):
             return 1.0, self
         unit = n_points / self.reference_points
 
