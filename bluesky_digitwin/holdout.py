@@ -187,18 +187,16 @@ def compare_on_holdout(
                 f"for lines like these trust {name}, or give the search more trials or a wider "
                 "space (SearchSpace)"
             )
-        elif suggest_fourier:
-            advice = (
-                f"at points like these (on the measured lines) trust {name}; to reproduce "
-                "densely measured lines, Fourier features (fourier_scale=, --fourier-scale) "
-                "matched them on a 30 000-point map, at a cost between the lines"
-            )
         else:
-            advice = (
-                f"at points like these (on the measured lines) trust {name}; they do not test "
-                "the twin between the lines: score it there against a finer measurement "
-                "(digitwin compare --reference, or analysis.compare.compare_models)"
+            remedy = (
+                "to reproduce densely measured lines, Fourier features (fourier_scale=, "
+                "--fourier-scale) matched them on a 30 000-point map, at a cost between the lines"
+                if suggest_fourier
+                else "they do not test the twin between the lines: score it there against a "
+                "finer measurement (digitwin compare --reference, or "
+                "analysis.compare.compare_models)"
             )
+            advice = f"at points like these (on the measured lines) trust {name}; {remedy}"
         warnings.warn(
             f"the twin predicts the held-out {held_out} no better than {name} interpolation "
             f"(RMSE {twin_rmse:.4g} against {rmse:.4g}); {advice}",
