@@ -378,8 +378,9 @@ class _Graph:
                 # (a third of a six-network epoch, 15 % of a one-network one). It updates a
                 # stopped member too, but nothing reads that: its best weights are frozen
                 # (``improved`` below) and compaction leaves it out. The members still training
-                # have all taken the same steps, the most of any. Its scalars are made once a
-                # step, not once a variable: fewer ops for each depth's loop to trace.
+                # have all taken the same steps, the most of any. The bias-correction powers
+                # are made once a step and the other scalars once a chunk (``scalars``), not
+                # once a variable: fewer ops for each depth's loop to trace.
                 t = tf.reduce_max(steps)
                 beta1_power, beta2_power = _BETA_1**t, _BETA_2**t
                 for w, g, m, v in zip(weights, grads, moments, velocities, strict=True):
