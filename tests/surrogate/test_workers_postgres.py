@@ -93,22 +93,22 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
         stderr=subprocess.STDOUT,
     )
     workers = []
+
+    def start_worker(key: str) -> subprocess.Popen:
+        # A worker joins with nothing but the storage and the study's name.
+        command = [*_digitwin(), "worker", "--storage", URL, "--study", name, "--heartbeat", "1"]
+        worker = subprocess.Popen(
+            command, cwd=tmp_path, env=subprocess_env(), stdout=logs[key], stderr=subprocess.STDOUT
+        )
+        workers.append(worker)
+        return worker
+
     try:
         wait_for(lambda: _study(name), timeout=120, what="the coordinator's study")
-        # Two workers join with nothing but the storage and the study's name.
-        for key in ("w0", "w1"):
-            command = [*_digitwin(), "worker", "--storage", URL, "--study", name]
-            command += ["--heartbeat", "1"]
-            workers.append(
-                subprocess.Popen(
-                    command,
-                    cwd=tmp_path,
-                    env=subprocess_env(),
-                    stdout=logs[key],
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        victim = workers[0]
+        # The victim joins first and alone: two workers started together race for six short
+        # trials, and on a loaded machine the first to import TensorFlow can run them all before
+        # the other holds one (CI saw that: the victim never had a trial to be killed in).
+        victim = start_worker("w0")
 
         def running_trial_of_victim():
             study = _study(name)
@@ -122,9 +122,14 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
             return None
 
         # Frozen with its trial still running: ASHA may prune it between a look and the kill.
-        killed = freeze_when(
-            victim, running_trial_of_victim, timeout=300, what="a trial of worker 0"
-        )
+        try:
+            killed = freeze_when(
+                victim, running_trial_of_victim, timeout=300, what="a trial of worker 0"
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{_logs(logs)}") from None
+        # The second worker joins while the first is frozen mid-trial, then the first dies.
+        start_worker("w1")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
 
@@ -166,6 +171,10 @@ def test_a_killed_worker_costs_one_trial_and_the_twin_is_built(tmp_path):
         text = _read(log)
         assert not password or password not in text
     assert "trials" in _read(logs["w1"])
+
+
+def _logs(logs: dict) -> str:
+    return "\n".join(f"--- {key}.log:\n{_read(log)}" for key, log in logs.items())
 
 
 def _read(log) -> str:
