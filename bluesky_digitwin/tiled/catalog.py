@@ -39,6 +39,7 @@ from .writing import (
     read_backup,
     replay_hint,
     try_lock,
+    without_run_router_advice,
 )
 
 __all__ = ["TwinCatalog"]
@@ -375,8 +376,9 @@ class TwinCatalog:
         ends = any(name == "stop" for name, _ in docs)
         writer = self._tiled_writer(origin, batch_size=None if ends else 1)
         try:
-            for name, doc in docs:
-                writer(name, doc)
+            with without_run_router_advice():
+                for name, doc in docs:
+                    writer(name, doc)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {redact(str(exc))}"
             logger.debug("replaying %s failed", path, exc_info=True)

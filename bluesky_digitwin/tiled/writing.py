@@ -9,7 +9,8 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,9 +38,28 @@ __all__ = [
     "read_backup",
     "replay_hint",
     "try_lock",
+    "without_run_router_advice",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: event_model's RunRouter warns this whenever a callback raises at a run's start document.
+RUN_ROUTER_ADVICE = r"The callback .* when RunRouter passed it a 'start' document"
+
+
+@contextmanager
+def without_run_router_advice() -> Iterator[None]:
+    """Leave out event_model's advice when a Tiled write fails at a run's start document.
+
+    TiledWriter routes each run through event_model's RunRouter, which warns, whenever a
+    callback raises at a start document, that the error may come from a factory written for
+    event-model < 1.14 and must be updated. Here the error is Tiled's (the server is gone, or
+    refuses the run), and the caller says it with the run's backup: the advice would send the
+    user to code that is not theirs. Other warnings pass as before.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=RUN_ROUTER_ADVICE, category=UserWarning)
+        yield
 
 
 class ContainerWriter:
@@ -70,7 +90,8 @@ class ContainerWriter:
         return [self._writer], []
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
-        self._router(name, doc)
+        with without_run_router_advice():
+            self._router(name, doc)
 
     def __repr__(self) -> str:
         return f"<ContainerWriter {self.origin!r} -> {self.uri}>"
@@ -282,7 +303,8 @@ class _RunShield:
         writing = self._writer is not None and self._uid not in self._failed
         if writing:
             try:
-                self._writer(name, doc)  # type: ignore[misc]
+                with without_run_router_advice():
+                    self._writer(name, doc)  # type: ignore[misc]
             except Exception as exc:
                 writing = False
                 self._failed[self._uid] = f"{type(exc).__name__}: {redact(str(exc))}"
