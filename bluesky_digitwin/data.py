@@ -344,13 +344,15 @@ def prepare_training_data(
             f"only {len(y)} usable points; a twin needs at least {min_points} "
             "(measure more points or lower min_points)"
         )
-    if np.ptp(y) == 0:
+    # min == max, not np.ptp(...) == 0: a spread beyond float64 (refused below, with its fix)
+    # would overflow the subtraction and print numpy's RuntimeWarning before that error.
+    if y.min() == y.max():
         raise DigitwinInputError(
             f"the target {target!r} is constant ({y[0]:g}); there is nothing to learn: check "
             "that it names the measured quantity and that the detector responded"
         )
     for i, name in enumerate(features):
-        if np.ptp(x[:, i]) == 0:
+        if x[:, i].min() == x[:, i].max():
             raise DigitwinInputError(
                 f"feature {name!r} has one value only ({x[0, i]:g}); "
                 "the twin cannot learn a dependence on it: drop it from the features"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -76,6 +77,16 @@ def test_feature_with_one_value(table):
     table["h"] = 0.5
     with pytest.raises(DigitwinInputError, match="'h' has one value only"):
         prepare_training_data(table, ["x", "h"], "y")
+
+
+@pytest.mark.parametrize("column", ["x", "y"])
+def test_a_spread_beyond_float64_is_one_error_and_no_numpy_warning(table, column):
+    # max - min overflows here: numpy's RuntimeWarning used to come before the error.
+    table[column] = np.resize([-1.7e308, 1.7e308, 0.0], len(table))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DigitwinInputError, match=f"'{column}' is too large to compute with"):
+            prepare_training_data(table, ["x", "h"], "y")
 
 
 def test_non_numeric_column(table):

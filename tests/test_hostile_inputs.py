@@ -190,7 +190,7 @@ class Table:
                 spread, centre = column.std(), column.mean()
             # One value (its float64 std need not be 0: 682.95... three times has one of
             # 1e-13), or a spread float64 cannot scale (overflow, or below normal floats).
-            if np.ptp(column) == 0:
+            if column.min() == column.max():
                 return None
             if not (np.isfinite(spread) and np.isfinite(centre) and spread >= TINY):
                 return None
@@ -277,6 +277,9 @@ def check_table(table: Table, data_in: Any, features: list[str], min_points: int
     )
     expected = table.expected(features, "y", min_points)
     event("refused" if error else "dropped rows" if dropped_counts(record) else "accepted")
+    # Nothing else is said: no numpy or pandas warning ahead of the answer.
+    others = [w for w in record if not issubclass(w.category, DataWarning)]
+    assert [f"{w.category.__name__}: {w.message}" for w in others] == []
     if expected is None:
         assert error is not None, f"accepted data that cannot be learned: {result}"
         return
