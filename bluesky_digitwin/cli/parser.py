@@ -170,9 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="the most epochs a network trains (250; with --paper-search the paper's 500): "
-        "250 gave a cold ErCo2 fit 1.29-1.38x a one-network script's time instead of "
-        "1.52-1.56x with 500, with the same |ΔS_M| within the seeds' spread on the benchmark's "
-        "magnets",
+        "measured against 500, 250 made a cold ErCo2 fit 12-15%% shorter, with the same "
+        "|ΔS_M| within the seeds' spread on the benchmark's magnets",
     )
     fit.add_argument(
         "--precision",

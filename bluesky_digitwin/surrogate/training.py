@@ -51,8 +51,9 @@ class TrainConfig:
         rate drops at epoch 100, so 250 leaves 150 epochs at the lower rate, and early stopping
         ends most networks before either bound. Against 500, on the fidelity benchmark's
         magnets (five seeds each, ErCo2 ten) the derived quantities stayed within the seeds'
-        spread and a cold ErCo2 ``digitwin fit`` took 1.29-1.38 times a one-network script's
-        time instead of 1.52-1.56 (benchmarks/RESULTS.md).
+        spread and a cold ErCo2 ``digitwin fit`` was 12-15 % shorter (median 1.29 times a
+        one-network script's time against 1.52 in one run, 1.38 against 1.56 in another;
+        benchmarks/RESULTS.md, "Every network at most 250 epochs: the new default").
     patience
         Early stopping: stop when the validation loss has not improved for this many epochs.
     lr_drop_epoch, lr_drop_factor
