@@ -301,6 +301,23 @@ def test_the_router_sends_each_run_to_its_container(catalog, RE, mag, routed, ta
     assert not routed.refused and not routed.failed
 
 
+def test_writing_a_run_does_not_repeat_a_warning_shown_once(catalog, RE, mag, routed, tag):
+    # A callback of the session's that warns at every event: Python shows it once. Setting a
+    # warning filter resets that record, so the writers set theirs around start documents only.
+    def warns(name, doc):
+        warnings.warn("said once per session", UserWarning, stacklevel=1)
+
+    token = RE.subscribe(warns, "event")
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("default")
+            measure(RE, mag, 1000.0, {"tag": tag}, n=5)
+    finally:
+        RE.unsubscribe(token)
+    assert [str(w.message) for w in said].count("said once per session") == 1
+    assert tagged(catalog.measured, tag)
+
+
 @pytest.mark.parametrize(
     "md",
     [

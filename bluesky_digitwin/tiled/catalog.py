@@ -39,7 +39,7 @@ from .writing import (
     read_backup,
     replay_hint,
     try_lock,
-    without_run_router_advice,
+    write_document,
 )
 
 __all__ = ["TwinCatalog"]
@@ -376,9 +376,8 @@ class TwinCatalog:
         ends = any(name == "stop" for name, _ in docs)
         writer = self._tiled_writer(origin, batch_size=None if ends else 1)
         try:
-            with without_run_router_advice():
-                for name, doc in docs:
-                    writer(name, doc)
+            for name, doc in docs:
+                write_document(writer, name, doc)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {redact(str(exc))}"
             logger.debug("replaying %s failed", path, exc_info=True)

@@ -9,8 +9,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +37,7 @@ __all__ = [
     "read_backup",
     "replay_hint",
     "try_lock",
-    "without_run_router_advice",
+    "write_document",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,19 +46,23 @@ logger = logging.getLogger(__name__)
 RUN_ROUTER_ADVICE = r"The callback .* when RunRouter passed it a 'start' document"
 
 
-@contextmanager
-def without_run_router_advice() -> Iterator[None]:
-    """Leave out event_model's advice when a Tiled write fails at a run's start document.
+def write_document(writer: Callable[[str, Any], None], name: str, doc: Mapping[str, Any]) -> None:
+    """``writer(name, doc)``, without event_model's advice when a start document fails.
 
     TiledWriter routes each run through event_model's RunRouter, which warns, whenever a
     callback raises at a start document, that the error may come from a factory written for
     event-model < 1.14 and must be updated. Here the error is Tiled's (the server is gone, or
     refuses the run), and the caller says it with the run's backup: the advice would send the
-    user to code that is not theirs. Other warnings pass as before.
+    user to code that is not theirs. Other warnings pass as before. The filter is set around
+    start documents only: setting one resets Python's record of warnings already shown once,
+    which around every event would repeat the session's other warnings at every event.
     """
+    if name != "start":
+        writer(name, doc)
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=RUN_ROUTER_ADVICE, category=UserWarning)
-        yield
+        writer(name, doc)
 
 
 class ContainerWriter:
@@ -90,8 +93,7 @@ class ContainerWriter:
         return [self._writer], []
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
-        with without_run_router_advice():
-            self._router(name, doc)
+        write_document(self._router, name, doc)
 
     def __repr__(self) -> str:
         return f"<ContainerWriter {self.origin!r} -> {self.uri}>"
@@ -303,8 +305,7 @@ class _RunShield:
         writing = self._writer is not None and self._uid not in self._failed
         if writing:
             try:
-                with without_run_router_advice():
-                    self._writer(name, doc)  # type: ignore[misc]
+                write_document(self._writer, name, doc)  # type: ignore[arg-type]
             except Exception as exc:
                 writing = False
                 self._failed[self._uid] = f"{type(exc).__name__}: {redact(str(exc))}"
